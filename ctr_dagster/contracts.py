@@ -1,0 +1,178 @@
+"""Plugin contracts: what a model, encoder or extractor plugin must provide.
+
+A plugin is a class exposed through an entry point in one of the groups below. It needs nothing but
+this module, pyarrow and numpy: no Dagster, no engine internals. The engine discovers it
+(`ctr_dagster.registry`), turns its `Config` dataclass into launchpad config, and calls it.
+
+Worked example (a complete model plugin; `ctr new-plugin NAME` scaffolds one like it)::
+
+    @dataclass
+    class PopularityConfig:
+        smoothing: float = 10.0          # typed, with defaults: shown and editable in the launchpad
+
+    class PopularityModel:
+        name = "popularity"
+        task = "ctr"
+        Config = PopularityConfig
+        requires = frozenset()          # e.g. {"sequence"} or {"item_embeddings"}
+
+        def __init__(self, config: PopularityConfig | None = None):
+            self.config = config or PopularityConfig()
+
+        def fit(self, train, valid, ctx):   # pyarrow Tables in the TRAINING schema
+            ...; return self
+        def predict(self, batch):           # -> float array in [0, 1], one score per row
+            ...
+        def save(self, directory): ...      # safe formats only: JSON, safetensors, LightGBM text
+        @classmethod
+        def load(cls, directory): ...
+
+    # pyproject.toml of the plugin distribution:
+    # [project.entry-points."ctr_dagster.models"]
+    # popularity = "ctr_popularity.model:PopularityModel"
+
+Nothing heavy is imported here: the code location imports this module at load time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    import pyarrow as pa
+
+MODEL_GROUP = "ctr_dagster.models"
+ENCODER_GROUP = "ctr_dagster.encoders"
+EXTRACTOR_GROUP = "ctr_dagster.extractors"
+GROUPS: dict[str, str] = {"model": MODEL_GROUP, "encoder": ENCODER_GROUP, "extractor": EXTRACTOR_GROUP}
+
+Task = Literal["ctr", "uplift"]
+Role = Literal["teacher", "student"]
+Modality = Literal["text", "image"]
+
+#: Inputs a model may declare in `requires`; the engine prepares them (or refuses to run the model).
+KNOWN_INPUTS = frozenset({"sequence", "item_embeddings", "item_attributes", "treatment", "conversion"})
+
+
+@dataclass
+class FitContext:
+    """What the engine hands a plugin's `fit`: everything environment-specific, nothing Dagster."""
+
+    seed: int = 0
+    device: str = "cpu"
+    workdir: Path | None = None
+    #: Vocabulary sizes of the indexed columns (e.g. {"item_idx": 2043}); embedding tables size from it.
+    cardinalities: dict[str, int] = field(default_factory=dict)
+    #: Extra prepared inputs, keyed by the names in `requires` (e.g. "item_embeddings": float32[n, d]).
+    inputs: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+
+@runtime_checkable
+class ModelPlugin(Protocol):
+    """A CTR (or uplift) model with scikit-learn-like fit/predict and safe persistence."""
+
+    name: ClassVar[str]
+    task: ClassVar[Task]
+    Config: ClassVar[type]
+    requires: ClassVar[frozenset[str]]
+
+    def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> ModelPlugin: ...
+
+    def predict(self, batch: pa.Table) -> np.ndarray: ...
+
+    def save(self, directory: Path) -> None: ...
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelPlugin: ...
+
+
+@runtime_checkable
+class EncoderPlugin(Protocol):
+    """Turns items (rows of the ITEMS schema) into fixed-width float32 vectors of one modality."""
+
+    name: ClassVar[str]
+    modality: ClassVar[Modality]
+    Config: ClassVar[type]
+    #: Bumped when the encoder's output changes: part of the embedding cache key.
+    version: ClassVar[str]
+
+    def encode(self, items: pa.Table) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ExtractorPlugin(Protocol):
+    """Predicts (item_id, attribute, value, score) rows from the catalogue."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def fit(self, items: pa.Table, attributes: pa.Table) -> ExtractorPlugin: ...
+
+    def extract(self, items: pa.Table) -> pa.Table: ...
+
+
+_REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
+    "model": ("name", "task", "Config", "requires", "fit", "predict", "save", "load"),
+    "encoder": ("name", "modality", "Config", "version", "encode"),
+    "extractor": ("name", "Config", "fit", "extract"),
+}
+
+
+def contract_violations(kind: str, plugin: Any) -> list[str]:
+    """Everything wrong with `plugin` as a `kind` plugin, as readable sentences (empty = valid).
+
+    Checked without instantiating or calling the plugin, so validation never runs plugin code
+    beyond its import.
+    """
+    problems: list[str] = []
+    if not isinstance(plugin, type):
+        return [f"entry point must name a class, got {type(plugin).__name__}"]
+    for member in _REQUIRED_MEMBERS[kind]:
+        if not hasattr(plugin, member):
+            problems.append(f"missing required member {member!r}")
+    if problems:
+        return problems
+    config = plugin.Config
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)):
+        problems.append("Config must be a dataclass (its fields become launchpad config)")
+    else:
+        for f in dataclasses.fields(config):
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                problems.append(f"Config field {f.name!r} needs a default")
+    if kind == "model":
+        if plugin.task not in ("ctr", "uplift"):
+            problems.append(f"task must be 'ctr' or 'uplift', got {plugin.task!r}")
+        unknown = set(plugin.requires) - KNOWN_INPUTS
+        if unknown:
+            problems.append(f"requires unknown input(s) {sorted(unknown)}; known: {sorted(KNOWN_INPUTS)}")
+        role = getattr(plugin, "role", None)
+        if role not in (None, "teacher", "student"):
+            problems.append(f"role must be None, 'teacher' or 'student', got {role!r}")
+        if role == "student" and not getattr(plugin, "teacher", None):
+            problems.append("a student must name its teacher (class attribute `teacher`)")
+    if kind == "encoder" and plugin.modality not in ("text", "image"):
+        problems.append(f"modality must be 'text' or 'image', got {plugin.modality!r}")
+    for method in {"model": ("fit", "predict", "save"), "encoder": ("encode",), "extractor": ("fit", "extract")}[kind]:
+        if not callable(getattr(plugin, method, None)):
+            problems.append(f"{method} must be a method")
+    return problems
+
+
+def config_from_dict(plugin: type, values: dict[str, Any] | None) -> Any:
+    """Build the plugin's Config from (launchpad) values, rejecting unknown keys by name."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(plugin.Config)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"{plugin.name}: unknown config key(s) {sorted(unknown)}; known: {sorted(known)}")
+    return plugin.Config(**values)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

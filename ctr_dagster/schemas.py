@@ -1,0 +1,201 @@
+"""Canonical pyarrow schemas of every table: the single source of truth.
+
+Every producer (the synthetic generator, the importers) writes exactly these schemas and every
+consumer reads them; `conform()` casts a table to its schema and fails loudly on anything missing,
+so a drift between producer and consumer is caught at the boundary, not three stages later.
+
+Ids are strings in raw tables (users bring their own ids); the training dataset maps them to dense
+integer indices through the versioned vocabulary (`ctr_dagster.vocab`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("ms", tz="UTC")
+
+#: Item catalogue. `image_png` is a small rendered PNG (bytes); `first_seen` is the day the item
+#: entered the catalogue (items appearing on later days are "new items").
+ITEMS = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("price", pa.float32(), nullable=False),
+        pa.field("first_seen", pa.date32(), nullable=False),
+        pa.field("image_png", pa.binary()),
+    ]
+)
+
+#: Structured catalogue attributes in long form: one row per (item, attribute) the catalogue knows.
+#: Values missing here may still be stated in the title or visible in the image.
+ITEM_ATTRIBUTES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("attribute", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+    ]
+)
+
+USERS = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("signup_date", pa.date32(), nullable=False),
+        pa.field("region", pa.string()),
+        pa.field("age_group", pa.int8()),
+    ]
+)
+
+#: One row per shown item. `position` is the 1-based slot in the result list (position bias);
+#: `treatment` is the randomized coupon arm (0 = control, 1 = coupon); `conversion` implies `click`.
+IMPRESSIONS = pa.schema(
+    [
+        pa.field("impression_id", pa.string(), nullable=False),
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("position", pa.int16(), nullable=False),
+        pa.field("device", pa.string()),
+        pa.field("treatment", pa.int8(), nullable=False),
+        pa.field("click", pa.int8(), nullable=False),
+        pa.field("conversion", pa.int8(), nullable=False),
+    ]
+)
+
+#: Ground truth of the synthetic world, kept apart from every feature table. Probabilities of the
+#: click under each arm and of the conversion given a click under each arm; `p_click` is the one
+#: under the arm actually assigned. Real (imported) data has no oracle.
+ORACLE_IMPRESSIONS = pa.schema(
+    [
+        pa.field("impression_id", pa.string(), nullable=False),
+        pa.field("p_click", pa.float32(), nullable=False),
+        pa.field("p_click_control", pa.float32(), nullable=False),
+        pa.field("p_click_treated", pa.float32(), nullable=False),
+        pa.field("p_conv_control", pa.float32(), nullable=False),
+        pa.field("p_conv_treated", pa.float32(), nullable=False),
+    ]
+)
+
+#: The complete truth about item attributes: where each value is stated (catalogue / title /
+#: image) and whether the value belongs to a held-out category only (zero-shot extraction target).
+ORACLE_ITEM_ATTRIBUTES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("attribute", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("in_catalogue", pa.bool_(), nullable=False),
+        pa.field("in_title", pa.bool_(), nullable=False),
+        pa.field("in_image", pa.bool_(), nullable=False),
+        pa.field("zero_shot", pa.bool_(), nullable=False),
+    ]
+)
+
+#: Rows rejected by a quality rule or a parser, with enough context to find and fix them.
+#: `record` is the offending row as JSON so rows of any (even unparseable) shape fit one table.
+QUARANTINE = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("partition", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("source_row", pa.int64()),
+        pa.field("column", pa.string()),
+        pa.field("rule", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
+        pa.field("record", pa.string()),
+    ]
+)
+
+#: Versioned id vocabulary: indices are append-only, 0 = padding, 1 = out-of-vocabulary.
+VOCAB = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("index", pa.int32(), nullable=False),
+        pa.field("version", pa.int32(), nullable=False),
+    ]
+)
+
+_I32_LIST = pa.list_(pa.int32())
+
+#: The model-ready table: one row per impression, with a `split` column (train/valid/test, split by
+#: time), dense indices and the behaviour sequence built only from clicks *before* the impression
+#: (most recent last; `hist_rel_pos` counts back from the target: 1 = most recent).
+TRAINING = pa.schema(
+    [
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("impression_id", pa.string(), nullable=False),
+        pa.field("ts", TS, nullable=False),
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("conversion", pa.int8(), nullable=False),
+        pa.field("treatment", pa.int8(), nullable=False),
+        pa.field("user_idx", pa.int32(), nullable=False),
+        pa.field("item_idx", pa.int32(), nullable=False),
+        pa.field("category_idx", pa.int32(), nullable=False),
+        pa.field("device_idx", pa.int32(), nullable=False),
+        pa.field("region_idx", pa.int32(), nullable=False),
+        pa.field("age_group", pa.int8(), nullable=False),
+        pa.field("position", pa.int16(), nullable=False),
+        pa.field("hour", pa.int8(), nullable=False),
+        pa.field("day_of_week", pa.int8(), nullable=False),
+        pa.field("price", pa.float32(), nullable=False),
+        pa.field("item_age_days", pa.float32(), nullable=False),
+        pa.field("user_click_count", pa.int32(), nullable=False),
+        pa.field("is_new_user", pa.bool_(), nullable=False),
+        pa.field("is_new_item", pa.bool_(), nullable=False),
+        pa.field("hist_item_idx", _I32_LIST, nullable=False),
+        pa.field("hist_category_idx", _I32_LIST, nullable=False),
+        pa.field("hist_age_s", pa.list_(pa.float32()), nullable=False),
+        pa.field("hist_rel_pos", _I32_LIST, nullable=False),
+    ]
+)
+
+#: Raw logs are dirty by nature: every column may be null there; `clean_impressions` is IMPRESSIONS
+#: (required columns enforced) after the quality rules have moved bad rows to the quarantine.
+RAW_IMPRESSIONS = pa.schema([f.with_nullable(True) for f in IMPRESSIONS])
+
+TABLES: dict[str, pa.Schema] = {
+    "raw_items": ITEMS,
+    "raw_item_attributes": ITEM_ATTRIBUTES,
+    "raw_users": USERS,
+    "raw_impressions": RAW_IMPRESSIONS,
+    "clean_impressions": IMPRESSIONS,
+    "oracle_impressions": ORACLE_IMPRESSIONS,
+    "oracle_item_attributes": ORACLE_ITEM_ATTRIBUTES,
+    "quarantine": QUARANTINE,
+    "training_dataset": TRAINING,
+}
+
+
+class SchemaError(ValueError):
+    """A table does not match its canonical schema (missing column or uncastable type)."""
+
+
+def conform(table: pa.Table, schema: pa.Schema, *, source: str = "<table>") -> pa.Table:
+    """Select and cast `table` to `schema` (column order, types), naming what does not fit.
+
+    Extra columns are dropped on purpose: canonical tables carry exactly the documented columns.
+    """
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise SchemaError(f"{source}: missing required column(s) {missing}; has {table.column_names}")
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if not column.type.equals(field.type):
+            try:
+                column = column.cast(field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise SchemaError(
+                    f"{source}: column {field.name!r} has type {column.type}, cannot cast to {field.type}: {exc}"
+                ) from exc
+        if not field.nullable and column.null_count:
+            raise SchemaError(f"{source}: column {field.name!r} has {column.null_count} null(s) but is required")
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    """An empty table of `schema` (e.g. the oracle of imported data, which has none)."""
+    return schema.empty_table()

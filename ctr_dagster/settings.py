@@ -1,0 +1,20 @@
+"""Where the project keeps its state, resolved from the environment with sensible local defaults."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def ctr_home() -> Path:
+    """Root of all generated state (warehouse, vocabularies, artifacts). Default: ./.ctr_home."""
+    return Path(os.environ.get("CTR_HOME", ".ctr_home")).resolve()
+
+
+def warehouse_root() -> Path:
+    return ctr_home() / "warehouse"
+
+
+def inbox_root() -> Path:
+    """Folder the new-data sensor watches for files to import (see `ctr_dagster.importers`)."""
+    return Path(os.environ.get("CTR_INBOX", str(ctr_home() / "inbox"))).resolve()
