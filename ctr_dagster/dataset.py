@@ -1,0 +1,295 @@
+"""The model-ready table: a trailing window of clean impressions, split by time, with sequences.
+
+Why split by time: a CTR model is always used on tomorrow's traffic, so a random split leaks the
+future (drifting interests, new items) into training and overstates every metric. The last
+`test_days` of the window are the test split, the `valid_days` before them the validation split.
+
+Behaviour sequences are the user's clicks strictly before each impression (same-millisecond events
+excluded, so an impression never sees its own click), taken from the window plus `history_days`
+of extra look-back. Everything is vectorized (searchsorted over clicks sorted by user and time);
+no per-row Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ctr_dagster import vocab as vocab_mod
+from ctr_dagster.schemas import TRAINING, conform
+from ctr_dagster.warehouse import Warehouse
+
+MS_PER_DAY = 86_400_000
+_USER_SHIFT = np.int64(1) << np.int64(41)  # ~70 years of milliseconds per user key block
+
+#: Fields that get a versioned vocabulary, and the raw column each is built from.
+VOCAB_FIELDS = ("user", "item", "category", "device", "region", "age_group")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    window_days: int = 14
+    valid_days: int = 1
+    test_days: int = 1
+    history_days: int = 7
+    max_seq_len: int = 20
+    end_date: str | None = None  # last (test) day of the window; default: the latest available
+
+    def validate(self) -> None:
+        if self.valid_days < 1 or self.test_days < 1:
+            raise ValueError("valid_days and test_days must be >= 1")
+        if self.window_days < self.valid_days + self.test_days + 1:
+            raise ValueError(
+                f"window_days={self.window_days} leaves no training day "
+                f"(valid_days={self.valid_days}, test_days={self.test_days})"
+            )
+        if self.max_seq_len < 1:
+            raise ValueError("max_seq_len must be >= 1")
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """Which partitions play which role; all lists sorted ascending."""
+
+    history: list[str]
+    train: list[str]
+    valid: list[str]
+    test: list[str]
+
+    @property
+    def rows(self) -> list[str]:
+        return self.train + self.valid + self.test
+
+    @property
+    def all(self) -> list[str]:
+        return self.history + self.rows
+
+    def split_of(self, day: str) -> str:
+        if day in self.test:
+            return "test"
+        if day in self.valid:
+            return "valid"
+        return "train"
+
+
+def plan_days(available: Sequence[str], config: DatasetConfig) -> DayPlan:
+    """Pick the trailing window (and look-back) from the available daily partitions."""
+    config.validate()
+    days = sorted(available)
+    if config.end_date is not None:
+        if config.end_date not in days:
+            raise ValueError(f"end_date {config.end_date} is not an available partition; have {days[:1]}..{days[-1:]}")
+        days = [d for d in days if d <= config.end_date]
+    needed = config.valid_days + config.test_days + 1
+    if len(days) < needed:
+        raise ValueError(f"need at least {needed} daily partitions of clean_impressions, found {len(days)}: {days}")
+    window = days[-config.window_days :]
+    history = days[max(0, len(days) - len(window) - config.history_days) : len(days) - len(window)]
+    n_test, n_valid = config.test_days, config.valid_days
+    return DayPlan(
+        history=history,
+        train=window[: -(n_valid + n_test)],
+        valid=window[-(n_valid + n_test) : -n_test],
+        test=window[-n_test:],
+    )
+
+
+def _ms(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _lookup(keys: pa.ChunkedArray, table: pa.Table, key: str, column: str) -> pa.Array:
+    """Left join of one column by key (vectorized); null where the key is unknown."""
+    positions = pc.index_in(keys, value_set=table.column(key))
+    return pc.take(table.column(column), positions)
+
+
+def behaviour_sequences(
+    row_users: np.ndarray,
+    row_ts: np.ndarray,
+    click_users: np.ndarray,
+    click_ts: np.ndarray,
+    click_values: dict[str, np.ndarray],
+    max_len: int,
+    chunk_rows: int = 500_000,
+) -> tuple[np.ndarray, dict[str, pa.ListArray], np.ndarray]:
+    """For every row, the last `max_len` clicks of the same user strictly before the row's time.
+
+    Users are integer codes, times int64 ms. Returns (offsets-derived lengths, list arrays of each
+    `click_values` entry in chronological order plus `age_s` (seconds before the row) and `rel_pos`, total prior click count).
+    """
+    order = np.lexsort((click_ts, click_users))
+    keys = click_users[order].astype(np.int64) * _USER_SHIFT + click_ts[order]
+    sorted_values = {name: values[order] for name, values in click_values.items()}
+    sorted_ts = click_ts[order]
+
+    lengths_all, counts_all = [], []
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in [*click_values, "age_s", "rel_pos"]}
+    steps = np.arange(max_len, dtype=np.int64)
+    for start in range(0, len(row_users), chunk_rows):
+        users = row_users[start : start + chunk_rows].astype(np.int64)
+        ts = row_ts[start : start + chunk_rows]
+        end = np.searchsorted(keys, users * _USER_SHIFT + ts, side="left")
+        first = np.searchsorted(keys, users * _USER_SHIFT, side="left")
+        count = end - first
+        length = np.minimum(count, max_len)
+        idx = end[:, None] - max_len + steps[None, :]
+        valid = steps[None, :] >= (max_len - length)[:, None]
+        flat = idx[valid]  # row-major: each row's slots oldest -> most recent
+        for name, values in sorted_values.items():
+            pieces[name].append(values[flat])
+        row_of_slot = np.repeat(np.arange(len(users)), length)
+        pieces["age_s"].append(((ts[row_of_slot] - sorted_ts[flat]) / 1000.0).astype(np.float32))
+        rank_in_row = np.arange(len(flat)) - np.repeat(np.cumsum(length) - length, length)
+        pieces["rel_pos"].append((np.repeat(length, length) - rank_in_row).astype(np.int32))
+        lengths_all.append(length)
+        counts_all.append(count)
+
+    lengths = np.concatenate(lengths_all) if lengths_all else np.zeros(0, dtype=np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    lists = {
+        name: pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.concatenate(chunks) if chunks else []))
+        for name, chunks in pieces.items()
+    }
+    counts = np.concatenate(counts_all) if counts_all else np.zeros(0, dtype=np.int64)
+    return lengths, lists, counts
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    table: pa.Table
+    vocabs: dict[str, vocab_mod.VocabUpdate]
+    plan: DayPlan
+    stats: dict[str, float]
+
+
+def build_training_table(
+    impressions: pa.Table,
+    items: pa.Table,
+    users: pa.Table,
+    plan: DayPlan,
+    config: DatasetConfig,
+    warehouse: Warehouse | None = None,
+) -> BuildResult:
+    """Turn clean impressions of `plan.all` days (IMPRESSIONS schema) into the TRAINING table.
+
+    With a `warehouse`, vocabularies are extended from the train split and persisted; without one
+    they are built in memory (tests, dry runs).
+    """
+    day = pc.strftime(impressions.column("ts"), format="%Y-%m-%d")
+    is_row = pc.is_in(day, value_set=pa.array(plan.rows))
+    rows = impressions.filter(is_row)
+    rows = rows.append_column("_day", pc.filter(day, is_row))
+    rows = rows.sort_by([("ts", "ascending"), ("impression_id", "ascending")])
+    split = pc.if_else(
+        pc.is_in(rows.column("_day"), value_set=pa.array(plan.test)),
+        "test",
+        pc.if_else(pc.is_in(rows.column("_day"), value_set=pa.array(plan.valid)), "valid", "train"),
+    )
+    train_mask = pc.equal(split, "train")
+    train = rows.filter(train_mask)
+
+    # Catalogue joins (raw values; vocabularies encode them below).
+    row_category = _lookup(rows.column("item_id"), items, "item_id", "category")
+    row_price = pc.fill_null(_lookup(rows.column("item_id"), items, "item_id", "price"), 0.0)
+    row_first_seen = _lookup(rows.column("item_id"), items, "item_id", "first_seen")
+    row_region = _lookup(rows.column("user_id"), users, "user_id", "region")
+    row_age = pc.cast(_lookup(rows.column("user_id"), users, "user_id", "age_group"), pa.string())
+
+    train_category = _lookup(train.column("item_id"), items, "item_id", "category")
+    train_region = _lookup(train.column("user_id"), users, "user_id", "region")
+    train_age = pc.cast(_lookup(train.column("user_id"), users, "user_id", "age_group"), pa.string())
+    sources = {
+        "user": train.column("user_id"),
+        "item": train.column("item_id"),
+        "category": train_category,
+        "device": train.column("device"),
+        "region": train_region,
+        "age_group": train_age,
+    }
+    vocabs: dict[str, vocab_mod.VocabUpdate] = {}
+    for name in VOCAB_FIELDS:
+        keys = pa.chunked_array([sources[name]]) if isinstance(sources[name], pa.Array) else sources[name]
+        if warehouse is not None:
+            vocabs[name] = vocab_mod.update(warehouse, name, keys)
+        else:
+            vocabs[name] = vocab_mod.extend(vocab_mod.VOCAB.empty_table(), name, keys)
+
+    # Behaviour sequences from clicks of every loaded day (window + look-back).
+    clicks = impressions.filter(pc.equal(impressions.column("click"), 1))
+    all_users = pa.chunked_array(rows.column("user_id").chunks + clicks.column("user_id").chunks)
+    _, codes = np.unique(all_users.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+    row_codes, click_codes = codes[: rows.num_rows], codes[rows.num_rows :]
+    click_category = _lookup(clicks.column("item_id"), items, "item_id", "category")
+    row_ts = _ms(rows.column("ts"))
+    _, lists, prior_clicks = behaviour_sequences(
+        row_codes,
+        row_ts,
+        click_codes,
+        _ms(clicks.column("ts")),
+        {
+            "item": vocabs["item"].encode(clicks.column("item_id")),
+            "category": vocabs["category"].encode(click_category),
+        },
+        config.max_seq_len,
+    )
+
+    hours = pc.hour(rows.column("ts"))
+    first_seen_ms = pc.cast(pc.cast(row_first_seen, pa.timestamp("ms", tz="UTC")), pa.int64())
+    item_age = (row_ts - pc.fill_null(first_seen_ms, 0).to_numpy(zero_copy_only=False)) / MS_PER_DAY
+    train_users = pc.unique(train.column("user_id"))
+    train_items = pc.unique(train.column("item_id"))
+    table = pa.table(
+        {
+            "split": split,
+            "impression_id": rows.column("impression_id"),
+            "ts": rows.column("ts"),
+            "user_id": rows.column("user_id"),
+            "item_id": rows.column("item_id"),
+            "label": rows.column("click"),
+            "conversion": rows.column("conversion"),
+            "treatment": rows.column("treatment"),
+            "user_idx": vocabs["user"].encode(rows.column("user_id")),
+            "item_idx": vocabs["item"].encode(rows.column("item_id")),
+            "category_idx": vocabs["category"].encode(row_category),
+            "device_idx": vocabs["device"].encode(rows.column("device")),
+            "region_idx": vocabs["region"].encode(row_region),
+            "age_group_idx": vocabs["age_group"].encode(row_age),
+            "position": rows.column("position"),
+            "hour": pc.cast(hours, pa.int8()),
+            "day_of_week": pc.cast(pc.day_of_week(rows.column("ts")), pa.int8()),
+            "price": pc.cast(row_price, pa.float32()),
+            "item_age_days": pa.array(item_age.astype(np.float32)),
+            "user_click_count": pa.array(prior_clicks.astype(np.int32)),
+            "is_new_user": pc.invert(pc.is_in(rows.column("user_id"), value_set=train_users)),
+            "is_new_item": pc.invert(pc.is_in(rows.column("item_id"), value_set=train_items)),
+            "hist_item_idx": lists["item"].cast(pa.list_(pa.int32())),
+            "hist_category_idx": lists["category"].cast(pa.list_(pa.int32())),
+            "hist_age_s": lists["age_s"],
+            "hist_rel_pos": lists["rel_pos"].cast(pa.list_(pa.int32())),
+        }
+    )
+    table = conform(table, TRAINING, source="training_dataset")
+
+    evaluation = pc.invert(train_mask)
+    n_eval = max(1, int(pc.sum(pc.cast(evaluation, pa.int64())).as_py() or 0))
+    eval_table = table.filter(evaluation)
+    stats = {
+        "rows_train": float(train.num_rows),
+        "rows_valid": float(pc.sum(pc.cast(pc.equal(split, "valid"), pa.int64())).as_py() or 0),
+        "rows_test": float(pc.sum(pc.cast(pc.equal(split, "test"), pa.int64())).as_py() or 0),
+        "oov_item_rate_eval": float(pc.sum(pc.cast(pc.equal(eval_table.column("item_idx"), 1), pa.int64())).as_py() or 0) / n_eval,
+        "oov_user_rate_eval": float(pc.sum(pc.cast(pc.equal(eval_table.column("user_idx"), 1), pa.int64())).as_py() or 0) / n_eval,
+        "mean_seq_len": float(pc.mean(pc.list_value_length(table.column("hist_item_idx"))).as_py() or 0.0),
+        "ctr_train": float(pc.mean(pc.cast(train.column("click"), pa.float64())).as_py() or 0.0),
+    }
+    for name, update in vocabs.items():
+        stats[f"vocab_{name}_size"] = float(update.size)
+        stats[f"vocab_{name}_added"] = float(update.added)
+        stats[f"vocab_{name}_new_id_rate"] = update.added / max(1, update.table.num_rows)
+    return BuildResult(table=table, vocabs=vocabs, plan=plan, stats=stats)

@@ -1,0 +1,132 @@
+"""Training-dataset construction: time split, leakage-free sequences, stable vocabularies."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ctr_dagster import vocab
+from ctr_dagster.dataset import DatasetConfig, behaviour_sequences, build_training_table, plan_days
+from ctr_dagster.schemas import IMPRESSIONS, ITEMS, TRAINING, USERS, conform
+from ctr_dagster.warehouse import Warehouse
+
+DAYS = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+
+
+def _ts(day: str, seconds: int) -> dt.datetime:
+    return dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+
+
+def _impressions(events: list[tuple[str, int, str, str, int]]) -> pa.Table:
+    """events: (day, second of day, user, item, click)."""
+    rows = {
+        "impression_id": [f"imp{i}" for i in range(len(events))],
+        "request_id": [f"req{i}" for i in range(len(events))],
+        "ts": [_ts(d, s) for d, s, *_ in events],
+        "user_id": [e[2] for e in events],
+        "item_id": [e[3] for e in events],
+        "position": [1] * len(events),
+        "device": ["app"] * len(events),
+        "treatment": [0] * len(events),
+        "click": [e[4] for e in events],
+        "conversion": [0] * len(events),
+    }
+    return conform(pa.table(rows), IMPRESSIONS)
+
+
+def _catalogue(items: list[str], users: list[str]) -> tuple[pa.Table, pa.Table]:
+    item_table = conform(
+        pa.table(
+            {
+                "item_id": items,
+                "category": [f"c{int(i[1:]) % 2}" for i in items],
+                "title": items,
+                "price": [1.0] * len(items),
+                "first_seen": [dt.date(2026, 11, 1)] * len(items),
+                "image_png": [None] * len(items),
+            }
+        ),
+        ITEMS,
+    )
+    user_table = conform(
+        pa.table(
+            {
+                "user_id": users,
+                "signup_date": [dt.date(2026, 10, 1)] * len(users),
+                "region": ["north"] * len(users),
+                "age_group": [1] * len(users),
+            }
+        ),
+        USERS,
+    )
+    return item_table, user_table
+
+
+def test_plan_days_splits_by_time_and_keeps_history():
+    plan = plan_days(DAYS, DatasetConfig(window_days=3, history_days=5))
+    assert plan.history == ["2026-11-01"]
+    assert plan.train == ["2026-11-02"]
+    assert plan.valid == ["2026-11-03"]
+    assert plan.test == ["2026-11-04"]
+    with pytest.raises(ValueError, match="need at least 3"):
+        plan_days(DAYS[:2], DatasetConfig())
+    with pytest.raises(ValueError, match="leaves no training day"):
+        plan_days(DAYS, DatasetConfig(window_days=2))
+
+
+def test_sequences_use_only_strictly_earlier_clicks_of_the_same_user():
+    click_users = np.array([0, 0, 0, 1])
+    click_ts = np.array([10, 20, 30, 5])
+    values = {"item": np.array([100, 200, 300, 900])}
+    row_users = np.array([0, 0, 1, 0, 2])
+    row_ts = np.array([20, 31, 6, 5, 100])  # row at ts=20 must not see the click at ts=20
+    lengths, lists, counts = behaviour_sequences(row_users, row_ts, click_users, click_ts, values, max_len=2)
+    assert lists["item"].to_pylist() == [[100], [200, 300], [900], [], []]
+    assert lists["rel_pos"].to_pylist() == [[1], [2, 1], [1], [], []]
+    ages = lists["age_s"].to_pylist()
+    assert [len(a) for a in ages] == [1, 2, 1, 0, 0]
+    assert ages[0] + ages[1] + ages[2] == pytest.approx([0.01, 0.011, 0.001, 0.001])
+    assert counts.tolist() == [1, 3, 1, 0, 0]
+    assert lengths.tolist() == [1, 2, 1, 0, 0]
+
+
+def test_build_training_table_end_to_end(tmp_path):
+    events = [
+        ("2026-11-01", 100, "u1", "i1", 1),
+        ("2026-11-02", 100, "u1", "i2", 1),
+        ("2026-11-02", 200, "u2", "i1", 0),
+        ("2026-11-03", 100, "u1", "i3", 0),
+        ("2026-11-04", 100, "u1", "i4", 1),
+        ("2026-11-04", 150, "u3", "i2", 0),
+    ]
+    items, users = _catalogue(["i1", "i2", "i3", "i4"], ["u1", "u2", "u3"])
+    plan = plan_days(DAYS, DatasetConfig(window_days=3, history_days=1))
+    result = build_training_table(_impressions(events), items, users, plan, DatasetConfig(window_days=3), Warehouse(tmp_path))
+    table = result.table
+    assert table.schema.equals(TRAINING)
+    assert table.column("split").to_pylist() == ["train", "train", "valid", "test", "test"]
+    # u1's 11-04 impression sees the two earlier clicks (i1 from the look-back day, i2), in order.
+    item_vocab = result.vocabs["item"]
+    hist = table.column("hist_item_idx").to_pylist()
+    assert hist[3] == item_vocab.encode(pa.array(["i1", "i2"])).tolist()
+    assert table.column("is_new_user").to_pylist() == [False, False, False, False, True]
+    assert table.column("is_new_item").to_pylist() == [False, False, True, True, False]
+    assert table.column("user_idx").to_pylist()[-1] == vocab.OOV
+    assert result.stats["rows_test"] == 2
+
+
+def test_vocabulary_is_append_only_across_nightly_runs(tmp_path):
+    wh = Warehouse(tmp_path)
+    first = vocab.update(wh, "item", pa.chunked_array([["b", "a", "a"]]))
+    assert first.added == 2 and first.version == 1
+    assert first.encode(pa.array(["a", "b", "zzz", None])).tolist() == [2, 3, vocab.OOV, vocab.OOV]
+    again = vocab.update(wh, "item", pa.chunked_array([["a"]]))
+    assert again.added == 0 and again.version == 1
+    second = vocab.update(wh, "item", pa.chunked_array([["c", "a", "0"]]))
+    assert second.added == 2 and second.version == 2
+    # old ids keep their indices; new ones are appended
+    assert second.encode(pa.array(["a", "b", "0", "c"])).tolist() == [2, 3, 4, 5]
+    assert vocab.load(wh, "item").num_rows == 4
