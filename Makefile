@@ -1,0 +1,46 @@
+# The two set-up commands: `make demo` and `make test`. Both build .venv from the lock first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+PROFILE ?= small
+export CTR_HOME ?= $(CURDIR)/.ctr_home
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install demo test ui lint format bench clean
+
+$(STAMP): constraints.txt pyproject.toml $(PLUGINS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt setuptools wheel
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]' $(foreach p,$(dir $(PLUGINS)),-e ./$(p))
+	$(PY) -m pip check
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/ctr demo --profile $(PROFILE)
+
+test: install
+	$(PY) -m pytest -q
+
+ui: install dagster-home
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME)
+	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .ctr_home .dagster_home

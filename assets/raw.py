@@ -1,0 +1,103 @@
+"""Raw stage: the catalogue (items, attributes, users) and daily raw impressions, from the source.
+
+The source is the synthetic marketplace or the user's own files (`ctr_dagster.sources`); the
+oracle tables (ground truth) exist only for the synthetic world and stay apart from the features.
+"""
+
+import dagster as dg
+import pyarrow as pa
+
+from assets.metadata import numbers, table_summary
+from assets.resources import WarehouseResource, daily_partitions, settings
+from ctr_dagster import schemas
+
+CATALOGUE_TABLES = ("raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes")
+_CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(name, group_name="raw", code_version="1", kinds={"parquet"})
+        for name in CATALOGUE_TABLES
+    ],
+    check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
+)
+def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data)."""
+    from ctr_dagster.quality import validate_table
+
+    wh = warehouse.get()
+    catalogue = settings().catalogue()
+    context.log.info(f"catalogue source: {catalogue.origin}")
+    tables = {
+        "raw_items": catalogue.items,
+        "raw_item_attributes": catalogue.item_attributes,
+        "raw_users": catalogue.users,
+        "oracle_item_attributes": catalogue.oracle_item_attributes,
+    }
+    if catalogue.quarantine.num_rows:
+        wh.write("quarantine_catalogue", catalogue.quarantine)
+        context.log.warning(f"{catalogue.quarantine.num_rows} catalogue rows quarantined")
+    for name, table in tables.items():
+        path = wh.write(name, table)
+        context.log.info(f"{name}: {table.num_rows} rows -> {path}")
+        extra = {"source": catalogue.origin}
+        if name == "raw_items":
+            extra["quarantined_catalogue_rows"] = catalogue.quarantine.num_rows
+        yield dg.MaterializeResult(asset_key=name, metadata={**table_summary(table, str(path)), **extra})
+    context_tables = {"items": tables["raw_items"], "users": tables["raw_users"]}
+    for name in _CATALOGUE_CHECKED:
+        report = validate_table(name, tables[name], **context_tables)
+        yield dg.AssetCheckResult(
+            asset_key=name,
+            check_name="quality_suite",
+            passed=report.success,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata=report.as_metadata(),
+        )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("raw_impressions", group_name="raw", code_version="1", kinds={"parquet"},
+                     deps=["raw_items", "raw_users"], partitions_def=daily_partitions()),
+        dg.AssetSpec("oracle_impressions", group_name="raw", code_version="1", kinds={"parquet"},
+                     deps=["raw_items", "raw_users"], partitions_def=daily_partitions()),
+    ],
+    check_specs=[dg.AssetCheckSpec("quality_suite", asset="raw_impressions",
+                                   description="GE suite on the raw day; failures are expected "
+                                   "(they go to the quarantine), so this check only warns.")],
+    partitions_def=daily_partitions(),
+)
+def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    """One day of raw impressions (dirty: may contain bad rows) and, for synthetic data, the oracle."""
+    from ctr_dagster.quality import validate_table
+
+    wh = warehouse.get()
+    day = context.partition_key
+    batches = list(settings().day(day))
+    impressions = pa.concat_tables([b.impressions for b in batches]) if batches else schemas.empty(schemas.RAW_IMPRESSIONS)
+    oracle = pa.concat_tables([b.oracle for b in batches]) if batches else schemas.empty(schemas.ORACLE_IMPRESSIONS)
+    unparseable = pa.concat_tables([b.quarantine for b in batches]) if batches else schemas.empty(schemas.QUARANTINE)
+    impressions = schemas.conform(impressions, schemas.RAW_IMPRESSIONS, source=f"raw_impressions[{day}]")
+    path = wh.write("raw_impressions", impressions, day)
+    # Rows that could not even be parsed are kept beside the raw day; the clean step merges them
+    # into the day's quarantine so counts in = clean + quarantined holds end to end.
+    wh.write("unparseable_impressions", unparseable, day)
+    oracle_path = wh.write("oracle_impressions", oracle, day)
+    context.log.info(f"raw_impressions[{day}]: {impressions.num_rows} rows, {unparseable.num_rows} unparseable")
+    yield dg.MaterializeResult(
+        asset_key="raw_impressions",
+        metadata={**table_summary(impressions, str(path)),
+                  **numbers({"unparseable_rows": unparseable.num_rows}), "source": batches[0].origin if batches else "none"},
+    )
+    yield dg.MaterializeResult(asset_key="oracle_impressions", metadata=table_summary(oracle, str(oracle_path)))
+    report = validate_table("raw_impressions", impressions, partition=day,
+                            items=wh.read("raw_items"), users=wh.read("raw_users"))
+    yield dg.AssetCheckResult(
+        asset_key="raw_impressions",
+        check_name="quality_suite",
+        passed=report.success,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=report.as_metadata(),
+    )

@@ -1,0 +1,113 @@
+"""Materialize the whole graph in-process, as the UI's "Materialize all" would (used by `ctr demo`).
+
+Every step is a real Dagster run in the instance (``$DAGSTER_HOME`` when set, so `make ui` shows
+the runs, their metadata and checks afterwards; otherwise an ephemeral instance).
+"""
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from assets.definitions import build_definitions
+from assets.resources import daily_partitions, settings
+
+CATALOGUE = ["raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes"]
+DAY = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
+
+
+def _instance() -> dg.DagsterInstance:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def _keys(defs: dg.Definitions, group: str) -> list[dg.AssetKey]:
+    return [
+        key
+        for a in defs.assets  # type: ignore[union-attr]
+        if isinstance(a, dg.AssetsDefinition)
+        for key in a.keys
+        if a.group_names_by_key.get(key) == group
+    ]
+
+
+def materialize_all(
+    instance: dg.DagsterInstance | None = None,
+    log: Callable[[str], None] = print,
+    partitions: list[str] | None = None,
+) -> dict[str, float]:
+    """Catalogue -> every daily partition -> training dataset -> plugins and models. Returns timings."""
+    defs = build_definitions()
+    instance = instance or _instance()
+    assets = list(defs.assets)  # type: ignore[arg-type]
+    resources = dict(defs.resources or {})
+    timings: dict[str, float] = {}
+
+    def run(label: str, selection: list, partition_key: str | None = None) -> None:
+        started = time.perf_counter()
+        result = dg.materialize(assets, selection=selection, partition_key=partition_key,
+                                instance=instance, resources=resources, raise_on_error=True)
+        timings[label] = time.perf_counter() - started
+        log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}")
+
+    log(f"source: {settings().kind} profile={settings().profile} seed={settings().seed}")
+    run("catalogue", CATALOGUE + ["plugin_registry"])
+    for day in partitions or daily_partitions().get_partition_keys():
+        run(f"day {day}", DAY, partition_key=day)
+    run("training_dataset", ["training_dataset"])
+    models = _keys(defs, "models")
+    if models:
+        run("models", models)
+    timings["total"] = sum(timings.values())
+    return timings
+
+
+def summary() -> dict[str, object]:
+    """Figures the demo prints: rows, clean/quarantined, vocabulary sizes, oracle AUC of the test split."""
+    from ctr_dagster import metrics, vocab
+    from ctr_dagster.dataset import VOCAB_FIELDS
+    from ctr_dagster.warehouse import Warehouse
+
+    wh = Warehouse.default()
+
+    def rows(table: str) -> int:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in wh.files(table) if Path(f).exists())
+
+    dataset = wh.read("training_dataset")
+    out: dict[str, object] = {
+        "items": rows("raw_items"),
+        "users": rows("raw_users"),
+        "days": len(wh.partitions("clean_impressions")),
+        "raw_impressions": rows("raw_impressions"),
+        "clean_impressions": rows("clean_impressions"),
+        "quarantined": rows("quarantine_impressions"),
+        "training_rows": {s: int((dataset.column("split").to_numpy(zero_copy_only=False) == s).sum())
+                          for s in ("train", "valid", "test")},
+        "vocabulary_sizes": {n: vocab.FIRST_INDEX + vocab.load(wh, n).num_rows for n in VOCAB_FIELDS},
+    }
+    test_days = sorted({str(t)[:10] for t in dataset.filter(
+        dataset.column("split").to_numpy(zero_copy_only=False) == "test").column("ts").to_pylist()})
+    if test_days and all(wh.exists("oracle_impressions", d) and rows_nonzero(wh, d) for d in test_days):
+        out["oracle_auc_test"] = metrics.oracle_auc(dataset, wh.read("oracle_impressions", test_days))
+    models = {}
+    for table in sorted(p.name for p in wh.root.glob("predictions_*")):
+        preds = wh.read(table)
+        joined = dataset.join(preds.select(["impression_id", "score"]), "impression_id")
+        test = joined.filter(joined.column("split").to_numpy(zero_copy_only=False) == "test")
+        models[table.removeprefix("predictions_")] = metrics.auc(test.column("label").to_numpy(), test.column("score").to_numpy())
+    if models:
+        out["model_auc_test"] = models
+    return out
+
+
+def rows_nonzero(wh, day: str) -> bool:
+    return pq.ParquetFile(wh.path("oracle_impressions", day)).metadata.num_rows > 0

@@ -1,0 +1,38 @@
+"""Sensors: pick up new files dropped in the import inbox and ingest the days they cover."""
+
+import json
+
+import dagster as dg
+
+from assets.resources import settings
+from ctr_dagster.settings import inbox_root
+
+INGEST_ASSETS = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
+ingest_job = dg.define_asset_job("ingest_day", selection=dg.AssetSelection.assets(*INGEST_ASSETS))
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
+def inbox_sensor(context: dg.SensorEvaluationContext):
+    """New or changed CSV/Parquet files in the inbox -> one ingest run per day they cover.
+
+    Only meaningful with CTR_SOURCE=import; the cursor remembers (file, mtime) pairs already seen,
+    so a file is ingested once and again only when it changes.
+    """
+    if settings().kind != "import":
+        return dg.SkipReason("CTR_SOURCE is not 'import': nothing to watch")
+    from ctr_dagster.importers import scan_days
+
+    seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
+    mapping = settings().mapping()
+    inbox = inbox_root()
+    files = sorted(p for p in inbox.rglob("*") if p.suffix in (".csv", ".parquet") and p.is_file()) if inbox.exists() else []
+    new = [p for p in files if seen.get(str(p)) != p.stat().st_mtime]
+    if not new:
+        return dg.SkipReason(f"no new files in {inbox}")
+    days: set[str] = set()
+    for path in new:
+        days |= scan_days(mapping, path)
+        seen[str(path)] = path.stat().st_mtime
+    context.update_cursor(json.dumps(seen))
+    stamp = max(seen[str(p)] for p in new)
+    return [dg.RunRequest(run_key=f"{day}:{stamp}", partition_key=day) for day in sorted(days)]

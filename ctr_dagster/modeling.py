@@ -1,0 +1,124 @@
+"""Train one model plugin on the training dataset and store it: the engine side of a model asset.
+
+Artifacts are content-addressed: the plugin saves into a temporary folder, the folder's files are
+hashed, and the folder is renamed to ``$CTR_HOME/artifacts/<model>/<sha256[:16]>``. Re-training to
+identical weights therefore lands in the same place, and a failed or diverged run never overwrites
+the last good model (nothing is renamed until `save` has finished).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ctr_dagster import vocab
+from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
+from ctr_dagster.dataset import VOCAB_FIELDS
+from ctr_dagster.metrics import auc
+from ctr_dagster.registry import PluginInfo
+from ctr_dagster.settings import ctr_home
+from ctr_dagster.warehouse import Warehouse
+
+PREDICTIONS = pa.schema([("impression_id", pa.string()), ("split", pa.string()), ("score", pa.float32())])
+
+
+@dataclass
+class TrainResult:
+    name: str
+    artifact_dir: Path
+    config: dict[str, Any]
+    scores: dict[str, float | None] = field(default_factory=dict)
+    fit_seconds: float = 0.0
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "artifact": str(self.artifact_dir),
+            "config": json.dumps(self.config, sort_keys=True),
+            "fit_seconds": round(self.fit_seconds, 3),
+        }
+        meta.update({k: v for k, v in self.scores.items() if v is not None})
+        return meta
+
+
+def cardinalities(warehouse: Warehouse) -> dict[str, int]:
+    """Embedding-table sizes of the indexed columns (vocabulary rows + pad + OOV)."""
+    return {f"{name}_idx": vocab.FIRST_INDEX + vocab.load(warehouse, name).num_rows for name in VOCAB_FIELDS}
+
+
+def content_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(directory).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def store_artifact(model: Any, name: str, root: Path | None = None) -> Path:
+    root = (root or ctr_home() / "artifacts") / name
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    try:
+        model.save(tmp)
+        target = root / content_hash(tmp)[:16]
+        if target.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _split(table: pa.Table, name: str) -> pa.Table:
+    return table.filter(pc.equal(table.column("split"), name))
+
+
+def train_and_store(
+    plugin: PluginInfo,
+    config_values: dict[str, Any],
+    warehouse: Warehouse,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    dataset = warehouse.read("training_dataset")
+    train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
+    config = config_from_dict(plugin.cls, config_values)
+    model = plugin.cls(config)
+    ctx = FitContext(seed=seed, cardinalities=cardinalities(warehouse), log=log)
+    log(f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}")
+    started = time.perf_counter()
+    model.fit(train, valid, ctx)
+    fit_seconds = time.perf_counter() - started
+
+    scores: dict[str, float | None] = {}
+    predictions = []
+    for name, part in (("valid", valid), ("test", test)):
+        pred = np.asarray(model.predict(part), dtype=np.float64)
+        if pred.shape != (part.num_rows,) or not np.all(np.isfinite(pred)):
+            raise ValueError(f"{plugin.name}.predict returned shape {pred.shape} / non-finite scores on {name}")
+        scores[f"{name}_auc"] = auc(part.column("label").to_numpy(), pred)
+        predictions.append(
+            pa.table(
+                {"impression_id": part.column("impression_id"), "split": pa.array([name] * part.num_rows),
+                 "score": pa.array(pred.astype(np.float32))},
+                schema=PREDICTIONS,
+            )
+        )
+    artifact = store_artifact(model, plugin.name)
+    warehouse.write(f"predictions_{plugin.name}", pa.concat_tables(predictions))
+    log(f"{plugin.name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
+    return TrainResult(plugin.name, artifact, config_to_dict(config), scores, fit_seconds)

@@ -1,0 +1,146 @@
+"""Where raw data comes from: the synthetic marketplace (default) or the user's own files.
+
+One small interface so the assets never care which: `catalogue()` returns the item/user tables and
+`day(partition)` streams one day of raw impressions. Selected by environment (read when the code
+location loads, because the daily partitions depend on it):
+
+- ``CTR_SOURCE``: ``synthetic`` (default) or ``import``;
+- ``CTR_PROFILE``: synthetic profile ``tiny`` | ``small`` (default) | ``large``; ``CTR_SEED`` (default 7);
+- ``CTR_MAPPING``: path of the import mapping YAML (see ``examples/mapping.example.yaml``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from ctr_dagster import schemas
+
+SOURCES = ("synthetic", "import")
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    items: pa.Table
+    item_attributes: pa.Table
+    users: pa.Table
+    oracle_item_attributes: pa.Table
+    quarantine: pa.Table
+    origin: str
+
+
+@dataclass(frozen=True)
+class DayBatch:
+    """A slice of one day's raw impressions (RAW_IMPRESSIONS) and the rows that failed to parse."""
+
+    impressions: pa.Table
+    oracle: pa.Table
+    quarantine: pa.Table
+    origin: str
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: str = "synthetic"
+    profile: str = "small"
+    seed: int = 7
+    mapping_path: Path | None = None
+
+    @classmethod
+    def from_env(cls) -> SourceSettings:
+        kind = os.environ.get("CTR_SOURCE", "synthetic")
+        mapping = os.environ.get("CTR_MAPPING")
+        settings = cls(
+            kind=kind,
+            profile=os.environ.get("CTR_PROFILE", "small"),
+            seed=int(os.environ.get("CTR_SEED", "7")),
+            mapping_path=Path(mapping).resolve() if mapping else None,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.kind not in SOURCES:
+            raise ValueError(f"CTR_SOURCE must be one of {SOURCES}, got {self.kind!r}")
+        if self.kind == "import" and self.mapping_path is None:
+            raise ValueError("CTR_SOURCE=import needs CTR_MAPPING=<path to mapping YAML>")
+        if self.kind == "synthetic":
+            from ctr_dagster.datagen import PROFILES
+
+            if self.profile not in PROFILES:
+                raise ValueError(f"CTR_PROFILE must be one of {sorted(PROFILES)}, got {self.profile!r}")
+
+    # -- partitions --------------------------------------------------------------------------
+    def partition_window(self) -> tuple[str, str | None]:
+        """(first day, end day exclusive or None = open-ended up to today) of the daily partitions."""
+        if self.kind == "synthetic":
+            config = self.world_config()
+            start = dt.date.fromisoformat(str(config.start_date))
+            return start.isoformat(), (start + dt.timedelta(days=config.n_days)).isoformat()
+        return str(self.mapping().start_date), None
+
+    # -- synthetic ---------------------------------------------------------------------------
+    def world_config(self):
+        from ctr_dagster.datagen import profile
+
+        return profile(self.profile, seed=self.seed)
+
+    def world(self):
+        from ctr_dagster.datagen import build_world
+
+        return build_world(self.world_config())
+
+    # -- import ------------------------------------------------------------------------------
+    def mapping(self):
+        from ctr_dagster.importers import load_mapping
+
+        assert self.mapping_path is not None
+        return load_mapping(self.mapping_path)
+
+    # -- the interface the assets use ----------------------------------------------------------
+    def catalogue(self) -> Catalogue:
+        if self.kind == "synthetic":
+            world = self.world()
+            return Catalogue(
+                items=world.items(),
+                item_attributes=world.item_attributes(),
+                users=world.users(),
+                oracle_item_attributes=world.oracle_item_attributes(),
+                quarantine=schemas.empty(schemas.QUARANTINE),
+                origin=f"synthetic profile={self.profile} seed={self.seed}",
+            )
+        from ctr_dagster.importers import read_catalogue
+
+        mapping = self.mapping()
+        tables, rejected = {}, []
+        for name in ("items", "item_attributes", "users"):
+            tables[name], quarantine = read_catalogue(mapping, name)
+            rejected.append(quarantine)
+        return Catalogue(
+            items=tables["items"],
+            item_attributes=tables["item_attributes"],
+            users=tables["users"],
+            oracle_item_attributes=schemas.empty(schemas.ORACLE_ITEM_ATTRIBUTES),
+            quarantine=pa.concat_tables(rejected),
+            origin=f"import mapping={self.mapping_path}",
+        )
+
+    def day(self, partition: str) -> Iterator[DayBatch]:
+        if self.kind == "synthetic":
+            data = self.world().day(partition)
+            yield DayBatch(data.impressions, data.oracle, schemas.empty(schemas.QUARANTINE), "synthetic")
+            return
+        from ctr_dagster.importers import iter_impressions
+
+        for batch in iter_impressions(self.mapping(), partition):
+            yield DayBatch(
+                pa.Table.from_batches([batch.batch]) if isinstance(batch.batch, pa.RecordBatch) else batch.batch,
+                schemas.empty(schemas.ORACLE_IMPRESSIONS),
+                batch.quarantine,
+                "import",
+            )
