@@ -44,6 +44,7 @@ def materialize_all(
     instance: dg.DagsterInstance | None = None,
     log: Callable[[str], None] = print,
     partitions: list[str] | None = None,
+    log_level: str = "INFO",
 ) -> dict[str, float]:
     """Catalogue -> every daily partition -> training dataset -> plugins and models. Returns timings."""
     defs = build_definitions()
@@ -51,11 +52,13 @@ def materialize_all(
     assets = list(defs.assets)  # type: ignore[arg-type]
     resources = dict(defs.resources or {})
     timings: dict[str, float] = {}
+    # Step progress and the assets' own log lines, without Dagster's per-event DEBUG chatter.
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def run(label: str, selection: list, partition_key: str | None = None) -> None:
         started = time.perf_counter()
-        result = dg.materialize(assets, selection=selection, partition_key=partition_key,
-                                instance=instance, resources=resources, raise_on_error=True)
+        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance,
+                                resources=resources, raise_on_error=True, run_config=run_config)
         timings[label] = time.perf_counter() - started
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}")
 
