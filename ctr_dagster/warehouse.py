@@ -132,6 +132,6 @@ class Warehouse:
                     raise ValueError(f"invalid view name {view!r}")
                 rel = con.read_parquet(list(files))
                 rel.create_view(view)
-            return con.execute(sql, params or []).to_arrow_table()
+            return con.sql(sql, params=list(params or [])).to_arrow_table()
         finally:
             con.close()
