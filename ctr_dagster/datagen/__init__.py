@@ -1,0 +1,91 @@
+"""The synthetic marketplace: a seeded world with planted, known truth (the embedded default data).
+
+The generative story
+--------------------
+*Catalogue.* Items belong to 6-12 categories (shirts, mugs, sofas, ...); each category uses some of
+the attributes brand / colour / material / style, each with its value vocabulary. An item's latent
+vector is its category centre plus noise. About 30% of attribute values are missing from the
+structured catalogue (more for new items); most missing values are still stated in the title, and
+colour and material are always visible in the 32x32 PNG image (fill colour = colour, shape =
+category, texture = material). Titles are readable English from several templates with filler
+words and state exactly the values the oracle flags `in_title`. Some items appear after day 0
+(`first_seen`) and are never shown before it.
+
+*Users.* Each user has a region, an age group, a latent interest vector (leaning towards 1-3
+categories), a favourite colour and material, and a lognormal (power-law-like) activity: many
+long-tail users with a handful of behaviours, a few heavy users. The top `heavy_share` by activity
+form the *heavy* segment. Some users sign up during the world and are active only from then.
+
+*Requests.* Every active user makes Poisson(activity) requests a day at diurnal times; each request
+shows a slate of `slate_size` distinct items (random order) mixing the user's preferred categories
+with popular items, on a device, with a coupon drawn per request with probability `treatment_rate`.
+
+*Clicks.* ``p_click = sigmoid(sum of components)`` with one additive component per signal (the
+`components` table holds each, under the assigned arm). Each knob of `Signals` scales one of them;
+0 removes it exactly. Which model mechanism should exploit it:
+
+- ``base`` + ``popularity`` + ``affinity`` (user interest . item latent): always on; ID/embedding
+  models learn these.
+- ``sequence`` (knob `sequence`): relevance of the target to the user's last `history_len` clicks
+  strictly before the request, ``sum_j w_j relu(cos(target, click_j))``. -> target attention (DIN).
+- `temporal` shapes those weights: ``w_j ~ exp(-temporal (gap_j/24h + rank_j/5))``; at 0 they are
+  uniform over the window. -> target-aware temporal encoding (TIN), time-bias attention (SUAN).
+- `drift`: user interests random-walk from day to day (towards random categories), so recent
+  behaviour beats the long-run profile. -> sequence models, recency features, retraining.
+- ``multimodal`` (knob `multimodal`): match of the item's colour/material with the user's favourites;
+  those values are often only in the title/image, and new items have no click history. ->
+  multimodal item embeddings, attribute extraction.
+- ``interaction`` (knob `interaction`): two multiplicative 3-way terms (age group x category x
+  daypart, region x category x device) with zero-mean factors, i.e. no main effects. -> quadratic /
+  high-order interaction layers (QIN).
+- ``segment`` (knob `segment`): heavy users prefer expensive, niche items; light users cheap,
+  popular ones. -> mixture of experts with a behaviour-conditioned gate (AW-MoE), long-tail AUC.
+- ``position`` (knob `position_bias`): ``-0.6 log(position)``. -> position features / debiasing.
+- ``scaling`` (knob `scaling`): a fine-grained user x item low-rank term with `scaling_rank` factors
+  unrelated to categories, only learnable from plenty of per-id data. -> scaling curves (SUAN).
+- ``uplift_click`` (knob `uplift`): the coupon's click effect, by region and age group.
+
+*Conversions.* Only after a click: ``p_conv = sigmoid(conv_base - 0.5 zprice + 0.2 popularity +
+propensity + treatment * uplift_conv)`` where the coupon's conversion effect depends on price and
+user activity (not region/age): the effect differs by user and by chain stage. -> entire-chain
+uplift (ECUP). The oracle table holds p_click (assigned arm), p_click under control/treated and
+p_conv (given a click) under control/treated.
+
+*Zero-shot* (knob `zero_shot`): held-out categories draw part of their values from a vocabulary no
+training category uses; these values are new to the taxonomy, so they are never in the structured
+catalogue (only titles/images) and are flagged `zero_shot` in the oracle. -> zero-shot link
+prediction (HyperPAVE).
+
+*Corruption* (`corruption_rate`): raw impressions only get null user ids, unknown items, positions
+<= 0, timestamps outside the day, conversions without click, click=2 and duplicate impression ids;
+`DayData.corruption` logs each one.
+
+Determinism: all randomness comes from named streams of `seed` (`seeding.rng_for`), days are
+simulated in order from day 0 with history checkpoints, so any day is identical whatever was
+requested before it.
+
+Usage::
+
+    from ctr_dagster.datagen import build_world, profile, Signals
+    world = build_world(profile("tiny", seed=7, signals=Signals(sequence=0.0)))
+    day = world.day(world.dates()[0])   # DayData(impressions, oracle, components, corruption)
+"""
+
+from ctr_dagster.datagen.behaviour import COMPONENTS, sequence_component, sequence_weights
+from ctr_dagster.datagen.config import PROFILES, Signals, WorldConfig, profile
+from ctr_dagster.datagen.corruption import KINDS as CORRUPTION_KINDS
+from ctr_dagster.datagen.world import DayData, World, build_world
+
+__all__ = [
+    "COMPONENTS",
+    "CORRUPTION_KINDS",
+    "PROFILES",
+    "DayData",
+    "Signals",
+    "World",
+    "WorldConfig",
+    "build_world",
+    "profile",
+    "sequence_component",
+    "sequence_weights",
+]

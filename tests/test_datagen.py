@@ -1,0 +1,456 @@
+"""The synthetic marketplace: determinism, schemas, oracle consistency and every planted signal.
+
+All on the `tiny` profile; each knob test builds its own small world with the knob at 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from PIL import Image
+
+from ctr_dagster import schemas
+from ctr_dagster.datagen import (
+    COMPONENTS,
+    CORRUPTION_KINDS,
+    PROFILES,
+    DayData,
+    Signals,
+    World,
+    WorldConfig,
+    build_world,
+    profile,
+    sequence_component,
+    sequence_weights,
+)
+from ctr_dagster.datagen.images import dominant_colour
+from ctr_dagster.datagen.vocab import COLOUR_RGB, ZERO_SHOT_VALUES
+
+
+def knobs(**strengths: float) -> Signals:
+    return dataclasses.replace(Signals(), **strengths)
+
+
+def tiny(**overrides: object) -> World:
+    return build_world(profile("tiny", **overrides))
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def days(world: World) -> list[DayData]:
+    return [world.day(d) for d in world.dates()]
+
+
+def generated(data: DayData) -> pa.Table:
+    """The raw rows that were not corrupted (the log names every injected row)."""
+    bad = set(data.corruption.column("row").to_pylist())
+    keep = [i for i in range(data.impressions.num_rows) if i not in bad]
+    return data.impressions.take(pa.array(keep, type=pa.int64()))
+
+
+def all_components(w: World) -> pa.Table:
+    return pa.concat_tables([w.day(d).components for d in w.dates()])
+
+
+def index_of(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.array([int(x[1:]) for x in ids.to_pylist()])
+
+
+def mapping(table: pa.Table, key: str, value: str) -> dict:
+    return dict(zip(table.column(key).to_pylist(), table.column(value).to_pylist(), strict=True))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# -- API, determinism, schemas -------------------------------------------------------------------
+
+
+def test_profiles_and_config_api() -> None:
+    cfg = profile("tiny", seed=3, signals=Signals(sequence=0.0))
+    assert isinstance(cfg, WorldConfig) and cfg.seed == 3 and cfg.signals.sequence == 0.0
+    assert hash(cfg) == hash(profile("tiny", seed=3, signals=Signals(sequence=0.0)))
+    assert set(PROFILES) == {"tiny", "small", "large"}
+    assert PROFILES["tiny"].n_users < PROFILES["small"].n_users < PROFILES["large"].n_users
+    assert build_world(cfg) is build_world(profile("tiny", seed=3, signals=Signals(sequence=0.0)))
+    with pytest.raises(ValueError, match="unknown profile"):
+        profile("huge")
+    with pytest.raises(ValueError, match="bad override"):
+        profile("tiny", n_userz=3)
+    with pytest.raises(ValueError, match="Signals.sequence"):
+        Signals(sequence=-1.0)
+
+
+def test_dates_and_range(world: World) -> None:
+    dates = world.dates()
+    assert dates[0] == "2026-11-01" and len(dates) == world.config.n_days == 6
+    with pytest.raises(ValueError, match=r"2026-11-01 \.\. 2026-11-06"):
+        world.day("2026-11-07")
+    with pytest.raises(ValueError, match="valid dates"):
+        world.day("2026-10-31")
+
+
+def test_same_seed_same_world_in_any_day_order() -> None:
+    cfg = profile("tiny", seed=11)
+    a, b = World(cfg), World(cfg)
+    for name in ("items", "item_attributes", "oracle_item_attributes", "users"):
+        assert getattr(a, name)().equals(getattr(b, name)()), name
+    b._cache_size, b._checkpoint_every = 1, 4  # the large-profile path: bounded cache, sparse checkpoints
+    dates = a.dates()
+    forward = {d: a.day(d) for d in dates}
+    for d in [dates[4], dates[1], dates[5], dates[0], dates[2], dates[3], dates[5], dates[4]]:
+        got = b.day(d)
+        for part in ("impressions", "oracle", "components", "corruption"):
+            assert getattr(got, part).equals(getattr(forward[d], part)), (d, part)
+
+
+def test_different_seed_different_world(world: World) -> None:
+    other = tiny(seed=world.config.seed + 1)
+    assert not other.items().equals(world.items())
+    day = world.dates()[0]
+    assert not other.day(day).impressions.equals(world.day(day).impressions)
+
+
+def test_schemas_conform_exactly(world: World, days: list[DayData]) -> None:
+    assert world.items().schema.equals(schemas.ITEMS)
+    assert world.item_attributes().schema.equals(schemas.ITEM_ATTRIBUTES)
+    assert world.oracle_item_attributes().schema.equals(schemas.ORACLE_ITEM_ATTRIBUTES)
+    assert world.users().schema.equals(schemas.USERS)
+    for data in days:
+        assert data.impressions.schema.equals(schemas.RAW_IMPRESSIONS)
+        assert data.oracle.schema.equals(schemas.ORACLE_IMPRESSIONS)
+        assert data.components.column_names == ["impression_id", *COMPONENTS]
+        assert all(data.components.schema.field(c).type == pa.float32() for c in COMPONENTS)
+    assert world.items().num_rows == world.config.n_items
+    assert world.users().num_rows == world.config.n_users
+    ages = world.users().column("age_group").to_numpy()
+    assert ages.min() >= 0 and ages.max() <= 5
+    total = sum(d.oracle.num_rows for d in days)
+    assert 15_000 <= total <= 25_000
+
+
+def test_ids_are_well_formed_and_unique(days: list[DayData]) -> None:
+    for data in days:
+        ids = data.oracle.column("impression_id")
+        assert pc.count_distinct(ids).as_py() == len(ids)
+        assert data.components.column("impression_id").equals(ids)
+        raw = generated(data)
+        assert all(re.fullmatch(r"imp-\d{8}-\d{7}", x) for x in ids.to_pylist()[:50])
+        assert all(re.fullmatch(r"u\d{6}", x) for x in raw.column("user_id").to_pylist()[:50])
+        slates = raw.group_by("request_id").aggregate([("item_id", "count_distinct"), ("item_id", "count")])
+        assert slates.column("item_id_count_distinct").equals(slates.column("item_id_count"))  # no repeats
+
+
+# -- the oracle ----------------------------------------------------------------------------------
+
+
+def test_oracle_consistency(days: list[DayData]) -> None:
+    for data in days:
+        n = data.oracle.num_rows
+        treat = data.impressions.column("treatment").to_numpy()[:n]  # raw rows before the duplicates
+        o = {c: data.oracle.column(c).to_numpy() for c in data.oracle.column_names[1:]}
+        assert np.array_equal(o["p_click"], np.where(treat == 1, o["p_click_treated"], o["p_click_control"]))
+        logit = sum(data.components.column(c).to_numpy().astype(np.float64) for c in COMPONENTS)
+        np.testing.assert_allclose(sigmoid(logit), o["p_click"], atol=1e-5)
+        for values in o.values():
+            assert np.all((values > 0) & (values < 1))
+        raw = generated(data)
+        click, conv = raw.column("click").to_numpy(), raw.column("conversion").to_numpy()
+        assert set(np.unique(click)) <= {0, 1} and np.all(conv <= click)
+
+
+def test_rates_and_treatment_effects(days: list[DayData]) -> None:
+    raw = pa.concat_tables([generated(d) for d in days])
+    click, conv = raw.column("click").to_numpy(), raw.column("conversion").to_numpy()
+    treat = raw.column("treatment").to_numpy()
+    assert 0.05 <= click.mean() <= 0.15
+    assert 0.05 <= conv.sum() / click.sum() <= 0.25
+    assert 0.4 <= treat.mean() <= 0.6
+    oracle = pa.concat_tables([d.oracle for d in days])
+    o = {c: oracle.column(c).to_numpy().astype(np.float64) for c in oracle.column_names[1:]}
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    click_uplift = logit(o["p_click_treated"]) - logit(o["p_click_control"])
+    conv_uplift = logit(o["p_conv_treated"]) - logit(o["p_conv_control"])
+    assert click_uplift.mean() > 0 and click_uplift.std() > 0.1 and (click_uplift < 0).any()
+    assert conv_uplift.mean() > 0 and conv_uplift.std() > 0.1
+    assert abs(np.corrcoef(click_uplift, conv_uplift)[0, 1]) < 0.8  # different stage, different users
+
+
+# -- each knob plants exactly its signal ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knob", "component"),
+    [
+        ("sequence", "sequence"),
+        ("multimodal", "multimodal"),
+        ("interaction", "interaction"),
+        ("segment", "segment"),
+        ("position_bias", "position"),
+        ("scaling", "scaling"),
+        ("uplift", "uplift_click"),
+    ],
+)
+def test_knob_zero_removes_its_component(world: World, knob: str, component: str) -> None:
+    on = all_components(world).column(component).to_numpy()
+    assert on.std() > 0.05
+    off_world = tiny(signals=knobs(**{knob: 0.0}))
+    off = all_components(off_world)
+    assert np.all(off.column(component).to_numpy() == 0.0)
+    others = [c for c in COMPONENTS if c not in (component, "base", "sequence")]
+    assert max(off.column(c).to_numpy().std() for c in others) > 0.05  # the rest is still there
+
+
+def test_uplift_zero_means_no_treatment_effect() -> None:
+    w = tiny(signals=knobs(uplift=0.0))
+    oracle = pa.concat_tables([w.day(d).oracle for d in w.dates()])
+    assert oracle.column("p_click_treated").equals(oracle.column("p_click_control"))
+    assert oracle.column("p_conv_treated").equals(oracle.column("p_conv_control"))
+
+
+def test_sequence_weights_uniform_without_temporal() -> None:
+    gap = np.array([[0.5, 3.0, 30.0, 200.0]])
+    valid = np.array([[True, True, True, False]])
+    flat = sequence_weights(gap, valid, temporal=0.0)
+    np.testing.assert_allclose(flat, [[0.25, 0.25, 0.25, 0.0]])
+    decayed = sequence_weights(gap, valid, temporal=1.0)
+    assert decayed[0, 0] > decayed[0, 1] > decayed[0, 2] > 0 and decayed[0, 3] == 0
+    same_gap = sequence_weights(np.zeros((1, 4)), np.ones((1, 4), dtype=bool), temporal=1.0)
+    assert np.all(np.diff(same_gap[0]) < 0)  # recency rank alone also decays
+
+
+def test_temporal_knob_changes_only_the_weights(world: World) -> None:
+    flat = tiny(signals=knobs(temporal=0.0))
+    seq_flat = all_components(flat).column("sequence").to_numpy()
+    seq_decay = all_components(world).column("sequence").to_numpy()
+    assert seq_flat.std() > 0.05 and not np.allclose(seq_flat, seq_decay)
+    check_sequence_recomputes(tiny(corruption_rate=0.0, signals=knobs(temporal=0.0)))
+
+
+def check_sequence_recomputes(w: World) -> None:
+    """Recompute every sequence term from the clicks strictly before the impression (no leakage)."""
+    raw = pa.concat_tables([w.day(d).impressions for d in w.dates()])
+    comp = all_components(w).column("sequence").to_numpy()
+    user, item = index_of(raw.column("user_id")), index_of(raw.column("item_id"))
+    ts = raw.column("ts").cast(pa.int64()).to_numpy()
+    position, click = raw.column("position").to_numpy(), raw.column("click").to_numpy()
+    request = raw.column("request_id").to_numpy(zero_copy_only=False)
+    order = np.lexsort((position, ts, user))
+    clicks = order[click[order] == 1]
+    signals, size, n = w.config.signals, w.config.slate_size, w.config.history_len
+    starts = np.flatnonzero(np.r_[True, request[order][1:] != request[order][:-1]])
+    mismatch_if_leaky = 0
+    for s in starts:
+        rows = order[s : s + size]
+        u, t = user[rows[0]], ts[rows[0]]
+        mine = clicks[user[clicks] == u]
+        for leaky in (False, True):
+            cut = np.searchsorted(ts[mine], t, side="right" if leaky else "left")
+            before = mine[:cut][-n:][::-1]  # most recent first
+            hist_items = np.full((1, n), -1)
+            hist_ts = np.zeros((1, n), dtype=np.int64)
+            hist_items[0, : len(before)], hist_ts[0, : len(before)] = item[before], ts[before]
+            got = sequence_component(
+                w.catalogue.unit, item[rows][None, :], np.array([t]), hist_items, hist_ts,
+                signals.sequence, signals.temporal,
+            )[0]  # fmt: skip
+            if leaky:
+                mismatch_if_leaky += not np.allclose(got, comp[rows], atol=1e-5)
+            else:
+                np.testing.assert_allclose(got, comp[rows], atol=1e-5)
+    assert mismatch_if_leaky > 0  # the check would catch a history that includes the request itself
+
+
+def test_sequence_uses_only_past_clicks() -> None:
+    check_sequence_recomputes(tiny(corruption_rate=0.0))
+
+
+def test_drift_knob() -> None:
+    still, moving = tiny(signals=knobs(drift=0.0)), tiny()
+    last = moving.config.n_days - 1
+    assert np.array_equal(still.user_latent(0), still.user_latent(last))
+    change = np.linalg.norm(moving.user_latent(last) - moving.user_latent(0), axis=1)
+    assert np.median(change) > 0.1
+
+
+def test_position_bias(world: World) -> None:
+    def mean_p_by_position(w: World) -> np.ndarray:
+        pos = pa.concat_tables([generated(w.day(d)) for d in w.dates()])
+        oracle = pa.concat_tables([w.day(d).oracle for d in w.dates()])
+        ids = pos.column("impression_id")
+        p = mapping(oracle, "impression_id", "p_click")
+        position = pos.column("position").to_numpy()
+        values = np.array([p[i] for i in ids.to_pylist()])
+        return np.array([values[position == k].mean() for k in range(1, w.config.slate_size + 1)])
+
+    on = mean_p_by_position(world)
+    assert np.all(np.diff(on) < 0) and on[0] > 1.5 * on[-1]
+    off = mean_p_by_position(tiny(signals=knobs(position_bias=0.0)))
+    assert off.max() < 1.15 * off.min()
+
+
+def test_segment_pattern_flips_with_activity() -> None:
+    w = tiny(corruption_rate=0.0)
+    raw = pa.concat_tables([w.day(d).impressions for d in w.dates()])
+    segment = all_components(w).column("segment").to_numpy()
+    heavy = w.population.heavy[index_of(raw.column("user_id"))]
+    zprice = w.catalogue.zprice[index_of(raw.column("item_id"))]
+    assert 0 < heavy.mean() < 1
+    assert np.corrcoef(segment[heavy], zprice[heavy])[0, 1] > 0.5  # heavy users like expensive items
+    assert np.corrcoef(segment[~heavy], zprice[~heavy])[0, 1] < -0.5  # light users like cheap ones
+
+
+# -- catalogue, users, attributes --------------------------------------------------------------------
+
+
+def test_zero_shot_values_only_in_heldout_categories(world: World) -> None:
+    oracle = world.oracle_item_attributes()
+    category = mapping(world.items(), "item_id", "category")
+    heldout = {s.name for s, h in zip(world.catalogue.specs, world.catalogue.heldout, strict=True) if h}
+    assert heldout
+    rows = oracle.to_pylist()
+    zs = [r for r in rows if r["zero_shot"]]
+    assert zs and all(category[r["item_id"]] in heldout for r in zs)
+    zs_values = {r["value"] for r in zs}
+    assert not any(r["value"] in zs_values for r in rows if category[r["item_id"]] not in heldout)
+    assert not any(r["in_catalogue"] for r in zs)  # new to the taxonomy: only titles/images carry them
+    assert not set(world.item_attributes().column("value").to_pylist()) & zs_values
+
+    off = tiny(signals=knobs(zero_shot=0.0)).oracle_item_attributes()
+    assert not any(off.column("zero_shot").to_pylist())
+    novel = {v for values in ZERO_SHOT_VALUES.values() for v in values}
+    assert not set(off.column("value").to_pylist()) & novel
+
+
+def test_catalogue_completeness(world: World) -> None:
+    oracle = world.oracle_item_attributes()
+    known = oracle.column("in_catalogue").to_numpy(zero_copy_only=False)
+    in_title = oracle.column("in_title").to_numpy(zero_copy_only=False)
+    in_image = oracle.column("in_image").to_numpy(zero_copy_only=False)
+    zero_shot = oracle.column("zero_shot").to_numpy(zero_copy_only=False)
+    attribute = np.array(oracle.column("attribute").to_pylist())
+    assert 0.2 <= 1 - known[~zero_shot].mean() <= 0.45  # ~30%, more for new items; zero-shot: never known
+    assert in_title[~known].mean() >= 0.65
+    assert in_image[attribute == "colour"].all() and not in_image[attribute == "brand"].any()
+    assert world.item_attributes().num_rows == known.sum()
+    assert set(world.items().column("category").to_pylist()) == {s.name for s in world.catalogue.specs}
+    assert len(world.catalogue.specs) >= 4
+
+
+def test_titles_state_exactly_the_in_title_values(world: World) -> None:
+    titles = mapping(world.items(), "item_id", "title")
+    for row in world.oracle_item_attributes().to_pylist():
+        stated = re.search(rf"\b{re.escape(row['value'])}\b", titles[row["item_id"]], flags=re.IGNORECASE)
+        assert bool(stated) == row["in_title"], (row, titles[row["item_id"]])
+    assert len(set(titles.values())) > 0.5 * len(titles)
+
+
+def test_images_show_the_colour(world: World) -> None:
+    colour = {
+        r["item_id"]: r["value"]
+        for r in world.oracle_item_attributes().to_pylist()
+        if r["attribute"] == "colour"
+    }
+    items = world.items()
+    assert len(colour) == items.num_rows
+    for item_id, png in zip(
+        items.column("item_id").to_pylist(), items.column("image_png").to_pylist(), strict=True
+    ):
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG" and image.size == (32, 32)
+        assert dominant_colour(png) == COLOUR_RGB[colour[item_id]]
+
+
+def test_new_items_never_shown_before_first_seen(world: World, days: list[DayData]) -> None:
+    first_seen = mapping(world.items(), "item_id", "first_seen")
+    start = world.items().column("first_seen").to_pylist()
+    assert sum(d > min(start) for d in start) >= 10
+    shown_new = 0
+    for date, data in zip(world.dates(), days, strict=True):
+        raw = generated(data)
+        for item_id in set(raw.column("item_id").to_pylist()):
+            assert first_seen[item_id].isoformat() <= date
+            shown_new += first_seen[item_id].isoformat() == date and date != world.dates()[0]
+    assert shown_new > 0
+
+
+def test_new_users_appear_only_after_signup(world: World, days: list[DayData]) -> None:
+    signup = mapping(world.users(), "user_id", "signup_date")
+    first = world.dates()[0]
+    assert sum(s.isoformat() > first for s in signup.values()) >= 20
+    seen_new = set()
+    for date, data in zip(world.dates(), days, strict=True):
+        for user_id in set(generated(data).column("user_id").to_pylist()):
+            assert signup[user_id].isoformat() <= date
+            if signup[user_id].isoformat() > first:
+                seen_new.add(user_id)
+    assert len(seen_new) >= 10
+
+
+def test_power_law_activity(world: World, days: list[DayData]) -> None:
+    raw = pa.concat_tables([generated(d) for d in days])
+    counts = np.bincount(index_of(raw.column("user_id")), minlength=world.config.n_users)
+    ranked = np.sort(counts)[::-1]
+    assert ranked[: len(ranked) // 10].sum() >= 0.4 * ranked.sum()
+    clicked = raw.filter(pc.equal(raw.column("click"), 1))
+    clicks = np.bincount(index_of(clicked.column("user_id")), minlength=world.config.n_users)
+    assert np.median(clicks) <= 3 and (clicks <= 2).mean() >= 0.3 and clicks.max() >= 30
+
+
+# -- corruption --------------------------------------------------------------------------------------
+
+
+def test_corruption_kinds_are_real(world: World, days: list[DayData]) -> None:
+    known_items = set(world.items().column("item_id").to_pylist())
+    seen = set()
+    for date, data in zip(world.dates(), days, strict=True):
+        raw = data.impressions.to_pylist()
+        day_ids = pc.value_counts(data.impressions.column("impression_id"))
+        repeated = {v["values"] for v in day_ids.to_pylist() if v["counts"] > 1}
+        for entry in data.corruption.to_pylist():
+            row, kind = raw[entry["row"]], entry["kind"]
+            seen.add(kind)
+            assert row["impression_id"] == entry["impression_id"]
+            if kind == "null_user_id":
+                assert row["user_id"] is None
+            elif kind == "unknown_item_id":
+                assert row["item_id"] not in known_items
+            elif kind == "bad_position":
+                assert row["position"] <= 0
+            elif kind == "ts_outside_day":
+                assert row["ts"].date().isoformat() != date
+            elif kind == "conversion_without_click":
+                assert row["conversion"] == 1 and row["click"] == 0
+            elif kind == "invalid_click":
+                assert row["click"] == 2
+            else:
+                assert row["impression_id"] in repeated
+        assert data.impressions.num_rows == data.oracle.num_rows + sum(
+            k == "duplicate_impression_id" for k in data.corruption.column("kind").to_pylist()
+        )
+    assert seen == set(CORRUPTION_KINDS)
+
+
+def test_no_corruption_when_rate_zero() -> None:
+    w = tiny(corruption_rate=0.0)
+    for date in w.dates():
+        data = w.day(date)
+        raw = data.impressions
+        assert data.corruption.num_rows == 0 and raw.num_rows == data.oracle.num_rows
+        assert raw.column("user_id").null_count == 0
+        assert pc.min(raw.column("position")).as_py() >= 1
+        assert set(raw.column("item_id").to_pylist()) <= set(w.items().column("item_id").to_pylist())
+        assert {t.date().isoformat() for t in raw.column("ts").to_pylist()} == {date}
+        assert np.all(raw.column("conversion").to_numpy() <= raw.column("click").to_numpy())
+        assert pc.count_distinct(raw.column("impression_id")).as_py() == raw.num_rows
