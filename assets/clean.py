@@ -15,17 +15,37 @@ from ctr_dagster import schemas
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("clean_impressions", group_name="clean", code_version="1", kinds={"parquet"},
-                     deps=["raw_impressions", "raw_items", "raw_users"], partitions_def=daily_partitions()),
-        dg.AssetSpec("quarantine_impressions", group_name="clean", code_version="1", kinds={"parquet"},
-                     deps=["raw_impressions"], partitions_def=daily_partitions(),
-                     description="Rows rejected by a quality rule or the parser, with the reason."),
+        dg.AssetSpec(
+            "clean_impressions",
+            group_name="clean",
+            code_version="1",
+            kinds={"parquet"},
+            deps=["raw_impressions", "raw_items", "raw_users"],
+            partitions_def=daily_partitions(),
+        ),
+        dg.AssetSpec(
+            "quarantine_impressions",
+            group_name="clean",
+            code_version="1",
+            kinds={"parquet"},
+            deps=["raw_impressions"],
+            partitions_def=daily_partitions(),
+            description="Rows rejected by a quality rule or the parser, with the reason.",
+        ),
     ],
     check_specs=[
-        dg.AssetCheckSpec("quality_suite", asset="clean_impressions", blocking=True,
-                          description="The GE suite must pass on the clean day (blocks downstream)."),
-        dg.AssetCheckSpec("rows_reconcile", asset="clean_impressions", blocking=True,
-                          description="raw rows (+ unparseable) == clean + quarantined"),
+        dg.AssetCheckSpec(
+            "quality_suite",
+            asset="clean_impressions",
+            blocking=True,
+            description="The GE suite must pass on the clean day (blocks downstream).",
+        ),
+        dg.AssetCheckSpec(
+            "rows_reconcile",
+            asset="clean_impressions",
+            blocking=True,
+            description="raw rows (+ unparseable) == clean + quarantined",
+        ),
     ],
     partitions_def=daily_partitions(),
 )
@@ -35,8 +55,11 @@ def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get()
     day = context.partition_key
     raw = wh.read("raw_impressions", [day])
-    unparseable = (wh.read("unparseable_impressions", [day]) if wh.exists("unparseable_impressions", day)
-                   else schemas.empty(schemas.QUARANTINE))
+    unparseable = (
+        wh.read("unparseable_impressions", [day])
+        if wh.exists("unparseable_impressions", day)
+        else schemas.empty(schemas.QUARANTINE)
+    )
     items, users = wh.read("raw_items"), wh.read("raw_users")
     clean, quarantine, report = split_clean_impressions(
         raw, partition=day, items=items, users=users, source_file=wh.files("raw_impressions", [day])[0]
@@ -46,7 +69,9 @@ def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     q_path = wh.write("quarantine_impressions", quarantine, day)
     quarantined_rows = report.rows_quarantined + unparseable.num_rows
     rows_in = raw.num_rows + unparseable.num_rows
-    context.log.info(f"clean_impressions[{day}]: in={rows_in} clean={clean.num_rows} quarantined={quarantined_rows}")
+    context.log.info(
+        f"clean_impressions[{day}]: in={rows_in} clean={clean.num_rows} quarantined={quarantined_rows}"
+    )
     counts = {"rows_in": rows_in, "rows_clean": clean.num_rows, "rows_quarantined": quarantined_rows}
     yield dg.MaterializeResult(
         asset_key="clean_impressions",
@@ -57,7 +82,15 @@ def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         metadata={**table_summary(quarantine, str(q_path)), **numbers(report.rule_counts)},
     )
     suite = validate_table("clean_impressions", clean, partition=day, items=items, users=users)
-    yield dg.AssetCheckResult(asset_key="clean_impressions", check_name="quality_suite",
-                              passed=suite.success, metadata=suite.as_metadata())
-    yield dg.AssetCheckResult(asset_key="clean_impressions", check_name="rows_reconcile",
-                              passed=rows_in == clean.num_rows + quarantined_rows, metadata=numbers(counts))
+    yield dg.AssetCheckResult(
+        asset_key="clean_impressions",
+        check_name="quality_suite",
+        passed=suite.success,
+        metadata=suite.as_metadata(),
+    )
+    yield dg.AssetCheckResult(
+        asset_key="clean_impressions",
+        check_name="rows_reconcile",
+        passed=rows_in == clean.num_rows + quarantined_rows,
+        metadata=numbers(counts),
+    )

@@ -19,7 +19,14 @@ from assets.sensors import inbox_sensor, ingest_job
 @functools.cache
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[raw_catalogue, raw_day, clean_day, training_dataset, plugin_registry_asset(), *model_assets()],
+        assets=[
+            raw_catalogue,
+            raw_day,
+            clean_day,
+            training_dataset,
+            plugin_registry_asset(),
+            *model_assets(),
+        ],
         jobs=[ingest_job],
         sensors=[inbox_sensor],
         resources={"warehouse": WarehouseResource()},

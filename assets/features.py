@@ -24,8 +24,9 @@ class TrainingDatasetConfig(dg.Config):
     kinds={"parquet"},
     deps=["clean_impressions", "raw_items", "raw_users", "oracle_impressions"],
 )
-def training_dataset(context: dg.AssetExecutionContext, config: TrainingDatasetConfig,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+def training_dataset(
+    context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Rows = impressions of the trailing window, split train/valid/test by day; sequences from earlier clicks."""
     from ctr_dagster.dataset import build_training_table, plan_days
     from ctr_dagster.metrics import oracle_auc

@@ -23,7 +23,9 @@ def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields[f.name] = (hints.get(f.name, typing.Any), default)
     fields["seed"] = (int, 0)
-    return pydantic.create_model(f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields)
+    return pydantic.create_model(
+        f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields
+    )
 
 
 def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:

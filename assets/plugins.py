@@ -24,8 +24,13 @@ def plugin_registry_asset() -> dg.AssetsDefinition:
             "plugins": dg.MetadataValue.md(markdown_table(rows, _COLUMNS)),
             "broken_count": len(registry.broken),
         },
-        check_specs=[dg.AssetCheckSpec("no_broken_plugins", asset="plugin_registry",
-                                       description="Warns when an installed plugin failed to import or validate.")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "no_broken_plugins",
+                asset="plugin_registry",
+                description="Warns when an installed plugin failed to import or validate.",
+            )
+        ],
     )
     def plugin_registry(context: dg.AssetExecutionContext):
         """Installed model/encoder/extractor plugins (entry points), good and broken."""
@@ -42,7 +47,9 @@ def plugin_registry_asset() -> dg.AssetsDefinition:
             check_name="no_broken_plugins",
             passed=not registry.broken,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={"broken": dg.MetadataValue.md(markdown_table([b.as_row() for b in registry.broken], _COLUMNS))},
+            metadata={
+                "broken": dg.MetadataValue.md(markdown_table([b.as_row() for b in registry.broken], _COLUMNS))
+            },
         )
 
     return plugin_registry

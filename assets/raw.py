@@ -17,8 +17,7 @@ _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(name, group_name="raw", code_version="1", kinds={"parquet"})
-        for name in CATALOGUE_TABLES
+        dg.AssetSpec(name, group_name="raw", code_version="1", kinds={"parquet"}) for name in CATALOGUE_TABLES
     ],
     check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
 )
@@ -59,14 +58,31 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("raw_impressions", group_name="raw", code_version="1", kinds={"parquet"},
-                     deps=["raw_items", "raw_users"], partitions_def=daily_partitions()),
-        dg.AssetSpec("oracle_impressions", group_name="raw", code_version="1", kinds={"parquet"},
-                     deps=["raw_items", "raw_users"], partitions_def=daily_partitions()),
+        dg.AssetSpec(
+            "raw_impressions",
+            group_name="raw",
+            code_version="1",
+            kinds={"parquet"},
+            deps=["raw_items", "raw_users"],
+            partitions_def=daily_partitions(),
+        ),
+        dg.AssetSpec(
+            "oracle_impressions",
+            group_name="raw",
+            code_version="1",
+            kinds={"parquet"},
+            deps=["raw_items", "raw_users"],
+            partitions_def=daily_partitions(),
+        ),
     ],
-    check_specs=[dg.AssetCheckSpec("quality_suite", asset="raw_impressions",
-                                   description="GE suite on the raw day; failures are expected "
-                                   "(they go to the quarantine), so this check only warns.")],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "quality_suite",
+            asset="raw_impressions",
+            description="GE suite on the raw day; failures are expected "
+            "(they go to the quarantine), so this check only warns.",
+        )
+    ],
     partitions_def=daily_partitions(),
 )
 def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -76,24 +92,42 @@ def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get()
     day = context.partition_key
     batches = list(settings().day(day))
-    impressions = pa.concat_tables([b.impressions for b in batches]) if batches else schemas.empty(schemas.RAW_IMPRESSIONS)
-    oracle = pa.concat_tables([b.oracle for b in batches]) if batches else schemas.empty(schemas.ORACLE_IMPRESSIONS)
-    unparseable = pa.concat_tables([b.quarantine for b in batches]) if batches else schemas.empty(schemas.QUARANTINE)
+    impressions = (
+        pa.concat_tables([b.impressions for b in batches])
+        if batches
+        else schemas.empty(schemas.RAW_IMPRESSIONS)
+    )
+    oracle = (
+        pa.concat_tables([b.oracle for b in batches])
+        if batches
+        else schemas.empty(schemas.ORACLE_IMPRESSIONS)
+    )
+    unparseable = (
+        pa.concat_tables([b.quarantine for b in batches]) if batches else schemas.empty(schemas.QUARANTINE)
+    )
     impressions = schemas.conform(impressions, schemas.RAW_IMPRESSIONS, source=f"raw_impressions[{day}]")
     path = wh.write("raw_impressions", impressions, day)
     # Rows that could not even be parsed are kept beside the raw day; the clean step merges them
     # into the day's quarantine so counts in = clean + quarantined holds end to end.
     wh.write("unparseable_impressions", unparseable, day)
     oracle_path = wh.write("oracle_impressions", oracle, day)
-    context.log.info(f"raw_impressions[{day}]: {impressions.num_rows} rows, {unparseable.num_rows} unparseable")
+    context.log.info(
+        f"raw_impressions[{day}]: {impressions.num_rows} rows, {unparseable.num_rows} unparseable"
+    )
     yield dg.MaterializeResult(
         asset_key="raw_impressions",
-        metadata={**table_summary(impressions, str(path)),
-                  **numbers({"unparseable_rows": unparseable.num_rows}), "source": batches[0].origin if batches else "none"},
+        metadata={
+            **table_summary(impressions, str(path)),
+            **numbers({"unparseable_rows": unparseable.num_rows}),
+            "source": batches[0].origin if batches else "none",
+        },
     )
-    yield dg.MaterializeResult(asset_key="oracle_impressions", metadata=table_summary(oracle, str(oracle_path)))
-    report = validate_table("raw_impressions", impressions, partition=day,
-                            items=wh.read("raw_items"), users=wh.read("raw_users"))
+    yield dg.MaterializeResult(
+        asset_key="oracle_impressions", metadata=table_summary(oracle, str(oracle_path))
+    )
+    report = validate_table(
+        "raw_impressions", impressions, partition=day, items=wh.read("raw_items"), users=wh.read("raw_users")
+    )
     yield dg.AssetCheckResult(
         asset_key="raw_impressions",
         check_name="quality_suite",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.definitions import build_definitions
@@ -57,8 +58,15 @@ def materialize_all(
 
     def run(label: str, selection: list, partition_key: str | None = None) -> None:
         started = time.perf_counter()
-        result = dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance,
-                                resources=resources, raise_on_error=True, run_config=run_config)
+        result = dg.materialize(
+            assets,
+            selection=selection,
+            partition_key=partition_key,
+            instance=instance,
+            resources=resources,
+            raise_on_error=True,
+            run_config=run_config,
+        )
         timings[label] = time.perf_counter() - started
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}")
 
@@ -83,7 +91,11 @@ def summary() -> dict[str, object]:
     wh = Warehouse.default()
 
     def rows(table: str) -> int:
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in wh.files(table) if Path(f).exists())
+        return (
+            sum(rows_of(wh, table, p) for p in wh.partitions(table))
+            if wh.partitions(table)
+            else rows_of(wh, table)
+        )
 
     dataset = wh.read("training_dataset")
     out: dict[str, object] = {
@@ -93,24 +105,29 @@ def summary() -> dict[str, object]:
         "raw_impressions": rows("raw_impressions"),
         "clean_impressions": rows("clean_impressions"),
         "quarantined": rows("quarantine_impressions"),
-        "training_rows": {s: int((dataset.column("split").to_numpy(zero_copy_only=False) == s).sum())
-                          for s in ("train", "valid", "test")},
+        "training_rows": {
+            s: int(pc.sum(pc.equal(dataset.column("split"), s)).as_py() or 0)
+            for s in ("train", "valid", "test")
+        },
         "vocabulary_sizes": {n: vocab.FIRST_INDEX + vocab.load(wh, n).num_rows for n in VOCAB_FIELDS},
     }
-    test_days = sorted({str(t)[:10] for t in dataset.filter(
-        dataset.column("split").to_numpy(zero_copy_only=False) == "test").column("ts").to_pylist()})
-    if test_days and all(wh.exists("oracle_impressions", d) and rows_nonzero(wh, d) for d in test_days):
+    test = dataset.filter(pc.equal(dataset.column("split"), "test")).select(["impression_id", "ts", "label"])
+    test_days = sorted(set(pc.strftime(test.column("ts"), format="%Y-%m-%d").to_pylist()))
+    oracle_rows = sum(rows_of(wh, "oracle_impressions", d) for d in test_days)
+    if test_days and oracle_rows:
         out["oracle_auc_test"] = metrics.oracle_auc(dataset, wh.read("oracle_impressions", test_days))
     models = {}
     for table in sorted(p.name for p in wh.root.glob("predictions_*")):
-        preds = wh.read(table)
-        joined = dataset.join(preds.select(["impression_id", "score"]), "impression_id")
-        test = joined.filter(joined.column("split").to_numpy(zero_copy_only=False) == "test")
-        models[table.removeprefix("predictions_")] = metrics.auc(test.column("label").to_numpy(), test.column("score").to_numpy())
+        scored = test.join(wh.read(table).select(["impression_id", "score"]), "impression_id")
+        models[table.removeprefix("predictions_")] = metrics.auc(
+            scored.column("label").to_numpy(), scored.column("score").to_numpy()
+        )
     if models:
         out["model_auc_test"] = models
     return out
 
 
-def rows_nonzero(wh, day: str) -> bool:
-    return pq.ParquetFile(wh.path("oracle_impressions", day)).metadata.num_rows > 0
+def rows_of(wh, table: str, partition: str | None = None) -> int:
+    """Row count from the Parquet footer (no data read); 0 when the file does not exist."""
+    path = wh.path(table, partition)
+    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0

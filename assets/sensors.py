@@ -25,7 +25,11 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
     seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     mapping = settings().mapping()
     inbox = inbox_root()
-    files = sorted(p for p in inbox.rglob("*") if p.suffix in (".csv", ".parquet") and p.is_file()) if inbox.exists() else []
+    files = (
+        sorted(p for p in inbox.rglob("*") if p.suffix in (".csv", ".parquet") and p.is_file())
+        if inbox.exists()
+        else []
+    )
     new = [p for p in files if seen.get(str(p)) != p.stat().st_mtime]
     if not new:
         return dg.SkipReason(f"no new files in {inbox}")
