@@ -5,7 +5,6 @@ import json
 import dagster as dg
 
 from assets.resources import settings
-from ctr_dagster.settings import inbox_root
 
 INGEST_ASSETS = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
 ingest_job = dg.define_asset_job("ingest_day", selection=dg.AssetSelection.assets(*INGEST_ASSETS))
@@ -13,7 +12,7 @@ ingest_job = dg.define_asset_job("ingest_day", selection=dg.AssetSelection.asset
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED)
 def inbox_sensor(context: dg.SensorEvaluationContext):
-    """New or changed CSV/Parquet files in the inbox -> one ingest run per day they cover.
+    """New or changed impression files (the mapping's `impressions.files` globs) -> one run per day they cover.
 
     Only meaningful with CTR_SOURCE=import; the cursor remembers (file, mtime) pairs already seen,
     so a file is ingested once and again only when it changes.
@@ -24,15 +23,10 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
 
     seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
     mapping = settings().mapping()
-    inbox = inbox_root()
-    files = (
-        sorted(p for p in inbox.rglob("*") if p.suffix in (".csv", ".parquet") and p.is_file())
-        if inbox.exists()
-        else []
-    )
+    files = mapping.files("impressions")
     new = [p for p in files if seen.get(str(p)) != p.stat().st_mtime]
     if not new:
-        return dg.SkipReason(f"no new files in {inbox}")
+        return dg.SkipReason(f"no new or changed files among {len(files)} impression file(s)")
     days: set[str] = set()
     for path in new:
         days |= scan_days(mapping, path)

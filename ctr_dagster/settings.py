@@ -14,7 +14,3 @@ def ctr_home() -> Path:
 def warehouse_root() -> Path:
     return ctr_home() / "warehouse"
 
-
-def inbox_root() -> Path:
-    """Folder the new-data sensor watches for files to import (see `ctr_dagster.importers`)."""
-    return Path(os.environ.get("CTR_INBOX", str(ctr_home() / "inbox"))).resolve()
