@@ -6,11 +6,9 @@ quarantined, checked on every partition.
 """
 
 import dagster as dg
-import pyarrow as pa
 
 from assets.metadata import numbers, table_summary
 from assets.resources import WarehouseResource, daily_partitions
-from ctr_dagster import schemas
 
 
 @dg.multi_asset(
@@ -50,6 +48,9 @@ from ctr_dagster import schemas
     partitions_def=daily_partitions(),
 )
 def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    import pyarrow as pa
+
+    from ctr_dagster import schemas
     from ctr_dagster.quality import split_clean_impressions, validate_table
 
     wh = warehouse.get()

@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.metadata import markdown_table, numbers, table_summary
 from assets.resources import WarehouseResource
-from ctr_dagster.dataset import DatasetConfig
+from ctr_dagster.window import DatasetConfig
 
 
 class TrainingDatasetConfig(dg.Config):

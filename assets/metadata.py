@@ -3,7 +3,6 @@
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
-import pyarrow as pa
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
@@ -17,7 +16,7 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] 
     return "\n".join(lines)
 
 
-def table_summary(table: pa.Table, path: str | None = None) -> dict[str, dg.MetadataValue]:
+def table_summary(table, path: str | None = None) -> dict[str, dg.MetadataValue]:
     """Row count, schema and (where known) the Parquet file: on every asset."""
     meta: dict[str, dg.MetadataValue] = {
         "dagster/row_count": dg.MetadataValue.int(table.num_rows),

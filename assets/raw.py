@@ -5,11 +5,9 @@ oracle tables (ground truth) exist only for the synthetic world and stay apart f
 """
 
 import dagster as dg
-import pyarrow as pa
 
 from assets.metadata import numbers, table_summary
 from assets.resources import WarehouseResource, daily_partitions, settings
-from ctr_dagster import schemas
 
 CATALOGUE_TABLES = ("raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes")
 _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
@@ -23,6 +21,7 @@ _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
 )
 def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data)."""
+
     from ctr_dagster.quality import validate_table
 
     wh = warehouse.get()
@@ -87,6 +86,9 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
 )
 def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """One day of raw impressions (dirty: may contain bad rows) and, for synthetic data, the oracle."""
+    import pyarrow as pa
+
+    from ctr_dagster import schemas
     from ctr_dagster.quality import validate_table
 
     wh = warehouse.get()

@@ -5,7 +5,6 @@ import functools
 import dagster as dg
 
 from ctr_dagster.sources import SourceSettings
-from ctr_dagster.warehouse import Warehouse
 
 
 @functools.cache
@@ -25,7 +24,10 @@ class WarehouseResource(dg.ConfigurableResource):
 
     root: str = ""
 
-    def get(self) -> Warehouse:
+    def get(self):
+        """The `ctr_dagster.warehouse.Warehouse` (imported here: pyarrow loads only when a step runs)."""
         from pathlib import Path
+
+        from ctr_dagster.warehouse import Warehouse
 
         return Warehouse(Path(self.root)) if self.root else Warehouse.default()

@@ -12,7 +12,6 @@ no per-row Python.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,80 +21,22 @@ import pyarrow.compute as pc
 from ctr_dagster import vocab as vocab_mod
 from ctr_dagster.schemas import TRAINING, conform
 from ctr_dagster.warehouse import Warehouse
+from ctr_dagster.window import DatasetConfig, DayPlan, plan_days
+
+__all__ = [
+    "DatasetConfig",
+    "DayPlan",
+    "plan_days",
+    "behaviour_sequences",
+    "build_training_table",
+    "BuildResult",
+]
 
 MS_PER_DAY = 86_400_000
 _USER_SHIFT = np.int64(1) << np.int64(41)  # ~70 years of milliseconds per user key block
 
 #: Fields that get a versioned vocabulary, and the raw column each is built from.
 VOCAB_FIELDS = ("user", "item", "category", "device", "region", "age_group")
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    window_days: int = 14
-    valid_days: int = 1
-    test_days: int = 1
-    history_days: int = 7
-    max_seq_len: int = 20
-    end_date: str | None = None  # last (test) day of the window; default: the latest available
-
-    def validate(self) -> None:
-        if self.valid_days < 1 or self.test_days < 1:
-            raise ValueError("valid_days and test_days must be >= 1")
-        if self.window_days < self.valid_days + self.test_days + 1:
-            raise ValueError(
-                f"window_days={self.window_days} leaves no training day "
-                f"(valid_days={self.valid_days}, test_days={self.test_days})"
-            )
-        if self.max_seq_len < 1:
-            raise ValueError("max_seq_len must be >= 1")
-
-
-@dataclass(frozen=True)
-class DayPlan:
-    """Which partitions play which role; all lists sorted ascending."""
-
-    history: list[str]
-    train: list[str]
-    valid: list[str]
-    test: list[str]
-
-    @property
-    def rows(self) -> list[str]:
-        return self.train + self.valid + self.test
-
-    @property
-    def all(self) -> list[str]:
-        return self.history + self.rows
-
-    def split_of(self, day: str) -> str:
-        if day in self.test:
-            return "test"
-        if day in self.valid:
-            return "valid"
-        return "train"
-
-
-def plan_days(available: Sequence[str], config: DatasetConfig) -> DayPlan:
-    """Pick the trailing window (and look-back) from the available daily partitions."""
-    config.validate()
-    days = sorted(available)
-    if config.end_date is not None:
-        if config.end_date not in days:
-            raise ValueError(f"end_date {config.end_date} is not an available partition; have {days[:1]}..{days[-1:]}")
-        days = [d for d in days if d <= config.end_date]
-    needed = config.valid_days + config.test_days + 1
-    if len(days) < needed:
-        raise ValueError(f"need at least {needed} daily partitions of clean_impressions, found {len(days)}: {days}")
-    window = days[-config.window_days :]
-    history = days[max(0, len(days) - len(window) - config.history_days) : len(days) - len(window)]
-    n_test, n_valid = config.test_days, config.valid_days
-    return DayPlan(
-        history=history,
-        train=window[: -(n_valid + n_test)],
-        valid=window[-(n_valid + n_test) : -n_test],
-        test=window[-n_test:],
-    )
 
 
 def _ms(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -283,8 +224,14 @@ def build_training_table(
         "rows_train": float(train.num_rows),
         "rows_valid": float(pc.sum(pc.cast(pc.equal(split, "valid"), pa.int64())).as_py() or 0),
         "rows_test": float(pc.sum(pc.cast(pc.equal(split, "test"), pa.int64())).as_py() or 0),
-        "oov_item_rate_eval": float(pc.sum(pc.cast(pc.equal(eval_table.column("item_idx"), 1), pa.int64())).as_py() or 0) / n_eval,
-        "oov_user_rate_eval": float(pc.sum(pc.cast(pc.equal(eval_table.column("user_idx"), 1), pa.int64())).as_py() or 0) / n_eval,
+        "oov_item_rate_eval": float(
+            pc.sum(pc.cast(pc.equal(eval_table.column("item_idx"), 1), pa.int64())).as_py() or 0
+        )
+        / n_eval,
+        "oov_user_rate_eval": float(
+            pc.sum(pc.cast(pc.equal(eval_table.column("user_idx"), 1), pa.int64())).as_py() or 0
+        )
+        / n_eval,
         "mean_seq_len": float(pc.mean(pc.list_value_length(table.column("hist_item_idx"))).as_py() or 0.0),
         "ctr_train": float(pc.mean(pc.cast(train.column("click"), pa.float64())).as_py() or 0.0),
     }

@@ -16,10 +16,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from ctr_dagster import schemas
+if TYPE_CHECKING:  # pyarrow is imported where tables are made, not when the code location loads
+    import pyarrow as pa
 
 SOURCES = ("synthetic", "import")
 
@@ -104,6 +104,10 @@ class SourceSettings:
 
     # -- the interface the assets use ----------------------------------------------------------
     def catalogue(self) -> Catalogue:
+        import pyarrow as pa
+
+        from ctr_dagster import schemas
+
         if self.kind == "synthetic":
             world = self.world()
             return Catalogue(
@@ -131,6 +135,10 @@ class SourceSettings:
         )
 
     def day(self, partition: str) -> Iterator[DayBatch]:
+        import pyarrow as pa
+
+        from ctr_dagster import schemas
+
         if self.kind == "synthetic":
             data = self.world().day(partition)
             yield DayBatch(data.impressions, data.oracle, schemas.empty(schemas.QUARANTINE), "synthetic")
@@ -139,7 +147,9 @@ class SourceSettings:
 
         for batch in iter_impressions(self.mapping(), partition):
             yield DayBatch(
-                pa.Table.from_batches([batch.batch]) if isinstance(batch.batch, pa.RecordBatch) else batch.batch,
+                pa.Table.from_batches([batch.batch])
+                if isinstance(batch.batch, pa.RecordBatch)
+                else batch.batch,
                 schemas.empty(schemas.ORACLE_IMPRESSIONS),
                 batch.quarantine,
                 "import",

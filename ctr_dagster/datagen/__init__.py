@@ -71,10 +71,30 @@ Usage::
     day = world.day(world.dates()[0])   # DayData(impressions, oracle, components, corruption)
 """
 
-from ctr_dagster.datagen.behaviour import COMPONENTS, sequence_component, sequence_weights
 from ctr_dagster.datagen.config import PROFILES, Signals, WorldConfig, profile
-from ctr_dagster.datagen.corruption import KINDS as CORRUPTION_KINDS
-from ctr_dagster.datagen.world import DayData, World, build_world
+
+# The simulator needs numpy/pyarrow/PIL; load it on first use so that reading the profiles (which
+# the code location does at load time to lay out the daily partitions) stays cheap.
+_LAZY = {
+    "COMPONENTS": "ctr_dagster.datagen.behaviour",
+    "sequence_component": "ctr_dagster.datagen.behaviour",
+    "sequence_weights": "ctr_dagster.datagen.behaviour",
+    "CORRUPTION_KINDS": ("ctr_dagster.datagen.corruption", "KINDS"),
+    "DayData": "ctr_dagster.datagen.world",
+    "World": "ctr_dagster.datagen.world",
+    "build_world": "ctr_dagster.datagen.world",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'ctr_dagster.datagen' has no attribute {name!r}")
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    return getattr(importlib.import_module(module), attr)
+
 
 __all__ = [
     "COMPONENTS",

@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-import numpy as np
+import math
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Signals:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not np.isfinite(value) or value < 0:
+            if not math.isfinite(value) or value < 0:
                 raise ValueError(f"Signals.{f.name} must be a finite number >= 0, got {value!r}")
 
 
