@@ -35,12 +35,14 @@ from assets.resources import WarehouseResource, daily_partitions
         dg.AssetCheckSpec(
             "quality_suite",
             asset="clean_impressions",
+            partitions_def=daily_partitions(),
             blocking=True,
             description="The GE suite must pass on the clean day (blocks downstream).",
         ),
         dg.AssetCheckSpec(
             "rows_reconcile",
             asset="clean_impressions",
+            partitions_def=daily_partitions(),
             blocking=True,
             description="raw rows (+ unparseable) == clean + quarantined",
         ),

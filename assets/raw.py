@@ -78,6 +78,7 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         dg.AssetCheckSpec(
             "quality_suite",
             asset="raw_impressions",
+            partitions_def=daily_partitions(),
             description="GE suite on the raw day; failures are expected "
             "(they go to the quarantine), so this check only warns.",
         )
