@@ -27,7 +27,7 @@ test: install
 	$(PY) -m pytest -q
 
 ui: install dagster-home
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)

@@ -8,7 +8,7 @@ quarantined, checked on every partition.
 import dagster as dg
 
 from assets.metadata import numbers, table_summary
-from assets.resources import WarehouseResource, daily_partitions
+from assets.resources import WarehouseResource, daily_check, daily_partitions
 
 
 @dg.multi_asset(
@@ -32,19 +32,17 @@ from assets.resources import WarehouseResource, daily_partitions
         ),
     ],
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             "quality_suite",
-            asset="clean_impressions",
-            partitions_def=daily_partitions(),
+            "clean_impressions",
+            "The GE suite must pass on the clean day (blocks downstream).",
             blocking=True,
-            description="The GE suite must pass on the clean day (blocks downstream).",
         ),
-        dg.AssetCheckSpec(
+        daily_check(
             "rows_reconcile",
-            asset="clean_impressions",
-            partitions_def=daily_partitions(),
+            "clean_impressions",
+            "raw rows (+ unparseable) == clean + quarantined: nothing is lost.",
             blocking=True,
-            description="raw rows (+ unparseable) == clean + quarantined",
         ),
     ],
     partitions_def=daily_partitions(),

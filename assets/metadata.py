@@ -4,6 +4,8 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
+from ctr_dagster.column_docs import COLUMN_DOCS
+
 
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
     if not rows:
@@ -21,7 +23,9 @@ def table_summary(table, path: str | None = None) -> dict[str, dg.MetadataValue]
     meta: dict[str, dg.MetadataValue] = {
         "dagster/row_count": dg.MetadataValue.int(table.num_rows),
         "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(f.name, str(f.type)) for f in table.schema]
+            columns=[
+                dg.TableColumn(f.name, str(f.type), description=COLUMN_DOCS.get(f.name)) for f in table.schema
+            ]
         ),
     }
     if path:

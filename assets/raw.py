@@ -7,7 +7,7 @@ oracle tables (ground truth) exist only for the synthetic world and stay apart f
 import dagster as dg
 
 from assets.metadata import numbers, table_summary
-from assets.resources import WarehouseResource, daily_partitions, settings
+from assets.resources import WarehouseResource, daily_check, daily_partitions, settings
 
 CATALOGUE_TABLES = ("raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes")
 _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
@@ -75,12 +75,10 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         ),
     ],
     check_specs=[
-        dg.AssetCheckSpec(
+        daily_check(
             "quality_suite",
-            asset="raw_impressions",
-            partitions_def=daily_partitions(),
-            description="GE suite on the raw day; failures are expected "
-            "(they go to the quarantine), so this check only warns.",
+            "raw_impressions",
+            "GE suite on the raw day; failures are expected (they go to the quarantine), so it only warns.",
         )
     ],
     partitions_def=daily_partitions(),

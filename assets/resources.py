@@ -1,6 +1,7 @@
 """Resources and the load-time settings every asset module shares (source, partitions, warehouse)."""
 
 import functools
+import warnings
 
 import dagster as dg
 
@@ -17,6 +18,19 @@ def settings() -> SourceSettings:
 def daily_partitions() -> dg.DailyPartitionsDefinition:
     start, end = settings().partition_window()
     return dg.DailyPartitionsDefinition(start_date=start, end_date=end)
+
+
+def daily_check(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    """A check evaluated per daily partition (so the UI shows its result per day).
+
+    Partitioned check specs are a Dagster preview feature (1.13); we rely on it knowingly and keep
+    its warning out of every process that loads the code location.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name, asset=asset, description=description, blocking=blocking, partitions_def=daily_partitions()
+        )
 
 
 class WarehouseResource(dg.ConfigurableResource):

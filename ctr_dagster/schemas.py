@@ -191,7 +191,9 @@ def conform(table: pa.Table, schema: pa.Schema, *, source: str = "<table>") -> p
                     f"{source}: column {field.name!r} has type {column.type}, cannot cast to {field.type}: {exc}"
                 ) from exc
         if not field.nullable and column.null_count:
-            raise SchemaError(f"{source}: column {field.name!r} has {column.null_count} null(s) but is required")
+            raise SchemaError(
+                f"{source}: column {field.name!r} has {column.null_count} null(s) but is required"
+            )
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
 
