@@ -1,0 +1,182 @@
+"""Streaming a source file as Arrow batches in bounded memory, with each row's place in the file.
+
+CSV: `pyarrow.csv.open_csv`, every needed column read as raw bytes (types, UTF-8 and nulls are
+decided later, per cell, by `convert`), one block of `block_size` bytes at a time. Rows with the
+wrong number of fields are set aside (not fatal) with their line number. Row numbers are 1-based
+data rows (the header is not counted); they equal "line number - 1" unless quoted fields span lines.
+
+Parquet: `ParquetFile.iter_batches` per row group (row groups outside the wanted time range can be
+skipped by the caller using their statistics).
+
+Anything that makes the file as a whole unusable raises `MalformedInputError`.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import io
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ctr_dagster.errors import MalformedInputError
+from ctr_dagster.importers.mapping import CsvOptions
+
+_HEADER_PROBE_BYTES = 1 << 20
+
+
+@dataclass
+class RejectedRow:
+    """A CSV line that could not even be split into the header's fields."""
+
+    row: int | None
+    text: str
+    message: str
+
+
+@dataclass
+class SourceBatch:
+    """Source columns (named as in the file) of consecutive rows, and their 1-based row numbers."""
+
+    file: Path
+    data: pa.RecordBatch
+    rows: np.ndarray
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+
+# -- CSV -----------------------------------------------------------------------------------------------
+def csv_header(path: Path, options: CsvOptions) -> list[str]:
+    """Column names from the first record (small read; handles compression and quoting)."""
+    try:
+        with pa.input_stream(str(path), compression="detect") as stream:
+            head = stream.read(_HEADER_PROBE_BYTES)
+    except (OSError, pa.ArrowException) as exc:
+        raise MalformedInputError(path, None, None, f"cannot read the file: {exc}") from exc
+    try:
+        text = head.decode(options.encoding)
+    except UnicodeDecodeError as exc:
+        if len(head) < _HEADER_PROBE_BYTES or exc.start < len(head) - 4:  # not just a cut multibyte char
+            raise MalformedInputError(
+                path, None, None, f"not {options.encoding} text (garbled or binary file?): {exc}"
+            ) from exc
+        text = head[: exc.start].decode(options.encoding)
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark is not part of the first name
+    if "\x00" in text:
+        raise MalformedInputError(path, None, None, "contains NUL bytes: a binary file, not CSV")
+    reader = pycsv.reader(io.StringIO(text), delimiter=options.delimiter, quotechar=options.quote_char)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise MalformedInputError(path, None, None, "empty file: no header line") from None
+    except pycsv.Error as exc:
+        raise MalformedInputError(path, None, None, f"unreadable header: {exc}") from exc
+    if not any(h.strip() for h in header):
+        raise MalformedInputError(path, None, None, "empty header line")
+    return header
+
+
+def iter_csv(path: Path, columns: Sequence[str], options: CsvOptions) -> Iterator[SourceBatch]:
+    """Stream `columns` of a CSV file (names already checked against the header)."""
+    from pyarrow import csv
+
+    rejected: list[RejectedRow] = []
+    reported = 0
+
+    def on_invalid_row(row) -> str:
+        number = row.number - 1 if row.number is not None else None  # line -> data row (header is line 1)
+        message = f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        rejected.append(RejectedRow(number, row.text, message))
+        return "skip"
+
+    read_options = csv.ReadOptions(
+        block_size=options.block_size, use_threads=False, encoding=options.encoding
+    )
+    parse_options = csv.ParseOptions(
+        delimiter=options.delimiter, quote_char=options.quote_char, invalid_row_handler=on_invalid_row
+    )
+    convert_options = csv.ConvertOptions(
+        include_columns=list(columns),
+        column_types={c: pa.binary() for c in columns},
+        null_values=list(options.null_values),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    good_rows = 0  # rows delivered so far (rejected rows excluded)
+    try:
+        reader = csv.open_csv(
+            str(path), read_options=read_options, parse_options=parse_options, convert_options=convert_options
+        )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            rows = _row_numbers(good_rows, batch.num_rows, rejected)
+            good_rows += batch.num_rows
+            new = rejected[reported:]
+            reported = len(rejected)
+            yield SourceBatch(path, batch, rows, new)
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError, UnicodeDecodeError) as exc:
+        row = good_rows + len(rejected) + 1
+        raise MalformedInputError(
+            path, row, None, f"CSV cannot be parsed from about data row {row}: {exc}"
+        ) from exc
+    if reported < len(rejected):
+        yield SourceBatch(
+            path,
+            pa.record_batch({c: pa.array([], pa.binary()) for c in columns}),
+            np.empty(0, dtype=np.int64),
+            rejected[reported:],
+        )
+
+
+def _row_numbers(before: int, count: int, rejected: list[RejectedRow]) -> np.ndarray:
+    """1-based data row numbers of `count` good rows after `before` good rows, skipping rejected rows.
+
+    The good rows fill the integers not taken by rejected rows: with S the sorted rejected row
+    numbers, the g-th good row is g + #{i : S[i] - i <= g}.
+    """
+    ordinal = np.arange(before + 1, before + count + 1, dtype=np.int64)
+    taken = np.sort(np.array([r.row for r in rejected if r.row is not None], dtype=np.int64))
+    if not len(taken):
+        return ordinal
+    shifted = taken - np.arange(len(taken))
+    return ordinal + np.searchsorted(shifted, ordinal, side="right")
+
+
+# -- Parquet ---------------------------------------------------------------------------------------
+def open_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(str(path))
+    except (OSError, pa.ArrowException) as exc:
+        raise MalformedInputError(path, None, None, f"not a readable Parquet file: {exc}") from exc
+
+
+def iter_parquet(
+    path: Path, columns: Sequence[str], batch_size: int, row_groups: Sequence[int] | None = None
+) -> Iterator[SourceBatch]:
+    """Stream `columns` of the given row groups (all by default), in batches of `batch_size` rows."""
+    parquet = open_parquet(path)
+    meta = parquet.metadata
+    starts = np.concatenate(
+        [[0], np.cumsum([meta.row_group(i).num_rows for i in range(meta.num_row_groups)])]
+    )
+    groups = range(meta.num_row_groups) if row_groups is None else row_groups
+    for group in groups:
+        offset = int(starts[group])
+        try:
+            for batch in parquet.iter_batches(
+                batch_size=batch_size, row_groups=[group], columns=list(columns), use_threads=True
+            ):
+                rows = np.arange(offset + 1, offset + batch.num_rows + 1, dtype=np.int64)
+                offset += batch.num_rows
+                yield SourceBatch(path, batch, rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise MalformedInputError(
+                path, offset + 1, None, f"Parquet data cannot be read (row group {group}): {exc}"
+            ) from exc
