@@ -9,7 +9,13 @@ import dagster as dg
 from assets.metadata import numbers, table_summary
 from assets.resources import WarehouseResource, daily_check, daily_partitions, settings
 
-CATALOGUE_TABLES = ("raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes")
+CATALOGUE_TABLES = (
+    "raw_items",
+    "raw_item_attributes",
+    "raw_users",
+    "oracle_item_attributes",
+    "quarantine_catalogue",
+)
 _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
 
 
@@ -20,8 +26,10 @@ _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
     check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
 )
 def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data)."""
+    """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data).
 
+    Catalogue rows that fail to parse or fail their table's rules land in `quarantine_catalogue`.
+    """
     from ctr_dagster.quality import validate_table
 
     wh = warehouse.get()
@@ -32,16 +40,14 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         "raw_item_attributes": catalogue.item_attributes,
         "raw_users": catalogue.users,
         "oracle_item_attributes": catalogue.oracle_item_attributes,
+        "quarantine_catalogue": catalogue.quarantine,
     }
     if catalogue.quarantine.num_rows:
-        wh.write("quarantine_catalogue", catalogue.quarantine)
         context.log.warning(f"{catalogue.quarantine.num_rows} catalogue rows quarantined")
     for name, table in tables.items():
         path = wh.write(name, table)
         context.log.info(f"{name}: {table.num_rows} rows -> {path}")
         extra = {"source": catalogue.origin}
-        if name == "raw_items":
-            extra["quarantined_catalogue_rows"] = catalogue.quarantine.num_rows
         yield dg.MaterializeResult(asset_key=name, metadata={**table_summary(table, str(path)), **extra})
     context_tables = {"items": tables["raw_items"], "users": tables["raw_users"]}
     for name in _CATALOGUE_CHECKED:

@@ -16,7 +16,13 @@ import pyarrow.parquet as pq
 from assets.definitions import build_definitions
 from assets.resources import daily_partitions, settings
 
-CATALOGUE = ["raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes"]
+CATALOGUE = [
+    "raw_items",
+    "raw_item_attributes",
+    "raw_users",
+    "oracle_item_attributes",
+    "quarantine_catalogue",
+]
 DAY = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
 
 
