@@ -19,8 +19,14 @@ def measure(profile_name: str) -> dict[str, float]:
     for day in world.dates():
         rows += world.day(day).impressions.num_rows
     days_s = time.perf_counter() - started
-    return {"impressions": rows, "catalogue_s": catalogue_s, "impressions_s": days_s,
-            "impressions_per_s": rows / days_s, "items": world.items().num_rows, "users": world.users().num_rows}
+    return {
+        "impressions": rows,
+        "catalogue_s": catalogue_s,
+        "impressions_s": days_s,
+        "impressions_per_s": rows / days_s,
+        "items": world.items().num_rows,
+        "users": world.users().num_rows,
+    }
 
 
 def main() -> None:

@@ -15,8 +15,7 @@ from common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = (
-    "import time, json; t = time.perf_counter(); import {module}; "
-    "print(json.dumps(time.perf_counter() - t))"
+    "import time, json; t = time.perf_counter(); import {module}; print(json.dumps(time.perf_counter() - t))"
 )
 
 
@@ -24,8 +23,13 @@ def _measure(module: str, repeats: int) -> tuple[list[float], list[float]]:
     walls, imports = [], []
     for _ in range(repeats):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", PROBE.format(module=module)], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE.format(module=module)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         walls.append(time.perf_counter() - started)
         imports.append(json.loads(out.strip().splitlines()[-1]))
     return walls, imports
@@ -34,13 +38,16 @@ def _measure(module: str, repeats: int) -> tuple[list[float], list[float]]:
 def main(repeats: int = 7) -> None:
     walls, imports = _measure("assets.definitions", repeats)
     base_walls, base_imports = _measure("dagster", repeats)
-    write_result("load", {
-        "process_wall_s_median": statistics.median(walls),
-        "definitions_import_s_median": statistics.median(imports),
-        "dagster_alone_process_wall_s_median": statistics.median(base_walls),
-        "dagster_alone_import_s_median": statistics.median(base_imports),
-        "goal_s": 2.0,
-    })
+    write_result(
+        "load",
+        {
+            "process_wall_s_median": statistics.median(walls),
+            "definitions_import_s_median": statistics.median(imports),
+            "dagster_alone_process_wall_s_median": statistics.median(base_walls),
+            "dagster_alone_import_s_median": statistics.median(base_imports),
+            "goal_s": 2.0,
+        },
+    )
 
 
 if __name__ == "__main__":

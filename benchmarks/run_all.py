@@ -6,7 +6,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-for script, args in [("bench_load.py", []), ("bench_generator.py", []), ("bench_ingest.py", []),
-                     ("bench_graph.py", ["small"])]:
+for script, args in [
+    ("bench_load.py", []),
+    ("bench_generator.py", []),
+    ("bench_ingest.py", []),
+    ("bench_graph.py", ["small"]),
+]:
     print(f"== {script} {' '.join(args)}", flush=True)
     subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE.parent, check=True)

@@ -102,7 +102,10 @@ def _load_code_location(project: Path):
 
     project = project.resolve()
     if not (project / "assets" / "definitions.py").exists():
-        typer.echo(f"error: {project} has no assets/definitions.py; run from the project root or pass --project", err=True)
+        typer.echo(
+            f"error: {project} has no assets/definitions.py; run from the project root or pass --project",
+            err=True,
+        )
         raise typer.Exit(2)
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))

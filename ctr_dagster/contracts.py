@@ -158,7 +158,11 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
             problems.append("a student must name its teacher (class attribute `teacher`)")
     if kind == "encoder" and plugin.modality not in ("text", "image"):
         problems.append(f"modality must be 'text' or 'image', got {plugin.modality!r}")
-    for method in {"model": ("fit", "predict", "save"), "encoder": ("encode",), "extractor": ("fit", "extract")}[kind]:
+    for method in {
+        "model": ("fit", "predict", "save"),
+        "encoder": ("encode",),
+        "extractor": ("fit", "extract"),
+    }[kind]:
         if not callable(getattr(plugin, method, None)):
             problems.append(f"{method} must be a method")
     return problems

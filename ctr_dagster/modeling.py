@@ -99,7 +99,9 @@ def train_and_store(
     config = config_from_dict(plugin.cls, config_values)
     model = plugin.cls(config)
     ctx = FitContext(seed=seed, cardinalities=cardinalities(warehouse), log=log)
-    log(f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}")
+    log(
+        f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
+    )
     started = time.perf_counter()
     model.fit(train, valid, ctx)
     fit_seconds = time.perf_counter() - started
@@ -109,12 +111,17 @@ def train_and_store(
     for name, part in (("valid", valid), ("test", test)):
         pred = np.asarray(model.predict(part), dtype=np.float64)
         if pred.shape != (part.num_rows,) or not np.all(np.isfinite(pred)):
-            raise ValueError(f"{plugin.name}.predict returned shape {pred.shape} / non-finite scores on {name}")
+            raise ValueError(
+                f"{plugin.name}.predict returned shape {pred.shape} / non-finite scores on {name}"
+            )
         scores[f"{name}_auc"] = auc(part.column("label").to_numpy(), pred)
         predictions.append(
             pa.table(
-                {"impression_id": part.column("impression_id"), "split": pa.array([name] * part.num_rows),
-                 "score": pa.array(pred.astype(np.float32))},
+                {
+                    "impression_id": part.column("impression_id"),
+                    "split": pa.array([name] * part.num_rows),
+                    "score": pa.array(pred.astype(np.float32)),
+                },
                 schema=PREDICTIONS,
             )
         )

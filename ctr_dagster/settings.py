@@ -13,4 +13,3 @@ def ctr_home() -> Path:
 
 def warehouse_root() -> Path:
     return ctr_home() / "warehouse"
-

@@ -75,8 +75,9 @@ class Warehouse:
             raise
         return target
 
-    def write_batches(self, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
-                      partition: str | None = None) -> tuple[Path, int]:
+    def write_batches(
+        self, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], partition: str | None = None
+    ) -> tuple[Path, int]:
         """Stream record batches into one file atomically (bounded memory); returns (path, rows)."""
         target = self.path(table, partition)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +95,9 @@ class Warehouse:
         return target, rows
 
     # -- read ----------------------------------------------------------------------------------
-    def read(self, table: str, partitions: Sequence[str] | None = None,
-             columns: Sequence[str] | None = None) -> pa.Table:
+    def read(
+        self, table: str, partitions: Sequence[str] | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
         """Read a whole table, or the given daily partitions (concatenated, in the given order)."""
         if partitions is None and not self.partitions(table):
             path = self.path(table)

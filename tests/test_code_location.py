@@ -13,9 +13,16 @@ HEAVY = ("numpy", "pyarrow", "pandas", "great_expectations", "torch", "sklearn",
 
 
 def test_loading_the_code_location_imports_no_heavy_library():
-    probe = f"import sys, json, assets.definitions; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    out = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", probe], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    probe = (
+        f"import sys, json, assets.definitions; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
@@ -26,19 +33,36 @@ def test_definitions_resolve_with_versions_and_checks():
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    expected = {"raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes", "raw_impressions",
-                "oracle_impressions", "clean_impressions", "quarantine_impressions", "training_dataset",
-                "plugin_registry"}
+    expected = {
+        "raw_items",
+        "raw_item_attributes",
+        "raw_users",
+        "oracle_item_attributes",
+        "raw_impressions",
+        "oracle_impressions",
+        "clean_impressions",
+        "quarantine_impressions",
+        "training_dataset",
+        "plugin_registry",
+    }
     assert expected <= keys
     for key in graph.get_all_asset_keys():
         assert graph.get(key).code_version, f"{key.to_user_string()} has no code_version"
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
-    assert ("clean_impressions", "rows_reconcile") in checks and ("plugin_registry", "no_broken_plugins") in checks
+    assert ("clean_impressions", "rows_reconcile") in checks and (
+        "plugin_registry",
+        "no_broken_plugins",
+    ) in checks
     # the daily partitions cover the synthetic world's days (tiny: 6)
     assert len(graph.get(dg.AssetKey("raw_impressions")).partitions_def.get_partition_keys()) == 6
 
 
 def test_dagster_cli_validates_the_workspace():
-    out = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CTR_PROFILE": "tiny"})
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CTR_PROFILE": "tiny"},
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

@@ -104,7 +104,9 @@ def test_build_training_table_end_to_end(tmp_path):
     ]
     items, users = _catalogue(["i1", "i2", "i3", "i4"], ["u1", "u2", "u3"])
     plan = plan_days(DAYS, DatasetConfig(window_days=3, history_days=1))
-    result = build_training_table(_impressions(events), items, users, plan, DatasetConfig(window_days=3), Warehouse(tmp_path))
+    result = build_training_table(
+        _impressions(events), items, users, plan, DatasetConfig(window_days=3), Warehouse(tmp_path)
+    )
     table = result.table
     assert table.schema.equals(TRAINING)
     assert table.column("split").to_pylist() == ["train", "train", "valid", "test", "test"]

@@ -119,7 +119,11 @@ def test_demo_cli_with_broken_and_good_plugins(tmp_path):
     }
     out = subprocess.run(
         [sys.executable, "-m", "ctr_dagster.cli", "demo", "--profile", "tiny", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads(out.stdout[out.stdout.index("{\n") :])

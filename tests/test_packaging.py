@@ -10,14 +10,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_contains_all_subpackages(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )
     (wheel,) = tmp_path.glob("ctr_dagster-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "ctr_dagster").rglob("__init__.py")
-                if "template" not in p.parts}
+    packages = {
+        p.parent.relative_to(ROOT).as_posix()
+        for p in (ROOT / "ctr_dagster").rglob("__init__.py")
+        if "template" not in p.parts
+    }
     assert {"ctr_dagster", "ctr_dagster/datagen", "ctr_dagster/importers", "ctr_dagster/quality"} <= packages
     for package in packages:
         assert f"{package}/__init__.py" in names, f"{package} missing from the wheel"

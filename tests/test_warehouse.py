@@ -52,8 +52,9 @@ def test_query_is_parameterized(tmp_path):
     out = wh.query("select count(*) as n from ev where click = ? and id >= ?", [1, 5], ev=wh.files("events"))
     assert out.column("n").to_pylist() == [8]
     hostile = "1; drop table ev"
-    assert wh.query("select count(*) as n from ev where cast(id as varchar) = ?", [hostile],
-                    ev=wh.files("events")).column("n").to_pylist() == [0]
+    assert wh.query(
+        "select count(*) as n from ev where cast(id as varchar) = ?", [hostile], ev=wh.files("events")
+    ).column("n").to_pylist() == [0]
 
 
 def test_names_are_validated(tmp_path):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
