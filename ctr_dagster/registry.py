@@ -251,21 +251,28 @@ def _load_one(kind: str, ep: importlib.metadata.EntryPoint) -> PluginInfo | Brok
     return PluginInfo(kind, ep.name, dist, version, ep.value, obj)
 
 
-def _entry_points(group: str, path: list[str] | None) -> list[importlib.metadata.EntryPoint]:
+def _entry_points(
+    groups: Iterable[str], path: list[str] | None
+) -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """Entry points of `groups`, from one scan of the installed distributions (each scan reads every
+    dist-info folder on the path, so scanning once per group would triple the code-location load cost)."""
+    groups = list(groups)
     try:
         if path is None:
-            return list(importlib.metadata.entry_points(group=group))
+            everything = importlib.metadata.entry_points()
+            return {g: list(everything.select(group=g)) for g in groups}
         seen: set[str] = set()
-        found = []
+        found: dict[str, list[importlib.metadata.EntryPoint]] = {g: [] for g in groups}
         for dist in importlib.metadata.distributions(path=path):
             key = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "")).lower()
             if key in seen:  # first one on the path wins, as for the global view
                 continue
             seen.add(key)
-            found += list(dist.entry_points.select(group=group))
+            for g in groups:
+                found[g] += list(dist.entry_points.select(group=g))
         return found
     except Exception:  # pragma: no cover - a corrupt dist-info elsewhere on sys.path
-        return []
+        return {g: [] for g in groups}
 
 
 def discover(
@@ -284,9 +291,10 @@ def discover(
     importlib.invalidate_caches()
     good: list[PluginInfo] = []
     bad: list[BrokenPlugin] = []
+    entry_points = _entry_points([GROUPS[k] for k in selected], folders)
     for kind in selected:
         by_name: dict[str, list[importlib.metadata.EntryPoint]] = {}
-        for ep in _entry_points(GROUPS[kind], folders):
+        for ep in entry_points[GROUPS[kind]]:
             by_name.setdefault(ep.name, []).append(ep)
         for name in sorted(by_name):
             eps = by_name[name]
