@@ -118,6 +118,9 @@ def _load_code_location(project: Path):
 def demo(
     profile: str = typer.Option("small", "--profile", "-p", help="Synthetic profile: tiny, small or large."),
     seed: int = typer.Option(7, "--seed", help="Seed of the synthetic world."),
+    signal: list[str] = typer.Option(
+        None, "--signal", "-s", help="Planted-signal strength NAME=VALUE (0 turns it off); repeatable."
+    ),
     project: Path = typer.Option(Path("."), "--project", help="Project root (holds assets/)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -128,12 +131,14 @@ def demo(
     os.environ["CTR_SOURCE"] = "synthetic"
     os.environ["CTR_PROFILE"] = profile
     os.environ["CTR_SEED"] = str(seed)
+    os.environ["CTR_SIGNALS"] = ",".join(signal or [])
     started = time.perf_counter()
     run = _load_code_location(project)
     timings = run.materialize_all(log=lambda line: typer.echo(line))
     summary = run.summary()
     summary["seconds"] = round(time.perf_counter() - started, 1)
     summary["profile"] = profile
+    summary["signals"] = os.environ["CTR_SIGNALS"] or "all 1.0"
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return

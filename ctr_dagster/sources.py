@@ -6,6 +6,7 @@ location loads, because the daily partitions depend on it):
 
 - ``CTR_SOURCE``: ``synthetic`` (default) or ``import``;
 - ``CTR_PROFILE``: synthetic profile ``tiny`` | ``small`` (default) | ``large``; ``CTR_SEED`` (default 7);
+- ``CTR_SIGNALS``: planted-signal strengths, e.g. ``sequence=0,temporal=0.5`` (ablations; default all 1);
 - ``CTR_MAPPING``: path of the import mapping YAML (see ``examples/mapping.example.yaml``).
 """
 
@@ -50,6 +51,7 @@ class SourceSettings:
     profile: str = "small"
     seed: int = 7
     mapping_path: Path | None = None
+    signals: str = ""  # "name=value,..." overrides of datagen.Signals
 
     @classmethod
     def from_env(cls) -> SourceSettings:
@@ -59,6 +61,7 @@ class SourceSettings:
             kind=kind,
             profile=os.environ.get("CTR_PROFILE", "small"),
             seed=int(os.environ.get("CTR_SEED", "7")),
+            signals=os.environ.get("CTR_SIGNALS", ""),
             mapping_path=Path(mapping).resolve() if mapping else None,
         )
         settings.validate()
@@ -74,6 +77,7 @@ class SourceSettings:
 
             if self.profile not in PROFILES:
                 raise ValueError(f"CTR_PROFILE must be one of {sorted(PROFILES)}, got {self.profile!r}")
+            self.world_config()  # parses CTR_SIGNALS: a typo fails at load, naming the knob
 
     # -- partitions --------------------------------------------------------------------------
     def partition_window(self) -> tuple[str, str | None]:
@@ -88,7 +92,9 @@ class SourceSettings:
     def world_config(self):
         from ctr_dagster.datagen import profile
 
-        return profile(self.profile, seed=self.seed)
+        if not self.signals:
+            return profile(self.profile, seed=self.seed)
+        return profile(self.profile, seed=self.seed, signals=parse_signals(self.signals))
 
     def world(self):
         from ctr_dagster.datagen import build_world
@@ -154,3 +160,25 @@ class SourceSettings:
                 batch.quarantine,
                 "import",
             )
+
+
+def parse_signals(text: str):
+    """``"sequence=0,temporal=0.5"`` -> `Signals` with those knobs changed (others at 1.0)."""
+    import dataclasses
+
+    from ctr_dagster.datagen import Signals
+
+    known = {f.name for f in dataclasses.fields(Signals)}
+    values: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(
+                f"CTR_SIGNALS: bad item {part!r}; expected name=value with name in {sorted(known)}"
+            )
+        try:
+            values[name] = float(value)
+        except ValueError as exc:
+            raise ValueError(f"CTR_SIGNALS: {name}={value!r} is not a number") from exc
+    return Signals(**values)
