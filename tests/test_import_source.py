@@ -99,20 +99,25 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_import_source_end_to_end(tmp_path):
-    _write_inputs(tmp_path)
+def _run_import_location(script: str, base: Path) -> dict:
+    """Run `script` with the code location on the import source of `base`; its last line is JSON."""
     env = {
         **os.environ,
         "CTR_SOURCE": "import",
-        "CTR_MAPPING": str(tmp_path / "mapping.yaml"),
-        "CTR_HOME": str(tmp_path / "ctr"),
+        "CTR_MAPPING": str(base / "mapping.yaml"),
+        "CTR_HOME": str(base / "ctr"),
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_import_source_end_to_end(tmp_path):
+    _write_inputs(tmp_path)
+    out = _run_import_location(SCRIPT, tmp_path)
     assert out["sensor_days"] == ["2024-03-01", "2024-03-02"]
     assert out["second_tick"] == "SkipReason"  # the cursor remembers the file
     assert out["items"] == ["s1", "s2"]
@@ -154,18 +159,7 @@ def test_malformed_file_fails_the_day_naming_file_and_column(tmp_path):
     bad.write_text(
         "event_id,page_id,event_time,uid,sku,clicked\ne1,p1,1709251300,u1,s1,0\n"
     )  # no `slot` column
-    env = {
-        **os.environ,
-        "CTR_SOURCE": "import",
-        "CTR_MAPPING": str(tmp_path / "mapping.yaml"),
-        "CTR_HOME": str(tmp_path / "ctr"),
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", FAIL_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run_import_location(FAIL_SCRIPT, tmp_path)
     assert out["success"] is False
     assert "logs-0302.csv" in out["error"] and "slot" in out["error"]
     assert bad.exists()  # the file is left where it was: nothing is lost
