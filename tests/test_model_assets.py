@@ -1,0 +1,50 @@
+"""Model asset factory: a plugin's Config becomes typed launchpad config; training stores safe,
+content-addressed artifacts and the predictions evaluation will read."""
+
+import dagster as dg
+import pydantic
+import pytest
+
+from assets.models import _launchpad_config, model_asset
+from ctr_dagster.modeling import train_and_store
+from ctr_dagster.registry import discover
+from ctr_dagster.testing import assert_no_pickles, make_training_table
+from ctr_dagster.warehouse import Warehouse
+from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
+
+
+@pytest.fixture
+def good_plugin(tmp_path):
+    root = tmp_path / "site"
+    write_dist(root, "ctrfix-good", {MODELS: {"ctrfix_good": "ctrfix_good:GoodModel"}}, ("ctrfix_good",))
+    with on_sys_path(root):
+        yield discover(["model"], path=[root]).get("model", "ctrfix_good")
+
+
+def test_launchpad_config_mirrors_the_plugin_config(good_plugin):
+    config_class = _launchpad_config(good_plugin)
+    config = config_class()
+    assert config.model_dump() == {"smoothing": 10.0, "seed": 0}
+    assert config_class(smoothing=2.5).smoothing == 2.5
+    with pytest.raises(pydantic.ValidationError):
+        config_class(smoothing="lots")
+    asset = model_asset(good_plugin)
+    assert asset.key == dg.AssetKey(["models", "ctrfix_good"])
+    assert asset.group_names_by_key[asset.key] == "models"
+
+
+def test_training_stores_content_addressed_safe_artifacts(good_plugin, tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
+    wh = Warehouse(tmp_path / "home" / "warehouse")
+    wh.write("training_dataset", make_training_table(3000, seed=1))
+    first = train_and_store(good_plugin, {"smoothing": 5.0}, wh, seed=3, log=lambda s: None)
+    second = train_and_store(good_plugin, {"smoothing": 5.0}, wh, seed=3, log=lambda s: None)
+    assert first.artifact_dir == second.artifact_dir  # same weights -> same content address
+    other = train_and_store(good_plugin, {"smoothing": 500.0}, wh, seed=3, log=lambda s: None)
+    assert other.artifact_dir != first.artifact_dir
+    assert_no_pickles(first.artifact_dir)
+    assert first.scores["valid_auc"] > 0.55 and first.scores["test_auc"] > 0.55
+    predictions = wh.read("predictions_ctrfix_good")
+    assert set(predictions.column("split").to_pylist()) == {"valid", "test"}
+    with pytest.raises(ValueError, match="unknown config key"):
+        train_and_store(good_plugin, {"smoothin": 1.0}, wh)
