@@ -9,7 +9,7 @@ PROFILE ?= small
 export CTR_HOME ?= $(CURDIR)/.ctr_home
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test ui lint format bench clean
+.PHONY: install demo test ui lint format bench clean dagster-home
 
 $(STAMP): constraints.txt pyproject.toml $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,10 @@ $(STAMP): constraints.txt pyproject.toml $(PLUGINS)
 
 install: $(STAMP)
 
-demo: install
+demo: install dagster-home
 	$(VENV)/bin/ctr demo --profile $(PROFILE)
 
-test: install
+test: install dagster-home
 	$(PY) -m pytest -q
 
 ui: install dagster-home
