@@ -57,12 +57,13 @@ def test_definitions_resolve_with_versions_and_checks():
     assert len(graph.get(dg.AssetKey("raw_impressions")).partitions_def.get_partition_keys()) == 6
 
 
-def test_dagster_cli_validates_the_workspace():
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    env = {**os.environ, "CTR_PROFILE": "tiny", "DAGSTER_HOME": str(tmp_path)}
     out = subprocess.run(
         [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={**os.environ, "CTR_PROFILE": "tiny"},
+        env=env,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

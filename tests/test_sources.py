@@ -14,8 +14,12 @@ def test_signals_are_parsed_and_reach_the_world_config():
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("sequnce=0", "bad item 'sequnce=0'"), ("sequence", "bad item"), ("sequence=off", "not a number"),
-     ("sequence=-1", "must be a finite number >= 0")],
+    [
+        ("sequnce=0", "bad item 'sequnce=0'"),
+        ("sequence", "bad item"),
+        ("sequence=off", "not a number"),
+        ("sequence=-1", "must be a finite number >= 0"),
+    ],
 )
 def test_bad_signals_fail_naming_the_knob(text, message):
     with pytest.raises(ValueError, match=message):
