@@ -19,17 +19,16 @@ def inbox_sensor(context: dg.SensorEvaluationContext):
     """
     if settings().kind != "import":
         return dg.SkipReason("CTR_SOURCE is not 'import': nothing to watch")
-    from ctr_dagster.importers import scan_days
+    from ctr_dagster.importers.day_index import days_by_file
 
     seen: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
-    mapping = settings().mapping()
-    files = mapping.files("impressions")
-    new = [p for p in files if seen.get(str(p)) != p.stat().st_mtime]
+    covered = days_by_file(settings().mapping(), settings().import_index_path())
+    new = [p for p in covered if seen.get(str(p)) != p.stat().st_mtime]
     if not new:
-        return dg.SkipReason(f"no new or changed files among {len(files)} impression file(s)")
+        return dg.SkipReason(f"no new or changed files among {len(covered)} impression file(s)")
     days: set[str] = set()
     for path in new:
-        days |= scan_days(mapping, path)
+        days |= covered[path]
         seen[str(path)] = path.stat().st_mtime
     context.update_cursor(json.dumps(seen))
     stamp = max(seen[str(p)] for p in new)

@@ -108,6 +108,12 @@ class SourceSettings:
         assert self.mapping_path is not None
         return load_mapping(self.mapping_path)
 
+    def import_index_path(self) -> Path:
+        """Where the file -> days index of the import source lives (see importers.day_index)."""
+        from ctr_dagster.settings import ctr_home
+
+        return ctr_home() / "import_index.json"
+
     # -- the interface the assets use ----------------------------------------------------------
     def catalogue(self) -> Catalogue:
         import pyarrow as pa
@@ -150,8 +156,11 @@ class SourceSettings:
             yield DayBatch(data.impressions, data.oracle, schemas.empty(schemas.QUARANTINE), "synthetic")
             return
         from ctr_dagster.importers import iter_impressions
+        from ctr_dagster.importers.day_index import files_for_day
 
-        for batch in iter_impressions(self.mapping(), partition):
+        mapping = self.mapping()
+        files = files_for_day(mapping, partition, self.import_index_path())
+        for batch in iter_impressions(mapping, partition, files=files):
             yield DayBatch(
                 pa.Table.from_batches([batch.batch])
                 if isinstance(batch.batch, pa.RecordBatch)
