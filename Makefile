@@ -27,7 +27,7 @@ test: install dagster-home
 	$(PY) -m pytest -q
 
 ui: install dagster-home
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	CTR_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)
