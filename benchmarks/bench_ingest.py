@@ -158,15 +158,71 @@ def bench_quality(rows: int, repeats: int) -> dict[str, float]:
     }
 
 
+def bench_import_profile(folder: Path, profile_name: str) -> dict[str, dict[str, float]]:
+    """The synthetic profile's raw impressions written as one file per day (CSV and Parquet), then
+    imported partition by partition the way `raw_impressions` does (day index + streaming parse)."""
+    from ctr_dagster.datagen import build_world, profile
+    from ctr_dagster.importers import iter_impressions, parse_mapping
+    from ctr_dagster.importers.day_index import files_for_day
+
+    world = build_world(profile(profile_name))
+    days = world.dates()
+    for day in days:
+        table = world.day(day).impressions
+        pacsv.write_csv(table, folder / f"logs-{day}.csv")
+        pq.write_table(table, folder / f"logs-{day}.parquet")
+    columns = (
+        "impression_id",
+        "request_id",
+        "ts",
+        "user_id",
+        "item_id",
+        "position",
+        "device",
+        "treatment",
+        "click",
+        "conversion",
+    )
+    results = {}
+    for fmt in ("csv", "parquet"):
+        mapping = parse_mapping(
+            {
+                "start_date": days[0],
+                "tables": {"impressions": {"files": f"logs-*.{fmt}", "columns": {c: c for c in columns}}},
+            },
+            base=folder,
+        )
+        index = folder / f"index-{fmt}.json"
+        started = time.perf_counter()
+        rows = sum(
+            b.batch.num_rows + b.quarantine.num_rows
+            for day in days
+            for b in iter_impressions(mapping, day, files=files_for_day(mapping, day, index))
+        )
+        seconds = time.perf_counter() - started
+        results[fmt] = {
+            "rows": rows,
+            "partitions": len(days),
+            "seconds_incl_day_index": seconds,
+            "rows_per_s": rows / seconds,
+            "total_mb": sum(p.stat().st_size for p in folder.glob(f"logs-*.{fmt}")) / 1e6,
+        }
+    return results
+
+
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
+    profile_name = sys.argv[2] if len(sys.argv) > 2 else "large"
     repeats = 5
     with tempfile.TemporaryDirectory() as tmp:
         importer = bench_import(Path(tmp), rows, repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        per_profile = bench_import_profile(Path(tmp), profile_name)
     write_result(
         "ingest",
         {
-            "importer": importer,
+            "importer_one_day_file": importer,
+            f"importer_{profile_name}_daily_files": per_profile,
             "quality_split": bench_quality(rows // 2, repeats),
             "goal_rows_per_s": 1_000_000,
         },
