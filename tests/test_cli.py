@@ -62,7 +62,7 @@ def test_new_plugin_creates_files(tmp_path):
     target = tmp_path / "ctr-my_model"
     assert (target / "pyproject.toml").is_file()
     assert (target / "ctr_my_model" / "model.py").is_file()
-    assert (target / "tests" / "test_conformance.py").is_file()
+    assert (target / "tests" / "test_my_model_conformance.py").is_file()
     assert f"created {target}" in result.output and "pip install -e" in result.output
 
 

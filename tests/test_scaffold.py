@@ -26,15 +26,30 @@ def plugin_dir(tmp_path_factory) -> Path:
     return scaffold.new_plugin("click_rate", tmp_path_factory.mktemp("plugins"))
 
 
+def test_scaffolded_model_module_imports_nothing_heavy(plugin_dir):
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, ctr_click_rate.model; print(sorted(m for m in ('numpy', 'pyarrow') if m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_layout_and_metadata(plugin_dir):
     assert plugin_dir.name == "ctr-click_rate"
     files = sorted(p.relative_to(plugin_dir).as_posix() for p in plugin_dir.rglob("*") if p.is_file())
     assert files == [
         "README.md",
         "ctr_click_rate/__init__.py",
+        "ctr_click_rate/features.py",
         "ctr_click_rate/model.py",
         "pyproject.toml",
-        "tests/test_conformance.py",
+        "tests/test_click_rate_conformance.py",
     ]
     meta = tomllib.loads((plugin_dir / "pyproject.toml").read_text())
     assert meta["project"]["name"] == "ctr-click_rate"
@@ -45,7 +60,7 @@ def test_layout_and_metadata(plugin_dir):
     model_src = (plugin_dir / "ctr_click_rate" / "model.py").read_text()
     assert 'name = "click_rate"' in model_src and "class ClickRateModel" in model_src
     assert "pickle" not in model_src and "{{" not in model_src
-    assert "ClickRateModel" in (plugin_dir / "tests" / "test_conformance.py").read_text()
+    assert "ClickRateModel" in (plugin_dir / "tests" / "test_click_rate_conformance.py").read_text()
 
 
 def test_class_names():

@@ -2,7 +2,9 @@
 
 The template lives in `template/<kind>/` as `*.tmpl` files (package data, never imported or linted);
 `{{name}}`, `{{Camel}}`, `{{package}}`, `{{dist}}` and `{{engine_version}}` are substituted, the
-folder `__package__` becomes the plugin's import package and the `.tmpl` suffix is dropped.
+folder `__package__` becomes the plugin's import package, `__name__` in a file name becomes the
+plugin name (test modules get unique names, so one pytest run can collect every plugin's tests),
+and the `.tmpl` suffix is dropped.
 
 The generated plugin is complete: a working numpy-only model (smoothed item CTR + logistic
 regression, seeded, saved as JSON), its pyproject with the entry point, a README and a test module
@@ -89,7 +91,10 @@ def new_plugin(name: str, dest: Path | str = "plugins", kind: str = "model") -> 
             if path.is_dir() or path.name == "__pycache__" or "__pycache__" in path.parts:
                 continue
             rel = path.relative_to(source)
-            parts = [values["{{package}}"] if p == "__package__" else p for p in rel.parts]
+            parts = [
+                values["{{package}}"] if p == "__package__" else p.replace("__name__", name)
+                for p in rel.parts
+            ]
             if parts[-1].endswith(".tmpl"):
                 parts[-1] = parts[-1][: -len(".tmpl")]
             out = staging.joinpath(*parts)

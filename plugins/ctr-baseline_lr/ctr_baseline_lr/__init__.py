@@ -1,0 +1,5 @@
+"""ctr-baseline_lr: the `baseline_lr` model plugin for ctr-dagster."""
+
+from ctr_baseline_lr.model import BaselineLrConfig, BaselineLrModel
+
+__all__ = ["BaselineLrConfig", "BaselineLrModel"]
