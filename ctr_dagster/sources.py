@@ -114,6 +114,12 @@ class SourceSettings:
 
         return ctr_home() / "import_index.json"
 
+    def import_staging_path(self) -> Path:
+        """Per-day shards of each imported file, parsed once (see importers.staging)."""
+        from ctr_dagster.settings import ctr_home
+
+        return ctr_home() / "import_staging"
+
     # -- the interface the assets use ----------------------------------------------------------
     def catalogue(self) -> Catalogue:
         import pyarrow as pa
@@ -147,28 +153,17 @@ class SourceSettings:
         )
 
     def day(self, partition: str) -> Iterator[DayBatch]:
-        import pyarrow as pa
-
         from ctr_dagster import schemas
 
         if self.kind == "synthetic":
             data = self.world().day(partition)
             yield DayBatch(data.impressions, data.oracle, schemas.empty(schemas.QUARANTINE), "synthetic")
             return
-        from ctr_dagster.importers import iter_impressions
-        from ctr_dagster.importers.day_index import files_for_day
+        from ctr_dagster.importers.staging import files_for_day, read_day
 
-        mapping = self.mapping()
-        files = files_for_day(mapping, partition, self.import_index_path())
-        for batch in iter_impressions(mapping, partition, files=files):
-            yield DayBatch(
-                pa.Table.from_batches([batch.batch])
-                if isinstance(batch.batch, pa.RecordBatch)
-                else batch.batch,
-                schemas.empty(schemas.ORACLE_IMPRESSIONS),
-                batch.quarantine,
-                "import",
-            )
+        for file, staged in files_for_day(self.mapping(), partition, self.import_staging_path()):
+            data, quarantine = read_day(staged, partition)
+            yield DayBatch(data, schemas.empty(schemas.ORACLE_IMPRESSIONS), quarantine, f"import {file}")
 
 
 def parse_signals(text: str):

@@ -359,6 +359,48 @@ def iter_impressions(
         counter.check()
 
 
+def iter_file_days(mapping: ImportMapping, file: str | Path) -> Iterator[tuple[str, ImportBatch]]:
+    """One pass over one impressions file, yielding (day, batch) for every day its rows fall on.
+
+    Days are assigned exactly as `iter_impressions` assigns them (UTC day of `ts`; undated rows,
+    rows before `start_date` and unsplittable lines go to `start_date`), so staging a file once
+    (`importers.staging`) gives every partition the rows `iter_impressions` would give it. The
+    `max_bad_fraction` rule is judged over the whole file, after the last batch.
+    """
+    start = _start(mapping)
+    start_ms = _day_ms(start.isoformat())
+    table = mapping.table("impressions")
+    plan = _FilePlan(mapping, table, Path(file))
+    counter = _BadRows(plan.file, mapping.max_bad_fraction)
+    for source in plan.read():
+        converted = plan.convert(source)
+        counter.add(plan, converted)
+        ts = converted.batch.column("ts").cast(pa.int64())
+        undated = pc.or_(pc.is_null(ts), pc.less(ts, start_ms)).fill_null(True).to_numpy(zero_copy_only=False)
+        ms = pc.fill_null(ts, start_ms).to_numpy(zero_copy_only=False)
+        offsets = np.where(undated, 0, (ms - start_ms) // _MS_PER_DAY)
+        present = set(np.unique(offsets).tolist())
+        if source.rejected:
+            present.add(0)
+        for offset in sorted(present):
+            day = (start + dt.timedelta(days=int(offset))).isoformat()
+            selected = offsets == offset
+            keep = selected & ~converted.bad
+            rejected = source.rejected if offset == 0 else []
+            quarantine = _quarantine(plan, converted, np.flatnonzero(selected & converted.bad), day, rejected)
+            yield (
+                day,
+                ImportBatch(
+                    batch=converted.batch.filter(pa.array(keep)),
+                    quarantine=quarantine,
+                    source_file=str(plan.file),
+                    source_rows=pa.array(source.rows[keep], pa.int64()),
+                    rows_read=int(selected.sum()) + len(rejected),
+                ),
+            )
+    counter.check()
+
+
 # -- catalogue ---------------------------------------------------------------------------------------
 def read_catalogue(
     mapping: ImportMapping, table: str, *, items: pa.Table | None = None

@@ -1,0 +1,86 @@
+"""Staging: each impressions file is parsed once into per-day shards that hold exactly the rows
+(and quarantine rows) partition-by-partition import would give each day."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctr_dagster.errors import MalformedInputError
+from ctr_dagster.importers import iter_impressions, load_mapping
+from ctr_dagster.importers import staging as staging_mod
+from tests.test_importers import EPOCH, impressions_mapping, log_rows, write_csv, write_mapping
+
+DAYS = ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+
+
+def _messy_log(tmp_path):
+    """Three days of rows plus stragglers, an unparseable cell, an undated row, a pre-start row."""
+    rows = {k: [str(v) for v in vals] for k, vals in log_rows(90, days=3).items()}
+    rows["event_time"][5] = str(EPOCH + 3 * 86_400 + 7)  # straggler on day 4
+    rows["slot"][10] = "top"  # unparseable: quarantined on its day
+    rows["event_time"][20] = ""  # undated: start day
+    rows["event_time"][30] = str(EPOCH - 500)  # before start_date: start day
+    return write_csv(tmp_path / "logs" / "a.csv", rows)
+
+
+def _direct(mapping, day):
+    batches = list(iter_impressions(mapping, day))
+    data = pa.Table.from_batches([b.batch for b in batches]) if batches else None
+    quarantine = pa.concat_tables([b.quarantine for b in batches]) if batches else None
+    return data, quarantine
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_staged_days_equal_partition_by_partition_import(tmp_path, fmt):
+    path = _messy_log(tmp_path)
+    if fmt == "parquet":
+        pq.write_table(
+            pa.csv.read_csv(
+                path,
+                convert_options=pa.csv.ConvertOptions(column_types={c: pa.string() for c in log_rows(1)}),
+            ),
+            tmp_path / "logs" / "a.parquet",
+        )
+        path.unlink()
+    mapping = load_mapping(write_mapping(tmp_path, impressions_mapping(f"logs/*.{fmt}")))
+    staged = staging_mod.stage(mapping, next((tmp_path / "logs").iterdir()), tmp_path / "staging")
+    total = 0
+    for day in DAYS:
+        data, quarantine = staging_mod.read_day(staged, day)
+        expected_data, expected_quarantine = _direct(mapping, day)
+        assert data.to_pylist() == (expected_data.to_pylist() if expected_data is not None else [])
+        assert quarantine.to_pylist() == (
+            expected_quarantine.to_pylist() if expected_quarantine is not None else []
+        )
+        total += data.num_rows + quarantine.num_rows
+    assert total == 90  # every row lands on exactly one day, in data or in quarantine
+    assert staging_mod.read_day(staged, "2024-01-04")[0].num_rows == 1  # the straggler
+
+
+def test_a_file_is_parsed_once_and_restaged_when_it_changes(tmp_path, monkeypatch):
+    path = _messy_log(tmp_path)
+    mapping = load_mapping(write_mapping(tmp_path, impressions_mapping("logs/*.csv")))
+    passes = []
+    real = staging_mod.iter_file_days
+    monkeypatch.setattr(staging_mod, "iter_file_days", lambda m, f: passes.append(f) or real(m, f))
+    root = tmp_path / "staging"
+    first = staging_mod.stage(mapping, path, root)
+    for day in DAYS:
+        assert staging_mod.stage(mapping, path, root) == first
+        staging_mod.read_day(first, day)
+    assert len(passes) == 1
+
+    write_csv(path, log_rows(12))  # the file changes: staged again, the old shards go
+    second = staging_mod.stage(mapping, path, root)
+    assert second != first and not first.exists() and len(passes) == 2
+    assert staging_mod.read_day(second, "2024-01-01")[0].num_rows == 12
+
+
+def test_a_malformed_file_leaves_nothing_staged(tmp_path):
+    rows = log_rows(10)
+    del rows["slot"]
+    path = write_csv(tmp_path / "logs" / "bad.csv", rows)
+    mapping = load_mapping(write_mapping(tmp_path, impressions_mapping("logs/*.csv")))
+    with pytest.raises(MalformedInputError, match="slot"):
+        staging_mod.stage(mapping, path, tmp_path / "staging")
+    assert not [p for p in (tmp_path / "staging").iterdir() if p.is_dir()]  # only the lock file
