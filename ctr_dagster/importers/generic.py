@@ -1,8 +1,9 @@
 """The generic importer: the user's CSV/Parquet files + a mapping -> canonical tables.
 
-- `iter_impressions(mapping, partition)` streams every impressions file and yields, per source
-  batch, the RAW_IMPRESSIONS rows whose `ts` falls in that UTC day plus the quarantine rows of that
-  day (cells that do not parse). Rows that cannot be dated (ts missing or unparseable, or before
+- `iter_file_days(mapping, file)` streams one impressions file once and yields, per source batch
+  and day, the RAW_IMPRESSIONS rows whose `ts` falls in that UTC day plus the quarantine rows of
+  that day (cells that do not parse); `importers.staging` stores them as per-day shards.
+  `iter_impressions(mapping, partition)` is the same, filtered to one day. Rows that cannot be dated (ts missing or unparseable, or before
   `start_date`) belong to the `start_date` partition, so that importing every day from `start_date`
   places every row of a file exactly once.
 - `read_catalogue(mapping, table)` reads items / users / item_attributes whole (they are small),
@@ -11,7 +12,7 @@
 
 A file is rejected as a whole (`MalformedInputError`) when it cannot be read, a mapped or required
 column is missing, a Parquet column has an incompatible type, or more than `max_bad_fraction` of the
-rows it was read for are unparseable.
+file's rows are unparseable.
 """
 
 from __future__ import annotations
@@ -304,59 +305,22 @@ def _start(mapping: ImportMapping) -> dt.date:
     return mapping.start_date
 
 
-def _selected_groups(plan: _FilePlan, lo: int, hi: int, undated_too: bool, start_ms: int) -> list[int] | None:
-    """Row groups whose `ts` statistics may hold rows of [lo, hi) (or undated rows), None = all."""
-    ranges = plan.ts_ranges()
-    if not ranges:
-        return None
-    keep = []
-    for group, bounds in enumerate(ranges):
-        if bounds is None:
-            keep.append(group)
-            continue
-        low, high, nulls = bounds
-        if (low < hi and high >= lo) or (undated_too and (nulls > 0 or low < start_ms)):
-            keep.append(group)
-    return keep
-
-
 def iter_impressions(
     mapping: ImportMapping, partition: str, *, files: Sequence[Path] | None = None
 ) -> Iterator[ImportBatch]:
-    """Stream the impressions of one UTC day (YYYY-MM-DD) from every impressions file (see module doc)."""
+    """Stream the impressions of one UTC day (YYYY-MM-DD) from every impressions file (see module doc).
+
+    The rows of `partition` out of `iter_file_days`: one definition of which day a row belongs to.
+    Every file is read in full; the pipeline goes through `importers.staging`, which keeps each
+    file's other days too, so no file is read twice.
+    """
     start = _start(mapping)
-    day = dt.date.fromisoformat(partition)
-    if day < start:
+    if dt.date.fromisoformat(partition) < start:
         raise ValueError(f"partition {partition} is before the mapping's start_date {start}")
-    table = mapping.table("impressions")
-    lo, hi, start_ms = _day_ms(partition), _day_ms(partition) + _MS_PER_DAY, _day_ms(start.isoformat())
-    undated_too = day == start
     for file in files if files is not None else mapping.files("impressions"):
-        plan = _FilePlan(mapping, table, Path(file))
-        counter = _BadRows(plan.file, mapping.max_bad_fraction)
-        for source in plan.read(_selected_groups(plan, lo, hi, undated_too, start_ms)):
-            converted = plan.convert(source)
-            counter.add(plan, converted)
-            ts = converted.batch.column("ts").cast(pa.int64())
-            select = pc.and_(pc.greater_equal(ts, lo), pc.less(ts, hi)).fill_null(False)
-            if undated_too:
-                select = pc.or_(select, pc.or_(pc.is_null(ts), pc.less(ts, start_ms)).fill_null(True))
-            selected = select.to_numpy(zero_copy_only=False)
-            keep = selected & ~converted.bad
-            rejected = source.rejected if undated_too else []
-            quarantine = _quarantine(
-                plan, converted, np.flatnonzero(selected & converted.bad), partition, rejected
-            )
-            if keep.any() or quarantine.num_rows:
-                mask = pa.array(keep)
-                yield ImportBatch(
-                    batch=converted.batch.filter(mask),
-                    quarantine=quarantine,
-                    source_file=str(plan.file),
-                    source_rows=pa.array(source.rows[keep], pa.int64()),
-                    rows_read=source.data.num_rows + len(source.rejected),
-                )
-        counter.check()
+        for day, batch in iter_file_days(mapping, file):
+            if day == partition:
+                yield batch
 
 
 def iter_file_days(mapping: ImportMapping, file: str | Path) -> Iterator[tuple[str, ImportBatch]]:
