@@ -22,10 +22,19 @@ def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
     for f in dataclasses.fields(plugin.cls.Config):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields[f.name] = (hints.get(f.name, typing.Any), default)
-    fields["seed"] = (int, 0)
+    fields.setdefault("seed", (int, 0))  # the run's seed (FitContext.seed), unless the plugin has its own
     return pydantic.create_model(
         f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields
     )
+
+
+def split_seed(plugin: PluginInfo, values: dict) -> tuple[int, dict]:
+    """(run seed, plugin config values): the launchpad's `seed` is the plugin's own when its Config
+    has one (then it is passed both ways), else an engine field that the plugin never sees."""
+    values = dict(values)
+    if any(f.name == "seed" for f in dataclasses.fields(plugin.cls.Config)):
+        return int(values["seed"]), values
+    return int(values.pop("seed")), values
 
 
 def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
@@ -46,7 +55,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         from ctr_dagster.warehouse import Warehouse
 
         values = config.model_dump()
-        seed = values.pop("seed")
+        seed, values = split_seed(plugin, values)
         result = train_and_store(plugin, values, Warehouse.default(), seed=seed, log=context.log.info)
         return dg.MaterializeResult(metadata=result.metadata())
 

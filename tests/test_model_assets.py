@@ -5,7 +5,7 @@ import dagster as dg
 import pydantic
 import pytest
 
-from assets.models import _launchpad_config, model_asset
+from assets.models import _launchpad_config, model_asset, split_seed
 from ctr_dagster.modeling import train_and_store
 from ctr_dagster.registry import discover
 from ctr_dagster.testing import assert_no_pickles, make_training_table
@@ -25,6 +25,7 @@ def test_launchpad_config_mirrors_the_plugin_config(good_plugin):
     config_class = _launchpad_config(good_plugin)
     config = config_class()
     assert config.model_dump() == {"smoothing": 10.0, "seed": 0}
+    assert split_seed(good_plugin, config_class(seed=4).model_dump()) == (4, {"smoothing": 10.0})
     assert config_class(smoothing=2.5).smoothing == 2.5
     with pytest.raises(pydantic.ValidationError):
         config_class(smoothing="lots")
@@ -48,3 +49,61 @@ def test_training_stores_content_addressed_safe_artifacts(good_plugin, tmp_path,
     assert set(predictions.column("split").to_pylist()) == {"valid", "test"}
     with pytest.raises(ValueError, match="unknown config key"):
         train_and_store(good_plugin, {"smoothin": 1.0}, wh)
+
+
+SEEDED_PLUGIN = """
+from dataclasses import dataclass
+import json
+import numpy as np
+
+
+@dataclass
+class SeededConfig:
+    seed: int = 5
+
+
+class SeededModel:
+    name = "ctrfix_seeded"
+    task = "ctr"
+    Config = SeededConfig
+    requires = frozenset()
+
+    def __init__(self, config=None):
+        self.config = config or SeededConfig()
+        self.seen = None
+
+    def fit(self, train, valid, ctx):
+        self.seen = (ctx.seed, self.config.seed)
+        return self
+
+    def predict(self, batch):
+        return np.full(batch.num_rows, 0.5)
+
+    def save(self, directory):
+        (directory / "seen.json").write_text(json.dumps(self.seen))
+
+    @classmethod
+    def load(cls, directory):
+        return cls()
+"""
+
+
+def test_a_plugin_with_its_own_seed_keeps_it(tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    write_dist(
+        root,
+        "ctrfix-seeded",
+        {MODELS: {"ctrfix_seeded": "ctrfix_seeded:SeededModel"}},
+        sources={"ctrfix_seeded.py": SEEDED_PLUGIN},
+    )
+    with on_sys_path(root):
+        plugin = discover(["model"], path=[root]).get("model", "ctrfix_seeded")
+        config_class = _launchpad_config(plugin)
+        assert config_class().model_dump() == {"seed": 5}  # the plugin's default, not the engine's 0
+        monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
+        wh = Warehouse(tmp_path / "home" / "warehouse")
+        wh.write("training_dataset", make_training_table(300, seed=1))
+        seed, values = split_seed(plugin, config_class(seed=11).model_dump())
+        assert (seed, values) == (11, {"seed": 11})
+        result = train_and_store(plugin, values, wh, seed=seed, log=lambda s: None)
+        assert (result.artifact_dir / "seen.json").read_text() == "[11, 11]"
