@@ -62,8 +62,18 @@ def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         else schemas.empty(schemas.QUARANTINE)
     )
     items, users = wh.read("raw_items"), wh.read("raw_users")
+    # Imported rows carry their origin: quarantine rows then name the user's file and row; for
+    # synthetic data (no origin) they name the raw partition file and the row within it.
+    origin = (
+        wh.read("raw_impressions_provenance", [day]) if wh.exists("raw_impressions_provenance", day) else None
+    )
     clean, quarantine, report = split_clean_impressions(
-        raw, partition=day, items=items, users=users, source_file=wh.files("raw_impressions", [day])[0]
+        raw,
+        partition=day,
+        items=items,
+        users=users,
+        source_file=wh.files("raw_impressions", [day])[0],
+        provenance=origin if origin is not None and origin.num_rows == raw.num_rows else None,
     )
     quarantine = pa.concat_tables([unparseable, quarantine])
     clean_path = wh.write("clean_impressions", clean, day)

@@ -115,8 +115,12 @@ def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     impressions = schemas.conform(impressions, schemas.RAW_IMPRESSIONS, source=f"raw_impressions[{day}]")
     path = wh.write("raw_impressions", impressions, day)
     # Rows that could not even be parsed are kept beside the raw day; the clean step merges them
-    # into the day's quarantine so counts in = clean + quarantined holds end to end.
+    # into the day's quarantine so counts in = clean + quarantined holds end to end. Imported rows
+    # also keep their origin (file, row) so the quarantine can name the user's own file and row.
     wh.write("unparseable_impressions", unparseable, day)
+    origins = [b.provenance for b in batches if b.provenance is not None]
+    provenance = pa.concat_tables(origins) if origins else schemas.empty(schemas.PROVENANCE)
+    wh.write("raw_impressions_provenance", provenance, day)
     oracle_path = wh.write("oracle_impressions", oracle, day)
     context.log.info(
         f"raw_impressions[{day}]: {impressions.num_rows} rows, {unparseable.num_rows} unparseable"

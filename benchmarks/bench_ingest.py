@@ -198,7 +198,7 @@ def bench_import_profile(folder: Path, profile_name: str) -> dict[str, dict[str,
         rows = 0
         for day in days:
             for _file, staged in files_for_day(mapping, day, staging):
-                data, quarantine = read_day(staged, day)
+                data, quarantine, _ = read_day(staged, day)
                 rows += data.num_rows + quarantine.num_rows
         seconds = time.perf_counter() - started
         results[fmt] = {

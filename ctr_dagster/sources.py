@@ -43,6 +43,9 @@ class DayBatch:
     oracle: pa.Table
     quarantine: pa.Table
     origin: str
+    #: source_file / source_row of each impression (imported data only): lets the quality gate name
+    #: the user's own file and row for rows it quarantines.
+    provenance: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,9 @@ class SourceSettings:
         from ctr_dagster.importers.staging import files_for_day, read_day
 
         for file, staged in files_for_day(self.mapping(), partition, self.import_staging_path()):
-            data, quarantine = read_day(staged, partition)
-            yield DayBatch(data, schemas.empty(schemas.ORACLE_IMPRESSIONS), quarantine, f"import {file}")
+            data, quarantine, provenance = read_day(staged, partition)
+            oracle = schemas.empty(schemas.ORACLE_IMPRESSIONS)
+            yield DayBatch(data, oracle, quarantine, f"import {file}", provenance)
 
 
 def parse_signals(text: str):

@@ -93,7 +93,8 @@ SCRIPT = textwrap.dedent(
         q = wh.read("quarantine_impressions", [day])
         out[day] = {"clean": wh.read("clean_impressions", [day]).num_rows, "quarantined": q.num_rows,
                     "rules": sorted(q.column("rule").to_pylist()), "details": q.column("detail").to_pylist(),
-                    "source_rows": q.column("source_row").to_pylist()}
+                    "source_rows": q.column("source_row").to_pylist(),
+                    "source_files": q.column("source_file").to_pylist()}
     print(json.dumps(out))
     """
 )
@@ -127,6 +128,9 @@ def test_import_source_end_to_end(tmp_path):
     # 22 rows belong to day 1: 20 clean, one unparseable position, one unknown user; none lost
     assert day1["clean"] == 20 and day1["quarantined"] == 2
     assert any("unparseable" in r for r in day1["rules"]) and any("user_id" in r for r in day1["rules"])
+    # both quarantined rows name the user's own file and its 1-based data row (41: e40, 42: e41)
+    assert sorted(day1["source_rows"]) == [41, 42]
+    assert all(f.endswith("logs-0301.csv") for f in day1["source_files"])
     unparseable = next(d for d, r in zip(day1["details"], day1["rules"], strict=True) if "unparseable" in r)
     assert "position" in unparseable and "not-a-number" in unparseable
 

@@ -43,18 +43,22 @@ def test_staged_days_equal_partition_by_partition_import(tmp_path, fmt):
         )
         path.unlink()
     mapping = load_mapping(write_mapping(tmp_path, impressions_mapping(f"logs/*.{fmt}")))
-    staged = staging_mod.stage(mapping, next((tmp_path / "logs").iterdir()), tmp_path / "staging")
+    staged_file = next((tmp_path / "logs").iterdir())
+    staged = staging_mod.stage(mapping, staged_file, tmp_path / "staging")
     total = 0
     for day in DAYS:
-        data, quarantine = staging_mod.read_day(staged, day)
+        data, quarantine, provenance = staging_mod.read_day(staged, day)
         expected_data, expected_quarantine = _direct(mapping, day)
+        assert provenance.num_rows == data.num_rows
+        assert set(provenance.column("source_file").to_pylist()) <= {str(staged_file)}
         assert data.to_pylist() == (expected_data.to_pylist() if expected_data is not None else [])
         assert quarantine.to_pylist() == (
             expected_quarantine.to_pylist() if expected_quarantine is not None else []
         )
         total += data.num_rows + quarantine.num_rows
     assert total == 90  # every row lands on exactly one day, in data or in quarantine
-    assert staging_mod.read_day(staged, "2024-01-04")[0].num_rows == 1  # the straggler
+    straggler, _, origin = staging_mod.read_day(staged, "2024-01-04")
+    assert straggler.num_rows == 1 and origin.column("source_row").to_pylist() == [6]  # 1-based data row
 
 
 def test_a_file_is_parsed_once_and_restaged_when_it_changes(tmp_path, monkeypatch):

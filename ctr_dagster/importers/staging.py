@@ -74,6 +74,7 @@ def _stage(mapping: ImportMapping, file: Path, root: Path, target: Path) -> None
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     writers: dict[str, ipc.RecordBatchFileWriter] = {}
     quarantine: dict[str, list[pa.Table]] = {}
+    origin: dict[str, list[pa.Array]] = {}  # source row numbers, aligned with the data shard
     try:
         for day, batch in iter_file_days(mapping, file):
             if day not in writers:
@@ -82,11 +83,19 @@ def _stage(mapping: ImportMapping, file: Path, root: Path, target: Path) -> None
                     tmp / f"dt={day}" / "data.arrow", schemas.RAW_IMPRESSIONS, options=_OPTIONS
                 )
                 quarantine[day] = []
+                origin[day] = []
             writers[day].write_batch(batch.batch.cast(schemas.RAW_IMPRESSIONS))
+            origin[day].append(batch.source_rows)
             if batch.quarantine.num_rows:
                 quarantine[day].append(batch.quarantine)
         for day, writer in writers.items():
             writer.close()
+            rows = pa.chunked_array(origin[day], pa.int64()).combine_chunks()
+            provenance = pa.table(
+                {"source_file": pa.array([str(file)] * len(rows), pa.string()), "source_row": rows},
+                schema=schemas.PROVENANCE,
+            )
+            _write(provenance, tmp / f"dt={day}" / "provenance.arrow")
             if quarantine[day]:  # most days have none: no file, read_day returns an empty table
                 _write(pa.concat_tables(quarantine[day]), tmp / f"dt={day}" / "quarantine.arrow")
         (tmp / DONE).write_text(json.dumps({"file": str(file), "days": sorted(writers)}))
@@ -119,12 +128,22 @@ def files_for_day(mapping: ImportMapping, partition: str, root: Path) -> list[tu
     return found
 
 
-def read_day(staged: Path, day: str) -> tuple[pa.Table, pa.Table]:
-    """(RAW_IMPRESSIONS rows, QUARANTINE rows) of `day` in a staged file (empty if it has none)."""
+def read_day(staged: Path, day: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(RAW_IMPRESSIONS rows, QUARANTINE rows, provenance) of `day` in a staged file (empty if it has
+    none); provenance holds the source_file and 1-based source_row of each data row."""
     folder = staged / f"dt={day}"
-    data = _read(folder / "data.arrow") if folder.exists() else schemas.empty(schemas.RAW_IMPRESSIONS)
+    if not folder.exists():
+        return (
+            schemas.empty(schemas.RAW_IMPRESSIONS),
+            schemas.empty(schemas.QUARANTINE),
+            schemas.empty(schemas.PROVENANCE),
+        )
     rejected = folder / "quarantine.arrow"
-    return data, _read(rejected) if rejected.exists() else schemas.empty(schemas.QUARANTINE)
+    return (
+        _read(folder / "data.arrow"),
+        _read(rejected) if rejected.exists() else schemas.empty(schemas.QUARANTINE),
+        _read(folder / "provenance.arrow"),
+    )
 
 
 def _write(table: pa.Table, path: Path) -> None:

@@ -117,8 +117,19 @@ def split_clean_impressions(
     items: pa.Table,
     users: pa.Table,
     source_file: str | None = None,
+    provenance: pa.Table | None = None,
 ) -> tuple[pa.Table, pa.Table, QualityReport]:
-    """Clean one daily partition of RAW_IMPRESSIONS: (IMPRESSIONS rows, QUARANTINE rows, report)."""
+    """Clean one daily partition of RAW_IMPRESSIONS: (IMPRESSIONS rows, QUARANTINE rows, report).
+
+    `provenance` (source_file, source_row per raw row) makes quarantine rows name the user's own
+    file and row instead of the position in the raw partition.
+    """
     return split_clean(
-        "raw_impressions", raw, partition=partition, source_file=source_file, items=items, users=users
+        "raw_impressions",
+        raw,
+        partition=partition,
+        source_file=source_file,
+        provenance=provenance,
+        items=items,
+        users=users,
     )
