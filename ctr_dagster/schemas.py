@@ -107,7 +107,10 @@ QUARANTINE = pa.schema(
 )
 
 #: Where each imported raw row came from (aligned with the raw partition's rows): 1-based data row.
-PROVENANCE = pa.schema([pa.field("source_file", pa.string()), pa.field("source_row", pa.int64())])
+#: The file name is dictionary-encoded: one file feeds ~all rows of a partition.
+PROVENANCE = pa.schema(
+    [pa.field("source_file", pa.dictionary(pa.int32(), pa.string())), pa.field("source_row", pa.int64())]
+)
 
 #: Versioned id vocabulary: indices are append-only, 0 = padding, 1 = out-of-vocabulary.
 VOCAB = pa.schema(

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
@@ -91,10 +92,10 @@ def _stage(mapping: ImportMapping, file: Path, root: Path, target: Path) -> None
         for day, writer in writers.items():
             writer.close()
             rows = pa.chunked_array(origin[day], pa.int64()).combine_chunks()
-            provenance = pa.table(
-                {"source_file": pa.array([str(file)] * len(rows), pa.string()), "source_row": rows},
-                schema=schemas.PROVENANCE,
+            names = pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(len(rows), np.int32)), pa.array([str(file)])
             )
+            provenance = pa.table({"source_file": names, "source_row": rows}, schema=schemas.PROVENANCE)
             _write(provenance, tmp / f"dt={day}" / "provenance.arrow")
             if quarantine[day]:  # most days have none: no file, read_day returns an empty table
                 _write(pa.concat_tables(quarantine[day]), tmp / f"dt={day}" / "quarantine.arrow")
