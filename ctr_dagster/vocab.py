@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctr_dagster.locks import exclusive
 from ctr_dagster.schemas import VOCAB
 from ctr_dagster.warehouse import Warehouse
 
@@ -77,8 +78,13 @@ def extend(current: pa.Table, name: str, keys: pa.Array | pa.ChunkedArray) -> Vo
 
 
 def update(warehouse: Warehouse, name: str, keys: pa.Array | pa.ChunkedArray) -> VocabUpdate:
-    """Load, extend with `keys` and (only if it grew) atomically persist the vocabulary `name`."""
-    result = extend(load(warehouse, name), name, keys)
-    if result.added:
-        warehouse.write(table_name(name), result.table)
+    """Load, extend with `keys` and (only if it grew) atomically persist the vocabulary `name`.
+
+    Under a lock: two runs extending the same vocabulary at once would otherwise both append from
+    the same base and hand the same index to different keys.
+    """
+    with exclusive(warehouse.table_dir(table_name(name)).with_suffix(".lock")):
+        result = extend(load(warehouse, name), name, keys)
+        if result.added:
+            warehouse.write(table_name(name), result.table)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -132,3 +133,27 @@ def test_vocabulary_is_append_only_across_nightly_runs(tmp_path):
     # old ids keep their indices; new ones are appended
     assert second.encode(pa.array(["a", "b", "0", "c"])).tolist() == [2, 3, 4, 5]
     assert vocab.load(wh, "item").num_rows == 4
+
+
+def _extend_many(root: str, prefix: str, rounds: int) -> None:
+    wh = Warehouse(Path(root))
+    for i in range(rounds):
+        vocab.update(wh, "item", pa.chunked_array([[f"{prefix}{i}", "shared"]]))
+
+
+def test_concurrent_runs_never_hand_one_index_to_two_keys(tmp_path):
+    """Two processes (parallel runs) extend the same vocabulary: the lock keeps indices unique."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_extend_many, args=(str(tmp_path), p, 25)) for p in ("a", "b")]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    table = vocab.load(Warehouse(tmp_path), "item").to_pydict()
+    assert sorted(table["key"]) == sorted(
+        [f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)] + ["shared"]
+    )
+    assert sorted(table["index"]) == list(range(vocab.FIRST_INDEX, vocab.FIRST_INDEX + 51))

@@ -16,14 +16,11 @@ several ms in Parquet. The warehouse record (`raw_impressions`) stays Parquet.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +30,7 @@ import pyarrow.ipc as ipc
 from ctr_dagster import schemas
 from ctr_dagster.importers.generic import iter_file_days
 from ctr_dagster.importers.mapping import ImportMapping
+from ctr_dagster.locks import exclusive
 
 DONE = "_SUCCESS"
 _OPTIONS = ipc.IpcWriteOptions(compression="lz4")
@@ -48,24 +46,13 @@ def staged_dir(file: Path, root: Path) -> Path:
     return root / f"{_path_key(file)}-{version}"
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """One stager per file across processes (parallel partition runs): the others wait, then reuse."""
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def stage(mapping: ImportMapping, file: Path, root: Path) -> Path:
     """The staged shards of `file` (staging it now if it is new or changed)."""
     target = staged_dir(file, root)
     if (target / DONE).exists():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with _exclusive(root / f"{_path_key(file)}.lock"):
+    with exclusive(root / f"{_path_key(file)}.lock"):  # parallel partition runs: one stages, others reuse
         if not (target / DONE).exists():
             _stage(mapping, file, root, target)
     return target
