@@ -99,27 +99,22 @@ def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     wh = warehouse.get()
     day = context.partition_key
     batches = list(settings().day(day))
-    impressions = (
-        pa.concat_tables([b.impressions for b in batches])
-        if batches
-        else schemas.empty(schemas.RAW_IMPRESSIONS)
-    )
-    oracle = (
-        pa.concat_tables([b.oracle for b in batches])
-        if batches
-        else schemas.empty(schemas.ORACLE_IMPRESSIONS)
-    )
-    unparseable = (
-        pa.concat_tables([b.quarantine for b in batches]) if batches else schemas.empty(schemas.QUARANTINE)
-    )
+
+    def gather(part: str, schema) -> pa.Table:
+        """One table from every batch's `part` (batches may be none, or lack the part)."""
+        tables = [getattr(b, part) for b in batches if getattr(b, part) is not None]
+        return pa.concat_tables(tables) if tables else schemas.empty(schema)
+
+    impressions = gather("impressions", schemas.RAW_IMPRESSIONS)
+    oracle = gather("oracle", schemas.ORACLE_IMPRESSIONS)
+    unparseable = gather("quarantine", schemas.QUARANTINE)
+    provenance = gather("provenance", schemas.PROVENANCE)
     impressions = schemas.conform(impressions, schemas.RAW_IMPRESSIONS, source=f"raw_impressions[{day}]")
     path = wh.write("raw_impressions", impressions, day)
     # Rows that could not even be parsed are kept beside the raw day; the clean step merges them
     # into the day's quarantine so counts in = clean + quarantined holds end to end. Imported rows
     # also keep their origin (file, row) so the quarantine can name the user's own file and row.
     wh.write("unparseable_impressions", unparseable, day)
-    origins = [b.provenance for b in batches if b.provenance is not None]
-    provenance = pa.concat_tables(origins) if origins else schemas.empty(schemas.PROVENANCE)
     wh.write("raw_impressions_provenance", provenance, day)
     oracle_path = wh.write("oracle_impressions", oracle, day)
     context.log.info(

@@ -43,10 +43,13 @@ def _ms(ts: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return pc.cast(ts, pa.int64()).to_numpy(zero_copy_only=False)
 
 
-def _lookup(keys: pa.ChunkedArray, table: pa.Table, key: str, column: str) -> pa.Array:
-    """Left join of one column by key (vectorized); null where the key is unknown."""
+def _lookup(
+    keys: pa.ChunkedArray, table: pa.Table, key: str, columns: tuple[str, ...]
+) -> dict[str, pa.Array]:
+    """Left join of `columns` by key (vectorized; null where the key is unknown): the key lookup is
+    done once and shared by every column taken."""
     positions = pc.index_in(keys, value_set=table.column(key))
-    return pc.take(table.column(column), positions)
+    return {column: pc.take(table.column(column), positions) for column in columns}
 
 
 def behaviour_sequences(
@@ -136,15 +139,19 @@ def build_training_table(
     train = rows.filter(train_mask)
 
     # Catalogue joins (raw values; vocabularies encode them below).
-    row_category = _lookup(rows.column("item_id"), items, "item_id", "category")
-    row_price = pc.fill_null(_lookup(rows.column("item_id"), items, "item_id", "price"), 0.0)
-    row_first_seen = _lookup(rows.column("item_id"), items, "item_id", "first_seen")
-    row_region = _lookup(rows.column("user_id"), users, "user_id", "region")
-    row_age = pc.cast(_lookup(rows.column("user_id"), users, "user_id", "age_group"), pa.string())
+    row_item = _lookup(rows.column("item_id"), items, "item_id", ("category", "price", "first_seen"))
+    row_user = _lookup(rows.column("user_id"), users, "user_id", ("region", "age_group"))
+    row_category, row_first_seen, row_region = (
+        row_item["category"],
+        row_item["first_seen"],
+        row_user["region"],
+    )
+    row_price = pc.fill_null(row_item["price"], 0.0)
+    row_age = pc.cast(row_user["age_group"], pa.string())
 
-    train_category = _lookup(train.column("item_id"), items, "item_id", "category")
-    train_region = _lookup(train.column("user_id"), users, "user_id", "region")
-    train_age = pc.cast(_lookup(train.column("user_id"), users, "user_id", "age_group"), pa.string())
+    train_category = _lookup(train.column("item_id"), items, "item_id", ("category",))["category"]
+    train_user = _lookup(train.column("user_id"), users, "user_id", ("region", "age_group"))
+    train_region, train_age = train_user["region"], pc.cast(train_user["age_group"], pa.string())
     sources = {
         "user": train.column("user_id"),
         "item": train.column("item_id"),
@@ -166,7 +173,7 @@ def build_training_table(
     all_users = pa.chunked_array(rows.column("user_id").chunks + clicks.column("user_id").chunks)
     _, codes = np.unique(all_users.to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
     row_codes, click_codes = codes[: rows.num_rows], codes[rows.num_rows :]
-    click_category = _lookup(clicks.column("item_id"), items, "item_id", "category")
+    click_category = _lookup(clicks.column("item_id"), items, "item_id", ("category",))["category"]
     row_ts = _ms(rows.column("ts"))
     _, lists, prior_clicks = behaviour_sequences(
         row_codes,
