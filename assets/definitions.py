@@ -8,11 +8,13 @@ import functools
 import dagster as dg
 
 from assets.clean import clean_day
+from assets.evaluation import champion, champion_gate, evaluation
 from assets.features import training_dataset
 from assets.models import model_assets
 from assets.plugins import plugin_registry_asset
 from assets.raw import raw_catalogue, raw_day
 from assets.resources import WarehouseResource
+from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly_retrain, nightly_schedule
 from assets.sensors import inbox_sensor, ingest_job
 
 
@@ -26,9 +28,13 @@ def build_definitions() -> dg.Definitions:
             training_dataset,
             plugin_registry_asset(),
             *model_assets(),
+            evaluation,
+            champion,
         ],
-        jobs=[ingest_job],
-        sensors=[inbox_sensor],
+        asset_checks=[champion_gate],
+        jobs=[ingest_job, nightly_retrain, evaluate_and_promote],
+        schedules=[nightly_schedule],
+        sensors=[inbox_sensor, evaluate_after_failure],
         resources={"warehouse": WarehouseResource()},
     )
 

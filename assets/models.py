@@ -8,6 +8,7 @@ predictions for evaluation.
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import dagster as dg
 import pydantic
@@ -23,18 +24,37 @@ def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         fields[f.name] = (hints.get(f.name, typing.Any), default)
     fields.setdefault("seed", (int, 0))  # the run's seed (FitContext.seed), unless the plugin has its own
+    # Engine field: continue from the champion's artifact when the champion is this plugin.
+    fields.setdefault("warm_start", (bool, False))
     return pydantic.create_model(
         f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields
     )
 
 
-def split_seed(plugin: PluginInfo, values: dict) -> tuple[int, dict]:
-    """(run seed, plugin config values): the launchpad's `seed` is the plugin's own when its Config
-    has one (then it is passed both ways), else an engine field that the plugin never sees."""
+def split_engine_fields(plugin: PluginInfo, values: dict) -> tuple[int, bool, dict]:
+    """(run seed, warm_start, plugin config values) from the launchpad values.
+
+    `seed` is the plugin's own when its Config has one (then it is passed both ways), else an engine
+    field the plugin never sees; `warm_start` likewise.
+    """
     values = dict(values)
-    if any(f.name == "seed" for f in dataclasses.fields(plugin.cls.Config)):
-        return int(values["seed"]), values
-    return int(values.pop("seed")), values
+    own = {f.name for f in dataclasses.fields(plugin.cls.Config)}
+    seed = int(values["seed"] if "seed" in own else values.pop("seed"))
+    warm_start = bool(values["warm_start"] if "warm_start" in own else values.pop("warm_start", False))
+    return seed, warm_start, values
+
+
+def warm_start_dir(plugin: PluginInfo, log: typing.Callable[[str], None]) -> Path | None:
+    """The champion's artifact folder when the champion is this plugin, else None (with a log line)."""
+    from ctr_dagster.champion import ChampionStore
+
+    current = ChampionStore().current()
+    if current is None or current["name"] != plugin.name or not Path(current.get("artifact") or "").is_dir():
+        log(
+            f"warm_start: the champion is {current and current['name']}, not {plugin.name}; training from scratch"
+        )
+        return None
+    return Path(current["artifact"])
 
 
 def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
@@ -54,9 +74,17 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         from ctr_dagster.modeling import train_and_store
         from ctr_dagster.warehouse import Warehouse
 
-        values = config.model_dump()
-        seed, values = split_seed(plugin, values)
-        result = train_and_store(plugin, values, Warehouse.default(), seed=seed, log=context.log.info)
+        seed, warm_start, values = split_engine_fields(plugin, config.model_dump())
+        init_from = warm_start_dir(plugin, context.log.info) if warm_start else None
+        result = train_and_store(
+            plugin,
+            values,
+            Warehouse.default(),
+            seed=seed,
+            init_from=init_from,
+            log=context.log.info,
+            run_id=context.run_id,
+        )
         return dg.MaterializeResult(metadata=result.metadata())
 
     return _model

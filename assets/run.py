@@ -56,13 +56,13 @@ def materialize_all(
     """Catalogue -> every daily partition -> training dataset -> plugins and models. Returns timings."""
     defs = build_definitions()
     instance = instance or _instance()
-    assets = list(defs.assets)  # type: ignore[arg-type]
+    assets = list(defs.assets) + list(defs.asset_checks or [])  # type: ignore[arg-type]
     resources = dict(defs.resources or {})
     timings: dict[str, float] = {}
     # Step progress and the assets' own log lines, without Dagster's per-event DEBUG chatter.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def run(label: str, selection: list, partition_key: str | None = None) -> None:
+    def run(label: str, selection: list, partition_key: str | None = None, must_succeed: bool = True) -> bool:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -70,11 +70,13 @@ def materialize_all(
             partition_key=partition_key,
             instance=instance,
             resources=resources,
-            raise_on_error=True,
+            raise_on_error=must_succeed,
             run_config=run_config,
         )
         timings[label] = time.perf_counter() - started
-        log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}")
+        outcome = "" if result.success else "  FAILED: " + "; ".join(_failures(result))
+        log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}{outcome}")
+        return result.success
 
     log(f"source: {settings().kind} profile={settings().profile} seed={settings().seed}")
     run("catalogue", CATALOGUE + ["plugin_registry"])
@@ -83,9 +85,26 @@ def materialize_all(
     run("training_dataset", ["training_dataset"])
     models = _keys(defs, "models")
     if models:
-        run("models", models)
+        # A failing model fails its own asset; the others and the evaluation still run (as the
+        # `evaluate_after_failure` sensor does in the UI), and the leaderboard lists the failure.
+        run("models", models, must_succeed=False)
+    run("evaluation + champion gate", _keys(defs, "evaluation"), must_succeed=False)
     timings["total"] = sum(timings.values())
     return timings
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
+    """One line per failed step or failed blocking check, for the demo's log."""
+    lines = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            error = event.step_failure_data.error
+            lines.append(f"{event.step_key}: {error.message.strip().splitlines()[-1] if error else 'failed'}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            check = event.event_specific_data
+            if not check.passed:
+                lines.append(f"check {check.check_name} failed")
+    return lines
 
 
 def summary() -> dict[str, object]:

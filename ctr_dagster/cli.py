@@ -140,11 +140,142 @@ def demo(
     summary["profile"] = profile
     summary["signals"] = os.environ["CTR_SIGNALS"] or "all 1.0"
     if as_json:
+        from ctr_dagster.evaluation import report
+
+        summary["evaluation"] = report()
         typer.echo(json.dumps(summary, indent=2))
         return
     typer.echo(f"\nmaterialized {len(timings) - 1} runs in {summary['seconds']} s (profile {profile})")
     for key, value in summary.items():
         typer.echo(f"  {key:<20} {value}")
+    from ctr_dagster.evaluation import report
+
+    doc = report()
+    typer.echo("\n" + (leaderboard_text(doc) if doc else "no evaluation was produced (see the log above)"))
+
+
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "model",
+    "task",
+    "auc",
+    "gauc",
+    "logloss",
+    "ece",
+    "oracle_gap",
+    "auc_new_items",
+    "auc_new_users",
+    "status",
+]
+
+
+def _fmt(value: object) -> object:
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def leaderboard_text(doc: dict) -> str:
+    """The leaderboard as the terminal shows it: ranked models, the oracle, the unranked, the champion."""
+    from ctr_dagster.evaluation import leaderboard_rows
+
+    rows = [{k: _fmt(v) for k, v in r.items()} for r in leaderboard_rows(doc)]
+    lines = [
+        f"leaderboard ({doc['split']} split, {doc['dataset']['test_rows']} rows, "
+        f"profile {doc.get('profile')}, evaluated {doc['evaluated_at']})",
+        _table(rows, LEADERBOARD_COLUMNS),
+    ]
+    for r in doc.get("unranked", []):
+        lines.append(f"  {r['status']}: {r['name']}: {r.get('error')}")
+    lines.append(f"GAUC weighting: {doc['gauc_weighting']}")
+    champ = doc.get("champion")
+    lines.append(
+        f"champion: {champ['name']} (AUC at promotion {_fmt(champ['metrics'].get('auc'))}, "
+        f"by {champ['promoted_by']} at {champ['promoted_at']})"
+        if champ
+        else "champion: none"
+    )
+    gate = doc.get("gate")
+    if gate:
+        verdict = {"promote": "promoted", "keep": "kept", "block": "blocked"}[gate["action"]]
+        lines.append(f"champion gate: {verdict}" + "".join(f"\n  - {r}" for r in gate["reasons"]))
+    return "\n".join(lines)
+
+
+@app.command("leaderboard")
+def leaderboard(
+    as_json: bool = typer.Option(False, "--json", help="Print the latest evaluation as JSON."),
+) -> None:
+    """Print the latest evaluation: models ranked by test AUC, the oracle, failed/broken models, champion."""
+    from ctr_dagster.evaluation import report
+
+    doc = report()
+    if doc is None:
+        typer.echo("no evaluation yet: run `ctr demo` or materialize the `evaluation` asset", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(doc, indent=2) if as_json else leaderboard_text(doc))
+
+
+champion_app = typer.Typer(
+    help="The champion model: show it, its history, roll it back.", no_args_is_help=True
+)
+app.add_typer(champion_app, name="champion")
+
+
+@champion_app.command("show")
+def champion_show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The current champion (the model serving would use)."""
+    from ctr_dagster.champion import ChampionStore
+
+    current = ChampionStore().current()
+    if as_json:
+        typer.echo(json.dumps(current, indent=2))
+    elif current is None:
+        typer.echo("no champion yet")
+    else:
+        typer.echo(
+            f"{current['name']}  AUC {_fmt(current['metrics'].get('auc'))}  artifact {current['artifact']}\n"
+            f"promoted {current['promoted_at']} by {current['promoted_by']}"
+            + (f"; replaced {current['previous']['name']}" if current.get("previous") else "")
+        )
+
+
+@champion_app.command("history")
+def champion_history(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every promotion and rollback, oldest first."""
+    from ctr_dagster.champion import ChampionStore
+
+    events = ChampionStore().history()
+    if as_json:
+        typer.echo(json.dumps(events, indent=2))
+        return
+    rows = [
+        {
+            "event": e["event"],
+            "model": e["name"],
+            "auc": _fmt((e.get("metrics") or {}).get("auc")),
+            "at": e["promoted_at"],
+            "by": e["promoted_by"],
+            "replaced": (e.get("replaced") or {}).get("name"),
+        }
+        for e in events
+    ]
+    typer.echo(_table(rows, ["event", "model", "auc", "at", "by", "replaced"]) if rows else "no history yet")
+
+
+@champion_app.command("rollback")
+def champion_rollback() -> None:
+    """Restore the champion that the current one replaced (recorded in the history)."""
+    from ctr_dagster.champion import ChampionStore
+
+    store = ChampionStore()
+    before = store.current()
+    try:
+        restored = store.rollback()
+    except LookupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"rolled back: champion is {restored['name']} ({restored['artifact']}) again, replacing {before['name']}"
+    )
 
 
 def main() -> None:  # pragma: no cover - `python -m ctr_dagster.cli`

@@ -71,6 +71,9 @@ class FitContext:
     #: Extra prepared inputs, keyed by the names in `requires` (e.g. "item_embeddings": float32[n, d]).
     inputs: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
+    #: Warm start: the artifact folder of this plugin's current champion (written by its own `save`),
+    #: when the run asked to continue from it; None otherwise. A plugin that cannot warm-start ignores it.
+    init_from: Path | None = None
 
 
 @runtime_checkable

@@ -4,6 +4,10 @@ Artifacts are content-addressed: the plugin saves into a temporary folder, the f
 hashed, and the folder is renamed to ``$CTR_HOME/artifacts/<model>/<sha256[:16]>``. Re-training to
 identical weights therefore lands in the same place, and a failed or diverged run never overwrites
 the last good model (nothing is renamed until `save` has finished).
+
+Every training also leaves a reproducibility record (`ctr_dagster.reproducibility`) and the model's
+latest status (``$CTR_HOME/models/<model>/status.json``: ok with its artifact and data hash, or
+failed with the error), which the evaluation reads to rank the fresh models and list the failed ones.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import vocab
+from ctr_dagster import reproducibility, vocab
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
@@ -41,6 +45,8 @@ class TrainResult:
     config: dict[str, Any]
     scores: dict[str, float | None] = field(default_factory=dict)
     fit_seconds: float = 0.0
+    record: dict[str, Any] = field(default_factory=dict)
+    record_path: Path | None = None
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -49,6 +55,11 @@ class TrainResult:
             "fit_seconds": round(self.fit_seconds, 3),
         }
         meta.update({k: v for k, v in self.scores.items() if v is not None})
+        if self.record:
+            meta["seed"] = self.record["seed"]
+            meta["data_sha256"] = self.record["data"]["sha256"]
+            meta["code_sha256"] = self.record["code"]["sha256"]
+            meta["record"] = str(self.record_path)
         return meta
 
 
@@ -86,21 +97,66 @@ def _split(table: pa.Table, name: str) -> pa.Table:
     return table.filter(pc.equal(table.column("split"), name))
 
 
+def status_path(name: str) -> Path:
+    return ctr_home() / "models" / name / "status.json"
+
+
+def write_status(name: str, status: dict[str, Any]) -> None:
+    """Atomically record a model's latest training outcome (read by the evaluation)."""
+    path = status_path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"model": name, "at": time.time(), **status}, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_status(name: str) -> dict[str, Any] | None:
+    path = status_path(name)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
     warehouse: Warehouse,
     *,
     seed: int = 0,
+    init_from: Path | None = None,
     log: Callable[[str], None] = print,
+    run_id: str | None = None,
 ) -> TrainResult:
+    """Fit, score valid/test, store the artifact, the predictions, the record and the status.
+
+    On any exception the status becomes ``failed`` (with the error) and the exception propagates:
+    the asset fails and the previous artifact stays on disk, untouched.
+    """
+    try:
+        return _train_and_store(plugin, config_values, warehouse, seed, init_from, log, run_id)
+    except BaseException as exc:
+        write_status(
+            plugin.name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
+        )
+        raise
+
+
+def _train_and_store(
+    plugin: PluginInfo,
+    config_values: dict[str, Any],
+    warehouse: Warehouse,
+    seed: int,
+    init_from: Path | None,
+    log: Callable[[str], None],
+    run_id: str | None,
+) -> TrainResult:
+    data_path = warehouse.path("training_dataset")
     dataset = warehouse.read("training_dataset")
     train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
     config = config_from_dict(plugin.cls, config_values)
     model = plugin.cls(config)
-    ctx = FitContext(seed=seed, cardinalities=cardinalities(warehouse), log=log)
+    ctx = FitContext(seed=seed, cardinalities=cardinalities(warehouse), log=log, init_from=init_from)
     log(
         f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
+        + (f", warm start from {init_from}" if init_from else "")
     )
     started = time.perf_counter()
     model.fit(train, valid, ctx)
@@ -128,4 +184,31 @@ def train_and_store(
     artifact = store_artifact(model, plugin.name)
     warehouse.write(f"predictions_{plugin.name}", pa.concat_tables(predictions))
     log(f"{plugin.name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
-    return TrainResult(plugin.name, artifact, config_to_dict(config), scores, fit_seconds)
+    result = TrainResult(plugin.name, artifact, config_to_dict(config), scores, fit_seconds)
+    record = reproducibility.build_record(
+        model=plugin.name,
+        distribution=plugin.dist,
+        plugin_class=plugin.cls,
+        config=result.config,
+        seed=seed,
+        device=ctx.device,
+        data_path=data_path,
+        data_rows={"train": train.num_rows, "valid": valid.num_rows, "test": test.num_rows},
+        artifact=artifact,
+        metrics=scores,
+        fit_seconds=fit_seconds,
+    )
+    result.record = record
+    result.record_path = reproducibility.write_record(record, ctr_home() / "records")
+    write_status(
+        plugin.name,
+        {
+            "status": "ok",
+            "artifact": str(artifact),
+            "data_sha256": record["data"]["sha256"],
+            "record": str(result.record_path),
+            "run_id": run_id,
+            "metrics": scores,
+        },
+    )
+    return result

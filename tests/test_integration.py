@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
-from tests.plugin_fixtures import write_standard_set
+from tests.plugin_fixtures import MODELS, write_dist, write_standard_set
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -106,11 +106,99 @@ def test_vocabulary_is_stable_across_two_nightly_runs(materialized):
     assert len(set(before["index"])) == len(before["index"])
 
 
+def test_models_evaluation_and_first_champion(materialized):
+    """LightGBM clearly learns but stays below the oracle; the leaderboard and gate ran; a champion exists."""
+    wh, instance, _ = materialized
+    from ctr_dagster.champion import ChampionStore
+    from ctr_dagster.evaluation import report
+
+    doc = report()
+    ranked = {r["name"]: r for r in doc["models"]}
+    oracle = doc["oracle"]["auc"]
+    assert {"lightgbm", "baseline_lr"} <= set(ranked)
+    assert 0.6 < ranked["lightgbm"]["auc"] < oracle
+    for row in ranked.values():
+        assert row["gauc"] is not None and 0 < row["logloss"] < 1 and 0 <= row["ece"] < 0.2
+        assert row["oracle_gap"] == pytest.approx(oracle - row["auc"])
+        assert {"new_items", "new_users", "activity:0", "activity:20+"} <= set(row["slices"])
+    meta = _last_metadata(instance, "evaluation")
+    assert "lightgbm" in meta["leaderboard"] and "oracle" in meta["leaderboard"]
+    assert meta["lightgbm/auc"] == pytest.approx(ranked["lightgbm"]["auc"])
+    assert meta["roc_calibration"].startswith("![ROC")
+    gate = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("evaluation"), "champion_gate")]
+    )
+    assert next(iter(gate.values())).event.dagster_event.event_specific_data.passed
+    champion = ChampionStore().current()
+    assert champion["name"] == doc["candidate"]["name"] == doc["models"][0]["name"]
+    assert _last_metadata(instance, "champion")["champion"] == champion["name"]
+
+
+def test_rerunning_the_models_reproduces_their_metrics(materialized):
+    wh, instance, _ = materialized
+    from assets.run import build_definitions
+    from ctr_dagster.reproducibility import METRIC_TOLERANCE, same_computation
+
+    defs = build_definitions()
+    before = {m: _last_metadata(instance, f"models/{m}") for m in ("lightgbm", "baseline_lr")}
+    dg.materialize(
+        list(defs.assets),
+        selection=[dg.AssetKey(["models", m]) for m in before],
+        instance=instance,
+        resources=dict(defs.resources),
+    )
+    for model, meta in before.items():
+        again = _last_metadata(instance, f"models/{model}")
+        assert abs(again["test_auc"] - meta["test_auc"]) <= METRIC_TOLERANCE, model
+        assert again["artifact"] == meta["artifact"] and again["data_sha256"] == meta["data_sha256"]
+        records = [json.loads(Path(m["record"]).read_text()) for m in (meta, again)]
+        assert same_computation(*records) == []
+
+
+def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(materialized):
+    wh, instance, _ = materialized
+    from assets.run import build_definitions
+    from ctr_dagster.champion import ChampionStore
+
+    defs = build_definitions()
+    store = ChampionStore()
+    store.promote(
+        {
+            "name": "baseline_lr",
+            "artifact": json.loads(
+                Path(_last_metadata(instance, "models/baseline_lr")["record"]).read_text()
+            )["artifact"],
+            "auc": 0.0,
+        },
+        who="test",
+    )
+    history = len(store.history())
+    result = dg.materialize(
+        list(defs.assets) + list(defs.asset_checks),
+        selection=["evaluation", "champion"],
+        instance=instance,
+        resources=dict(defs.resources),
+        run_config={"ops": {"evaluation": {"config": {"margin": 0.5}}}},
+        raise_on_error=False,
+    )
+    assert not result.success  # the blocking check failed: champion was not materialized
+    assert store.current()["name"] == "baseline_lr" and len(store.history()) == history
+    check = result.get_asset_check_evaluations()[0]
+    assert check.check_name == "champion_gate" and not check.passed
+    assert "margin 0.5" in check.metadata["reasons"].value
+
+
 def test_demo_cli_with_broken_and_good_plugins(tmp_path):
     """`ctr demo` beside a set of broken plugins: the graph still loads and runs, the good model
     plugin gets its asset and is trained, the broken ones are reported by the registry asset."""
     plugins = tmp_path / "plugins"
     write_standard_set(plugins)
+    write_dist(
+        plugins,
+        "ctrfix-failing",
+        {MODELS: {"ctrfix_failing": "ctrfix_failing:FailingModel"}},
+        ("ctrfix_failing",),
+    )
     env = {
         **os.environ,
         "PYTHONPATH": f"{plugins}{os.pathsep}{ROOT}",
@@ -131,6 +219,28 @@ def test_demo_cli_with_broken_and_good_plugins(tmp_path):
     assert summary["raw_impressions"] == summary["clean_impressions"] + summary["quarantined"]
     assert 0.5 < summary["oracle_auc_test"] < 1.0
     assert 0.5 < summary["model_auc_test"]["ctrfix_good"] <= summary["oracle_auc_test"] + 0.02
+
+    evaluation = summary["evaluation"]
+    ranked = {r["name"] for r in evaluation["models"]}
+    unranked = {r["name"]: r for r in evaluation["unranked"]}
+    assert {"ctrfix_good", "lightgbm"} <= ranked
+    assert unranked["ctrfix_failing"]["status"] == "failed"
+    assert "loss is NaN" in unranked["ctrfix_failing"]["error"]
+    assert unranked["ctrfix_raises"]["status"] == "broken"
+    board = subprocess.run(
+        [sys.executable, "-m", "ctr_dagster.cli", "leaderboard", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert board.returncode == 0, board.stderr
+    doc = json.loads(board.stdout)
+    assert [m["name"] for m in doc["models"]] == [m["name"] for m in evaluation["models"]]
+    assert doc["profile"] == "tiny" and doc["oracle"]["auc"] == pytest.approx(summary["oracle_auc_test"])
+    assert {"name", "task", "auc", "gauc", "logloss"} <= set(doc["models"][0])
+    assert doc["champion"]["name"] == doc["models"][0]["name"]
 
     instance = dg.DagsterInstance.from_config(str(tmp_path / "dagster"))
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key(

@@ -5,7 +5,7 @@ import dagster as dg
 import pydantic
 import pytest
 
-from assets.models import _launchpad_config, model_asset, split_seed
+from assets.models import _launchpad_config, model_asset, split_engine_fields
 from ctr_dagster.modeling import train_and_store
 from ctr_dagster.registry import discover
 from ctr_dagster.testing import assert_no_pickles, make_training_table
@@ -24,8 +24,12 @@ def good_plugin(tmp_path):
 def test_launchpad_config_mirrors_the_plugin_config(good_plugin):
     config_class = _launchpad_config(good_plugin)
     config = config_class()
-    assert config.model_dump() == {"smoothing": 10.0, "seed": 0}
-    assert split_seed(good_plugin, config_class(seed=4).model_dump()) == (4, {"smoothing": 10.0})
+    assert config.model_dump() == {"smoothing": 10.0, "seed": 0, "warm_start": False}
+    assert split_engine_fields(good_plugin, config_class(seed=4, warm_start=True).model_dump()) == (
+        4,
+        True,
+        {"smoothing": 10.0},
+    )
     assert config_class(smoothing=2.5).smoothing == 2.5
     with pytest.raises(pydantic.ValidationError):
         config_class(smoothing="lots")
@@ -99,11 +103,11 @@ def test_a_plugin_with_its_own_seed_keeps_it(tmp_path, monkeypatch):
     with on_sys_path(root):
         plugin = discover(["model"], path=[root]).get("model", "ctrfix_seeded")
         config_class = _launchpad_config(plugin)
-        assert config_class().model_dump() == {"seed": 5}  # the plugin's default, not the engine's 0
+        assert config_class().model_dump() == {"seed": 5, "warm_start": False}  # the plugin's seed default
         monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
         wh = Warehouse(tmp_path / "home" / "warehouse")
         wh.write("training_dataset", make_training_table(300, seed=1))
-        seed, values = split_seed(plugin, config_class(seed=11).model_dump())
+        seed, _, values = split_engine_fields(plugin, config_class(seed=11).model_dump())
         assert (seed, values) == (11, {"seed": 11})
         result = train_and_store(plugin, values, wh, seed=seed, log=lambda s: None)
         assert (result.artifact_dir / "seen.json").read_text() == "[11, 11]"

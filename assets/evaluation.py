@@ -1,0 +1,154 @@
+"""Evaluation stage: the leaderboard asset, the champion gate (a blocking check) and the champion.
+
+`evaluation` depends on every model asset (lineage) but ranks whichever models trained on the
+current dataset and lists the others (failed, stale, broken), so it is also launched on its own by
+`evaluate_after_failure` when a run's model step failed (Dagster skips a downstream step then).
+`champion_gate` is blocking: when it fails, `champion` does not run and the previous champion stays.
+"""
+
+import dagster as dg
+
+from assets.metadata import markdown_table
+from ctr_dagster.champion import GatePolicy
+from ctr_dagster.registry import default_registry
+
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "model",
+    "task",
+    "auc",
+    "gauc",
+    "logloss",
+    "ece",
+    "oracle_gap",
+    "auc_new_items",
+    "auc_new_users",
+    "status",
+    "error",
+]
+
+
+class EvaluationConfig(dg.Config):
+    """The champion gate's policy (see `ctr_dagster.champion.GatePolicy`)."""
+
+    margin: float = GatePolicy.margin
+    slice_tolerance: float = GatePolicy.slice_tolerance
+    min_auc: float = GatePolicy.min_auc
+    min_slice_rows: int = GatePolicy.min_slice_rows
+
+
+def _fmt(value: object) -> object:
+    return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else value)
+
+
+def _model_keys() -> list[dg.AssetKey]:
+    return [dg.AssetKey(p.asset_key) for p in default_registry().good("model")]
+
+
+@dg.asset(
+    group_name="evaluation",
+    code_version="1",
+    deps=_model_keys(),
+    kinds={"python"},
+)
+def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
+    """Leaderboard on the test split: AUC, GAUC, logloss, ECE, slices, the oracle and each model's gap to it."""
+    from assets.resources import settings
+    from ctr_dagster import evaluation as engine
+    from ctr_dagster import reports
+    from ctr_dagster.warehouse import Warehouse
+
+    policy = GatePolicy(**config.model_dump())
+    doc = engine.evaluate(
+        Warehouse.default(),
+        default_registry(),
+        policy=policy,
+        profile=settings().profile,
+        log=context.log.info,
+    )
+    curves = doc.pop("curves")
+    latest = engine.save(doc)
+    png = reports.roc_calibration_png(curves, latest.parent / "roc_calibration.png", title="test split")
+    rows = [{k: _fmt(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
+    meta: dict[str, object] = {
+        "leaderboard": dg.MetadataValue.md(markdown_table(rows, LEADERBOARD_COLUMNS)),
+        "roc_calibration": dg.MetadataValue.md(reports.png_markdown(png, "ROC and reliability")),
+        "plot_path": dg.MetadataValue.path(str(png)),
+        "evaluation_json": dg.MetadataValue.path(str(latest)),
+        "models_ranked": len(doc["models"]),
+        "models_unranked": len(doc["unranked"]),
+        "test_rows": doc["dataset"]["test_rows"],
+        "gauc_weighting": doc["gauc_weighting"],
+        "best_model": doc["candidate"]["name"] if doc["candidate"] else "none",
+    }
+    if doc["oracle"]:
+        meta["oracle/auc"] = dg.MetadataValue.float(doc["oracle"]["auc"])
+    for row in doc["models"]:
+        for metric in engine.RANKED_METRICS:
+            if row.get(metric) is not None:
+                meta[f"{row['name']}/{metric}"] = dg.MetadataValue.float(float(row[metric]))
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset_check(
+    asset=evaluation, blocking=True, description="Champion gate: promote only a clear, non-regressing winner."
+)
+def champion_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    """Passes when the best model may become (or already is) the champion; blocks `champion` otherwise."""
+    from ctr_dagster import evaluation as engine
+    from ctr_dagster.champion import ChampionStore, decide
+
+    doc = engine.latest()
+    if doc is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no evaluation document"})
+    decision = decide(doc, ChampionStore().current(), GatePolicy(**doc["gate_policy"]))
+    engine.save_gate(decision.as_dict(), doc)
+    for reason in decision.reasons:
+        context.log.warning(f"champion gate: {reason}")
+    meta = {
+        "action": decision.action,
+        "candidate": decision.candidate["name"] if decision.candidate else "none",
+        "champion": decision.champion["name"] if decision.champion else "none",
+        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "none"),
+    }
+    meta.update({f"slice_delta/{k}": dg.MetadataValue.float(v) for k, v in decision.slice_deltas.items()})
+    return dg.AssetCheckResult(passed=decision.passed, metadata=meta)
+
+
+@dg.asset(group_name="evaluation", code_version="1", deps=[evaluation], kinds={"python"})
+def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
+    from ctr_dagster import evaluation as engine
+    from ctr_dagster.champion import ChampionStore, decide
+
+    store = ChampionStore()
+    doc = engine.latest()
+    decision = decide(doc, store.current(), GatePolicy(**doc["gate_policy"]))
+    if not decision.passed:  # the blocking check normally stops us before this
+        raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
+    if decision.action == "promote":
+        entry = store.promote(decision.candidate, who=f"dagster run {context.run_id}", run_id=context.run_id)
+        context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
+    else:
+        entry = store.current()
+        context.log.info(f"{entry['name']} stays champion (it is also tonight's best model)")
+    history = store.history()[-10:]
+    rows = [
+        {
+            "event": h["event"],
+            "model": h["name"],
+            "auc": _fmt((h.get("metrics") or {}).get("auc")),
+            "at": h["promoted_at"],
+            "by": h["promoted_by"],
+        }
+        for h in reversed(history)
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "champion": entry["name"],
+            "artifact": dg.MetadataValue.path(entry["artifact"] or ""),
+            "auc": dg.MetadataValue.float(float(entry["metrics"]["auc"])),
+            "action": decision.action,
+            "history": dg.MetadataValue.md(markdown_table(rows)),
+        }
+    )

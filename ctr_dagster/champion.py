@@ -1,0 +1,208 @@
+"""The champion: the one model serving would use, its promotion gate, history and rollback.
+
+State lives in ``$CTR_HOME/champion/``: ``current.json`` (the champion, with the champion it replaced
+nested under ``previous`` so a rollback needs nothing else) and ``history.jsonl`` (one line per
+promotion or rollback: who, when, which model and artifact, its metrics). Writes are atomic and
+serialized by a file lock, so the Dagster asset and `ctr champion rollback` cannot interleave.
+
+The gate (`decide`) is pure: given the evaluation's document, the current champion and a
+`GatePolicy`, it says whether the best fresh model may replace the champion and why not. The
+Dagster side runs it as a blocking asset check on the evaluation, so a failed gate stops the
+promotion step and the previous champion stays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ctr_dagster.locks import exclusive
+from ctr_dagster.settings import ctr_home
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """When a challenger may replace the champion (all AUCs on the same, current test split)."""
+
+    #: The challenger's AUC must exceed the champion's by at least this much.
+    margin: float = 0.001
+    #: No slice (user activity bucket, new users, new items) may lose more AUC than this.
+    slice_tolerance: float = 0.01
+    #: Quality floor: never promote a model below this AUC, champion or not.
+    min_auc: float = 0.55
+    #: Slices with fewer rows (or one class) are too noisy to veto a promotion.
+    min_slice_rows: int = 200
+
+
+@dataclass
+class GateDecision:
+    passed: bool
+    #: "promote" (a new champion), "keep" (the best model already is the champion) or "block".
+    action: str
+    candidate: dict[str, Any] | None
+    champion: dict[str, Any] | None
+    reasons: list[str] = field(default_factory=list)
+    slice_deltas: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(evaluation: dict[str, Any], current: dict[str, Any] | None, policy: GatePolicy) -> GateDecision:
+    """Gate the evaluation's best model against the current champion.
+
+    `evaluation["candidate"]` is the best fresh model (its AUC and slice AUCs on the test split);
+    `evaluation["champion_baseline"]` is the current champion's artifact re-scored on that same
+    split (None when there is no champion or it could not be re-scored).
+    """
+    candidate = evaluation.get("candidate")
+    baseline = evaluation.get("champion_baseline")
+    if candidate is None:
+        return GateDecision(False, "block", None, current, ["no model was trained successfully"])
+    reasons: list[str] = []
+    if candidate["auc"] is None or candidate["auc"] < policy.min_auc:
+        reasons.append(f"{candidate['name']} AUC {candidate['auc']} is below the floor {policy.min_auc}")
+    if current and candidate.get("artifact") == current.get("artifact"):
+        return GateDecision(not reasons, "keep" if not reasons else "block", candidate, current, reasons)
+    deltas: dict[str, float] = {}
+    if current and baseline is None:
+        reasons.append(
+            f"the current champion {current['name']} ({current.get('artifact')}) could not be re-scored on "
+            "this test split, so the challenger cannot be compared with it; roll back or retrain it"
+        )
+    elif current and baseline is not None:
+        needed = baseline["auc"] + policy.margin
+        if candidate["auc"] < needed:
+            reasons.append(
+                f"{candidate['name']} AUC {candidate['auc']:.4f} does not beat champion {current['name']} "
+                f"AUC {baseline['auc']:.4f} by the margin {policy.margin} (needs {needed:.4f})"
+            )
+        for name, base in baseline.get("slices", {}).items():
+            mine = candidate.get("slices", {}).get(name)
+            if not mine or mine["auc"] is None or base["auc"] is None:
+                continue
+            if min(mine["rows"], base["rows"]) < policy.min_slice_rows:
+                continue
+            delta = mine["auc"] - base["auc"]
+            deltas[name] = delta
+            if delta < -policy.slice_tolerance:
+                reasons.append(
+                    f"slice {name}: AUC {mine['auc']:.4f} vs champion {base['auc']:.4f} "
+                    f"({delta:+.4f} beyond the tolerance {policy.slice_tolerance})"
+                )
+    return GateDecision(
+        not reasons, "promote" if not reasons else "block", candidate, current, reasons, deltas
+    )
+
+
+class ChampionStore:
+    """Current champion, promotion history and rollback, in plain JSON files."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or ctr_home() / "champion"
+
+    @property
+    def current_path(self) -> Path:
+        return self.root / "current.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / "history.jsonl"
+
+    def current(self) -> dict[str, Any] | None:
+        return json.loads(self.current_path.read_text()) if self.current_path.exists() else None
+
+    def history(self) -> list[dict[str, Any]]:
+        if not self.history_path.exists():
+            return []
+        return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
+
+    def promote(
+        self,
+        candidate: dict[str, Any],
+        *,
+        who: str | None = None,
+        run_id: str | None = None,
+        reason: str = "passed the champion gate",
+    ) -> dict[str, Any]:
+        """Make `candidate` (a leaderboard row: name, artifact, metrics) the champion."""
+        with self._locked():
+            previous = self.current()
+            entry = {
+                "name": candidate["name"],
+                "artifact": candidate.get("artifact"),
+                "metrics": {k: candidate.get(k) for k in ("auc", "gauc", "logloss", "ece") if k in candidate},
+                "promoted_at": _now(),
+                "promoted_by": who or _who(),
+                "run_id": run_id,
+                "reason": reason,
+                "previous": previous,
+            }
+            self._write_current(entry)
+            self._append(
+                {
+                    "event": "promote",
+                    **{k: v for k, v in entry.items() if k != "previous"},
+                    "replaced": _summary(previous),
+                }
+            )
+            return entry
+
+    def rollback(self, *, who: str | None = None) -> dict[str, Any]:
+        """Restore the champion the current one replaced. Raises LookupError when there is none."""
+        with self._locked():
+            current = self.current()
+            if current is None:
+                raise LookupError("there is no champion to roll back")
+            previous = current.get("previous")
+            if previous is None:
+                raise LookupError(
+                    f"champion {current['name']} ({current.get('artifact')}) replaced no earlier champion; "
+                    "nothing to roll back to"
+                )
+            self._write_current(previous)
+            self._append(
+                {
+                    "event": "rollback",
+                    "name": previous["name"],
+                    "artifact": previous.get("artifact"),
+                    "metrics": previous.get("metrics"),
+                    "promoted_at": _now(),
+                    "promoted_by": who or _who(),
+                    "replaced": _summary(current),
+                }
+            )
+            return previous
+
+    def _locked(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        return exclusive(self.root / ".lock")
+
+    def _write_current(self, entry: dict[str, Any]) -> None:
+        tmp = self.current_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entry, indent=2, default=str))
+        os.replace(tmp, self.current_path)
+
+    def _append(self, event: dict[str, Any]) -> None:
+        with open(self.history_path, "a") as fh:
+            fh.write(json.dumps(event, default=str) + "\n")
+
+
+def _summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if entry is None else {"name": entry["name"], "artifact": entry.get("artifact")}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")

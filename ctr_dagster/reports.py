@@ -1,0 +1,77 @@
+"""Evaluation report rendering: small PNGs that Dagster shows inline in markdown metadata.
+
+Markdown tables come from `assets.metadata.markdown_table` (not duplicated here). matplotlib and
+scikit-learn load inside the functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def roc_calibration_png(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str = ""
+) -> Path:
+    """One PNG: ROC curves (AUC in the legend) and a reliability diagram of every named (labels, scores).
+
+    Both views side by side because a model can rank well and still be miscalibrated (or vice versa).
+    Uses matplotlib's object API on the Agg canvas, never pyplot: no global backend switch and no
+    figure registry to leak in a long-running Dagster process. Written to a temp file and renamed,
+    so a reader never sees half a PNG. Curves with no rows are left out; a curve with one class only
+    has no ROC (legend says "n/a") but still gets its reliability points.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    path = Path(path)
+    fig = Figure(figsize=(8, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    roc_ax, cal_ax = fig.subplots(1, 2)
+    roc_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    cal_ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect")
+    for name, (labels, scores) in curves.items():
+        y = np.asarray(labels).astype(np.int64)
+        s = np.asarray(scores, dtype=np.float64)
+        if y.size == 0:
+            continue
+        if y.min() != y.max():
+            fpr, tpr, _ = roc_curve(y, s)
+            roc_ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {roc_auc_score(y, s):.4f})")
+        else:
+            roc_ax.plot([], [], linewidth=1.5, label=f"{name} (AUC n/a)")  # keeps colours aligned
+        frac_pos, mean_pred = calibration_curve(y, np.clip(s, 0.0, 1.0), n_bins=10, strategy="uniform")
+        cal_ax.plot(mean_pred, frac_pos, marker="o", markersize=3, linewidth=1.2, label=name)
+    roc_ax.set(
+        xlim=(0, 1), ylim=(0, 1), xlabel="false positive rate", ylabel="true positive rate", title="ROC"
+    )
+    cal_ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean score", ylabel="positive rate", title="Reliability")
+    roc_ax.legend(loc="lower right", fontsize=7)
+    cal_ax.legend(loc="upper left", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def png_markdown(path: Path, alt: str) -> str:
+    """An inline `![alt](data:image/png;base64,...)` image: Dagster markdown metadata cannot link local files."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    safe_alt = alt.replace("[", "(").replace("]", ")").replace("\n", " ")
+    return f"![{safe_alt}](data:image/png;base64,{data})"

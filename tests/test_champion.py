@@ -1,0 +1,99 @@
+"""The champion gate (pure decision), the promotion history and rollback, and their CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ctr_dagster.champion import ChampionStore, GatePolicy, decide
+from ctr_dagster.cli import app
+
+SLICES = {"new_items": {"rows": 500, "auc": 0.70}, "activity:0": {"rows": 50, "auc": 0.60}}
+
+
+def _row(name: str, auc: float, artifact: str, slices: dict | None = None) -> dict:
+    return {"name": name, "task": "ctr", "artifact": artifact, "auc": auc, "slices": slices or SLICES}
+
+
+def _doc(candidate: dict | None, baseline: dict | None = None) -> dict:
+    return {"candidate": candidate, "champion_baseline": baseline}
+
+
+POLICY = GatePolicy(margin=0.005, slice_tolerance=0.01, min_auc=0.6, min_slice_rows=200)
+
+
+def test_first_champion_needs_only_the_quality_floor():
+    assert decide(_doc(_row("a", 0.61, "/a/1")), None, POLICY).action == "promote"
+    blocked = decide(_doc(_row("a", 0.59, "/a/1")), None, POLICY)
+    assert (blocked.passed, blocked.action) == (False, "block")
+    assert "below the floor 0.6" in blocked.reasons[0]
+
+
+def test_challenger_must_beat_the_champion_by_the_margin():
+    current = {"name": "old", "artifact": "/old/1"}
+    baseline = _row("old", 0.700, "/old/1")
+    assert decide(_doc(_row("new", 0.706, "/new/1"), baseline), current, POLICY).passed
+    short = decide(_doc(_row("new", 0.704, "/new/1"), baseline), current, POLICY)
+    assert not short.passed and "by the margin 0.005 (needs 0.7050)" in short.reasons[0]
+
+
+def test_a_slice_regression_beyond_tolerance_blocks_even_a_better_model():
+    current = {"name": "old", "artifact": "/old/1"}
+    baseline = _row("old", 0.70, "/old/1")
+    worse_new_items = {**SLICES, "new_items": {"rows": 500, "auc": 0.68}}
+    decision = decide(_doc(_row("new", 0.75, "/new/1", worse_new_items), baseline), current, POLICY)
+    assert not decision.passed
+    assert decision.slice_deltas["new_items"] == pytest.approx(-0.02)
+    assert any("slice new_items" in r for r in decision.reasons)
+    # a small slice (50 rows < min_slice_rows) is too noisy to veto, however bad
+    tiny_slice_bad = {**SLICES, "activity:0": {"rows": 50, "auc": 0.30}}
+    assert decide(_doc(_row("new", 0.75, "/new/1", tiny_slice_bad), baseline), current, POLICY).passed
+
+
+def test_the_champion_itself_is_kept_and_an_unscorable_champion_blocks():
+    current = {"name": "old", "artifact": "/old/1"}
+    keep = decide(_doc(_row("old", 0.70, "/old/1"), _row("old", 0.70, "/old/1")), current, POLICY)
+    assert (keep.passed, keep.action) == (True, "keep")
+    lost = decide(_doc(_row("new", 0.90, "/new/1"), None), current, POLICY)
+    assert not lost.passed and "could not be re-scored" in lost.reasons[0]
+    assert decide(_doc(None), current, POLICY).reasons == ["no model was trained successfully"]
+
+
+def test_promotions_keep_history_and_rollback_restores_the_previous(tmp_path):
+    store = ChampionStore(tmp_path / "champion")
+    assert store.current() is None
+    with pytest.raises(LookupError, match="no champion"):
+        store.rollback()
+    store.promote({"name": "a", "artifact": "/a/1", "auc": 0.70}, who="alice", run_id="r1")
+    with pytest.raises(LookupError, match="nothing to roll back to"):
+        store.rollback()
+    store.promote({"name": "b", "artifact": "/b/1", "auc": 0.72}, who="nightly", run_id="r2")
+    assert store.current()["name"] == "b" and store.current()["previous"]["name"] == "a"
+    restored = store.rollback(who="bob")
+    assert restored["name"] == "a" and store.current()["artifact"] == "/a/1"
+    events = store.history()
+    assert [(e["event"], e["name"], e["promoted_by"]) for e in events] == [
+        ("promote", "a", "alice"),
+        ("promote", "b", "nightly"),
+        ("rollback", "a", "bob"),
+    ]
+    assert events[1]["metrics"] == {"auc": 0.72} and events[1]["replaced"]["name"] == "a"
+    assert events[2]["replaced"] == {"name": "b", "artifact": "/b/1"}
+
+
+def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_HOME", str(tmp_path))
+    store = ChampionStore()
+    store.promote({"name": "a", "artifact": "/a/1", "auc": 0.70}, who="alice")
+    store.promote({"name": "b", "artifact": "/b/1", "auc": 0.72}, who="nightly")
+    runner = CliRunner()
+    shown = runner.invoke(app, ["champion", "show", "--json"])
+    assert json.loads(shown.output)["name"] == "b"
+    result = runner.invoke(app, ["champion", "rollback"])
+    assert result.exit_code == 0, result.output
+    assert "champion is a" in result.output and "replacing b" in result.output
+    assert ChampionStore().current()["name"] == "a"
+    history = runner.invoke(app, ["champion", "history"]).output
+    assert history.count("promote") == 2 and "rollback" in history
+    again = runner.invoke(app, ["champion", "rollback"])
+    assert again.exit_code == 1 and "nothing to roll back to" in again.output

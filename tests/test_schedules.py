@@ -1,0 +1,106 @@
+"""Nightly retrain: the schedule built from the daily partitioning, its job, warm start, and the sensor
+that evaluates after a failed model (no daemon: schedule and sensor contexts)."""
+
+import datetime as dt
+
+import dagster as dg
+
+from assets.definitions import build_definitions
+from assets.resources import daily_partitions
+from assets.schedules import (
+    evaluate_after_failure,
+    evaluate_and_promote,
+    nightly_schedule,
+    warm_start_config,
+)
+from ctr_dagster.registry import default_registry
+
+
+def test_schedule_launches_the_day_that_just_ended():
+    days = daily_partitions().get_partition_keys()
+    tick = dt.datetime.fromisoformat(days[3]).replace(hour=2, tzinfo=dt.UTC)
+    schedule = build_definitions().resolve_schedule_def(nightly_schedule.name)
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        result = schedule.evaluate_tick(context)
+    [request] = result.run_requests
+    assert request.partition_key == days[2]
+    assert schedule.job_name == "nightly_retrain"
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_nightly_job_covers_the_whole_chain_with_the_gate():
+    defs = build_definitions()
+    job = defs.resolve_job_def("nightly_retrain")
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    models = {"/".join(p.asset_key) for p in default_registry().good("model")}
+    assert models, "no model plugins installed"
+    assert {"raw_impressions", "clean_impressions", "training_dataset", "evaluation", "champion"} <= keys
+    assert models <= keys
+    checks = {
+        c.name for c in job.asset_layer.asset_graph.asset_check_keys if c.asset_key.path == ["evaluation"]
+    }
+    assert "champion_gate" in checks
+    assert job.partitions_def == daily_partitions()
+    evaluate = defs.resolve_job_def(evaluate_and_promote.name)
+    assert {k.to_user_string() for k in evaluate.asset_layer.selected_asset_keys} == {
+        "evaluation",
+        "champion",
+    }
+
+
+def test_warm_start_config_turns_the_engine_field_on_for_every_model():
+    assert warm_start_config(False) == {}
+    ops = warm_start_config(True)["ops"]
+    names = {"__".join(p.asset_key) for p in default_registry().good("model")}
+    assert set(ops) == names
+    assert all(v == {"config": {"warm_start": True}} for v in ops.values())
+
+
+def _failed_run(instance: dg.DagsterInstance, evaluation_runs: bool):
+    """A run that selected `evaluation` and failed: either in a model (evaluation skipped) or after it."""
+
+    @dg.asset(name="model", key_prefix="models")
+    def model():
+        if not evaluation_runs:
+            raise RuntimeError("loss is NaN")
+
+    @dg.asset(deps=[model])
+    def evaluation():
+        return None
+
+    @dg.asset(deps=[evaluation])
+    def champion():
+        raise RuntimeError("disk full")
+
+    result = dg.materialize([model, evaluation, champion], instance=instance, raise_on_error=False)
+    assert not result.success
+    return result
+
+
+def _sensor_result(instance, result):
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(e for e in result.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(
+        sensor_name="evaluate_after_failure",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
+    ).for_run_failure()
+    return evaluate_after_failure(context)
+
+
+def test_sensor_evaluates_when_a_failed_model_skipped_the_evaluation():
+    with dg.instance_for_test() as instance:
+        result = _failed_run(instance, evaluation_runs=False)
+        request = _sensor_result(instance, result)
+        assert isinstance(request, dg.RunRequest)
+        assert request.run_key == f"evaluate-after-{result.run_id}"
+        assert evaluate_after_failure.job_name == "evaluate_and_promote"
+
+
+def test_sensor_skips_when_the_evaluation_did_run():
+    with dg.instance_for_test() as instance:
+        result = _failed_run(instance, evaluation_runs=True)
+        assert isinstance(_sensor_result(instance, result), dg.SkipReason)
