@@ -119,7 +119,7 @@ def champion_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult
 def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
     from ctr_dagster import evaluation as engine
-    from ctr_dagster.champion import ChampionStore, decide
+    from ctr_dagster.champion import ChampionStore, current_user, decide
 
     store = ChampionStore()
     doc = engine.latest()
@@ -127,7 +127,8 @@ def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if not decision.passed:  # the blocking check normally stops us before this
         raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
     if decision.action == "promote":
-        entry = store.promote(decision.candidate, who=f"dagster run {context.run_id}", run_id=context.run_id)
+        who = f"{current_user()} (dagster run {context.run_id[:8]})"
+        entry = store.promote(decision.candidate, who=who, run_id=context.run_id)
         context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
     else:
         entry = store.current()

@@ -138,7 +138,7 @@ class ChampionStore:
                 "artifact": candidate.get("artifact"),
                 "metrics": {k: candidate.get(k) for k in ("auc", "gauc", "logloss", "ece") if k in candidate},
                 "promoted_at": _now(),
-                "promoted_by": who or _who(),
+                "promoted_by": who or current_user(),
                 "run_id": run_id,
                 "reason": reason,
                 "previous": previous,
@@ -173,7 +173,7 @@ class ChampionStore:
                     "artifact": previous.get("artifact"),
                     "metrics": previous.get("metrics"),
                     "promoted_at": _now(),
-                    "promoted_by": who or _who(),
+                    "promoted_by": who or current_user(),
                     "replaced": _summary(current),
                 }
             )
@@ -201,7 +201,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _who() -> str:
+def current_user() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -276,6 +276,31 @@ def champion_rollback() -> None:
     typer.echo(
         f"rolled back: champion is {restored['name']} ({restored['artifact']}) again, replacing {before['name']}"
     )
+    _report_champion_to_dagster(restored, replaced=before["name"])
+
+
+def _report_champion_to_dagster(entry: dict, replaced: str) -> None:
+    """Record the rollback as a runless materialization of `champion`, so the UI shows it (when
+    `DAGSTER_HOME` names an instance; otherwise the champion history is the only record)."""
+    import os
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="champion",
+            description=f"rollback: {entry['name']} replaces {replaced}",
+            metadata={
+                "champion": entry["name"],
+                "artifact": dg.MetadataValue.path(entry["artifact"] or ""),
+                "action": "rollback",
+            },
+        )
+    )
+    typer.echo(f"recorded in the Dagster instance at {instance.root_directory}")
 
 
 def main() -> None:  # pragma: no cover - `python -m ctr_dagster.cli`

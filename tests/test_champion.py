@@ -83,6 +83,10 @@ def test_promotions_keep_history_and_rollback_restores_the_previous(tmp_path):
 
 def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
     monkeypatch.setenv("CTR_HOME", str(tmp_path))
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     store = ChampionStore()
     store.promote({"name": "a", "artifact": "/a/1", "auc": 0.70}, who="alice")
     store.promote({"name": "b", "artifact": "/b/1", "auc": 0.72}, who="nightly")
@@ -93,6 +97,12 @@ def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "champion is a" in result.output and "replacing b" in result.output
     assert ChampionStore().current()["name"] == "a"
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey("champion"))
+    assert event.asset_materialization.metadata["action"].value == "rollback"
+    assert event.asset_materialization.metadata["champion"].value == "a"
     history = runner.invoke(app, ["champion", "history"]).output
     assert history.count("promote") == 2 and "rollback" in history
     again = runner.invoke(app, ["champion", "rollback"])
