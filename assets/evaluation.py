@@ -127,8 +127,8 @@ def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     if not decision.passed:  # the blocking check normally stops us before this
         raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
     if decision.action == "promote":
-        who = f"{current_user()} (dagster run {context.run_id[:8]})"
-        entry = store.promote(decision.candidate, who=who, run_id=context.run_id)
+        who = f"{current_user()} (dagster run {context.run.run_id[:8]})"
+        entry = store.promote(decision.candidate, who=who, run_id=context.run.run_id)
         context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
     else:
         entry = store.current()

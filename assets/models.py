@@ -83,7 +83,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
             seed=seed,
             init_from=init_from,
             log=context.log.info,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
         return dg.MaterializeResult(metadata=result.metadata())
 

@@ -37,10 +37,11 @@ def materialized(tmp_path_factory):
 
 
 def _last_metadata(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> dict:
-    event = instance.get_latest_materialization_event(dg.AssetKey(key)) if partition is None else None
+    asset_key = dg.AssetKey.from_user_string(key)
+    event = instance.get_latest_materialization_event(asset_key) if partition is None else None
     if partition is not None:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
         ).records
         event = records[0].event_log_entry
     assert event is not None, f"{key} was not materialized"
@@ -82,30 +83,6 @@ def test_training_dataset_is_time_split_with_sequences_and_oracle(materialized):
     assert meta["vocab_item_size"] > 2 and "date_range" in meta
 
 
-def test_vocabulary_is_stable_across_two_nightly_runs(materialized):
-    """Re-building the dataset one day later keeps every existing index and appends new ids."""
-    wh, instance, _ = materialized
-    from assets.run import build_definitions
-    from ctr_dagster import vocab
-
-    before = vocab.load(wh, "item").to_pydict()
-    days = wh.partitions("clean_impressions")
-    defs = build_definitions()
-    for end in days[-2:]:  # "yesterday's" run, then "tonight's" (one more day of training data)
-        dg.materialize(
-            list(defs.assets),
-            selection=["training_dataset"],
-            instance=instance,
-            resources=dict(defs.resources),
-            run_config={"ops": {"training_dataset": {"config": {"end_date": end, "window_days": 4}}}},
-        )
-        after = vocab.load(wh, "item").to_pydict()
-        n = len(before["key"])
-        assert after["key"][:n] == before["key"] and after["index"][:n] == before["index"]
-        before = after
-    assert len(set(before["index"])) == len(before["index"])
-
-
 def test_models_evaluation_and_first_champion(materialized):
     """LightGBM clearly learns but stays below the oracle; the leaderboard and gate ran; a champion exists."""
     wh, instance, _ = materialized
@@ -140,10 +117,11 @@ def test_rerunning_the_models_reproduces_their_metrics(materialized):
     from ctr_dagster.reproducibility import METRIC_TOLERANCE, same_computation
 
     defs = build_definitions()
-    before = {m: _last_metadata(instance, f"models/{m}") for m in ("lightgbm", "baseline_lr")}
+    models = ("lightgbm", "baseline_lr")
+    before = {m: _last_metadata(instance, f"models/{m}") for m in models}
     dg.materialize(
         list(defs.assets),
-        selection=[dg.AssetKey(["models", m]) for m in before],
+        selection=[dg.AssetKey(["models", m]) for m in models],
         instance=instance,
         resources=dict(defs.resources),
     )
@@ -186,6 +164,32 @@ def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(mater
     check = result.get_asset_check_evaluations()[0]
     assert check.check_name == "champion_gate" and not check.passed
     assert "margin 0.5" in check.metadata["reasons"].value
+
+
+def test_vocabulary_is_stable_across_two_nightly_runs(materialized):
+    """Re-building the dataset one day later keeps every existing index and appends new ids.
+
+    Runs after the tests that read the fixture's models and evaluation: it replaces the dataset."""
+    wh, instance, _ = materialized
+    from assets.run import build_definitions
+    from ctr_dagster import vocab
+
+    before = vocab.load(wh, "item").to_pydict()
+    days = wh.partitions("clean_impressions")
+    defs = build_definitions()
+    for end in days[-2:]:  # "yesterday's" run, then "tonight's" (one more day of training data)
+        dg.materialize(
+            list(defs.assets),
+            selection=["training_dataset"],
+            instance=instance,
+            resources=dict(defs.resources),
+            run_config={"ops": {"training_dataset": {"config": {"end_date": end, "window_days": 4}}}},
+        )
+        after = vocab.load(wh, "item").to_pydict()
+        n = len(before["key"])
+        assert after["key"][:n] == before["key"] and after["index"][:n] == before["index"]
+        before = after
+    assert len(set(before["index"])) == len(before["index"])
 
 
 def test_demo_cli_with_broken_and_good_plugins(tmp_path):
