@@ -1,0 +1,256 @@
+"""LightgbmModel: gradient-boosted trees over id, context and behaviour-sequence features.
+
+fit/predict receive pyarrow Tables in the TRAINING schema (`ctr_dagster.schemas.TRAINING`); the
+engine passes a `FitContext` (seed, vocabulary sizes, log, and `init_from` for a warm start).
+
+This module is imported when the engine discovers plugins (every time the Dagster code location
+loads), so it imports nothing heavy: numpy, pyarrow (`features.py`) and lightgbm are imported
+inside the methods that use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    import numpy as np
+    import pyarrow as pa
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.txt"  # the booster, LightGBM's own text format
+META_FILE = "model.json"  # config, feature layout, training summary
+
+
+@dataclass
+class LightgbmConfig:
+    """Typed, defaulted fields: the launchpad shows and edits them."""
+
+    num_boost_round: int = 400  # upper bound; early stopping on the valid AUC picks the best
+    early_stopping_rounds: int = 30  # 0 disables early stopping (then all rounds are kept)
+    learning_rate: float = 0.1
+    num_leaves: int = 31
+    min_data_in_leaf: int = 200
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8  # row subsampling (1.0 disables bagging)
+    bagging_freq: int = 1
+    lambda_l2: float = 10.0
+    max_bin: int = 255
+    # Categorical handling (category/device/region/age group; item_idx ~2k values if enabled):
+    # one-vs-rest below this many categories, otherwise LightGBM's sorted-gradient split with these.
+    max_cat_to_onehot: int = 8
+    max_cat_threshold: int = 64
+    cat_smooth: float = 20.0
+    cat_l2: float = 10.0
+    min_data_per_group: int = 50
+    # Id statistics (item / user / user x category shows and smoothed click rates, out-of-fold on train).
+    use_stats: bool = True
+    stats_folds: int = 5
+    stats_smoothing: float = 20.0  # pseudo-impressions at the global rate (item, user)
+    user_cat_smoothing: float = 10.0  # pseudo-impressions at the user's rate (user x category)
+    use_item_idx: bool = False  # item ids as a LightGBM categorical: overfits on `small` (see README)
+    use_user_idx: bool = False  # user ids as a LightGBM categorical: overfits on `small` (see README)
+    use_treatment: bool = True  # the coupon arm of the request (it moves the click probability)
+    recent_window: int = 5  # clicks counted by hist_cat_recent_count
+    num_threads: int = 2  # fixed (not "all cores"): part of what makes a fit reproducible
+
+
+class LightgbmModel:
+    """LightGBM binary classifier (log loss) with early stopping on the valid split's AUC."""
+
+    name = "lightgbm"
+    task = "ctr"
+    Config = LightgbmConfig
+    requires: frozenset[str] = frozenset()
+
+    def __init__(self, config: LightgbmConfig | None = None):
+        self.config = config or LightgbmConfig()
+        self.booster: lgb.Booster | None = None
+        self.meta: dict[str, Any] = {}  # feature layout + training summary (JSON-serializable)
+        self._tables: dict | None = None  # meta["stats"] as numpy arrays (built on first predict)
+
+    # helpers ----------------------------------------------------------------------------------
+    def _spec(self):
+        from ctr_lightgbm.features import FeatureSpec
+
+        if "features" in self.meta:
+            return FeatureSpec(**self.meta["features"]["spec"])
+        cfg = self.config
+        return FeatureSpec(
+            use_item_idx=cfg.use_item_idx,
+            use_user_idx=cfg.use_user_idx,
+            use_treatment=cfg.use_treatment,
+            use_stats=cfg.use_stats,
+            recent=cfg.recent_window,
+        )
+
+    def _params(self, seed: int) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "objective": "binary",
+            "metric": "auc",
+            "learning_rate": cfg.learning_rate,
+            "num_leaves": cfg.num_leaves,
+            "min_data_in_leaf": cfg.min_data_in_leaf,
+            "feature_fraction": cfg.feature_fraction,
+            "bagging_fraction": cfg.bagging_fraction,
+            "bagging_freq": cfg.bagging_freq if cfg.bagging_fraction < 1.0 else 0,
+            "lambda_l2": cfg.lambda_l2,
+            "max_bin": cfg.max_bin,
+            "max_cat_to_onehot": cfg.max_cat_to_onehot,
+            "max_cat_threshold": cfg.max_cat_threshold,
+            "cat_smooth": cfg.cat_smooth,
+            "cat_l2": cfg.cat_l2,
+            "min_data_per_group": cfg.min_data_per_group,
+            "num_threads": cfg.num_threads,
+            # Reproducibility: one seed drives bagging/feature sampling; deterministic + a fixed
+            # histogram layout and thread count make two fits bitwise identical.
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+
+    def _warm_start(self, ctx: FitContext, names: list[str]) -> lgb.Booster | None:
+        """The booster to continue from (ctx.init_from written by this plugin's `save`), or None."""
+        import lightgbm as lgb
+
+        if ctx.init_from is None:
+            return None
+        model_file = Path(ctx.init_from) / MODEL_FILE
+        if not model_file.is_file():
+            ctx.log(f"{self.name}: init_from {ctx.init_from} has no {MODEL_FILE}; training from scratch")
+            return None
+        init = lgb.Booster(model_file=str(model_file))
+        if init.feature_name() != names:
+            ctx.log(
+                f"{self.name}: init_from {ctx.init_from} was trained on other features "
+                f"({init.feature_name()}); training from scratch"
+            )
+            return None
+        ctx.log(
+            f"{self.name}: warm start from {ctx.init_from} ({init.num_trees()} trees); continuing boosting"
+        )
+        return init
+
+    # contract ---------------------------------------------------------------------------------
+    def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> LightgbmModel:
+        import lightgbm as lgb
+        import numpy as np
+
+        from ctr_lightgbm import features, stats
+
+        cfg = self.config
+        started = time.perf_counter()
+        self.meta, self._tables = {}, None
+        spec = self._spec()
+        names, categorical = spec.names(), spec.categorical()
+        state, train_stats = None, None
+        if spec.use_stats:
+            state, train_stats = stats.fit(
+                train,
+                seed=ctx.seed,
+                folds=cfg.stats_folds,
+                smoothing=cfg.stats_smoothing,
+                user_cat_smoothing=cfg.user_cat_smoothing,
+            )
+        x = features.build(train, spec, train_stats)
+        y = train.column("label").to_numpy().astype(np.float64)
+        init = self._warm_start(ctx, names)
+        init_trees = init.num_trees() if init is not None else 0
+
+        params = self._params(ctx.seed)
+        dtrain = lgb.Dataset(x, y, feature_name=names, categorical_feature=categorical, free_raw_data=False)
+        yv = valid.column("label").to_numpy().astype(np.float64) if valid.num_rows else np.zeros(0)
+        use_valid = valid.num_rows > 0 and 0 < yv.sum() < len(yv)  # AUC needs both classes
+        valid_sets, callbacks = [], []
+        if use_valid:
+            valid_stats = stats.transform(valid, state) if state is not None else None
+            valid_sets = [dtrain.create_valid(features.build(valid, spec, valid_stats), yv)]
+            if cfg.early_stopping_rounds > 0:
+                callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
+        booster = lgb.train(
+            params,
+            dtrain,
+            num_boost_round=cfg.num_boost_round,
+            valid_sets=valid_sets,
+            valid_names=["valid"] * len(valid_sets),
+            init_model=init,
+            callbacks=callbacks,
+        )
+        best = booster.best_iteration if booster.best_iteration > 0 else booster.current_iteration()
+        valid_auc = booster.best_score.get("valid", {}).get("auc") if use_valid else None
+        # Keep exactly what `save` writes, so in-memory and reloaded predictions are bitwise equal.
+        self.booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+        seconds = time.perf_counter() - started
+        self.meta = {
+            "features": {
+                "names": names,
+                "categorical": categorical,
+                "spec": dataclasses.asdict(spec),
+            },
+            "stats": state,
+            "best_iteration": int(best),
+            "num_trees": int(self.booster.num_trees()),
+            "init_trees": int(init_trees),
+            "valid_auc": None if valid_auc is None else float(valid_auc),
+            "train_rows": int(train.num_rows),
+            "lightgbm_version": lgb.__version__,
+        }
+        auc_text = "n/a" if valid_auc is None else f"{valid_auc:.4f}"
+        ctx.log(
+            f"{self.name}: best iteration {best} ({self.booster.num_trees()} trees, {init_trees} from warm "
+            f"start), valid AUC {auc_text}, {len(names)} features, {seconds:.1f} s"
+        )
+        return self
+
+    def predict(self, batch: pa.Table) -> np.ndarray:
+        import numpy as np
+
+        from ctr_lightgbm import features, stats
+
+        if self.booster is None:
+            raise RuntimeError(f"{self.name}: predict() before fit() or load()")
+        if batch.num_rows == 0:
+            return np.zeros(0, dtype=np.float64)
+        state = self.meta.get("stats")
+        extra = None
+        if state:
+            if self._tables is None:
+                self._tables = stats.compile_tables(state)
+            extra = stats.transform(batch, state, self._tables)
+        x = features.build(batch, self._spec(), extra)
+        scores = self.booster.predict(x, num_threads=self.config.num_threads)
+        return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+
+    def save(self, directory: Path) -> None:
+        if self.booster is None:
+            raise RuntimeError(f"{self.name}: save() before fit() or load()")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(directory / MODEL_FILE))
+        document = {"format_version": FORMAT_VERSION, "config": config_to_dict(self.config), **self.meta}
+        (directory / META_FILE).write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> LightgbmModel:
+        import lightgbm as lgb
+
+        directory = Path(directory)
+        document = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{cls.name}: unsupported model format {document.get('format_version')!r}")
+        model = cls(config_from_dict(cls, document.pop("config")))
+        document.pop("format_version")
+        model.meta = document
+        model.booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
+        if model.booster.feature_name() != document["features"]["names"]:
+            raise ValueError(f"{cls.name}: {MODEL_FILE} and {META_FILE} disagree on the feature names")
+        return model
