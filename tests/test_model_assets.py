@@ -111,3 +111,21 @@ def test_a_plugin_with_its_own_seed_keeps_it(tmp_path, monkeypatch):
         assert (seed, values) == (11, {"seed": 11})
         result = train_and_store(plugin, values, wh, seed=seed, log=lambda s: None)
         assert (result.artifact_dir / "seen.json").read_text() == "[11, 11]"
+
+
+def test_warm_start_uses_the_champion_artifact_only_for_the_champion_plugin(
+    good_plugin, tmp_path, monkeypatch
+):
+    from assets.models import warm_start_dir
+    from ctr_dagster.champion import ChampionStore
+
+    monkeypatch.setenv("CTR_HOME", str(tmp_path))
+    lines: list[str] = []
+    assert warm_start_dir(good_plugin, lines.append) is None  # no champion yet
+    artifact = tmp_path / "artifacts" / "ctrfix_good" / "abc"
+    artifact.mkdir(parents=True)
+    ChampionStore().promote({"name": "ctrfix_good", "artifact": str(artifact), "auc": 0.7}, who="test")
+    assert warm_start_dir(good_plugin, lines.append) == artifact
+    ChampionStore().promote({"name": "other", "artifact": str(artifact), "auc": 0.8}, who="test")
+    assert warm_start_dir(good_plugin, lines.append) is None
+    assert "the champion is other, not ctrfix_good" in lines[-1]
