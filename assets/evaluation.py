@@ -12,21 +12,6 @@ from assets.metadata import markdown_table
 from ctr_dagster.champion import GatePolicy
 from ctr_dagster.registry import default_registry
 
-LEADERBOARD_COLUMNS = [
-    "rank",
-    "model",
-    "task",
-    "auc",
-    "gauc",
-    "logloss",
-    "ece",
-    "oracle_gap",
-    "auc_new_items",
-    "auc_new_users",
-    "status",
-    "error",
-]
-
 
 class EvaluationConfig(dg.Config):
     """The champion gate's policy (see `ctr_dagster.champion.GatePolicy`)."""
@@ -35,10 +20,6 @@ class EvaluationConfig(dg.Config):
     slice_tolerance: float = GatePolicy.slice_tolerance
     min_auc: float = GatePolicy.min_auc
     min_slice_rows: int = GatePolicy.min_slice_rows
-
-
-def _fmt(value: object) -> object:
-    return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else value)
 
 
 def _model_keys() -> list[dg.AssetKey]:
@@ -69,9 +50,9 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> d
     curves = doc.pop("curves")
     latest = engine.save(doc)
     png = reports.roc_calibration_png(curves, latest.parent / "roc_calibration.png", title="test split")
-    rows = [{k: _fmt(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
+    rows = [{k: engine.display(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
     meta: dict[str, object] = {
-        "leaderboard": dg.MetadataValue.md(markdown_table(rows, LEADERBOARD_COLUMNS)),
+        "leaderboard": dg.MetadataValue.md(markdown_table(rows, [*engine.LEADERBOARD_COLUMNS, "error"])),
         "roc_calibration": dg.MetadataValue.md(reports.png_markdown(png, "ROC and reliability")),
         "plot_path": dg.MetadataValue.path(str(png)),
         "evaluation_json": dg.MetadataValue.path(str(latest)),
@@ -120,6 +101,7 @@ def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
     from ctr_dagster import evaluation as engine
     from ctr_dagster.champion import ChampionStore, current_user, decide
+    from ctr_dagster.evaluation import display
 
     store = ChampionStore()
     doc = engine.latest()
@@ -138,7 +120,7 @@ def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         {
             "event": h["event"],
             "model": h["name"],
-            "auc": _fmt((h.get("metrics") or {}).get("auc")),
+            "auc": display((h.get("metrics") or {}).get("auc")),
             "at": h["promoted_at"],
             "by": h["promoted_by"],
         }

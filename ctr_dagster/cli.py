@@ -154,28 +154,15 @@ def demo(
     typer.echo("\n" + (leaderboard_text(doc) if doc else "no evaluation was produced (see the log above)"))
 
 
-LEADERBOARD_COLUMNS = [
-    "rank",
-    "model",
-    "task",
-    "auc",
-    "gauc",
-    "logloss",
-    "ece",
-    "oracle_gap",
-    "auc_new_items",
-    "auc_new_users",
-    "status",
-]
-
-
 def _fmt(value: object) -> object:
-    return f"{value:.4f}" if isinstance(value, float) else value
+    from ctr_dagster.evaluation import display
+
+    return display(value)
 
 
 def leaderboard_text(doc: dict) -> str:
     """The leaderboard as the terminal shows it: ranked models, the oracle, the unranked, the champion."""
-    from ctr_dagster.evaluation import leaderboard_rows
+    from ctr_dagster.evaluation import LEADERBOARD_COLUMNS, leaderboard_rows
 
     rows = [{k: _fmt(v) for k, v in r.items()} for r in leaderboard_rows(doc)]
     lines = [

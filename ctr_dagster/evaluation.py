@@ -33,8 +33,15 @@ from ctr_dagster.reproducibility import file_sha256
 from ctr_dagster.settings import ctr_home
 from ctr_dagster.warehouse import Warehouse
 
-#: Columns of the leaderboard, in display order (the JSON rows carry more).
+#: Metrics of every ranked model that the leaderboard shows and Dagster plots over time.
 RANKED_METRICS = ("auc", "gauc", "logloss", "ece", "oracle_gap")
+#: Columns of the leaderboard table, in display order (the JSON rows carry more).
+LEADERBOARD_COLUMNS = ["rank", "model", "task", *RANKED_METRICS, "auc_new_items", "auc_new_users", "status"]
+
+
+def display(value: Any) -> Any:
+    """A leaderboard cell: floats to 4 decimals, missing values as an en dash."""
+    return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else value)
 
 
 def evaluation_dir() -> Path:
