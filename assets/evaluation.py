@@ -53,6 +53,7 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> d
     rows = [{k: engine.display(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
     meta: dict[str, object] = {
         "leaderboard": dg.MetadataValue.md(markdown_table(rows, [*engine.LEADERBOARD_COLUMNS, "error"])),
+        "slice_auc": dg.MetadataValue.md(markdown_table(engine.slice_rows(doc))),
         "roc_calibration": dg.MetadataValue.md(reports.png_markdown(png, "ROC and reliability")),
         "plot_path": dg.MetadataValue.path(str(png)),
         "evaluation_json": dg.MetadataValue.path(str(latest)),

@@ -288,6 +288,21 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def slice_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """AUC per slice (user-activity buckets, new users, new items) of each ranked model and the oracle,
+    with the slice's test rows in the header: where the long tail and cold start stand."""
+    named = [(r["name"], r["slices"]) for r in doc["models"]]
+    if doc.get("oracle"):
+        named.append(("oracle", doc["oracle"]["slices"]))
+    if not named:
+        return []
+    names = list(named[0][1])
+    header = {n: f"{n} ({named[0][1][n]['rows']} rows)" for n in names}
+    return [
+        {"model": model, **{header[n]: display(slices[n]["auc"]) for n in names}} for model, slices in named
+    ]
+
+
 def leaderboard_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Flat rows for tables: ranked models, then the oracle, then the unranked with their reason."""
     rows = []

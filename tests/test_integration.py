@@ -102,6 +102,7 @@ def test_models_evaluation_and_first_champion(materialized):
     assert "lightgbm" in meta["leaderboard"] and "oracle" in meta["leaderboard"]
     assert meta["lightgbm/auc"] == pytest.approx(ranked["lightgbm"]["auc"])
     assert meta["roc_calibration"].startswith("![ROC")
+    assert "activity:20+" in meta["slice_auc"] and "| lightgbm |" in meta["slice_auc"]
     gate = instance.event_log_storage.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("evaluation"), "champion_gate")]
     )
