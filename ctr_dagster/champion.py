@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctr_dagster import atomic
 from ctr_dagster.locks import exclusive
 from ctr_dagster.settings import ctr_home
 
@@ -184,9 +185,7 @@ class ChampionStore:
         return exclusive(self.root / ".lock")
 
     def _write_current(self, entry: dict[str, Any]) -> None:
-        tmp = self.current_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(entry, indent=2, default=str))
-        os.replace(tmp, self.current_path)
+        atomic.write_json(self.current_path, entry, indent=2, default=str)
 
     def _append(self, event: dict[str, Any]) -> None:
         with open(self.history_path, "a") as fh:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import metrics
+from ctr_dagster import atomic, metrics
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import read_status
 from ctr_dagster.registry import Registry
@@ -240,26 +239,16 @@ def _candidate(row: dict[str, Any]) -> dict[str, Any]:
 def save(doc: dict[str, Any], root: Path | None = None) -> Path:
     """Write the document as latest.json (atomically) and into the dated history; returns latest."""
     root = root or evaluation_dir()
-    (root / "history").mkdir(parents=True, exist_ok=True)
     body = json.dumps({k: v for k, v in doc.items() if k != "curves"}, indent=2, default=_jsonable)
     stamp = doc["evaluated_at"].replace(":", "").replace("+00:00", "Z")
-    (root / "history" / f"{stamp}.json").write_text(body)
-    latest_path = root / "latest.json"
-    tmp = latest_path.with_suffix(".tmp")
-    tmp.write_text(body)
-    os.replace(tmp, latest_path)
-    return latest_path
+    atomic.write_text(root / "history" / f"{stamp}.json", body)
+    return atomic.write_text(root / "latest.json", body)
 
 
 def save_gate(decision: dict[str, Any], doc: dict[str, Any], root: Path | None = None) -> Path:
     """Keep the gate's latest decision beside the evaluation it judged (read by `ctr leaderboard`)."""
-    root = root or evaluation_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "gate.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"evaluated_at": doc["evaluated_at"], **decision}, indent=2, default=_jsonable))
-    os.replace(tmp, path)
-    return path
+    gate = {"evaluated_at": doc["evaluated_at"], **decision}
+    return atomic.write_json((root or evaluation_dir()) / "gate.json", gate, indent=2, default=_jsonable)
 
 
 def report(root: Path | None = None) -> dict[str, Any] | None:

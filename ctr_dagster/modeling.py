@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import reproducibility, vocab
+from ctr_dagster import atomic, reproducibility, vocab
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
@@ -103,11 +103,7 @@ def status_path(name: str) -> Path:
 
 def write_status(name: str, status: dict[str, Any]) -> None:
     """Atomically record a model's latest training outcome (read by the evaluation)."""
-    path = status_path(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"model": name, "at": time.time(), **status}, indent=2, default=str))
-    os.replace(tmp, path)
+    atomic.write_json(status_path(name), {"model": name, "at": time.time(), **status}, indent=2, default=str)
 
 
 def read_status(name: str) -> dict[str, Any] | None:

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ctr_dagster import atomic
+
 #: Same machine, same record: metrics agree to this absolute tolerance (CPU training is
 #: deterministic here; the tolerance absorbs float32 summation order in scoring).
 METRIC_TOLERANCE = 1e-6
@@ -135,14 +137,9 @@ def build_record(
 
 def write_record(record: dict[str, Any], root: Path) -> Path:
     """Atomically write the record as ``<root>/<model>/<timestamp>-<artifact id>.json``."""
-    folder = root / record["model"]
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = record["created_at"].replace(":", "").replace("+00:00", "Z")
-    path = folder / f"{stamp}-{Path(record['artifact']).name}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    path = root / record["model"] / f"{stamp}-{Path(record['artifact']).name}.json"
+    return atomic.write_json(path, record, indent=2, sort_keys=True)
 
 
 def same_computation(a: dict[str, Any], b: dict[str, Any]) -> list[str]:

@@ -10,10 +10,9 @@ missing or stale entry costs a rescan, never a lost row.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ctr_dagster import atomic
 from ctr_dagster.importers.generic import scan_days
 from ctr_dagster.importers.mapping import ImportMapping
 
@@ -31,11 +30,7 @@ def _load(index_path: Path) -> dict[str, dict]:
 
 
 def _save(index_path: Path, index: dict[str, dict]) -> None:
-    index_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=index_path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(index, handle)
-    os.replace(tmp, index_path)
+    atomic.write_json(index_path, index)
 
 
 def days_by_file(mapping: ImportMapping, index_path: Path) -> dict[Path, set[str]]:
