@@ -101,7 +101,7 @@ def champion_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult
 def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
     from ctr_dagster import evaluation as engine
-    from ctr_dagster.champion import ChampionStore, current_user, decide
+    from ctr_dagster.champion import ChampionStore, current_user, decide, history_rows
     from ctr_dagster.evaluation import display
 
     store = ChampionStore()
@@ -116,23 +116,13 @@ def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     else:
         entry = store.current()
         context.log.info(f"{entry['name']} stays champion (it is also tonight's best model)")
-    history = store.history()[-10:]
-    rows = [
-        {
-            "event": h["event"],
-            "model": h["name"],
-            "auc": display((h.get("metrics") or {}).get("auc")),
-            "at": h["promoted_at"],
-            "by": h["promoted_by"],
-        }
-        for h in reversed(history)
-    ]
+    rows = [{**r, "auc": display(r["auc"])} for r in history_rows(store.history()[-10:][::-1])]
     return dg.MaterializeResult(
         metadata={
             "champion": entry["name"],
             "artifact": dg.MetadataValue.path(entry["artifact"] or ""),
             "auc": dg.MetadataValue.float(float(entry["metrics"]["auc"])),
             "action": decision.action,
-            "history": dg.MetadataValue.md(markdown_table(rows)),
+            "history": dg.MetadataValue.md(markdown_table(rows, ["event", "model", "auc", "at", "by"])),
         }
     )

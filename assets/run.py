@@ -13,17 +13,11 @@ import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from assets.clean import clean_day
 from assets.definitions import build_definitions
+from assets.raw import raw_catalogue, raw_day
 from assets.resources import daily_partitions, settings
-
-CATALOGUE = [
-    "raw_items",
-    "raw_item_attributes",
-    "raw_users",
-    "oracle_item_attributes",
-    "quarantine_catalogue",
-]
-DAY = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
+from assets.schedules import EVALUATION_ASSETS
 
 
 def _instance() -> dg.DagsterInstance:
@@ -62,7 +56,7 @@ def materialize_all(
     # Step progress and the assets' own log lines, without Dagster's per-event DEBUG chatter.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def run(label: str, selection: list, partition_key: str | None = None, must_succeed: bool = True) -> bool:
+    def run(label: str, selection: list, partition_key: str | None = None, must_succeed: bool = True) -> None:
         started = time.perf_counter()
         result = dg.materialize(
             assets,
@@ -76,19 +70,18 @@ def materialize_all(
         timings[label] = time.perf_counter() - started
         outcome = "" if result.success else "  FAILED: " + "; ".join(_failures(result))
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}{outcome}")
-        return result.success
 
     log(f"source: {settings().kind} profile={settings().profile} seed={settings().seed}")
-    run("catalogue", CATALOGUE + ["plugin_registry"])
+    run("catalogue", [*raw_catalogue.keys, dg.AssetKey("plugin_registry")])
     for day in partitions or daily_partitions().get_partition_keys():
-        run(f"day {day}", DAY, partition_key=day)
+        run(f"day {day}", [*raw_day.keys, *clean_day.keys], partition_key=day)
     run("training_dataset", ["training_dataset"])
     models = _keys(defs, "models")
     if models:
         # A failing model fails its own asset; the others and the evaluation still run (as the
         # `evaluate_after_failure` sensor does in the UI), and the leaderboard lists the failure.
         run("models", models, must_succeed=False)
-    run("evaluation + champion gate", _keys(defs, "evaluation"), must_succeed=False)
+    run("evaluation + champion gate", EVALUATION_ASSETS, must_succeed=False)
     timings["total"] = sum(timings.values())
     return timings
 

@@ -18,22 +18,12 @@ import os
 
 import dagster as dg
 
+from assets.clean import clean_day
+from assets.raw import raw_catalogue, raw_day
 from ctr_dagster.registry import default_registry
 
 NIGHTLY_HOUR = 2  # UTC; the day's logs are complete by then
-DAY_ASSETS = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
-CATALOGUE_ASSETS = [
-    "raw_items",
-    "raw_item_attributes",
-    "raw_users",
-    "oracle_item_attributes",
-    "quarantine_catalogue",
-]
 EVALUATION_ASSETS = ["evaluation", "champion"]
-
-
-def _model_selection() -> dg.AssetSelection:
-    return dg.AssetSelection.groups("models")
 
 
 def warm_start_config(enabled: bool) -> dict:
@@ -46,9 +36,10 @@ def warm_start_config(enabled: bool) -> dict:
 
 nightly_retrain = dg.define_asset_job(
     "nightly_retrain",
-    selection=dg.AssetSelection.assets(*DAY_ASSETS, *CATALOGUE_ASSETS, "plugin_registry", "training_dataset")
-    | _model_selection()
-    | dg.AssetSelection.assets(*EVALUATION_ASSETS),
+    selection=dg.AssetSelection.assets(
+        raw_catalogue, raw_day, clean_day, "plugin_registry", "training_dataset", *EVALUATION_ASSETS
+    )
+    | dg.AssetSelection.groups("models"),
     config=warm_start_config(os.environ.get("CTR_WARM_START", "") in ("1", "true", "yes")),
     description="New day's partition → trailing-window dataset → every model → evaluation → champion gate.",
 )

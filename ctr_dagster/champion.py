@@ -192,6 +192,21 @@ class ChampionStore:
             fh.write(json.dumps(event, default=str) + "\n")
 
 
+def history_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history as table rows (event, model, auc, at, by, replaced), in the given order."""
+    return [
+        {
+            "event": e["event"],
+            "model": e["name"],
+            "auc": (e.get("metrics") or {}).get("auc"),
+            "at": e["promoted_at"],
+            "by": e["promoted_by"],
+            "replaced": (e.get("replaced") or {}).get("name"),
+        }
+        for e in events
+    ]
+
+
 def _summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if entry is None else {"name": entry["name"], "artifact": entry.get("artifact")}
 

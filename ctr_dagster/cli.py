@@ -228,23 +228,13 @@ def champion_show(as_json: bool = typer.Option(False, "--json")) -> None:
 @champion_app.command("history")
 def champion_history(as_json: bool = typer.Option(False, "--json")) -> None:
     """Every promotion and rollback, oldest first."""
-    from ctr_dagster.champion import ChampionStore
+    from ctr_dagster.champion import ChampionStore, history_rows
 
     events = ChampionStore().history()
     if as_json:
         typer.echo(json.dumps(events, indent=2))
         return
-    rows = [
-        {
-            "event": e["event"],
-            "model": e["name"],
-            "auc": _fmt((e.get("metrics") or {}).get("auc")),
-            "at": e["promoted_at"],
-            "by": e["promoted_by"],
-            "replaced": (e.get("replaced") or {}).get("name"),
-        }
-        for e in events
-    ]
+    rows = [{**r, "auc": _fmt(r["auc"])} for r in history_rows(events)]
     typer.echo(_table(rows, ["event", "model", "auc", "at", "by", "replaced"]) if rows else "no history yet")
 
 
