@@ -59,12 +59,10 @@ def _test_split(dataset: pa.Table) -> pa.Table:
 
 def _aligned(test: pa.Table, ids: pa.Array, values: pa.Array, what: str) -> np.ndarray:
     """`values` reordered to the test rows; raises when any test row has no value."""
-    positions = pc.index_in(test.column("impression_id"), value_set=ids)
-    picked = pc.take(values, positions)
-    missing = picked.null_count
+    scores, missing = metrics.scores_for(test, ids, values)
     if missing:
         raise LookupError(f"{what} has no score for {missing} of {test.num_rows} test rows")
-    return picked.to_numpy(zero_copy_only=False).astype(np.float64)
+    return scores
 
 
 def _metrics_row(test: pa.Table, scores: np.ndarray) -> dict[str, Any]:

@@ -20,16 +20,19 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores))
 
 
+def scores_for(rows: pa.Table, ids: pa.Array, values: pa.Array) -> tuple[np.ndarray, int]:
+    """(`values` reordered to `rows` by impression_id as float64, count of rows with no value)."""
+    picked = pc.take(values, pc.index_in(rows.column("impression_id"), value_set=ids))
+    return picked.to_numpy(zero_copy_only=False).astype(np.float64), picked.null_count
+
+
 def oracle_auc(dataset: pa.Table, oracle: pa.Table, split: str = "test") -> float | None:
     """AUC of the true click probability on one split: the ceiling every model is judged against."""
     rows = dataset.filter(pc.equal(dataset.column("split"), split))
-    positions = pc.index_in(rows.column("impression_id"), value_set=oracle.column("impression_id"))
-    p_true = pc.take(oracle.column("p_click"), positions)
-    known = pc.is_valid(p_true)
-    if not pc.all(known).as_py():
-        missing = int(pc.sum(pc.invert(known).cast(pa.int64())).as_py())
+    p_true, missing = scores_for(rows, oracle.column("impression_id"), oracle.column("p_click"))
+    if missing:
         raise ValueError(f"oracle has no row for {missing} {split} impressions")
-    return auc(rows.column("label").to_numpy(), p_true.to_numpy(zero_copy_only=False))
+    return auc(rows.column("label").to_numpy(), p_true)
 
 
 def _binary_labels(labels: np.ndarray) -> np.ndarray:
