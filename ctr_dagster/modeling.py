@@ -111,6 +111,42 @@ def read_status(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _item_embeddings(warehouse: Warehouse) -> Any:
+    from ctr_dagster import embeddings
+
+    return embeddings.item_matrix(warehouse)
+
+
+def _item_attributes(warehouse: Warehouse) -> Any:
+    return warehouse.read("item_attributes")
+
+
+#: Prepared inputs the engine can hand a model (`FitContext.inputs`), each from an upstream table.
+#: Offered whenever the upstream table exists (a plugin may use one behind a config switch), and
+#: required (a clear error when absent) when the plugin lists it in `requires`.
+INPUT_PROVIDERS: dict[str, tuple[str, Callable[[Warehouse], Any]]] = {
+    "item_embeddings": ("item_embeddings", _item_embeddings),
+    "item_attributes": ("item_attributes", _item_attributes),
+}
+
+
+def prepare_inputs(plugin: PluginInfo, warehouse: Warehouse, log: Callable[[str], None] = print) -> dict:
+    """The prepared inputs for `plugin`'s fit: every available one, and all those it requires."""
+    requires = set(getattr(plugin.cls, "requires", ()))
+    inputs: dict[str, Any] = {}
+    for name, (table, provide) in INPUT_PROVIDERS.items():
+        if warehouse.exists(table):
+            inputs[name] = provide(warehouse)
+        elif name in requires:
+            raise ValueError(
+                f"{plugin.name} requires {name!r}, but the {table!r} table has not been materialized yet: "
+                f"materialize the {table} asset first"
+            )
+    if inputs:
+        log(f"{plugin.name}: prepared inputs {sorted(inputs)}")
+    return inputs
+
+
 def train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
@@ -149,7 +185,13 @@ def _train_and_store(
     train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
     config = config_from_dict(plugin.cls, config_values)
     model = plugin.cls(config)
-    ctx = FitContext(seed=seed, cardinalities=cardinalities(warehouse), log=log, init_from=init_from)
+    ctx = FitContext(
+        seed=seed,
+        cardinalities=cardinalities(warehouse),
+        log=log,
+        init_from=init_from,
+        inputs=prepare_inputs(plugin, warehouse, log),
+    )
     log(
         f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
         + (f", warm start from {init_from}" if init_from else "")
