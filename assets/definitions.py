@@ -8,6 +8,7 @@ import functools
 import dagster as dg
 
 from assets.clean import clean_day
+from assets.distill import distilled_assets
 from assets.evaluation import champion, champion_gate, evaluation
 from assets.features import training_dataset
 from assets.models import model_assets
@@ -28,6 +29,7 @@ def build_definitions() -> dg.Definitions:
             training_dataset,
             plugin_registry_asset(),
             *model_assets(),
+            *distilled_assets(),
             evaluation,
             champion,
         ],

@@ -23,7 +23,12 @@ class EvaluationConfig(dg.Config):
 
 
 def _model_keys() -> list[dg.AssetKey]:
-    return [dg.AssetKey(p.asset_key) for p in default_registry().good("model")]
+    """Every model asset and every distilled student: all that the leaderboard ranks."""
+    from ctr_dagster.distillation import students
+
+    registry = default_registry()
+    keys = [dg.AssetKey(p.asset_key) for p in registry.good("model")]
+    return keys + [dg.AssetKey(["distilled", s.name]) for s, _ in students(registry)]
 
 
 @dg.asset(

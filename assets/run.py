@@ -76,7 +76,7 @@ def materialize_all(
     for day in partitions or daily_partitions().get_partition_keys():
         run(f"day {day}", [*raw_day.keys, *clean_day.keys], partition_key=day)
     run("training_dataset", ["training_dataset"])
-    models = _keys(defs, "models")
+    models = _keys(defs, "models") + _keys(defs, "distillation")
     if models:
         # A failing model fails its own asset; the others and the evaluation still run (as the
         # `evaluate_after_failure` sensor does in the UI), and the leaderboard lists the failure.

@@ -39,7 +39,7 @@ nightly_retrain = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         raw_catalogue, raw_day, clean_day, "plugin_registry", "training_dataset", *EVALUATION_ASSETS
     )
-    | dg.AssetSelection.groups("models"),
+    | dg.AssetSelection.groups("models", "distillation"),
     config=warm_start_config(os.environ.get("CTR_WARM_START", "") in ("1", "true", "yes")),
     description="New day's partition → trailing-window dataset → every model → evaluation → champion gate.",
 )

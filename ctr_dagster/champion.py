@@ -136,6 +136,8 @@ class ChampionStore:
             previous = self.current()
             entry = {
                 "name": candidate["name"],
+                # the plugin that loads the artifact (differs from `name` for a distilled student)
+                "plugin": candidate.get("plugin") or candidate["name"],
                 "artifact": candidate.get("artifact"),
                 "metrics": {k: candidate.get(k) for k in ("auc", "gauc", "logloss", "ece") if k in candidate},
                 "promoted_at": _now(),

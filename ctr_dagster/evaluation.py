@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from ctr_dagster import atomic, metrics
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import read_status
-from ctr_dagster.registry import Registry
+from ctr_dagster.registry import PluginInfo, Registry
 from ctr_dagster.reproducibility import file_sha256
 from ctr_dagster.settings import ctr_home
 from ctr_dagster.warehouse import Warehouse
@@ -103,7 +103,8 @@ def _champion_baseline(
                 "auc": row["auc"],
                 "slices": row["slices"],
             }
-    plugin = next((p for p in registry.good("model") if p.name == current["name"]), None)
+    loader = current.get("plugin") or current["name"]
+    plugin = next((p for p in registry.good("model") if p.name == loader), None)
     artifact = Path(current.get("artifact") or "")
     if plugin is None or not artifact.is_dir():
         log(
@@ -121,6 +122,15 @@ def _champion_baseline(
         "auc": found["auc"],
         "slices": found["slices"],
     }
+
+
+def leaderboard_entries(registry: Registry) -> list[tuple[str, PluginInfo, str]]:
+    """(entry name, plugin, kind) of everything that can be ranked: each model, each distilled student."""
+    from ctr_dagster import distillation
+
+    entries = [(p.name, p, "model") for p in registry.good("model")]
+    entries += [(distillation.entry_name(s.name), s, "distilled") for s, _ in distillation.students(registry)]
+    return entries
 
 
 def evaluate(
@@ -148,9 +158,15 @@ def evaluate(
 
     ranked: list[dict[str, Any]] = []
     unranked: list[dict[str, Any]] = []
-    for plugin in registry.good("model"):
-        status = read_status(plugin.name)
-        base = {"name": plugin.name, "task": plugin.cls.task, "distribution": plugin.dist}
+    for name, plugin, kind in leaderboard_entries(registry):
+        status = read_status(name)
+        base = {
+            "name": name,
+            "plugin": plugin.name,
+            "kind": kind,
+            "task": plugin.cls.task,
+            "distribution": plugin.dist,
+        }
         if status is None:
             unranked.append({**base, "status": "not_trained", "error": "no training has run yet"})
             continue
@@ -170,7 +186,7 @@ def evaluate(
             )
             continue
         try:
-            scores = _model_scores(wh, plugin.name, test)
+            scores = _model_scores(wh, name, test)
         except (LookupError, FileNotFoundError) as exc:
             unranked.append({**base, "status": "failed", "error": str(exc)})
             continue
@@ -184,9 +200,9 @@ def evaluate(
         if oracle is not None and row["auc"] is not None:
             row["oracle_gap"] = oracle["auc"] - row["auc"]
         ranked.append(row)
-        curves[plugin.name] = (labels, scores)
+        curves[name] = (labels, scores)
         log(
-            f"{plugin.name}: AUC {row['auc']:.4f} GAUC {row['gauc']} logloss {row['logloss']:.4f} ECE {row['ece']:.4f}"
+            f"{name}: AUC {row['auc']:.4f} GAUC {row['gauc']} logloss {row['logloss']:.4f} ECE {row['ece']:.4f}"
         )
     for plugin in registry.broken_of("model"):
         unranked.append(
@@ -230,7 +246,7 @@ def evaluate(
 
 
 def _candidate(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "task", "artifact", "auc", "gauc", "logloss", "ece", "slices")
+    keys = ("name", "plugin", "task", "artifact", "auc", "gauc", "logloss", "ece", "slices")
     return {k: row.get(k) for k in keys}
 
 

@@ -156,18 +156,25 @@ def train_and_store(
     init_from: Path | None = None,
     log: Callable[[str], None] = print,
     run_id: str | None = None,
+    entry: str | None = None,
+    extra_inputs: Callable[[pa.Table], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Fit, score valid/test, store the artifact, the predictions, the record and the status.
+
+    `entry` names what is stored (default: the plugin's name); the distillation stage trains a
+    student plugin under its own entry (``<student>_distilled``) with `extra_inputs(train)` added to
+    `FitContext.inputs` (the teacher's soft labels), so both versions sit side by side.
 
     On any exception the status becomes ``failed`` (with the error) and the exception propagates:
     the asset fails and the previous artifact stays on disk, untouched.
     """
+    name = entry or plugin.name
     try:
-        return _train_and_store(plugin, config_values, warehouse, seed, init_from, log, run_id)
-    except BaseException as exc:
-        write_status(
-            plugin.name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
+        return _train_and_store(
+            plugin, config_values, warehouse, seed, init_from, log, run_id, name, extra_inputs
         )
+    except BaseException as exc:
+        write_status(name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
         raise
 
 
@@ -179,6 +186,8 @@ def _train_and_store(
     init_from: Path | None,
     log: Callable[[str], None],
     run_id: str | None,
+    name: str,
+    extra_inputs: Callable[[pa.Table], dict[str, Any]] | None,
 ) -> TrainResult:
     data_path = warehouse.path("training_dataset")
     dataset = warehouse.read("training_dataset")
@@ -192,8 +201,10 @@ def _train_and_store(
         init_from=init_from,
         inputs=prepare_inputs(plugin, warehouse, log),
     )
+    if extra_inputs is not None:
+        ctx.inputs.update(extra_inputs(train))
     log(
-        f"{plugin.name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
+        f"{name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
         + (f", warm start from {init_from}" if init_from else "")
     )
     started = time.perf_counter()
@@ -202,29 +213,29 @@ def _train_and_store(
 
     scores: dict[str, float | None] = {}
     predictions = []
-    for name, part in (("valid", valid), ("test", test)):
+    for split_name, part in (("valid", valid), ("test", test)):
         pred = np.asarray(model.predict(part), dtype=np.float64)
         if pred.shape != (part.num_rows,) or not np.all(np.isfinite(pred)):
             raise ValueError(
-                f"{plugin.name}.predict returned shape {pred.shape} / non-finite scores on {name}"
+                f"{name}.predict returned shape {pred.shape} / non-finite scores on {split_name}"
             )
-        scores[f"{name}_auc"] = auc(part.column("label").to_numpy(), pred)
+        scores[f"{split_name}_auc"] = auc(part.column("label").to_numpy(), pred)
         predictions.append(
             pa.table(
                 {
                     "impression_id": part.column("impression_id"),
-                    "split": pa.array([name] * part.num_rows),
+                    "split": pa.array([split_name] * part.num_rows),
                     "score": pa.array(pred.astype(np.float32)),
                 },
                 schema=PREDICTIONS,
             )
         )
-    artifact = store_artifact(model, plugin.name)
-    warehouse.write(f"predictions_{plugin.name}", pa.concat_tables(predictions))
-    log(f"{plugin.name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
-    result = TrainResult(plugin.name, artifact, config_to_dict(config), scores, fit_seconds)
+    artifact = store_artifact(model, name)
+    warehouse.write(f"predictions_{name}", pa.concat_tables(predictions))
+    log(f"{name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
+    result = TrainResult(name, artifact, config_to_dict(config), scores, fit_seconds)
     record = reproducibility.build_record(
-        model=plugin.name,
+        model=name,
         distribution=plugin.dist,
         plugin_class=plugin.cls,
         config=result.config,
@@ -239,9 +250,10 @@ def _train_and_store(
     result.record = record
     result.record_path = reproducibility.write_record(record, ctr_home() / "records")
     write_status(
-        plugin.name,
+        name,
         {
             "status": "ok",
+            "plugin": plugin.name,
             "artifact": str(artifact),
             "data_sha256": record["data"]["sha256"],
             "record": str(result.record_path),

@@ -1,0 +1,108 @@
+"""Distillation stage: an asset factory, one `distilled/<student>` asset per student plugin.
+
+A student plugin (``role = "student"``, ``teacher = "<model>"``) is trained from its teacher's soft
+predictions plus the labels; the loss weights are launchpad config beside the student's own. The
+same student trained alone is its ordinary `models/<student>` asset, so the leaderboard shows the
+distilled one, the lone one and the teacher together; this asset's metadata compares them and their
+scoring latency.
+"""
+
+import dagster as dg
+import pydantic
+
+from assets.metadata import markdown_table
+from assets.models import _launchpad_config, split_engine_fields
+from ctr_dagster.registry import PluginInfo, default_registry
+
+
+def _distill_config(student: PluginInfo) -> type[dg.Config]:
+    from ctr_dagster.distillation import DistillationWeights
+
+    defaults = DistillationWeights()
+    return pydantic.create_model(
+        f"{student.name.title().replace('_', '')}DistillConfig",
+        __base__=_launchpad_config(student),
+        label_weight=(float, defaults.label_weight),
+        teacher_weight=(float, defaults.teacher_weight),
+        temperature=(float, defaults.temperature),
+    )
+
+
+def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefinition:
+    config_class = _distill_config(student)
+
+    @dg.asset(
+        key=["distilled", student.name],
+        group_name="distillation",
+        deps=["training_dataset", dg.AssetKey(teacher.asset_key)],
+        code_version=student.version or "0",
+        kinds={"python"},
+        tags={"ctr/task": student.cls.task, "ctr/teacher": teacher.name},
+        metadata={"plugin": student.entry_point_value, "teacher": teacher.name},
+        description=f"{student.name} distilled from {teacher.name}'s soft predictions plus the labels",
+    )
+    def _distilled(context: dg.AssetExecutionContext, config: config_class) -> dg.MaterializeResult:  # type: ignore[valid-type]
+        from ctr_dagster.distillation import DistillationWeights, comparison, distill_and_store
+        from ctr_dagster.warehouse import Warehouse
+
+        values = config.model_dump()
+        weights = DistillationWeights(
+            label_weight=values.pop("label_weight"),
+            teacher_weight=values.pop("teacher_weight"),
+            temperature=values.pop("temperature"),
+        )
+        seed, _warm_start, values = split_engine_fields(student, values)
+        warehouse = Warehouse.default()
+        result = distill_and_store(
+            student,
+            teacher,
+            values,
+            weights,
+            warehouse,
+            seed=seed,
+            log=context.log.info,
+            run_id=context.run.run_id,
+        )
+        compared = comparison(student, teacher, result, warehouse)
+        context.log.info(f"distillation: {compared}")
+        rows = [
+            {
+                "model": f"{student.name} (distilled)",
+                "test AUC": compared["student_auc"],
+                "latency p50 ms": compared["student_latency_ms"]["p50"],
+                "latency p99 ms": compared["student_latency_ms"]["p99"],
+            },
+            {"model": f"{student.name} (alone)", "test AUC": compared["student_alone_auc"]},
+        ]
+        if "teacher_latency_ms" in compared:
+            rows.append(
+                {
+                    "model": f"{teacher.name} (teacher)",
+                    "test AUC": compared["teacher_auc"],
+                    "latency p50 ms": compared["teacher_latency_ms"]["p50"],
+                    "latency p99 ms": compared["teacher_latency_ms"]["p99"],
+                }
+            )
+        metadata = result.metadata()
+        metadata.update(
+            {
+                "comparison": dg.MetadataValue.md(markdown_table(rows)),
+                "teacher": teacher.name,
+                "loss_weights": dg.MetadataValue.json(vars(weights)),
+            }
+        )
+        for key in ("gap_to_teacher", "lift_over_alone", "teacher_auc", "student_alone_auc"):
+            if compared[key] is not None:
+                metadata[key] = float(compared[key])
+        metadata["student_latency_p50_ms"] = compared["student_latency_ms"]["p50"]
+        if "teacher_latency_ms" in compared:
+            metadata["teacher_latency_p50_ms"] = compared["teacher_latency_ms"]["p50"]
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _distilled
+
+
+def distilled_assets() -> list[dg.AssetsDefinition]:
+    from ctr_dagster.distillation import students
+
+    return [distilled_asset(s, t) for s, t in students(default_registry())]
