@@ -59,6 +59,13 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> d
     meta: dict[str, object] = {
         "leaderboard": dg.MetadataValue.md(markdown_table(rows, [*engine.LEADERBOARD_COLUMNS, "error"])),
         "slice_auc": dg.MetadataValue.md(markdown_table(engine.slice_rows(doc))),
+        # with vs without: variants (e.g. + item embeddings) and distilled students beside their base
+        "comparisons": dg.MetadataValue.md(
+            markdown_table(
+                [{k: engine.display(v) for k, v in r.items()} for r in engine.comparisons(doc)],
+                engine.COMPARISON_COLUMNS,
+            )
+        ),
         "roc_calibration": dg.MetadataValue.md(reports.png_markdown(png, "ROC and reliability")),
         "plot_path": dg.MetadataValue.path(str(png)),
         "evaluation_json": dg.MetadataValue.path(str(latest)),

@@ -162,7 +162,7 @@ def _fmt(value: object) -> object:
 
 def leaderboard_text(doc: dict) -> str:
     """The leaderboard as the terminal shows it: ranked models, the oracle, the unranked, the champion."""
-    from ctr_dagster.evaluation import LEADERBOARD_COLUMNS, leaderboard_rows
+    from ctr_dagster.evaluation import COMPARISON_COLUMNS, LEADERBOARD_COLUMNS, comparisons, leaderboard_rows
 
     rows = [{k: _fmt(v) for k, v in r.items()} for r in leaderboard_rows(doc)]
     lines = [
@@ -172,6 +172,10 @@ def leaderboard_text(doc: dict) -> str:
     ]
     for r in doc.get("unranked", []):
         lines.append(f"  {r['status']}: {r['name']}: {r.get('error')}")
+    compared = comparisons(doc)
+    if compared:
+        lines.append("with vs without (each variant beside the model it modifies):")
+        lines.append(_table([{k: _fmt(v) for k, v in r.items()} for r in compared], COMPARISON_COLUMNS))
     lines.append(f"GAUC weighting: {doc['gauc_weighting']}")
     champ = doc.get("champion")
     lines.append(

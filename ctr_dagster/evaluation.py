@@ -133,6 +133,50 @@ def leaderboard_entries(registry: Registry) -> list[tuple[str, PluginInfo, str]]
     return entries
 
 
+def _variant(plugin: PluginInfo, kind: str) -> dict[str, str]:
+    """What this entry is an ablation of: a plugin's `variant_of`/`variant` class attributes (e.g. the
+    same GBDT with item embeddings), or, for a distilled student, the same student trained alone."""
+    if kind == "distilled":
+        return {"variant_of": plugin.name, "variant": f"distilled from {plugin.cls.teacher}"}
+    base = getattr(plugin.cls, "variant_of", None)
+    return {"variant_of": base, "variant": getattr(plugin.cls, "variant", None) or "variant"} if base else {}
+
+
+def comparisons(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each ranked variant beside the entry it modifies: AUC/GAUC/logloss with and without, and the lift."""
+    by_name = {r["name"]: r for r in doc["models"]}
+    rows = []
+    for r in doc["models"]:
+        base = by_name.get(r.get("variant_of") or "")
+        if base is None or r["auc"] is None or base["auc"] is None:
+            continue
+        rows.append(
+            {
+                "model": r["name"],
+                "what": r["variant"],
+                "baseline": base["name"],
+                "auc": r["auc"],
+                "baseline_auc": base["auc"],
+                "auc_lift": r["auc"] - base["auc"],
+                "gauc_lift": None if None in (r["gauc"], base["gauc"]) else r["gauc"] - base["gauc"],
+                "logloss_change": r["logloss"] - base["logloss"],
+            }
+        )
+    return rows
+
+
+COMPARISON_COLUMNS = [
+    "model",
+    "what",
+    "baseline",
+    "auc",
+    "baseline_auc",
+    "auc_lift",
+    "gauc_lift",
+    "logloss_change",
+]
+
+
 def evaluate(
     wh: Warehouse,
     registry: Registry,
@@ -166,6 +210,7 @@ def evaluate(
             "kind": kind,
             "task": plugin.cls.task,
             "distribution": plugin.dist,
+            **_variant(plugin, kind),
         }
         if status is None:
             unranked.append({**base, "status": "not_trained", "error": "no training has run yet"})

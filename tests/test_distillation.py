@@ -99,6 +99,13 @@ def test_distilled_student_is_stored_ranked_and_compared(registry, warehouse):
     assert set(ranked) == {"ctrfix_good", "ctrfix_student", "ctrfix_student_distilled"}
     assert ranked["ctrfix_student_distilled"]["plugin"] == "ctrfix_student"
     assert ranked["ctrfix_student_distilled"]["kind"] == "distilled"
+    [compared_row] = evaluation.comparisons(doc)  # the distilled student beside the lone one
+    assert compared_row["model"] == "ctrfix_student_distilled"
+    assert compared_row["baseline"] == "ctrfix_student"
+    assert compared_row["what"] == "distilled from ctrfix_good"
+    assert compared_row["auc_lift"] == pytest.approx(
+        ranked["ctrfix_student_distilled"]["auc"] - ranked["ctrfix_student"]["auc"]
+    )
 
 
 def test_one_user_candidates_keep_the_user_and_vary_the_items():
