@@ -7,6 +7,7 @@ import functools
 
 import dagster as dg
 
+from assets.attributes import item_attributes
 from assets.clean import clean_day
 from assets.distill import distilled_assets
 from assets.evaluation import champion, champion_gate, evaluation
@@ -27,6 +28,7 @@ def build_definitions() -> dg.Definitions:
             raw_day,
             clean_day,
             training_dataset,
+            item_attributes,
             plugin_registry_asset(),
             *model_assets(),
             *distilled_assets(),

@@ -26,6 +26,10 @@ def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
     fields.setdefault("seed", (int, 0))  # the run's seed (FitContext.seed), unless the plugin has its own
     # Engine field: continue from the champion's artifact when the champion is this plugin.
     fields.setdefault("warm_start", (bool, False))
+    if getattr(plugin.cls, "distributed", False):
+        # Engine field of torch plugins: >= 2 trains under torchrun/DDP (one process per GPU) through
+        # Dagster Pipes; 0 = auto (in-process). CTR_DDP_PROCS=N forces N CPU processes.
+        fields.setdefault("gpus", (int, 0))
     return pydantic.create_model(
         f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields
     )
@@ -41,6 +45,8 @@ def split_engine_fields(plugin: PluginInfo, values: dict) -> tuple[int, bool, di
     own = {f.name for f in dataclasses.fields(plugin.cls.Config)}
     seed = int(values["seed"] if "seed" in own else values.pop("seed"))
     warm_start = bool(values["warm_start"] if "warm_start" in own else values.pop("warm_start", False))
+    if "gpus" not in own:
+        values.pop("gpus", None)  # engine field, read by the asset (see _launchpad_config)
     return seed, warm_start, values
 
 
@@ -76,6 +82,21 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
 
         seed, warm_start, values = split_engine_fields(plugin, config.model_dump())
         init_from = warm_start_dir(plugin, context.log.info) if warm_start else None
+        if getattr(plugin.cls, "distributed", False):
+            from ctr_dagster.training import launch
+
+            nproc, cpu_only = launch.processes(int(config.model_dump().get("gpus", 0)), context.log.info)
+            if nproc > 1:  # torchrun; rank 0 reports the materialization through Pipes
+                command = launch.command(
+                    plugin.name, values, nproc, seed=seed, init_from=init_from, run_id=context.run.run_id
+                )
+                env = {"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {}
+                client = dg.PipesSubprocessClient(env=env)
+                try:
+                    return client.run(command=command, context=context).get_materialize_result()
+                except Exception as exc:
+                    launch.record_failure(plugin.name, context.run.run_id, exc)
+                    raise
         result = train_and_store(
             plugin,
             values,
@@ -85,7 +106,12 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
             log=context.log.info,
             run_id=context.run.run_id,
         )
-        return dg.MaterializeResult(metadata=result.metadata())
+        metadata = result.metadata()
+        if getattr(plugin.cls, "distributed", False):
+            from ctr_dagster.training.launch import training_metadata
+
+            metadata.update(training_metadata(result.artifact_dir))
+        return dg.MaterializeResult(metadata=metadata)
 
     return _model
 

@@ -76,6 +76,8 @@ def materialize_all(
     for day in partitions or daily_partitions().get_partition_keys():
         run(f"day {day}", [*raw_day.keys, *clean_day.keys], partition_key=day)
     run("training_dataset", ["training_dataset"])
+    # Enrichment stages: a failure is reported (and leaves the models without that input), not fatal.
+    run("item_attributes", ["item_attributes"], must_succeed=False)
     models = _keys(defs, "models") + _keys(defs, "distillation")
     if models:
         # A failing model fails its own asset; the others and the evaluation still run (as the

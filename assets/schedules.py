@@ -37,7 +37,13 @@ def warm_start_config(enabled: bool) -> dict:
 nightly_retrain = dg.define_asset_job(
     "nightly_retrain",
     selection=dg.AssetSelection.assets(
-        raw_catalogue, raw_day, clean_day, "plugin_registry", "training_dataset", *EVALUATION_ASSETS
+        raw_catalogue,
+        raw_day,
+        clean_day,
+        "plugin_registry",
+        "training_dataset",
+        "item_attributes",
+        *EVALUATION_ASSETS,
     )
     | dg.AssetSelection.groups("models", "distillation"),
     config=warm_start_config(os.environ.get("CTR_WARM_START", "") in ("1", "true", "yes")),

@@ -11,6 +11,7 @@ for script, args in [
     ("bench_generator.py", []),
     ("bench_ingest.py", []),
     ("bench_graph.py", ["small"]),
+    ("bench_din.py", []),
 ]:
     print(f"== {script} {' '.join(args)}", flush=True)
     subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE.parent, check=True)

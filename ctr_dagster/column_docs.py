@@ -60,4 +60,6 @@ COLUMN_DOCS: dict[str, str] = {
     "key": "raw id",
     "index": "dense index (append-only)",
     "version": "vocabulary version that added the key",
+    "score": "confidence of an extracted attribute value in [0, 1] (1 for catalogue values)",
+    "extractor": "who produced the attribute value: 'catalogue' or the extractor plugin's name",
 }

@@ -58,6 +58,12 @@ Modality = Literal["text", "image"]
 #: Inputs a model may declare in `requires`; the engine prepares them (or refuses to run the model).
 KNOWN_INPUTS = frozenset({"sequence", "item_embeddings", "item_attributes", "treatment", "conversion"})
 
+#: Inputs an extractor may declare in `requires` (handed over in `FitContext.inputs`):
+#: "interactions": a table (user_id, item_id, ts, click, conversion) of training-period impressions,
+#: for co-view / co-buy structure; "candidates": a table (attribute, value), the value taxonomy,
+#: i.e. every pair the extractor may predict, including values no catalogue row has yet (zero-shot).
+KNOWN_EXTRACTOR_INPUTS = frozenset({"interactions", "candidates"})
+
 
 @dataclass
 class FitContext:
@@ -97,7 +103,19 @@ class ModelPlugin(Protocol):
 
 @runtime_checkable
 class EncoderPlugin(Protocol):
-    """Turns items (rows of the ITEMS schema) into fixed-width float32 vectors of one modality."""
+    """Turns items (rows of the ITEMS schema) into fixed-width float32 vectors of one modality.
+
+    `encode` must give an item the same vector whatever else is in the batch (the engine caches
+    vectors per item content). Optional members:
+
+    * `runtime_fields: ClassVar[frozenset[str]]` — Config fields that do not change the vectors
+      (batch size, device); left out of the cache key so changing them re-encodes nothing.
+    * A *trainable* encoder (e.g. a CNN learned on the catalogue) also has
+      `fit(items, attributes) -> self` (ITEMS and the structured ITEM_ATTRIBUTES; never oracle data),
+      `save(directory)` and classmethod `load(directory)` (safe formats only). The engine fits it once,
+      stores it, and reloads it on later runs so unchanged items keep hitting the cache; the stored
+      files' hash is part of the cache key. Without `fit`, `encode` works from the Config alone.
+    """
 
     name: ClassVar[str]
     modality: ClassVar[Modality]
@@ -108,9 +126,20 @@ class EncoderPlugin(Protocol):
     def encode(self, items: pa.Table) -> np.ndarray: ...
 
 
+#: Members a trainable encoder (one that has `fit`) must also have.
+TRAINABLE_ENCODER_MEMBERS = ("fit", "save", "load")
+
+
 @runtime_checkable
 class ExtractorPlugin(Protocol):
-    """Predicts (item_id, attribute, value, score) rows from the catalogue."""
+    """Predicts (item_id, attribute, value, score) rows from the catalogue.
+
+    `fit(items, attributes)` sees the ITEMS and ITEM_ATTRIBUTES tables. An extractor that needs more
+    declares the class attribute `requires` (a subset of `KNOWN_EXTRACTOR_INPUTS`, possibly empty);
+    the engine then calls `fit(items, attributes, ctx)` with a `FitContext` whose `inputs` hold those
+    of the tables it has (imported data may have no interactions: an extractor copes with a missing
+    one), plus `seed`, `device`, `log`. Extractors without `requires` keep the two-argument fit.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type]
@@ -159,8 +188,16 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
             problems.append(f"role must be None, 'teacher' or 'student', got {role!r}")
         if role == "student" and not getattr(plugin, "teacher", None):
             problems.append("a student must name its teacher (class attribute `teacher`)")
+    if kind == "extractor" and hasattr(plugin, "requires"):
+        problems.extend(_extractor_requires_problems(plugin))
     if kind == "encoder" and plugin.modality not in ("text", "image"):
         problems.append(f"modality must be 'text' or 'image', got {plugin.modality!r}")
+    if kind == "encoder" and hasattr(plugin, "fit"):
+        for member in TRAINABLE_ENCODER_MEMBERS:
+            if not callable(getattr(plugin, member, None)):
+                problems.append(f"a trainable encoder (it has fit) needs a callable {member!r}")
+    if kind == "encoder" and not isinstance(getattr(plugin, "runtime_fields", frozenset()), frozenset | set):
+        problems.append("runtime_fields must be a frozenset of Config field names")
     for method in {
         "model": ("fit", "predict", "save"),
         "encoder": ("encode",),
@@ -169,6 +206,35 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
         if not callable(getattr(plugin, method, None)):
             problems.append(f"{method} must be a method")
     return problems
+
+
+def _extractor_requires_problems(plugin: type) -> list[str]:
+    """An extractor declaring `requires` must name known inputs and accept `fit(items, attributes, ctx)`."""
+    import inspect
+
+    try:
+        unknown = set(plugin.requires) - KNOWN_EXTRACTOR_INPUTS
+    except TypeError:
+        return [f"requires must be a set of input names, got {plugin.requires!r}"]
+    problems = []
+    if unknown:
+        problems.append(
+            f"requires unknown extractor input(s) {sorted(unknown)}; known: {sorted(KNOWN_EXTRACTOR_INPUTS)}"
+        )
+    try:
+        inspect.signature(plugin.fit).bind(None, None, None, None)  # self, items, attributes, ctx
+    except TypeError:
+        problems.append("an extractor declaring `requires` must accept fit(items, attributes, ctx)")
+    except ValueError:  # no signature (builtin): nothing to check
+        pass
+    return problems
+
+
+def extractor_fit(extractor: Any, items: pa.Table, attributes: pa.Table, ctx: FitContext) -> Any:
+    """Call an extractor's fit the way its contract says: with `ctx` only when it declares `requires`."""
+    if hasattr(type(extractor), "requires"):
+        return extractor.fit(items, attributes, ctx)
+    return extractor.fit(items, attributes)
 
 
 def config_from_dict(plugin: type, values: dict[str, Any] | None) -> Any:

@@ -25,16 +25,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
-from ctr_dagster.modeling import TrainResult, read_status, train_and_store, write_status
 from ctr_dagster.registry import PluginInfo, Registry
-from ctr_dagster.reproducibility import file_sha256
-from ctr_dagster.warehouse import Warehouse
+
+if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions: the code location
+    import pyarrow as pa  # imports this module (to pair students with teachers) at load time
+
+    from ctr_dagster.modeling import TrainResult
+    from ctr_dagster.warehouse import Warehouse
 
 #: The entry name under which a distilled student is stored, evaluated and ranked.
 SUFFIX = "_distilled"
@@ -93,6 +92,9 @@ def students(registry: Registry) -> list[tuple[PluginInfo, PluginInfo]]:
 
 def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse) -> Path:
     """The teacher's artifact folder, refusing a teacher that failed or is stale."""
+    from ctr_dagster.modeling import read_status
+    from ctr_dagster.reproducibility import file_sha256
+
     status = read_status(teacher.name)
     where = f"materialize models/{teacher.name} first"
     if status is None:
@@ -121,6 +123,10 @@ def distill_and_store(
     run_id: str | None = None,
 ) -> TrainResult:
     """Train `student` on labels + `teacher`'s soft predictions; stored as ``<student>_distilled``."""
+    import numpy as np
+
+    from ctr_dagster.modeling import train_and_store, write_status
+
     try:
         teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse))
     except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
@@ -166,6 +172,10 @@ def one_user_candidates(table: pa.Table, n: int = 1000) -> pa.Table:
 
     This is the serving shape: one request, one user history, many items to rank.
     """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if table.num_rows == 0:
         raise ValueError("no rows to build candidates from")
     rows = np.arange(n) % table.num_rows
@@ -216,6 +226,10 @@ def comparison(
     student: PluginInfo, teacher: PluginInfo, result: TrainResult, warehouse: Warehouse
 ) -> dict[str, Any]:
     """Student (distilled and alone) vs teacher: test AUCs, gaps and scoring latency."""
+    import pyarrow.compute as pc
+
+    from ctr_dagster.modeling import read_status
+
     teacher_status = read_status(teacher.name) or {}
     alone = read_status(student.name) or {}
     distilled_auc = result.scores.get("test_auc")

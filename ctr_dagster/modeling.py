@@ -194,8 +194,13 @@ def _train_and_store(
     train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
     config = config_from_dict(plugin.cls, config_values)
     model = plugin.cls(config)
+    from ctr_dagster.training.device import device_name  # torch-free unless a GPU device node exists
+
     ctx = FitContext(
         seed=seed,
+        device=device_name(),
+        # Stable per-entry folder: torch plugins checkpoint there each epoch and resume after a crash.
+        workdir=ctr_home() / "work" / name,
         cardinalities=cardinalities(warehouse),
         log=log,
         init_from=init_from,

@@ -75,3 +75,51 @@ def png_markdown(path: Path, alt: str) -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     safe_alt = alt.replace("[", "(").replace("]", ")").replace("\n", " ")
     return f"![{safe_alt}](data:image/png;base64,{data})"
+
+
+def projection_png(
+    points: dict[str, np.ndarray], labels: list[str | None], path: Path, title: str = "", max_legend: int = 12
+) -> Path:
+    """One PNG: a scatter of each named float[n, 2] projection (e.g. text / image / fused item
+    vectors), points coloured by `labels` (e.g. category), so clusters are visible at a glance.
+
+    Same object API / atomic write as `roc_calibration_png`. At most `max_legend` labels get their own
+    colour and legend entry (the most frequent); the rest are drawn grey as "other".
+    """
+    from collections import Counter
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    names = list(points)
+    fig = Figure(figsize=(3.6 * max(1, len(names)), 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(1, len(names)), squeeze=False)[0]
+    text = np.array(["?" if v is None else str(v) for v in labels], dtype=object)
+    top = [v for v, _ in Counter(text.tolist()).most_common(max_legend)]
+    colours = {v: f"C{i % 10}" if i < 10 else (0.2 + 0.06 * i, 0.4, 0.6) for i, v in enumerate(top)}
+    for ax, name in zip(axes, names, strict=False):
+        xy = np.asarray(points[name], dtype=np.float64)
+        rest = ~np.isin(text, top)
+        if rest.any():
+            ax.scatter(xy[rest, 0], xy[rest, 1], s=4, color="lightgrey", label="other", linewidths=0)
+        for value in top:
+            mask = text == value
+            ax.scatter(xy[mask, 0], xy[mask, 1], s=4, color=colours[value], label=value, linewidths=0)
+        ax.set(title=name, xticks=[], yticks=[])
+    axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

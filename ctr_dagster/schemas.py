@@ -91,6 +91,19 @@ ORACLE_ITEM_ATTRIBUTES = pa.schema(
     ]
 )
 
+#: The `item_attributes` table: the catalogue's attributes (extractor "catalogue", score 1) plus, for
+#: (item, attribute) pairs the catalogue lacks, the value an extractor plugin found, its score in
+#: [0, 1] and the extractor's name.
+ITEM_ATTRIBUTES_ENRICHED = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("attribute", pa.string(), nullable=False),
+        pa.field("value", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("extractor", pa.string(), nullable=False),
+    ]
+)
+
 #: Rows rejected by a quality rule or a parser, with enough context to find and fix them.
 #: `record` is the offending row as JSON so rows of any (even unparseable) shape fit one table.
 QUARANTINE = pa.schema(
@@ -120,6 +133,26 @@ VOCAB = pa.schema(
         pa.field("version", pa.int32(), nullable=False),
     ]
 )
+
+#: Name of the fused column of the `item_embeddings` table (the vector models get).
+FUSED = "fused"
+
+
+def vector_table(widths: dict[str, int], nullable: bool = True) -> pa.Schema:
+    """`item_id` + one `fixed_size_list<float32>[width]` column per name, in the given order.
+
+    The schema of the `item_embeddings` table (one column per modality, e.g. `text`, `image`, plus
+    `fused`, whose width is configurable) and of imported precomputed vectors (`raw_item_vectors`):
+    widths depend on the encoders, so this is a builder rather than a constant. A modality column is
+    null for an item that has no vector of it (e.g. no image); `fused` never is.
+    """
+    fields = [pa.field("item_id", pa.string(), nullable=False)]
+    for name, width in widths.items():
+        if width < 1:
+            raise ValueError(f"vector column {name!r} needs a width >= 1, got {width}")
+        fields.append(pa.field(name, pa.list_(pa.float32(), int(width)), nullable=nullable and name != FUSED))
+    return pa.schema(fields)
+
 
 _I32_LIST = pa.list_(pa.int32())
 
@@ -169,6 +202,7 @@ TABLES: dict[str, pa.Schema] = {
     "clean_impressions": IMPRESSIONS,
     "oracle_impressions": ORACLE_IMPRESSIONS,
     "oracle_item_attributes": ORACLE_ITEM_ATTRIBUTES,
+    "item_attributes": ITEM_ATTRIBUTES_ENRICHED,
     "quarantine": QUARANTINE,
     "training_dataset": TRAINING,
 }

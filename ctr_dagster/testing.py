@@ -65,6 +65,7 @@ __all__ = [
     "check_contract",
     "check_model",
     "find_pickles",
+    "make_extractor_inputs",
     "make_fit_inputs",
     "make_item_attributes_table",
     "make_items_table",
@@ -873,7 +874,10 @@ class EncoderConformance:
     """Subclass as `class TestMyEncoder(EncoderConformance): plugin = MyEncoder`.
 
     Checks: contract, config, `encode` returns float32[n, d] (d > 0, finite), deterministic across two
-    instances, and a 1-row batch matches the full-batch row (within `batch_tolerance`).
+    instances, and a 1-row batch matches the full-batch row (within `batch_tolerance`). A trainable
+    encoder (one with `fit`) is first fitted on `make_items_table` / `make_item_attributes_table`;
+    then `fit` must return the encoder, two fits must agree (within `tolerance`), and `save` / `load`
+    must round-trip its vectors without pickle files.
     """
 
     plugin: ClassVar[type | None] = None
@@ -883,12 +887,53 @@ class EncoderConformance:
     tolerance: ClassVar[float] = 0.0
     batch_tolerance: ClassVar[float] = 1e-5
 
-    def _encode(self, items: pa.Table) -> np.ndarray:
+    @classmethod
+    def _trainable(cls) -> bool:
+        return callable(getattr(cls.plugin, "fit", None))
+
+    def _new_encoder(self) -> Any:
         encoder = self.plugin(config_from_dict(self.plugin, self.config))  # type: ignore[misc]
-        return encoder.encode(items)
+        if self._trainable():
+            fitted = encoder.fit(self._items(), make_item_attributes_table(self.n_items, self.seed))
+            if fitted is not encoder and not isinstance(fitted, self.plugin):  # type: ignore[arg-type]
+                raise _fail("fit", f"fit must return the encoder, got {fitted!r}")
+            encoder = fitted
+        return encoder
+
+    def _encoder(self) -> Any:
+        """One (fitted) encoder per test class, reused by the checks that only call `encode`."""
+        cls = type(self)
+        cached = cls.__dict__.get("_conformance_encoder")
+        if cached is None:
+            cached = self._new_encoder()
+            cls._conformance_encoder = cached
+        return cached
+
+    def _encode(self, items: pa.Table) -> np.ndarray:
+        return self._encoder().encode(items)
 
     def _items(self) -> pa.Table:
         return make_items_table(self.n_items, self.seed)
+
+    def test_fit_and_persistence(self) -> None:
+        """Trainable encoders only: save/load gives the same vectors, and nothing saved is a pickle."""
+        if not self._trainable():
+            return
+        items = self._items()
+        encoder = self._encoder()
+        with _tempdir("ctr-conformance-encoder-") as tmp:
+            encoder.save(tmp)
+            if not any(p.is_file() for p in tmp.rglob("*")):
+                raise _fail("save_load", "save wrote no file into the directory it was given")
+            assert_no_pickles(tmp)
+            loaded = self.plugin.load(tmp)  # type: ignore[union-attr]
+            _assert_close(
+                "save_load",
+                encoder.encode(items).ravel(),
+                np.asarray(loaded.encode(items)).ravel(),
+                self.tolerance,
+                "vectors after load",
+            )
 
     def test_contract(self) -> None:
         check_contract("encoder", self.plugin)
@@ -915,9 +960,8 @@ class EncoderConformance:
     def test_deterministic(self) -> None:
         items = self._items()
         first = self._encode(items)
-        _assert_close(
-            "determinism", first.ravel(), self._encode(items).ravel(), self.tolerance, "two encoders"
-        )
+        again = self._new_encoder().encode(items)
+        _assert_close("determinism", first.ravel(), np.asarray(again).ravel(), self.tolerance, "two encoders")
 
     def test_single_row(self) -> None:
         items = self._items()
@@ -928,17 +972,61 @@ class EncoderConformance:
         _assert_close("single_row", full[0], one[0], self.batch_tolerance, "1-row batch vs full batch")
 
 
+def make_extractor_inputs(
+    requires: frozenset[str] | set[str], n_items: int = 40, seed: int = 0
+) -> dict[str, Any]:
+    """Stand-ins for the inputs an extractor may declare in `requires` (see `KNOWN_EXTRACTOR_INPUTS`).
+
+    * "interactions": (user_id, item_id, ts, click, conversion) rows where each user clicks items of
+      one category on one day (so co-click groups exist) and converts on some of them;
+    * "candidates": every (attribute, value) of `make_items_table(n_items, seed)`'s true facts,
+      including values `make_item_attributes_table` left out of the catalogue.
+    """
+    inputs: dict[str, Any] = {}
+    facts = _item_facts(n_items, seed)
+    if "interactions" in requires:
+        rng = np.random.default_rng(seed + 13)
+        by_category: dict[str, list[int]] = {}
+        for j, f in enumerate(facts):
+            by_category.setdefault(f["category"], []).append(j)
+        rows = []
+        for u in range(max(8, n_items // 2)):
+            members = by_category[_CATEGORIES[u % len(_CATEGORIES)]] if by_category else []
+            members = members or list(range(n_items))
+            for j in rng.choice(members, size=min(3, len(members)), replace=False).tolist():
+                rows.append((f"u{u:05d}", f"i{j:05d}", u // 4, int(rng.random() < 0.5)))
+        inputs["interactions"] = pa.table(
+            {
+                "user_id": pa.array([r[0] for r in rows], pa.string()),
+                "item_id": pa.array([r[1] for r in rows], pa.string()),
+                "ts": pa.array([_EPOCH_MS + r[2] * _DAY_S * 1000 for r in rows], pa.int64()).cast(schemas.TS),
+                "click": pa.array([1] * len(rows), pa.int8()),
+                "conversion": pa.array([r[3] for r in rows], pa.int8()),
+            }
+        )
+    if "candidates" in requires:
+        pairs = sorted({(a, f[a]) for f in facts for a in ("colour", "material", "brand")})
+        inputs["candidates"] = pa.table(
+            {"attribute": pa.array([a for a, _ in pairs]), "value": pa.array([v for _, v in pairs])}
+        )
+    return inputs
+
+
 class ExtractorConformance:
     """Subclass as `class TestMyExtractor(ExtractorConformance): plugin = MyExtractor`.
 
     Checks: contract, config, `fit` returns the extractor, `extract` returns a table with the columns
-    item_id, attribute, value (strings) and score (float in [0, 1]) about the given items only.
+    item_id, attribute, value (strings) and score (float in [0, 1]) about the given items only, and
+    two fits with the same `FitContext.seed` extract the same rows. An extractor declaring `requires`
+    gets `fit(items, attributes, ctx)` with `make_extractor_inputs` stand-ins (override `inputs`).
     """
 
     plugin: ClassVar[type | None] = None
     config: ClassVar[dict[str, Any]] = {}
     n_items: ClassVar[int] = 40
     seed: ClassVar[int] = 0
+    #: Prepared inputs for an extractor declaring `requires`; None = `make_extractor_inputs` stand-ins.
+    inputs: ClassVar[dict[str, Any] | None] = None
 
     def test_contract(self) -> None:
         check_contract("extractor", self.plugin)
@@ -946,14 +1034,32 @@ class ExtractorConformance:
     def test_config_schema(self) -> None:
         check_config(self.plugin)  # type: ignore[arg-type]
 
-    def test_fit_and_extract(self) -> None:
+    def _fit_extract(self) -> tuple[Any, pa.Table, pa.Table]:
+        from ctr_dagster.contracts import extractor_fit
+
         items = make_items_table(self.n_items, self.seed)
         attributes = make_item_attributes_table(self.n_items, self.seed)
+        requires = frozenset(getattr(self.plugin, "requires", ()))
+        inputs = (
+            self.inputs
+            if self.inputs is not None
+            else make_extractor_inputs(requires, self.n_items, self.seed)
+        )
+        ctx = FitContext(seed=self.seed, inputs=dict(inputs), log=lambda _m: None)
         extractor = self.plugin(config_from_dict(self.plugin, self.config))  # type: ignore[misc]
-        fitted = extractor.fit(items, attributes)
+        fitted = extractor_fit(extractor, items, attributes, ctx)
         if not isinstance(fitted, self.plugin):  # type: ignore[arg-type]
             raise _fail("fit", f"fit must return the extractor, got {fitted!r}")
-        out = fitted.extract(items)
+        return fitted, items, fitted.extract(items)
+
+    def test_deterministic(self) -> None:
+        _, _, first = self._fit_extract()
+        _, _, second = self._fit_extract()
+        if isinstance(first, pa.Table) and isinstance(second, pa.Table) and not first.equals(second):
+            raise _fail("deterministic", "two fits with the same seed extracted different rows")
+
+    def test_fit_and_extract(self) -> None:
+        _fitted, items, out = self._fit_extract()
         if not isinstance(out, pa.Table):
             raise _fail("extract", f"extract must return a pyarrow Table, got {type(out).__name__}")
         missing = [c for c in ("item_id", "attribute", "value", "score") if c not in out.column_names]

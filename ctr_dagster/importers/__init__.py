@@ -5,6 +5,7 @@
         part.batch, part.quarantine                   # RAW_IMPRESSIONS rows, QUARANTINE rows
     items, rejected = read_catalogue(mapping, "items")
     scan_days(mapping, path)                          # {"2024-01-01", ...}
+    read_mave("products.jsonl")                       # MAVE-style attribute JSONL -> items + attributes
 
 See `examples/mapping.example.yaml` for every key. Streaming and vectorized (pyarrow); files that are
 unusable as a whole raise `ctr_dagster.errors.MalformedInputError` naming file, row and column.
@@ -24,6 +25,7 @@ from ctr_dagster.importers.mapping import (
     load_mapping,
     parse_mapping,
 )
+from ctr_dagster.importers.mave import MaveImport, read_mave
 
 __all__ = [
     "CANONICAL",
@@ -32,11 +34,13 @@ __all__ = [
     "ImportMapping",
     "MalformedInputError",
     "MappingError",
+    "MaveImport",
     "TableMapping",
     "TimeSpec",
     "iter_impressions",
     "load_mapping",
     "parse_mapping",
+    "read_mave",
     "read_catalogue",
     "scan_days",
 ]

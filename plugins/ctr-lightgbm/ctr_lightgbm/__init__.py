@@ -1,5 +1,5 @@
 """ctr-lightgbm: the `lightgbm` model plugin for ctr-dagster."""
 
-from ctr_lightgbm.model import LightgbmConfig, LightgbmModel
+from ctr_lightgbm.model import LightgbmConfig, LightgbmEmbConfig, LightgbmEmbModel, LightgbmModel
 
-__all__ = ["LightgbmConfig", "LightgbmModel"]
+__all__ = ["LightgbmConfig", "LightgbmEmbConfig", "LightgbmEmbModel", "LightgbmModel"]

@@ -8,10 +8,14 @@ per-row Python loop), so the same code scores a 1-row batch and a 300k-row table
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from ctr_lightgbm.embeddings import ItemVectors
 
 #: Indexed columns given to LightGBM as categorical features (0 = padding, 1 = OOV, real ids from 2).
 CATEGORICAL = ("category_idx", "device_idx", "region_idx", "age_group_idx")
@@ -60,6 +64,9 @@ class FeatureSpec:
     use_treatment: bool = True
     use_stats: bool = True
     recent: int = 5
+    #: Item-embedding features (`ctr_lightgbm.embeddings`): 0 = off, else the PCA components kept.
+    embedding_components: int = 0
+    use_embeddings: bool = False
 
     def categorical(self) -> list[str]:
         """Names LightGBM treats as categorical (they lead the matrix)."""
@@ -71,9 +78,11 @@ class FeatureSpec:
         return self.categorical() + list(DENSE) + [TREATMENT] * self.use_treatment
 
     def names(self) -> list[str]:
+        from ctr_lightgbm import embeddings
         from ctr_lightgbm.stats import FEATURES as STATS
 
-        return self.table_columns() + list(SEQUENCE) + list(STATS) * self.use_stats
+        extra = embeddings.names(self.embedding_components) if self.use_embeddings else []
+        return self.table_columns() + list(SEQUENCE) + list(STATS) * self.use_stats + extra
 
 
 def _numeric(table: pa.Table, name: str) -> np.ndarray:
@@ -152,10 +161,13 @@ def sequence_features(table: pa.Table, recent: int = 5) -> np.ndarray:
     )
 
 
-def build(table: pa.Table, spec: FeatureSpec, stats: np.ndarray | None = None) -> np.ndarray:
+def build(
+    table: pa.Table, spec: FeatureSpec, stats: np.ndarray | None = None, vectors: ItemVectors | None = None
+) -> np.ndarray:
     """The model matrix (float64[n, len(spec.names())]), columns in the order of `spec.names()`.
 
-    `stats` holds the id statistics columns (`ctr_lightgbm.stats`) when `spec.use_stats`.
+    `stats` holds the id statistics columns (`ctr_lightgbm.stats`) when `spec.use_stats`; `vectors`
+    the item vectors (`ctr_lightgbm.embeddings`) when `spec.use_embeddings`.
     """
     blocks = [np.column_stack([_numeric(table, name) for name in spec.table_columns()])]
     blocks.append(sequence_features(table, spec.recent))
@@ -163,4 +175,8 @@ def build(table: pa.Table, spec: FeatureSpec, stats: np.ndarray | None = None) -
         if stats is None or stats.shape[0] != table.num_rows:
             raise ValueError("spec.use_stats needs the statistics columns of every row")
         blocks.append(stats)
+    if spec.use_embeddings:
+        if vectors is None:
+            raise ValueError("spec.use_embeddings needs the item vectors (fit with item_embeddings)")
+        blocks.append(vectors.features(table))
     return np.ascontiguousarray(np.column_stack(blocks), dtype=np.float64)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
 
+    from ctr_lightgbm.embeddings import ItemVectors
+
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"  # the booster, LightGBM's own text format
 META_FILE = "model.json"  # config, feature layout, training summary
@@ -60,6 +62,10 @@ class LightgbmConfig:
     use_treatment: bool = True  # the coupon arm of the request (it moves the click probability)
     recent_window: int = 5  # clicks counted by hist_cat_recent_count
     num_threads: int = 2  # fixed (not "all cores"): part of what makes a fit reproducible
+    # Multimodal item vectors (the item_embeddings asset): PCA components of the target's fused vector
+    # and its cosine similarity to the behaviour sequence (ctr_lightgbm.embeddings). Needs the input.
+    use_item_embeddings: bool = False
+    embedding_components: int = 8  # PCA components of the target's vector used as features
 
 
 class LightgbmModel:
@@ -75,6 +81,7 @@ class LightgbmModel:
         self.booster: lgb.Booster | None = None
         self.meta: dict[str, Any] = {}  # feature layout + training summary (JSON-serializable)
         self._tables: dict | None = None  # meta["stats"] as numpy arrays (built on first predict)
+        self.vectors: ItemVectors | None = None  # item vectors (use_item_embeddings), saved with the model
 
     # helpers ----------------------------------------------------------------------------------
     def _spec(self):
@@ -89,6 +96,8 @@ class LightgbmModel:
             use_treatment=cfg.use_treatment,
             use_stats=cfg.use_stats,
             recent=cfg.recent_window,
+            embedding_components=cfg.embedding_components if cfg.use_item_embeddings else 0,
+            use_embeddings=cfg.use_item_embeddings,
         )
 
     def _params(self, seed: int) -> dict[str, Any]:
@@ -140,6 +149,23 @@ class LightgbmModel:
         )
         return init
 
+    def _item_vectors(self, train: pa.Table, ctx: FitContext) -> ItemVectors:
+        """The item vectors from the engine's prepared input (float32[item_idx cardinality, d])."""
+        from ctr_lightgbm.embeddings import ItemVectors
+
+        matrix = ctx.inputs.get("item_embeddings")
+        if matrix is None:
+            raise ValueError(
+                f"{self.name}: use_item_embeddings needs the 'item_embeddings' input, which the engine "
+                "provides once the item_embeddings asset is materialized (materialize it first, or set "
+                "use_item_embeddings=false)"
+            )
+        pairs = (train.column("item_idx").to_numpy(), train.column("category_idx").to_numpy())
+        vectors = ItemVectors.fit(matrix, self.config.embedding_components, pairs)
+        known = int((abs(vectors.unit).sum(axis=1) > 0).sum())
+        ctx.log(f"{self.name}: item vectors for {known} of {len(vectors.unit)} item indices")
+        return vectors
+
     # contract ---------------------------------------------------------------------------------
     def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> LightgbmModel:
         import lightgbm as lgb
@@ -161,7 +187,8 @@ class LightgbmModel:
                 smoothing=cfg.stats_smoothing,
                 user_cat_smoothing=cfg.user_cat_smoothing,
             )
-        x = features.build(train, spec, train_stats)
+        self.vectors = self._item_vectors(train, ctx) if spec.use_embeddings else None
+        x = features.build(train, spec, train_stats, self.vectors)
         y = train.column("label").to_numpy().astype(np.float64)
         init = self._warm_start(ctx, names)
         init_trees = init.num_trees() if init is not None else 0
@@ -173,7 +200,7 @@ class LightgbmModel:
         valid_sets, callbacks = [], []
         if use_valid:
             valid_stats = stats.transform(valid, state) if state is not None else None
-            valid_sets = [dtrain.create_valid(features.build(valid, spec, valid_stats), yv)]
+            valid_sets = [dtrain.create_valid(features.build(valid, spec, valid_stats, self.vectors), yv)]
             if cfg.early_stopping_rounds > 0:
                 callbacks.append(lgb.early_stopping(cfg.early_stopping_rounds, verbose=False))
         booster = lgb.train(
@@ -204,6 +231,11 @@ class LightgbmModel:
             "train_rows": int(train.num_rows),
             "lightgbm_version": lgb.__version__,
         }
+        if self.vectors is not None:
+            self.meta["item_vectors"] = {
+                "rows": len(self.vectors.unit),
+                "dim": int(self.vectors.unit.shape[1]),
+            }
         auc_text = "n/a" if valid_auc is None else f"{valid_auc:.4f}"
         ctx.log(
             f"{self.name}: best iteration {best} ({self.booster.num_trees()} trees, {init_trees} from warm "
@@ -226,7 +258,7 @@ class LightgbmModel:
             if self._tables is None:
                 self._tables = stats.compile_tables(state)
             extra = stats.transform(batch, state, self._tables)
-        x = features.build(batch, self._spec(), extra)
+        x = features.build(batch, self._spec(), extra, self.vectors)
         scores = self.booster.predict(x, num_threads=self.config.num_threads)
         return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
 
@@ -236,6 +268,8 @@ class LightgbmModel:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(directory / MODEL_FILE))
+        if self.vectors is not None:
+            self.vectors.save(directory)
         document = {"format_version": FORMAT_VERSION, "config": config_to_dict(self.config), **self.meta}
         (directory / META_FILE).write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
 
@@ -253,4 +287,26 @@ class LightgbmModel:
         model.booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
         if model.booster.feature_name() != document["features"]["names"]:
             raise ValueError(f"{cls.name}: {MODEL_FILE} and {META_FILE} disagree on the feature names")
+        if model._spec().use_embeddings:
+            from ctr_lightgbm.embeddings import ItemVectors
+
+            model.vectors = ItemVectors.load(directory)
         return model
+
+
+@dataclass
+class LightgbmEmbConfig(LightgbmConfig):
+    """`LightgbmConfig` with the item-embedding features switched on."""
+
+    use_item_embeddings: bool = True
+
+
+class LightgbmEmbModel(LightgbmModel):
+    """The same LightGBM model with the multimodal item-embedding features (a leaderboard twin)."""
+
+    name = "lightgbm_emb"
+    Config = LightgbmEmbConfig
+    requires: frozenset[str] = frozenset({"item_embeddings"})
+
+    def __init__(self, config: LightgbmConfig | None = None):
+        super().__init__(config or LightgbmEmbConfig())

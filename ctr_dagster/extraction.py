@@ -1,0 +1,424 @@
+"""Attribute extraction: run extractor plugins, score them, enrich the catalogue, check downstream.
+
+Model-agnostic: an extractor is any `ExtractorPlugin` (`ctr_dagster.contracts`); this module never
+names one. The pieces, each a plain function the `item_attributes` asset glues together:
+
+* `evaluation_setup`: what the extractors are fitted on and judged against. Synthetic data has an
+  oracle: extractors see the whole structured catalogue and are judged on the (item, attribute)
+  pairs it lacks. Imported data has none: `holdout` hides whole attribute values (every row of
+  them: the zero-shot test) and a share of the other rows (the seen-value test) before fitting.
+* `run_extractor`: fit + extract one plugin, timed, its failure captured (never raised) and its
+  output checked (columns, types, scores in [0, 1], known items), so one bad extractor is reported
+  and the others still count.
+* `evaluate`: precision / recall / F1 of one extractor overall, on seen values (the (attribute,
+  value) pair occurs in the fitting catalogue) and on unseen ones (zero-shot), against the truth,
+  counting only (item, attribute) pairs the fitting catalogue lacks. Values compare case-insensitively.
+* `enrich`: the `item_attributes` table (schemas.ITEM_ATTRIBUTES_ENRICHED): catalogue rows, plus for
+  each missing (item, attribute) the highest-scoring extracted value and who extracted it.
+* `downstream_auc`: test AUC of one simple CTR model (scikit-learn logistic regression on one-hot
+  context, item attribute one-hots and "the user's past clicks share this value" features) built
+  with catalogue-only vs enriched attributes: does extraction help the CTR task at all?
+
+numpy / pyarrow / scikit-learn are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pyarrow as pa
+
+    from ctr_dagster.contracts import FitContext
+
+CATALOGUE = "catalogue"  # `extractor` value of rows that come from the structured catalogue
+SLICES: tuple[str, ...] = ("overall", "seen", "unseen")
+EVALUATION_COLUMNS: tuple[str, ...] = (
+    "extractor",
+    "slice",
+    "precision",
+    "recall",
+    "f1",
+    "tp",
+    "predicted",
+    "true",
+)
+
+
+def _norm(value: object) -> str:
+    return str(value).strip().casefold()
+
+
+# -- inputs ------------------------------------------------------------------------------------------
+def interactions_from_training(training: pa.Table, split: str = "train") -> pa.Table:
+    """(user_id, item_id, ts, click, conversion) of one split of the TRAINING table: the interaction
+    input extractors may use (the train split only, so nothing from the CTR test period leaks)."""
+    import pyarrow.compute as pc
+
+    rows = training.filter(pc.equal(training.column("split"), split))
+    return rows.select(["user_id", "item_id", "ts", "label", "conversion"]).rename_columns(
+        ["user_id", "item_id", "ts", "click", "conversion"]
+    )
+
+
+def taxonomy(*tables: pa.Table | None) -> pa.Table:
+    """Distinct (attribute, value) pairs of the given tables, sorted: the candidate values.
+
+    For synthetic data this includes the oracle's pairs: the *vocabulary* of values (as the paper's
+    AV node set covers the whole dataset), never which item has which value."""
+    import pyarrow as pa
+
+    pairs: set[tuple[str, str]] = set()
+    for t in tables:
+        if t is not None and t.num_rows:
+            pairs |= set(zip(t.column("attribute").to_pylist(), t.column("value").to_pylist(), strict=True))
+    ordered = sorted(pairs)
+    return pa.table(
+        {
+            "attribute": pa.array([a for a, _ in ordered], pa.string()),
+            "value": pa.array([v for _, v in ordered], pa.string()),
+        }
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationSetup:
+    fit_attributes: pa.Table  # ITEM_ATTRIBUTES the extractors are fitted on
+    truth: pa.Table  # (item_id, attribute, value) the extractors are judged against
+    source: str  # "oracle" or "holdout"
+
+
+def evaluation_setup(
+    attributes: pa.Table, oracle: pa.Table | None, seed: int = 0, **holdout_args: Any
+) -> EvaluationSetup:
+    """Oracle when there is one (synthetic data), else a `holdout` of the catalogue (imported data)."""
+    import pyarrow.compute as pc
+
+    if oracle is not None and oracle.num_rows:
+        missing = oracle.filter(pc.invert(oracle.column("in_catalogue")))
+        return EvaluationSetup(attributes, missing.select(["item_id", "attribute", "value"]), "oracle")
+    fit, truth = holdout(attributes, seed=seed, **holdout_args)
+    return EvaluationSetup(fit, truth, "holdout")
+
+
+def holdout(
+    attributes: pa.Table, seed: int = 0, av_share: float = 0.1, row_share: float = 0.1, min_items: int = 2
+) -> tuple[pa.Table, pa.Table]:
+    """(fitting catalogue, held-out truth) without an oracle.
+
+    Whole (attribute, value) pairs are held out first - a share `av_share` of those used by at least
+    `min_items` items, with *all* their rows: values the extractors never see (zero-shot, as the
+    paper's unseen-AV split). Then `row_share` of the remaining rows is held out (seen values).
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    attr = attributes.column("attribute").to_pylist()
+    value = attributes.column("value").to_pylist()
+    pairs: dict[tuple[str, str], int] = {}
+    for a, v in zip(attr, value, strict=True):
+        pairs[(a, v)] = pairs.get((a, v), 0) + 1
+    rng = np.random.default_rng(seed)
+    eligible = sorted(p for p, n in pairs.items() if n >= min_items)
+    n_held = int(round(av_share * len(eligible)))
+    held_pairs = {eligible[k] for k in rng.permutation(len(eligible))[:n_held].tolist()}
+    zero_shot = np.array([(a, v) in held_pairs for a, v in zip(attr, value, strict=True)], dtype=bool)
+    seen_held = ~zero_shot & (rng.random(len(attr)) < row_share)
+    held = zero_shot | seen_held
+    truth = attributes.filter(pa.array(held)).select(["item_id", "attribute", "value"])
+    return attributes.filter(pa.array(~held)), truth
+
+
+# -- running ---------------------------------------------------------------------------------------
+@dataclass
+class ExtractorRun:
+    """One extractor's outcome: its predictions or the error that stopped it, and how long it took."""
+
+    name: str
+    predictions: pa.Table | None = None
+    fit_seconds: float = 0.0
+    extract_seconds: float = 0.0
+    error: str | None = None
+    detail: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.predictions is not None
+
+
+def check_predictions(out: Any, items: pa.Table, name: str) -> pa.Table:
+    """The extractor output as (item_id, attribute, value, score float32), or ValueError naming the problem."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not isinstance(out, pa.Table):
+        raise ValueError(f"{name}: extract must return a pyarrow Table, got {type(out).__name__}")
+    missing = [c for c in ("item_id", "attribute", "value", "score") if c not in out.column_names]
+    if missing:
+        raise ValueError(f"{name}: extract output lacks column(s) {missing}; has {out.column_names}")
+    table = pa.table(
+        {
+            "item_id": out.column("item_id").cast(pa.string()),
+            "attribute": out.column("attribute").cast(pa.string()),
+            "value": out.column("value").cast(pa.string()),
+            "score": out.column("score").cast(pa.float32()),
+        }
+    )
+    for column in table.column_names:
+        if table.column(column).null_count:
+            row = int(np.flatnonzero(table.column(column).is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"{name}: extract output row {row}, column {column!r} is null")
+    score = table.column("score").to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(~np.isfinite(score) | (score < 0) | (score > 1))
+    if len(bad):
+        raise ValueError(
+            f"{name}: extract output row {int(bad[0])}, column 'score' = {float(score[bad[0]])!r} is not in [0, 1]"
+        )
+    unknown = pc.invert(pc.is_in(table.column("item_id"), value_set=items.column("item_id")))
+    if pc.any(unknown).as_py():
+        row = int(np.flatnonzero(unknown.to_numpy(zero_copy_only=False))[0])
+        raise ValueError(
+            f"{name}: extract output row {row}, column 'item_id' = {table.column('item_id')[row]} is not a catalogue item"
+        )
+    return table
+
+
+def run_extractor(
+    name: str, extractor: Any, items: pa.Table, attributes: pa.Table, ctx: FitContext
+) -> ExtractorRun:
+    """Fit `extractor` (with `ctx` when it declares `requires`) and extract on `items`; never raises."""
+    from ctr_dagster.contracts import extractor_fit
+
+    run = ExtractorRun(name)
+    started = time.perf_counter()
+    try:
+        fitted = extractor_fit(extractor, items, attributes, ctx)
+        run.fit_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        run.predictions = check_predictions(fitted.extract(items), items, name)
+        run.extract_seconds = time.perf_counter() - started
+        summary = getattr(fitted, "summary", None)
+        run.summary = dict(summary) if isinstance(summary, dict) else {}
+    except Exception as exc:  # a failing plugin is reported, never fatal here
+        run.error = f"{type(exc).__name__}: {exc}"
+        run.detail = traceback.format_exc()
+        run.predictions = None
+    return run
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+def _triples(table: pa.Table) -> list[tuple[str, str, str]]:
+    return list(
+        zip(
+            table.column("item_id").to_pylist(),
+            table.column("attribute").to_pylist(),
+            [_norm(v) for v in table.column("value").to_pylist()],
+            strict=True,
+        )
+    )
+
+
+def evaluate(name: str, predictions: pa.Table, truth: pa.Table, known: pa.Table) -> list[dict[str, Any]]:
+    """P/R/F1 rows (one per slice) of `predictions` against `truth`, on pairs `known` lacks.
+
+    A prediction for an (item, attribute) pair that `known` (the fitting catalogue) already has is
+    not an extraction and is ignored; every other predicted (item, attribute, value) counts, right
+    or wrong. "seen" / "unseen": whether the (attribute, value) pair occurs in `known`.
+    """
+    known_slots = set(
+        zip(known.column("item_id").to_pylist(), known.column("attribute").to_pylist(), strict=True)
+    )
+    seen_values = {(a, v) for _, a, v in _triples(known)}
+    predicted = {t for t in _triples(predictions) if (t[0], t[1]) not in known_slots}
+    true = {t for t in _triples(truth) if (t[0], t[1]) not in known_slots}
+    rows = []
+    for slice_name in SLICES:
+        if slice_name == "overall":
+            p, t = predicted, true
+        else:
+            want = slice_name == "seen"
+            p = {x for x in predicted if ((x[1], x[2]) in seen_values) == want}
+            t = {x for x in true if ((x[1], x[2]) in seen_values) == want}
+        rows.append(prf_row(name, slice_name, len(p & t), len(p), len(t)))
+    return rows
+
+
+def prf_row(name: str, slice_name: str, tp: int, predicted: int, true: int) -> dict[str, Any]:
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / true if true else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "extractor": name,
+        "slice": slice_name,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+        "tp": tp,
+        "predicted": predicted,
+        "true": true,
+    }
+
+
+# -- enrichment ------------------------------------------------------------------------------------
+def enrich(attributes: pa.Table, runs: Sequence[ExtractorRun], use: Sequence[str] | None = None) -> pa.Table:
+    """Catalogue rows (score 1, extractor "catalogue") + per missing (item, attribute) the best
+    extracted value among the successful runs named in `use` (all when None): highest score, ties to
+    the earlier run. Sorted by item, attribute."""
+    import pyarrow as pa
+
+    from ctr_dagster import schemas
+
+    known = set(
+        zip(attributes.column("item_id").to_pylist(), attributes.column("attribute").to_pylist(), strict=True)
+    )
+    best: dict[tuple[str, str], tuple[float, str, str]] = {}
+    for run in runs:
+        if not run.ok or (use is not None and run.name not in use):
+            continue
+        p = run.predictions
+        for item, attribute, value, score in zip(
+            p.column("item_id").to_pylist(),
+            p.column("attribute").to_pylist(),
+            p.column("value").to_pylist(),
+            p.column("score").to_pylist(),
+            strict=True,
+        ):
+            slot = (item, attribute)
+            if slot in known:
+                continue
+            if slot not in best or score > best[slot][0]:
+                best[slot] = (float(score), value, run.name)
+    rows = [(i, a, v, 1.0, CATALOGUE) for i, a, v in zip(
+        attributes.column("item_id").to_pylist(),
+        attributes.column("attribute").to_pylist(),
+        attributes.column("value").to_pylist(),
+        strict=True,
+    )]  # fmt: skip
+    rows += [(i, a, v, s, who) for (i, a), (s, v, who) in best.items()]
+    rows.sort(key=lambda r: (r[0], r[1], r[4] != CATALOGUE))
+    table = pa.table({k: [r[n] for r in rows] for n, k in enumerate(schemas.ITEM_ATTRIBUTES_ENRICHED.names)})
+    return schemas.conform(table, schemas.ITEM_ATTRIBUTES_ENRICHED, source="item_attributes")
+
+
+# -- downstream ------------------------------------------------------------------------------------
+_ONE_HOT = ("category_idx", "device_idx", "region_idx", "age_group_idx", "position", "hour", "day_of_week")
+
+
+def _value_codes(table: pa.Table, item_of_idx: dict[int, str], n_idx: int) -> dict[str, Any]:
+    """attribute -> int array [n_idx] of value codes per item index (-1 = unknown)."""
+    import numpy as np
+
+    index_of = {item: idx for idx, item in item_of_idx.items()}
+    out: dict[str, Any] = {}
+    vocab: dict[tuple[str, str], int] = {}
+    for item, attribute, value in _triples(table):
+        idx = index_of.get(item)
+        if idx is None:
+            continue
+        codes = out.setdefault(attribute, np.full(n_idx, -1, dtype=np.int64))
+        codes[idx] = vocab.setdefault((attribute, value), len(vocab))
+    return out
+
+
+def attribute_features(training: pa.Table, attributes: pa.Table) -> tuple[Any, list[str]]:
+    """Sparse [rows, k] features of the target item's attributes: value one-hots per attribute
+    (unknown = its own column) and, per attribute, the share of the user's earlier clicks (the
+    behaviour sequence) whose item has the same known value, plus whether any does."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    item_idx = training.column("item_idx").to_numpy()
+    item_ids = training.column("item_id").to_pylist()
+    item_of_idx = {int(i): s for i, s in zip(item_idx.tolist(), item_ids, strict=True) if i > 1}
+    hist = training.column("hist_item_idx").combine_chunks()
+    flat = hist.flatten().to_numpy()
+    offsets = hist.offsets.to_numpy()
+    n_idx = int(max(item_idx.max(initial=1), flat.max(initial=1))) + 1
+    codes = _value_codes(attributes, item_of_idx, n_idx)
+    n = len(item_idx)
+    row_of_flat = np.repeat(np.arange(n), np.diff(offsets))
+    lengths = np.maximum(np.diff(offsets), 1)
+    blocks, names = [], []
+    for attribute in sorted(codes):
+        c = codes[attribute]
+        target = c[item_idx]
+        n_values = int(c.max(initial=-1)) + 2  # + "unknown"
+        onehot = sp.csr_matrix((np.ones(n), (np.arange(n), target + 1)), shape=(n, n_values))
+        match = (c[flat] == target[row_of_flat]) & (target[row_of_flat] >= 0)
+        share = np.bincount(row_of_flat, weights=match, minlength=n) / lengths
+        blocks += [onehot, sp.csr_matrix(np.stack([share, share > 0], axis=1))]
+        names += [f"{attribute}=#{k}" for k in range(n_values)] + [
+            f"{attribute}_hist_share",
+            f"{attribute}_hist_any",
+        ]
+    if not blocks:
+        return sp.csr_matrix((n, 0)), []
+    return sp.hstack(blocks).tocsr(), names
+
+
+def context_features(training: pa.Table) -> Any:
+    """Sparse one-hots of the context columns plus scaled numeric columns (shared by both variants)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    n = training.num_rows
+    blocks = []
+    for column in _ONE_HOT:
+        v = training.column(column).to_numpy().astype(np.int64)
+        lo, hi = (int(v.min()), int(v.max())) if n else (0, 0)
+        blocks.append(sp.csr_matrix((np.ones(n), (np.arange(n), v - lo)), shape=(n, hi - lo + 1)))
+    numeric = np.stack(
+        [
+            np.log1p(training.column("user_click_count").to_numpy().astype(np.float64)),
+            np.log1p(training.column("price").to_numpy().astype(np.float64)),
+            training.column("is_new_item").to_numpy(zero_copy_only=False).astype(np.float64),
+            training.column("is_new_user").to_numpy(zero_copy_only=False).astype(np.float64),
+        ],
+        axis=1,
+    )
+    numeric = (numeric - numeric.mean(axis=0)) / np.maximum(numeric.std(axis=0), 1e-9)
+    blocks.append(sp.csr_matrix(numeric))
+    return sp.hstack(blocks).tocsr()
+
+
+def downstream_auc(
+    training: pa.Table,
+    variants: dict[str, pa.Table],
+    seed: int = 0,
+    max_train_rows: int = 200_000,
+    log: Callable[[str], None] = print,
+) -> dict[str, float]:
+    """Test AUC of a logistic regression per attribute table in `variants` (e.g. {"catalogue": ...,
+    "enriched": ...}), same rows, same context features, same seed: `auc_<variant>` per variant."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    split = training.column("split")
+    train_rows = np.flatnonzero(pc.equal(split, "train").to_numpy(zero_copy_only=False))
+    test_rows = np.flatnonzero(pc.equal(split, "test").to_numpy(zero_copy_only=False))
+    if len(train_rows) > max_train_rows:
+        train_rows = np.sort(np.random.default_rng(seed).choice(train_rows, max_train_rows, replace=False))
+    label = training.column("label").to_numpy().astype(np.int64)
+    out: dict[str, float] = {"train_rows": len(train_rows), "test_rows": len(test_rows)}
+    if not len(test_rows) or len(np.unique(label[train_rows])) < 2 or len(np.unique(label[test_rows])) < 2:
+        log("downstream_auc: train or test split has a single class; skipped")
+        return out
+    context = context_features(training)
+    for name, attributes in variants.items():
+        started = time.perf_counter()
+        features, _ = attribute_features(training, attributes)
+        x = sp.hstack([context, features]).tocsr()
+        model = LogisticRegression(C=1.0, max_iter=400, random_state=seed)
+        model.fit(x[train_rows], label[train_rows])
+        out[f"auc_{name}"] = float(roc_auc_score(label[test_rows], model.predict_proba(x[test_rows])[:, 1]))
+        log(f"downstream_auc[{name}]: {out[f'auc_{name}']:.4f} ({time.perf_counter() - started:.1f} s)")
+    return out

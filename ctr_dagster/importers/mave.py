@@ -1,0 +1,241 @@
+"""MAVE-style attribute JSONL -> canonical ITEMS + ITEM_ATTRIBUTES (+ quarantine).
+
+MAVE (Yang et al., WSDM'22; google-research-datasets/MAVE, the data HyperPAVE evaluates on) stores
+one product per line::
+
+    {"id": "B0002H0A3S", "category": "Guitar Strings",
+     "paragraphs": [{"text": "D'Addario EJ26 Phosphor Bronze ...", "source": "title"}, ...],
+     "attributes": [{"key": "Winding Material",
+                     "evidences": [{"value": "Phosphor Bronze", "pid": 0, "begin": 15, "end": 30}]}]}
+
+`read_mave` streams such files line by line (plain or compressed, pyarrow detects it) and returns:
+
+* `items` (ITEMS): `item_id` = id, `category`, `title` = the first paragraph whose source is "title"
+  (else the first paragraph; "" when the line has none, as in MAVE's label-only files), or title +
+  description paragraphs with `text="title+description"` (HyperPAVE's "title&description");
+  `price` 0.0 and `first_seen` = the `first_seen` argument, which MAVE does not have;
+* `item_attributes` (ITEM_ATTRIBUTES): one row per distinct (id, key, value) of the evidences;
+* `quarantine` (QUARANTINE): every rejected line with its file, 1-based line number, the offending
+  field (e.g. ``attributes[0].evidences[1].end``), the rule and the raw line.
+
+A line is rejected when it is not JSON (`unparseable`), lacks or mistypes a required field
+(`bad_field`), has an evidence span that does not spell its value in the referenced paragraph
+(`bad_span`; checked only when the line has paragraphs), or repeats an earlier id (`duplicate_id`).
+Blank lines are skipped. Lines read = items + quarantined + blank, always. An unreadable file raises
+`MalformedInputError` naming it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ctr_dagster import schemas
+from ctr_dagster.errors import MalformedInputError
+
+TEXT_MODES = ("title", "title+description")
+_MAX_RECORD_CHARS = 20_000
+
+
+class _Reject(ValueError):
+    def __init__(self, rule: str, column: str | None, message: str):
+        super().__init__(message)
+        self.rule, self.column, self.message = rule, column, message
+
+
+@dataclass(frozen=True)
+class MaveImport:
+    items: pa.Table  # schemas.ITEMS
+    item_attributes: pa.Table  # schemas.ITEM_ATTRIBUTES
+    quarantine: pa.Table  # schemas.QUARANTINE
+    lines: int  # non-blank lines read
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of every line, streamed (compression detected from the name)."""
+    try:
+        stream = pa.input_stream(str(path), compression="detect")
+    except (OSError, pa.ArrowException) as exc:
+        raise MalformedInputError(path, None, None, f"cannot read the file: {exc}") from exc
+    with stream:
+        pending = b""
+        number = 0
+        while True:
+            try:
+                chunk = stream.read(1 << 20)
+            except (OSError, pa.ArrowException) as exc:
+                raise MalformedInputError(path, number + 1, None, f"cannot read the file: {exc}") from exc
+            if not chunk:
+                break
+            parts = (pending + chunk).split(b"\n")
+            pending = parts.pop()
+            for raw in parts:
+                number += 1
+                yield number, raw.decode("utf-8", errors="replace").rstrip("\r")
+        if pending:
+            yield number + 1, pending.decode("utf-8", errors="replace").rstrip("\r")
+
+
+def _string(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise _Reject("bad_field", where, f"{where} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(obj: dict, key: str, where: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Reject("bad_field", where, f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def parse_line(text: str, mode: str = "title") -> tuple[str, str, str, list[tuple[str, str]]]:
+    """(id, category, title, [(attribute, value), ...] distinct in order) of one MAVE line, or `_Reject`."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Reject("unparseable", None, f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+    if not isinstance(record, dict):
+        raise _Reject("unparseable", None, f"a line must hold a JSON object, got {type(record).__name__}")
+    item_id = _string(record, "id", "id")
+    category = _string(record, "category", "category")
+    paragraphs = record.get("paragraphs")
+    texts: list[str] = []
+    sources: list[str | None] = []
+    if paragraphs is not None:
+        if not isinstance(paragraphs, list):
+            raise _Reject(
+                "bad_field", "paragraphs", f"paragraphs must be a list, got {type(paragraphs).__name__}"
+            )
+        for k, p in enumerate(paragraphs):
+            if not isinstance(p, dict) or not isinstance(p.get("text"), str):
+                raise _Reject(
+                    "bad_field", f"paragraphs[{k}].text", f"paragraphs[{k}] needs a string 'text', got {p!r}"
+                )
+            texts.append(p["text"])
+            sources.append(p.get("source") if isinstance(p.get("source"), str) else None)
+    attributes = record.get("attributes")
+    if not isinstance(attributes, list):
+        raise _Reject("bad_field", "attributes", f"attributes must be a list, got {attributes!r}")
+    pairs: dict[tuple[str, str], None] = {}
+    for a, attribute in enumerate(attributes):
+        where = f"attributes[{a}]"
+        if not isinstance(attribute, dict):
+            raise _Reject("bad_field", where, f"{where} must be an object, got {attribute!r}")
+        key = _string(attribute, "key", f"{where}.key")
+        evidences = attribute.get("evidences")
+        if not isinstance(evidences, list) or not evidences:
+            raise _Reject("bad_field", f"{where}.evidences", f"{where}.evidences must be a non-empty list")
+        for e, evidence in enumerate(evidences):
+            at = f"{where}.evidences[{e}]"
+            if not isinstance(evidence, dict):
+                raise _Reject("bad_field", at, f"{at} must be an object, got {evidence!r}")
+            value = _string(evidence, "value", f"{at}.value")
+            if texts:
+                pid, begin, end = (_int(evidence, k, f"{at}.{k}") for k in ("pid", "begin", "end"))
+                if not 0 <= pid < len(texts):
+                    raise _Reject(
+                        "bad_span", f"{at}.pid", f"{at}.pid={pid} but the line has {len(texts)} paragraph(s)"
+                    )
+                span = texts[pid][begin:end] if 0 <= begin < end <= len(texts[pid]) else None
+                if span != value:
+                    raise _Reject(
+                        "bad_span",
+                        f"{at}.begin",
+                        f"{at}: paragraph {pid}[{begin}:{end}] is {span!r}, not the value {value!r}",
+                    )
+            pairs[(key, value)] = None  # type: ignore[index]
+    title = _title(texts, sources, mode)
+    return item_id, category, title, list(pairs)  # type: ignore[return-value]
+
+
+def _title(texts: list[str], sources: list[str | None], mode: str) -> str:
+    if not texts:
+        return ""
+    titles = [t for t, s in zip(texts, sources, strict=True) if s == "title"]
+    title = titles[0] if titles else texts[0]
+    if mode == "title+description":
+        extra = [t for t, s in zip(texts, sources, strict=True) if s == "description"]
+        title = " ".join([title, *extra])
+    return title
+
+
+def read_mave(
+    paths: str | Path | Sequence[str | Path],
+    *,
+    text: str = "title",
+    first_seen: dt.date = dt.date(1970, 1, 1),
+) -> MaveImport:
+    """Every line of the MAVE-style JSONL file(s), in order, as canonical tables (see the module doc)."""
+    if text not in TEXT_MODES:
+        raise ValueError(f"text must be one of {TEXT_MODES}, got {text!r}")
+    files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    items: dict[str, list[Any]] = {"item_id": [], "category": [], "title": []}
+    attrs: dict[str, list[str]] = {"item_id": [], "attribute": [], "value": []}
+    rejected: list[dict[str, Any]] = []
+    seen: dict[str, tuple[Path, int]] = {}
+    lines = 0
+    for file in files:
+        if not file.is_file():
+            raise MalformedInputError(file, None, None, "no such file")
+        for number, line in _lines(file):
+            if not line.strip():
+                continue
+            lines += 1
+            try:
+                item_id, category, title, pairs = parse_line(line, text)
+                if item_id in seen:
+                    first_file, first_line = seen[item_id]
+                    raise _Reject(
+                        "duplicate_id",
+                        "id",
+                        f"id {item_id!r} already read at {first_file}, line {first_line}",
+                    )
+            except _Reject as reject:
+                rejected.append(
+                    {
+                        "table": "raw_items",
+                        "partition": None,
+                        "source_file": str(file),
+                        "source_row": number,
+                        "column": reject.column,
+                        "rule": reject.rule,
+                        "detail": f"{file}, line {number}: {reject.message}",
+                        "record": json.dumps({"text": line[:_MAX_RECORD_CHARS]}, ensure_ascii=False),
+                    }
+                )
+                continue
+            seen[item_id] = (file, number)
+            items["item_id"].append(item_id)
+            items["category"].append(category)
+            items["title"].append(title)
+            for attribute, value in pairs:
+                attrs["item_id"].append(item_id)
+                attrs["attribute"].append(attribute)
+                attrs["value"].append(value)
+    n = len(items["item_id"])
+    items_table = pa.table(
+        {
+            **items,
+            "price": pa.array([0.0] * n, pa.float32()),
+            "first_seen": pa.array([first_seen] * n, pa.date32()),
+            "image_png": pa.array([None] * n, pa.binary()),
+        }
+    )
+    return MaveImport(
+        items=schemas.conform(items_table, schemas.ITEMS, source="mave items"),
+        item_attributes=schemas.conform(
+            pa.table(attrs), schemas.ITEM_ATTRIBUTES, source="mave item_attributes"
+        ),
+        quarantine=pa.Table.from_pylist(rejected, schema=schemas.QUARANTINE),
+        lines=lines,
+    )

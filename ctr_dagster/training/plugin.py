@@ -1,0 +1,315 @@
+"""`TorchModel`: the ModelPlugin contract (fit / predict / save / load) on top of the shared trainer.
+
+A torch plugin writes only what is specific to it::
+
+    @dataclass
+    class MyConfig(TrainerConfig):          # trainer fields (epochs, lr, ...) + the model's own
+        embedding_dim: int = 16
+        max_len: int = 30                   # behaviour-sequence length (FeatureSpec.max_len)
+
+    class MyModel(TorchModel):
+        name = "my_model"
+        task = "ctr"
+        Config = MyConfig
+        requires = frozenset({"sequence"})
+
+        def build_module(self, spec):       # -> nn.Module; forward(batch: dict[str, Tensor]) -> logits (B,)
+            from my_plugin.modules import MyNet
+            return MyNet(spec, self.config)
+
+and may override `feature_spec` (which columns, how long a sequence), `loss` (default: BCE on the
+logits; a module may also return ``{"logit": ..., "aux_loss": ...}``) and `predict_logits`.
+The batch dict keys are documented in `ctr_dagster.training.batching`.
+
+Persistence is safe by construction: ``weights.safetensors`` (the module's state dict, frozen
+buffers included) and ``model.json`` (format version, config, feature spec, dense statistics,
+training summary, library versions). `load` rebuilds the module from the JSON and loads the weights;
+nothing is unpickled.
+
+Inputs the engine may hand `fit` through ``ctx.inputs``:
+* ``item_embeddings``: float32[rows, d], row = item_idx -- used when the config has
+  ``use_item_embeddings=True`` or the plugin `requires` it; `frozen_item_vectors` hands it to the module.
+* ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
+  "temperature"}`` -- the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
+from ctr_dagster.training.config import TrainerConfig
+from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+META_FILE = "model.json"
+
+
+def _cardinalities(tables: list[pa.Table], given: dict[str, int]) -> dict[str, int]:
+    """Vocabulary sizes: the engine's (`ctx.cardinalities`), raised to max id + 1 seen in the tables
+    (a vocabulary that is missing or older than the data must not turn known ids into OOV)."""
+    import pyarrow.compute as pc
+
+    out = {k: int(v) for k, v in given.items()}
+    for name in ID_COLUMNS:
+        top = 1
+        for table in tables:
+            if name in table.column_names and table.num_rows:
+                top = max(top, int(pc.max(table.column(name)).as_py() or 0))
+            hist = f"hist_{name}"
+            if hist in table.column_names and table.num_rows:
+                top = max(top, int(pc.max(pc.list_flatten(table.column(hist))).as_py() or 0))
+        out[name] = max(out.get(name, 0), top + 1)
+    return out
+
+
+def teacher_logits(scores: Any, n: int) -> np.ndarray:
+    """Teacher probabilities -> logits (clipped to [1e-6, 1 - 1e-6]), checked against the train rows."""
+    p = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if p.shape != (n,):
+        raise ValueError(f"distillation teacher_scores has {p.shape[0]} values for {n} train rows")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+        raise ValueError("distillation teacher_scores must be finite probabilities in [0, 1]")
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p)).astype(np.float32)
+
+
+class TorchModel:
+    """Base class of torch model plugins; subclasses implement `build_module` (see module docstring)."""
+
+    name: ClassVar[str] = "torch_model"
+    task: ClassVar[str] = "ctr"
+    Config: ClassVar[type] = TrainerConfig
+    requires: ClassVar[frozenset[str]] = frozenset({"sequence"})
+    role: ClassVar[str | None] = None
+    teacher: ClassVar[str | None] = None
+    #: The engine may run this plugin under torchrun (DDP) when several GPUs (or CTR_DDP_PROCS) are set.
+    distributed: ClassVar[bool] = True
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+        self.module: torch.nn.Module | None = None
+        self.spec: FeatureSpec | None = None
+        self.encoder: Any = None
+        self.summary: dict[str, Any] = {}
+        self._item_matrix: np.ndarray | None = None
+
+    # -- hooks for subclasses ----------------------------------------------------------------------
+    def build_module(self, spec: FeatureSpec) -> torch.nn.Module:
+        raise NotImplementedError(f"{type(self).__name__} must implement build_module(spec)")
+
+    def uses_item_embeddings(self) -> bool:
+        return bool(getattr(self.config, "use_item_embeddings", False)) or "item_embeddings" in self.requires
+
+    def feature_spec(self, cardinalities: dict[str, int], item_embedding_dim: int | None) -> FeatureSpec:
+        """Default: every id/context column, dense defaults, item+category sequences of config.max_len."""
+        return FeatureSpec.from_cardinalities(
+            cardinalities,
+            max_len=int(getattr(self.config, "max_len", 30)),
+            item_embedding_dim=item_embedding_dim,
+        )
+
+    def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-batch training loss (mean); default binary cross-entropy on the logits."""
+        import torch.nn.functional as F
+
+        return F.binary_cross_entropy_with_logits(logits, batch["label"])
+
+    def frozen_item_vectors(self, spec: FeatureSpec) -> torch.Tensor:
+        """The item-embedding matrix (rows = item_idx cardinality) for a frozen buffer.
+
+        The real vectors during `fit`; zeros of the same shape during `load` (the saved buffer fills them).
+        """
+        import torch
+
+        if spec.item_embedding_dim is None:
+            raise ValueError(f"{self.name}: the feature spec has no item embeddings")
+        rows = spec.categorical["item_idx"]
+        out = torch.zeros(rows, spec.item_embedding_dim)
+        if self._item_matrix is not None:
+            m = torch.from_numpy(np.ascontiguousarray(self._item_matrix[:rows], dtype=np.float32))
+            out[: m.shape[0]] = m
+        return out
+
+    # -- contract ----------------------------------------------------------------------------------
+    def _prepare_item_matrix(self, ctx: FitContext) -> int | None:
+        self._item_matrix = None
+        if not self.uses_item_embeddings():
+            return None
+        matrix = (ctx.inputs or {}).get("item_embeddings")
+        if matrix is None:
+            raise ValueError(
+                f"{self.name}: use_item_embeddings is on but no item embeddings were prepared "
+                "(materialize the item_embeddings asset first, or set use_item_embeddings=False)"
+            )
+        matrix = np.asarray(matrix, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[1] < 1 or not np.all(np.isfinite(matrix)):
+            raise ValueError(
+                f"{self.name}: item_embeddings must be a finite float32[rows, d] matrix, got {matrix.shape}"
+            )
+        self._item_matrix = matrix
+        return int(matrix.shape[1])
+
+    def _tensors(self, table: pa.Table, with_labels: bool) -> dict[str, torch.Tensor]:
+        import torch
+
+        from ctr_dagster.training.batching import labels
+
+        out = self.encoder.tensors(table)
+        if with_labels:
+            out["label"] = torch.from_numpy(labels(table))
+        return out
+
+    def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> TorchModel:
+        import torch
+
+        from ctr_dagster.training.batching import BatchEncoder
+        from ctr_dagster.training.trainer import Trainer
+
+        item_dim = self._prepare_item_matrix(ctx)
+        cards = _cardinalities([train, valid], dict(ctx.cardinalities or {}))
+        spec = self.feature_spec(cards, item_dim)
+        self.spec, self.encoder = spec, BatchEncoder.fit(train, spec)
+        train_t = self._tensors(train, with_labels=True)
+        valid_t = self._tensors(valid, with_labels=True) if valid.num_rows else {}
+        distill = (ctx.inputs or {}).get("distillation")
+        distillation = None
+        if distill is not None:
+            train_t["teacher_logit"] = torch.from_numpy(
+                teacher_logits(distill["teacher_scores"], train.num_rows)
+            )
+            distillation = {
+                "label_weight": float(distill.get("label_weight", 1.0)),
+                "teacher_weight": float(distill.get("teacher_weight", 1.0)),
+                "temperature": float(distill.get("temperature", 1.0)),
+            }
+            ctx.log(f"{self.name}: distilling from teacher scores with {distillation}")
+        torch.manual_seed(int(ctx.seed))
+        module = self.build_module(spec)
+        init_from = self._warm_start(module, ctx)
+        trainer = Trainer(self.config, loss_fn=self.loss)
+        summary = trainer.fit(
+            module,
+            train_t,
+            valid_t,
+            ctx,
+            key_extra={"plugin": self.name, "spec": spec.to_dict(), "init_from": init_from},
+            distillation=distillation,
+        )
+        self.module = module.eval()
+        self.summary = summary.as_dict()
+        return self
+
+    def _warm_start(self, module: torch.nn.Module, ctx: FitContext) -> str | None:
+        """Copy matching tensors from `ctx.init_from` (this plugin's saved artifact).
+
+        Embedding tables that grew (the vocabulary is append-only) keep their old rows; tensors of
+        another shape are left at their initialisation. Returns the source folder, or None.
+        """
+        if ctx.init_from is None:
+            return None
+        source = Path(ctx.init_from) / WEIGHTS_FILE
+        if not source.is_file():
+            ctx.log(f"{self.name}: init_from {ctx.init_from} has no {WEIGHTS_FILE}; training from scratch")
+            return None
+        import torch
+        from safetensors.torch import load_file
+
+        old = load_file(str(source))
+        copied, partial, skipped = 0, 0, 0
+        with torch.no_grad():
+            for key, tensor in module.state_dict().items():
+                prev = old.get(key)
+                if prev is None or prev.dim() != tensor.dim() or prev.dtype != tensor.dtype:
+                    skipped += 1
+                elif prev.shape == tensor.shape:
+                    tensor.copy_(prev)
+                    copied += 1
+                elif (
+                    prev.dim() == 2 and prev.shape[1] == tensor.shape[1] and prev.shape[0] <= tensor.shape[0]
+                ):
+                    tensor[: prev.shape[0]].copy_(prev)
+                    partial += 1
+                else:
+                    skipped += 1
+        ctx.log(
+            f"{self.name}: warm start from {ctx.init_from}: {copied} tensors copied, {partial} grown "
+            f"embedding tables extended, {skipped} left at initialisation"
+        )
+        return str(ctx.init_from)
+
+    def predict_logits(self, batch: pa.Table) -> np.ndarray:
+        import torch
+
+        if self.module is None or self.encoder is None:
+            raise RuntimeError(f"{self.name}: predict() before fit() or load()")
+        device = next(self.module.parameters()).device
+        size = int(getattr(self.config, "eval_batch_size", 8192))
+        out = []
+        with torch.inference_mode():
+            for start in range(0, batch.num_rows, size):
+                part = batch.slice(start, size) if batch.num_rows > size else batch
+                tensors = self.encoder.tensors(part, device)
+                output = self.module(tensors)
+                logits = output["logit"] if isinstance(output, dict) else output
+                out.append(logits.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def predict(self, batch: pa.Table) -> np.ndarray:
+        if batch.num_rows == 0:
+            return np.zeros(0, dtype=np.float64)
+        logits = self.predict_logits(batch)
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
+
+    def save(self, directory: Path) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        if self.module is None or self.spec is None:
+            raise RuntimeError(f"{self.name}: save() before fit() or load()")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE))
+        document = {
+            "format_version": FORMAT_VERSION,
+            "plugin": self.name,
+            "config": config_to_dict(self.config),
+            "spec": self.spec.to_dict(),
+            "dense": self.encoder.state(),
+            "training": self.summary,
+            "versions": {"torch": torch.__version__.split("+")[0]},
+        }
+        (directory / META_FILE).write_text(json.dumps(document, sort_keys=True, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: Path) -> TorchModel:
+        import torch
+        from safetensors.torch import load_file
+
+        from ctr_dagster.training.batching import BatchEncoder
+
+        directory = Path(directory)
+        document = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{cls.name}: unsupported model format {document.get('format_version')!r}")
+        if document.get("plugin") != cls.name:
+            raise ValueError(f"{cls.name}: {directory} holds a {document.get('plugin')!r} model")
+        model = cls(config_from_dict(cls, document["config"]))
+        model.spec = FeatureSpec.from_dict(document["spec"])
+        model.encoder = BatchEncoder.from_state(model.spec, document["dense"])
+        model.summary = document.get("training", {})
+        with torch.device("cpu"):
+            module = model.build_module(model.spec)
+        module.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
+        model.module = module.eval()
+        return model

@@ -1,0 +1,94 @@
+"""`din` and `din_student`: Deep Interest Network plugins on the engine's torch trainer.
+
+DIN (Zhou et al., KDD'18, arXiv 1706.06978): target attention over the user's behaviour sequence
+(local activation unit on [q, k, q - k, q * k], unnormalised weights), Dice activations, an MLP
+tower. The network is in `ctr_din.modules`; batching, the loop, early stopping, checkpoints, AMP,
+DDP and persistence come from `ctr_dagster.training.TorchModel`.
+
+`din_student` is the same network, much smaller (5 most recent behaviours, 8-wide embeddings, tiny
+MLPs): it trains alone like any model, and learns from the `din` teacher's scores when the engine
+hands it ``ctx.inputs["distillation"]``.
+
+This module is imported when the engine discovers plugins: it imports no torch (the modules are
+imported inside `build_module`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from ctr_dagster.training.config import TrainerConfig
+from ctr_dagster.training.plugin import TorchModel
+
+if TYPE_CHECKING:
+    from ctr_dagster.training.spec import FeatureSpec
+    from torch import nn
+
+
+@dataclass
+class DinConfig(TrainerConfig):
+    """DIN's CPU-scale defaults (FuxiCTR/BARS use 16-64-wide embeddings, attention [64]..[512, 256]).
+
+    Trainer fields (epochs, batch_size, lr, lr_schedule, patience, ...) come from TrainerConfig.
+    """
+
+    epochs: int = 6
+    batch_size: int = 1024
+    embedding_dim: int = 16
+    max_len: int = 30  # most recent behaviours kept
+    attention_units: list[int] = field(default_factory=lambda: [64])
+    attention_activation: str = "dice"
+    use_softmax: bool = False  # the paper keeps attention weights unnormalised
+    tower_units: list[int] = field(default_factory=lambda: [128, 64])
+    tower_activation: str = "dice"
+    dropout: float = 0.0
+    embedding_init_std: float = 0.01
+    use_user_idx: bool = True
+    use_item_embeddings: bool = False  # add a projection of the frozen item_embeddings vectors
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.embedding_dim < 1 or self.max_len < 1:
+            raise ValueError("embedding_dim and max_len must be >= 1")
+        if not self.attention_units or any(u < 1 for u in self.attention_units):
+            raise ValueError(f"attention_units needs at least one positive width, got {self.attention_units}")
+        if any(u < 1 for u in self.tower_units):
+            raise ValueError(f"tower_units must be positive, got {self.tower_units}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DinStudentConfig(DinConfig):
+    """A small DIN: 5 most recent behaviours, 8-wide embeddings, attention [16], tower [32]."""
+
+    embedding_dim: int = 8
+    max_len: int = 5
+    attention_units: list[int] = field(default_factory=lambda: [16])
+    tower_units: list[int] = field(default_factory=lambda: [32])
+
+
+class DinModel(TorchModel):
+    """Deep Interest Network (target attention over the behaviour sequence, Dice, MLP tower)."""
+
+    name: ClassVar[str] = "din"
+    task: ClassVar[str] = "ctr"
+    Config: ClassVar[type] = DinConfig
+    requires: ClassVar[frozenset[str]] = frozenset({"sequence"})
+    role: ClassVar[str | None] = "teacher"
+
+    def build_module(self, spec: FeatureSpec) -> nn.Module:
+        from ctr_din.modules import DinNet
+
+        vectors = self.frozen_item_vectors(spec) if spec.item_embedding_dim is not None else None
+        return DinNet(spec, self.config, vectors)
+
+
+class DinStudentModel(DinModel):
+    """Small DIN student (5 behaviours, tiny dims): trains alone or distils from the `din` teacher."""
+
+    name: ClassVar[str] = "din_student"
+    Config: ClassVar[type] = DinStudentConfig
+    role: ClassVar[str | None] = "student"
+    teacher: ClassVar[str | None] = "din"

@@ -1,0 +1,117 @@
+"""`hyperpave`: zero-shot attribute-value extraction by inductive link prediction on a hypergraph.
+
+HyperPAVE (Gong et al., WWW'24, arXiv 2402.08802; code gjiaying/HyperPAVE) predicts (product, has,
+av) links on a heterogeneous hypergraph of products, categories and attribute-value nodes. This
+plugin follows the released code's structure (see `ctr_hyperpave.net` for the network and its
+differences, `ctr_hyperpave.split` for the zero-shot split) at CPU scale:
+
+* graph: `ctr_dagster.hypergraph.build_hypergraph` (products, categories, AV nodes incl. the
+  taxonomy's values without any catalogue row; pairwise edges; also_view / also_buy from the
+  interaction logs, product_aspect, category_product_aspect);
+* features: hashed character n-grams of the title / category name / "attr is value"
+  (`ctr_hyperpave.features`) instead of BERT, which is what makes unseen AV nodes scorable;
+* training: full-batch AdamW on BCE-with-logits. Each step re-draws which training edges carry
+  messages and which are supervision (the code's `RandomLinkSplit(disjoint_train_ratio=0.3)`, so a
+  supervised link is never also a message), and `isolate_share` of the training AVs pass no
+  message at all that step (the zero-shot condition, seen in training). `neg_ratio` negatives per
+  positive: one AV of the same attribute and the rest uniform (the code samples uniformly; the
+  same-attribute one matches our per-slot question). Negatives come from training AVs only:
+  validation and zero-shot AV nodes are never supervised, positively or negatively.
+* selection (`ctr_hyperpave.split`): every `eval_every` steps the validation questions are scored
+  full-candidate on the training graph: products of the held-out AV nodes (zero-shot) and held-out
+  edges of the other AVs (seen values). The step with the best harmonic mean of the two F1s is kept
+  (early stopping with `patience`); its two F1-optimal thresholds (answers that are edge-less AVs,
+  answers that are connected AVs) are the decision thresholds. The code instead trains 50 epochs
+  and predicts at logit > 0.
+* extraction: every (item, attribute) pair whose attribute the item's category uses in the
+  catalogue is scored against all AV nodes of that attribute on the full catalogue graph; the top
+  value is returned when its probability reaches its threshold (`multi_label=True`: every value
+  above it, as the paper's multi-label decision). Items unknown at fit join the graph as new,
+  edge-less product nodes (inductive).
+
+Scale-down (MODELS.md §6): hidden 64, `feature_dim` 512, at most 200 full-batch steps (early
+stopping usually ends near 80); `small` (2,000 items) trains in ~10 s on 2 CPU cores. Deterministic
+for a given `FitContext.seed`. No persistence: the extractor contract has no save/load, and the
+asset refits each run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import pyarrow as pa
+    from ctr_dagster.contracts import FitContext
+
+
+@dataclass
+class HyperpaveConfig:
+    hidden: int = 64
+    feature_dim: int = 512  # hashed character n-gram columns per node text
+    steps: int = 200  # full-batch optimizer steps (the whole graph is one batch at this scale)
+    lr: float = 0.01
+    weight_decay: float = 1e-6
+    dropout: float = 0.1
+    neg_ratio: int = 2
+    supervision_share: float = 0.3  # training edges used as supervision only in each step
+    valid_avs: int = 6  # AV nodes held out (with all their edges) for validation
+    valid_seen_share: float = 0.1  # share of the other edges held out (seen-value validation)
+    isolate_share: float = 0.2  # share of training AVs passing no message in a step
+    min_av_edges: int = 2  # an AV needs this many catalogue edges to be a validation AV
+    eval_every: int = 10
+    patience: int = 6  # evaluations without a better validation F1 before stopping
+    text_skip: bool = True  # add the frozen text similarity to the pair score
+    use_graph: bool = True  # False: ablation without the graph part of the score
+    score: str = "cosine"  # graph part of the score: "cosine" (the paper's text) or "dot" (the code)
+    multi_label: bool = False
+    max_partners: int = 20  # longest also_view / also_buy list per product
+    # torch intra-op threads while fitting / extracting (0 = torch's default). The graph is small:
+    # on 2 busy cores, 2 threads made each step ~10x slower than 1 (synchronisation, not compute).
+    threads: int = 1
+
+
+class HyperpaveExtractor:
+    """HyperPAVE: zero-shot attribute values by hypergraph link prediction (torch, CPU-scale)."""
+
+    name = "hyperpave"
+    Config = HyperpaveConfig
+    requires = frozenset({"interactions", "candidates"})
+
+    def __init__(self, config: HyperpaveConfig | None = None):
+        self.config = config or HyperpaveConfig()
+        self.summary: dict[str, Any] = {}
+        self.split = None  # the ZeroShotSplit of the last fit (held-out AV nodes and edges)
+        self._state: dict[str, Any] | None = None
+
+    def fit(self, items: pa.Table, attributes: pa.Table, ctx: FitContext | None = None) -> HyperpaveExtractor:
+        from ctr_hyperpave.training import fit_model
+
+        with _torch_threads(self.config.threads):
+            fitted = fit_model(self.config, items, attributes, ctx)
+        self._state, self.summary, self.split = fitted.state, fitted.summary, fitted.split
+        return self
+
+    def extract(self, items: pa.Table) -> pa.Table:
+        from ctr_hyperpave.training import extract_rows
+
+        if self._state is None:
+            raise RuntimeError("hyperpave: extract() called before fit()")
+        with _torch_threads(self.config.threads):
+            return extract_rows(self.config, self._state, items)
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run with `n` torch intra-op threads (0 = leave as is), restoring the previous number after."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -1,0 +1,124 @@
+"""HyperPAVE's zero-shot split: held-out AV nodes never reach training, and unseen values are found."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from ctr_dagster import testing
+from ctr_dagster.contracts import FitContext
+from ctr_dagster.hypergraph import build_hypergraph
+
+from ctr_hyperpave import net
+from ctr_hyperpave.extractor import HyperpaveConfig, HyperpaveExtractor
+from ctr_hyperpave.split import best_thresholds, zero_shot_split
+from ctr_hyperpave.training import NegativeSampler
+
+N_ITEMS = 160
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    """Items whose titles state their values; every "green" row is left out of the catalogue, so
+    "colour is green" exists only as a candidate (the zero-shot value)."""
+    items = testing.make_items_table(N_ITEMS, seed=1)
+    full = testing.make_item_attributes_table(N_ITEMS, seed=1, missing_rate=0.0)
+    known = testing.make_item_attributes_table(N_ITEMS, seed=1, missing_rate=0.3)
+    known = known.filter(pc.invert(pc.equal(known["value"], "green")))
+    inputs = testing.make_extractor_inputs({"interactions", "candidates"}, N_ITEMS, seed=1)
+    return items, full, known, inputs
+
+
+def test_split_holds_out_whole_av_nodes(catalogue):
+    items, _, known, inputs = catalogue
+    hg = build_hypergraph(items, known, inputs["interactions"], inputs["candidates"])
+    split = zero_shot_split(hg, n_valid=3, min_edges=2, seed=0, seen_share=0.1)
+    green = hg.avs.index(("colour", "green"))
+    assert split.unseen_av.tolist() == [green]
+    assert len(split.valid_av) == 3 and green not in split.valid_av
+    held = set(split.valid_av.tolist()) | {green}
+    # nothing of a held-out AV is left in training: no edge, hence no hyperedge membership
+    assert not set(split.train_edges[1].tolist()) & held
+    assert set(split.valid_edges[1].tolist()) == set(split.valid_av.tolist())
+    train_graph = hg.with_av_edges(split.train_edges)
+    for family in ("product_aspect", "category_product_aspect"):
+        inc = train_graph.hyperedges[family]
+        assert not set(inc.node[inc.kind == 2].tolist()) & held
+    # the three parts partition the catalogue's edges; seen-value validation AVs stay connected
+    total = split.train_edges.shape[1] + split.valid_edges.shape[1] + split.valid_seen_edges.shape[1]
+    assert total == hg.product_av.shape[1]
+    assert set(split.valid_seen_edges[1].tolist()) <= set(split.train_edges[1].tolist())
+    attribute = np.array([a for a, _ in hg.avs])
+    for a in set(attribute.tolist()):  # every attribute keeps >= 2 training AVs
+        assert len(set(split.train_edges[1].tolist()) & set(np.flatnonzero(attribute == a).tolist())) >= 2
+
+
+def test_negatives_come_from_training_avs_only(catalogue):
+    items, _, known, inputs = catalogue
+    hg = build_hypergraph(items, known, inputs["interactions"], inputs["candidates"])
+    split = zero_shot_split(hg, n_valid=3, min_edges=2, seed=0)
+    train_av = split.train_av(len(hg.avs))
+    sampler = NegativeSampler(hg, split.train_edges, train_av)
+    rng = np.random.default_rng(0)
+    p, a, w = sampler.sample(split.train_edges[0], split.train_edges[1], 4, rng)
+    assert set(a.tolist()) <= set(train_av.tolist())
+    known_pairs = set(zip(hg.product_av[0].tolist(), hg.product_av[1].tolist(), strict=True))
+    is_known = np.array([(x, y) in known_pairs for x, y in zip(p.tolist(), a.tolist(), strict=True)])
+    assert (w[is_known] == 0).all() and (w[~is_known] == 1).all()
+
+
+def test_training_supervision_never_touches_held_out_avs(catalogue, monkeypatch):
+    items, _, known, inputs = catalogue
+    supervised: list[np.ndarray] = []
+    original = net.HyperPAVENet.logits
+
+    def spy(self, h, product, av):  # `logits` scores exactly the supervision pairs of a step
+        supervised.append(av.numpy().copy())
+        return original(self, h, product, av)
+
+    monkeypatch.setattr(net.HyperPAVENet, "logits", spy)
+    extractor = HyperpaveExtractor(HyperpaveConfig(steps=20, eval_every=10, patience=100))
+    extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None))
+    assert len(supervised) == 20
+    held = set(extractor.split.valid_av.tolist()) | set(extractor.split.unseen_av.tolist())
+    assert held and not set(np.concatenate(supervised).tolist()) & held
+
+
+def test_unseen_values_are_extracted(catalogue):
+    items, full, known, inputs = catalogue
+    extractor = HyperpaveExtractor(HyperpaveConfig(steps=60, eval_every=10))
+    out = extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None)).extract(items)
+    truth_green = set(full.filter(pc.equal(full["value"], "green"))["item_id"].to_pylist())
+    found_green = set(out.filter(pc.equal(out["value"], "green"))["item_id"].to_pylist())
+    assert len(truth_green) >= 20
+    # "green" has no catalogue edge at all, yet most green items get it, and few others do
+    assert len(found_green & truth_green) >= 0.5 * len(truth_green)
+    assert len(found_green - truth_green) <= 0.2 * max(len(found_green), 1)
+    assert extractor.summary["zero_shot_candidates"] == 1 and extractor.summary["best_step"] > 0
+
+
+def test_new_items_are_scored_inductively(catalogue):
+    items, _, known, inputs = catalogue
+    extractor = HyperpaveExtractor(HyperpaveConfig(steps=30, eval_every=10))
+    extractor.fit(items.slice(0, 120), known, FitContext(seed=0, inputs=inputs, log=lambda _m: None))
+    new = items.slice(120)
+    out = extractor.extract(new)
+    assert set(out["item_id"].to_pylist()) <= set(new["item_id"].to_pylist())
+    assert out.num_rows > 0
+
+
+def test_two_thresholds_maximize_f1():
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.2])
+    correct = np.array([True, True, False, True, True, False])
+    isolated = np.array([False, False, False, True, True, True])
+    t_conn, t_iso, f1, precision, recall = best_thresholds(score, correct, isolated, n_truth=6)
+    # best: answer the two right connected ones (cut above 0.7) and isolated down to 0.3
+    assert (t_conn, t_iso) == (0.8, 0.3)
+    assert (precision, recall) == (1.0, 4 / 6) and f1 == pytest.approx(0.8)
+
+
+def test_no_validation_avs_still_trains(catalogue):
+    items, _, known, inputs = catalogue
+    extractor = HyperpaveExtractor(HyperpaveConfig(steps=5, valid_avs=0, valid_seen_share=0.0))
+    extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None))
+    assert extractor.summary["steps"] == 5 and extractor.summary["threshold"] == 0.5
+    assert isinstance(extractor.extract(items.slice(0, 3)), pa.Table)

@@ -1,0 +1,180 @@
+"""The HyperPAVE hypergraph on a hand-made catalogue: exact node / edge / hyperedge counts per type."""
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ctr_dagster import hypergraph as hgm
+
+DAY_MS = 86_400_000
+T0 = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1000)
+
+
+def _items() -> pa.Table:
+    return pa.table(
+        {
+            "item_id": ["i1", "i2", "i3", "i4"],
+            "category": ["shirt", "shirt", "mug", "mug"],
+            "title": ["Acme red shirt", "blue shirt", "red glass mug", "teal mug"],
+        }
+    )
+
+
+def _attributes() -> pa.Table:
+    rows = [
+        ("i1", "colour", "red"),
+        ("i1", "brand", "Acme"),
+        ("i2", "colour", "blue"),
+        ("i3", "colour", "red"),
+        ("i3", "material", "glass"),
+        ("i3", "material", "glass"),  # duplicate row: one edge
+        ("zz", "colour", "red"),  # unknown item: ignored
+    ]
+    return pa.table({k: [r[n] for r in rows] for n, k in enumerate(["item_id", "attribute", "value"])})
+
+
+def _interactions() -> pa.Table:
+    rows = [  # user, item, day, click, conversion
+        ("u1", "i1", 0, 1, 1),
+        ("u1", "i2", 0, 1, 0),
+        ("u1", "i3", 0, 1, 1),
+        ("u1", "i4", 0, 0, 0),  # shown, not clicked: no co-view
+        ("u2", "i1", 0, 1, 1),
+        ("u2", "i4", 0, 1, 0),
+        ("u2", "i2", 1, 1, 0),
+        ("u2", "i4", 1, 1, 1),
+        ("u2", "zz", 1, 1, 1),  # unknown item: ignored
+    ]
+    return pa.table(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "ts": pa.array([T0 + r[2] * DAY_MS + 3_600_000 for r in rows], pa.int64()).cast(
+                pa.timestamp("ms", tz="UTC")
+            ),
+            "click": pa.array([r[3] for r in rows], pa.int8()),
+            "conversion": pa.array([r[4] for r in rows], pa.int8()),
+        }
+    )
+
+
+def _candidates() -> pa.Table:
+    return pa.table({"attribute": ["colour", "colour"], "value": ["teal", "red"]})
+
+
+@pytest.fixture(scope="module")
+def graph() -> hgm.Hypergraph:
+    return hgm.build_hypergraph(_items(), _attributes(), _interactions(), _candidates())
+
+
+def test_nodes_and_pairwise_edges(graph):
+    assert graph.products == ["i1", "i2", "i3", "i4"]
+    assert graph.categories == ["mug", "shirt"]
+    # AV nodes: the catalogue's pairs plus the candidate "colour is teal" (no edge: zero-shot)
+    assert graph.avs == [
+        ("brand", "Acme"),
+        ("colour", "blue"),
+        ("colour", "red"),
+        ("colour", "teal"),
+        ("material", "glass"),
+    ]
+    assert graph.product_category.tolist() == [1, 1, 0, 0]
+    edges = {(graph.products[p], hgm.av_text(*graph.avs[a])) for p, a in graph.product_av.T.tolist()}
+    assert edges == {
+        ("i1", "colour is red"),
+        ("i1", "brand is Acme"),
+        ("i2", "colour is blue"),
+        ("i3", "colour is red"),
+        ("i3", "material is glass"),
+    }
+
+
+def test_exact_counts_per_type(graph):
+    # also_view: co-clicks per user and day: (u1,d0)={i1,i2,i3}, (u2,d0)={i1,i4}, (u2,d1)={i2,i4}
+    #   partners i1:{i2,i3,i4} i2:{i1,i3,i4} i3:{i1,i2} i4:{i1,i2} -> 4 hyperedges, 4+4+3+3 members
+    # also_buy: co-conversions per user: u1={i1,i3}, u2={i1,i4} -> only i1 has 2 partners: 1 x 3
+    # product_aspect: 4 products + 5 AV memberships; CPA: 2 categories + 4 products + shirt{red,Acme,blue}
+    #   + mug{red,glass} AV memberships
+    assert graph.counts() == {
+        "nodes_product": 4,
+        "nodes_category": 2,
+        "nodes_av": 5,
+        "edges_product-in-category": 4,
+        "edges_product-has-av": 5,
+        "hyperedges_also_view": 4,
+        "members_also_view": 14,
+        "hyperedges_also_buy": 1,
+        "members_also_buy": 3,
+        "hyperedges_product_aspect": 4,
+        "members_product_aspect": 9,
+        "hyperedges_category_product_aspect": 2,
+        "members_category_product_aspect": 11,
+    }
+
+
+def test_hyperedge_members(graph):
+    def members(family: str) -> list[set[str]]:
+        inc = graph.hyperedges[family]
+        names = {
+            0: graph.products,
+            1: graph.categories,
+            2: [hgm.av_text(a, v) for a, v in graph.avs],
+        }
+        out = [set() for _ in range(inc.n_edges)]
+        for k, n, e in zip(inc.kind.tolist(), inc.node.tolist(), inc.edge.tolist(), strict=True):
+            out[e].add(names[k][n])
+        return out
+
+    assert members("also_buy") == [{"i1", "i3", "i4"}]
+    assert {"i1", "i2", "i3", "i4"} in members("also_view")
+    assert members("product_aspect")[2] == {"i3", "colour is red", "material is glass"}
+    assert members("product_aspect")[3] == {"i4"}  # a product without AVs still has its hyperedge
+    assert members("category_product_aspect") == [
+        {"mug", "i3", "i4", "colour is red", "material is glass"},
+        {"shirt", "i1", "i2", "colour is red", "brand is Acme", "colour is blue"},
+    ]
+
+
+def test_networkx_star_expansion_agrees(graph):
+    g = graph.to_networkx()
+    assert hgm.graph_counts(g) == graph.counts()
+    assert g.nodes[("av", "colour is teal")]["kind"] == "av"
+    assert g.degree(("av", "colour is teal")) == 0  # the zero-shot candidate is isolated
+
+
+def test_with_av_edges_rebuilds_aspect_families(graph):
+    keep = graph.product_av[:, graph.product_av[0] != 2]  # drop i3's edges
+    smaller = graph.with_av_edges(keep)
+    counts = smaller.counts()
+    assert counts["edges_product-has-av"] == 3
+    assert counts["members_product_aspect"] == 4 + 3
+    assert counts["members_category_product_aspect"] == 2 + 4 + 3  # mug lost red and glass
+    assert counts["hyperedges_also_view"] == 4  # interaction families do not depend on AV edges
+    assert graph.counts()["edges_product-has-av"] == 5  # the original is unchanged
+
+
+def test_without_interactions_the_user_families_are_empty():
+    graph = hgm.build_hypergraph(_items(), _attributes())
+    assert graph.counts()["hyperedges_also_view"] == graph.counts()["hyperedges_also_buy"] == 0
+    assert graph.counts()["nodes_av"] == 4
+
+
+def test_interactions_missing_a_column_are_refused():
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['conversion'\]"):
+        hgm.build_hypergraph(_items(), _attributes(), _interactions().drop_columns(["conversion"]))
+
+
+def test_partner_lists_are_capped():
+    groups = [np.arange(30)]
+    inc = hgm.partner_hyperedges(groups, 30, max_partners=5)
+    assert inc.n_edges == 30
+    assert np.bincount(inc.edge).tolist() == [6] * 30
+
+
+def test_neighbourhood_png(graph, tmp_path):
+    sub = hgm.neighbourhood(graph)
+    assert ("product", "i1") in sub  # most AV edges among the co-viewed products (ties: first)
+    path = hgm.render_neighbourhood(graph, tmp_path / "n.png", title="t")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,307 @@
+"""The engine's torch trainer: Arrow batching, the loop, resume after a kill, NaN handling, safe
+persistence, distillation and device selection (CPU only; no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from ctr_dagster.modeling import read_status, train_and_store  # noqa: E402
+from ctr_dagster.registry import PluginInfo  # noqa: E402
+from ctr_dagster.testing import find_pickles, make_training_table  # noqa: E402
+from ctr_dagster.training import checkpoint  # noqa: E402
+from ctr_dagster.training.batching import BatchEncoder, epoch_order, pad_sequences  # noqa: E402
+from ctr_dagster.training.device import amp_dtype, device_name  # noqa: E402
+from ctr_dagster.training.spec import FeatureSpec  # noqa: E402
+from ctr_dagster.training.trainer import (  # noqa: E402
+    CRASH_ENV,
+    NonFiniteLossError,
+    auc,
+    distillation_loss,
+)
+from ctr_dagster.warehouse import Warehouse  # noqa: E402
+from tests.training_support import TinyConfig, TinyTorchModel, fit_tiny, kit_splits  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two cores shared by several processes: one torch thread avoids OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+# -- batching ------------------------------------------------------------------------------------
+
+
+def test_sequences_keep_the_most_recent_right_aligned():
+    lists = pa.array([[5, 6, 7, 8], [], [9], [2, 3]], type=pa.list_(pa.int32()))
+    values, lengths = pad_sequences(lists, 3, np.int64)
+    assert values.tolist() == [[6, 7, 8], [0, 0, 0], [0, 0, 9], [0, 2, 3]]
+    assert lengths.tolist() == [3, 0, 1, 2]
+    # slices keep their own offsets
+    sliced, sliced_len = pad_sequences(lists.slice(2, 2), 3, np.int64)
+    assert sliced.tolist() == [[0, 0, 9], [0, 2, 3]] and sliced_len.tolist() == [1, 2]
+
+
+def test_batch_encoder_is_columnar_and_consistent_across_slices_and_chunks():
+    table = make_training_table(400, seed=2)
+    spec = FeatureSpec.from_cardinalities(
+        {
+            "item_idx": 50,
+            "user_idx": 30,
+            "category_idx": 9,
+            "device_idx": 5,
+            "region_idx": 6,
+            "age_group_idx": 8,
+        },
+        max_len=4,
+    )
+    train = table.slice(0, 300)
+    encoder = BatchEncoder.fit(train, spec)
+    full = encoder.numpy(table)
+    assert full["dense"].dtype == np.float32 and full["dense"].shape == (400, len(spec.dense))
+    np.testing.assert_allclose(encoder.numpy(train)["dense"].mean(0), 0.0, atol=1e-5)  # train statistics
+    # ids beyond the vocabulary become OOV (1); padding stays 0; the mask marks the real slots
+    assert full["item_idx"].max() < 50 and full["hist_item_idx"].max() < 50
+    assert ((full["hist_item_idx"] > 0) == full["hist_mask"]).all()
+    assert (full["hist_mask"].sum(1) == full["hist_len"]).all() and full["hist_len"].max() == 4
+    chunked = pa.concat_tables([table.slice(0, 123), table.slice(123)])
+    for key, value in encoder.numpy(chunked).items():
+        np.testing.assert_array_equal(value, full[key])
+    one = encoder.numpy(table.slice(250, 1))
+    for key, value in one.items():
+        np.testing.assert_array_equal(value[0], full[key][250])
+    # a JSON round trip of the statistics gives the same transform
+    again = BatchEncoder.from_state(
+        FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict()))), json.loads(json.dumps(encoder.state()))
+    )
+    np.testing.assert_array_equal(again.numpy(table)["dense"], full["dense"])
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    assert np.array_equal(epoch_order(100, 3, 2), epoch_order(100, 3, 2))
+    assert not np.array_equal(epoch_order(100, 3, 2), epoch_order(100, 3, 1))
+    assert sorted(epoch_order(100, 3, 2)) == list(range(100))
+
+
+def test_auc_matches_the_rank_definition_with_ties():
+    assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.5, 0.5, 0.9])) == pytest.approx(0.875)
+    assert auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
+
+
+def test_device_is_cpu_without_cuda_and_amp_only_on_cuda(monkeypatch):
+    assert device_name("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert device_name("auto") == "cpu"
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        device_name("cuda")
+    assert amp_dtype("cpu") is None and amp_dtype("cuda", enabled=False) is None
+
+
+def test_importing_the_trainer_package_and_a_torch_plugin_does_not_import_torch():
+    code = (
+        "import sys, ctr_dagster.training, ctr_dagster.training.plugin, ctr_dagster.training.config;"
+        "from ctr_dagster.training import FeatureSpec, TrainerConfig;"
+        "import ctr_dagster.modeling;"
+        "import importlib.util as u;"
+        "[__import__('ctr_din.model') for _ in [0] if u.find_spec('ctr_din')];"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = _run(["-c", code])
+    assert result.returncode == 0, result.stderr
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def test_loss_decreases_and_the_model_learns(tmp_path):
+    lines: list[str] = []
+    model = fit_tiny(tmp_path, log=lines.append)
+    losses = [r["train_loss"] for r in model.summary["history"]]
+    assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0]
+    assert model.summary["best_valid_auc"] > 0.6
+    assert any(
+        line.startswith("epoch 1/4: train loss") and "valid AUC" in line and "samples/s" in line
+        for line in lines
+    )
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path):
+    """Kill the process right after epoch 2's checkpoint, re-run: same predictions as never killed."""
+    workdir, out = tmp_path / "work", tmp_path / "resumed.npy"
+    killed = _run(["-m", "tests.training_support", "train", str(workdir), str(out)], {CRASH_ENV: "2"})
+    assert killed.returncode == 75 and not out.exists(), killed.stderr
+    state, meta = checkpoint.load(workdir / "checkpoints")
+    assert meta["epoch"] == 2 and not meta["finished"]
+    resumed = _run(["-m", "tests.training_support", "train", str(workdir), str(out)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming from the checkpoint of epoch 2" in resumed.stdout
+    assert "epoch 1/4" not in resumed.stdout and "epoch 3/4" in resumed.stdout
+    uninterrupted = fit_tiny(tmp_path / "fresh")
+    np.testing.assert_array_equal(np.load(out), uninterrupted.predict(kit_splits()[1]["test"]))
+
+
+def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
+    fit_tiny(tmp_path, epochs=1)
+    lines: list[str] = []
+    fit_tiny(tmp_path, epochs=1, lr=1e-3, log=lines.append)
+    assert any("belongs to another run" in line for line in lines)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3"):
+        fit_tiny(tmp_path, nan_after_batches=len(range(0, 2100, 128)) + 2)
+
+
+def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
+    wh = Warehouse(tmp_path / "home" / "warehouse")
+    wh.write("training_dataset", make_training_table(1200, seed=1))
+    plugin = PluginInfo(
+        "model", "tiny_torch", None, None, "tests.training_support:TinyTorchModel", TinyTorchModel
+    )
+    good = train_and_store(plugin, {"epochs": 1}, wh, log=lambda s: None)
+    assert read_status("tiny_torch")["status"] == "ok"
+    with pytest.raises(NonFiniteLossError):
+        train_and_store(plugin, {"epochs": 2, "nan_after_batches": 3}, wh, log=lambda s: None)
+    status = read_status("tiny_torch")
+    assert (
+        status["status"] == "failed"
+        and "NonFiniteLossError" in status["error"]
+        and "epoch 1" in status["error"]
+    )
+    assert good.artifact_dir.is_dir()
+    assert [p for p in good.artifact_dir.parent.iterdir() if not p.name.startswith(".")] == [
+        good.artifact_dir
+    ]
+    assert (tmp_path / "home" / "work" / "tiny_torch" / "checkpoints" / "last.pt").is_file()
+
+
+def test_weights_only_persistence_round_trip(tmp_path):
+    model = fit_tiny(None, epochs=2)
+    model.save(tmp_path / "artifact")
+    assert sorted(p.name for p in (tmp_path / "artifact").iterdir()) == ["model.json", "weights.safetensors"]
+    assert find_pickles(tmp_path / "artifact") == []
+    loaded = TinyTorchModel.load(tmp_path / "artifact")
+    test = kit_splits()[1]["test"]
+    np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
+    document = json.loads((tmp_path / "artifact" / "model.json").read_text())
+    assert document["spec"]["max_len"] == 8 and len(document["dense"]["mean"]) == len(
+        document["spec"]["dense"]
+    )
+    # checkpoints are plain state dicts: they load with weights_only=True
+    fit_tiny(tmp_path / "work", epochs=1)
+    state = torch.load(tmp_path / "work" / "checkpoints" / "last.pt", weights_only=True)
+    assert set(state) >= {"model", "best", "optimizers", "meta_json"}
+
+
+# -- distillation --------------------------------------------------------------------------------
+
+
+def test_distillation_loss_is_the_tempered_soft_target_bce():
+    z, zt = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([1.0, 0.0, -2.0])
+    t = 2.0
+    p_t = torch.sigmoid(zt / t)
+    p_s = torch.sigmoid(z / t)
+    manual = -(p_t * torch.log(p_s) + (1 - p_t) * torch.log(1 - p_s)).mean() * t * t
+    assert float(distillation_loss(z, zt, t)) == pytest.approx(float(manual), rel=1e-6)
+
+
+def test_a_student_follows_the_teacher_scores(tmp_path):
+    table, parts = kit_splits()
+    train = parts["train"]
+    # a "teacher" that scores by position only: a pure-teacher student must learn to rank like it
+    teacher = 1.0 / (1.0 + np.exp(train.column("position").to_numpy().astype(float) - 5.0))
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.testing import training_cardinalities
+
+    model = TinyTorchModel(TinyConfig(epochs=3))
+    ctx = FitContext(
+        cardinalities=training_cardinalities(table),
+        log=lambda s: None,
+        inputs={
+            "distillation": {
+                "teacher_scores": teacher,
+                "label_weight": 0.0,
+                "teacher_weight": 1.0,
+                "temperature": 2.0,
+            }
+        },
+    )
+    model.fit(train, parts["valid"], ctx)
+    test = parts["test"]
+    scores = model.predict(test)
+    assert np.corrcoef(scores, -test.column("position").to_numpy().astype(float))[0, 1] > 0.9
+    bad = dict(ctx.inputs["distillation"], teacher_scores=teacher[:-1])
+    with pytest.raises(ValueError, match="teacher_scores has"):
+        TinyTorchModel(TinyConfig(epochs=1)).fit(
+            train, parts["valid"], FitContext(inputs={"distillation": bad})
+        )
+
+
+# -- DDP -----------------------------------------------------------------------------------------
+
+
+def test_the_model_asset_trains_under_torchrun_with_two_gloo_processes(tmp_path, monkeypatch):
+    """CTR_DDP_PROCS=2: the asset runs torchrun through Dagster Pipes; both ranks end with the same
+    weights and the result is close to a single-process run's."""
+    ctr_din = pytest.importorskip("ctr_din")
+    import dagster as dg
+
+    from assets.models import model_asset
+
+    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
+    wh = Warehouse(tmp_path / "home" / "warehouse")
+    wh.write("training_dataset", make_training_table(1500, seed=1))
+    plugin = PluginInfo("model", "din", "ctr-din", None, "ctr_din.model:DinModel", ctr_din.DinModel)
+    config = {
+        "epochs": 3,
+        "batch_size": 128,
+        "lr": 1e-2,
+        "num_threads": 1,
+        "embedding_dim": 8,
+        "attention_units": [16],
+        "tower_units": [32],
+        "log_every": 0,
+    }
+    single = train_and_store(plugin, config, wh, log=lambda s: None)
+
+    monkeypatch.setenv("CTR_DDP_PROCS", "2")
+    asset = model_asset(plugin)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [asset], instance=instance, run_config={"ops": {"models__din": {"config": {**config, "gpus": 0}}}}
+        )
+        assert result.success
+        meta = {
+            k: v.value for k, v in result.asset_materializations_for_node("models__din")[0].metadata.items()
+        }
+    assert meta["training/world_size"] == 2 and meta["training/rank_weight_spread"] == 0.0
+    assert abs(meta["valid_auc"] - single.scores["valid_auc"]) < 0.05, (meta["valid_auc"], single.scores)
+    assert single.scores["valid_auc"] > 0.55, single.scores
+    assert read_status("din")["status"] == "ok" and Path(meta["artifact"]).is_dir()
