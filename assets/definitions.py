@@ -10,6 +10,7 @@ import dagster as dg
 from assets.attributes import item_attributes
 from assets.clean import clean_day
 from assets.distill import distilled_assets
+from assets.embeddings import item_embeddings
 from assets.evaluation import champion, champion_gate, evaluation
 from assets.features import training_dataset
 from assets.models import model_assets
@@ -29,6 +30,7 @@ def build_definitions() -> dg.Definitions:
             clean_day,
             training_dataset,
             item_attributes,
+            item_embeddings,
             plugin_registry_asset(),
             *model_assets(),
             *distilled_assets(),

@@ -69,7 +69,8 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
     @dg.asset(
         key=plugin.asset_key,
         group_name="models",
-        deps=["training_dataset"],
+        # lineage: the prepared inputs the plugin requires (they are offered to every model when present)
+        deps=["training_dataset", *sorted(set(plugin.cls.requires) & {"item_embeddings", "item_attributes"})],
         code_version=plugin.version or "0",
         kinds={"python"},
         tags={"ctr/task": plugin.cls.task},

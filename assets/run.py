@@ -77,6 +77,7 @@ def materialize_all(
         run(f"day {day}", [*raw_day.keys, *clean_day.keys], partition_key=day)
     run("training_dataset", ["training_dataset"])
     # Enrichment stages: a failure is reported (and leaves the models without that input), not fatal.
+    run("item_embeddings", ["item_embeddings"], must_succeed=False)
     run("item_attributes", ["item_attributes"], must_succeed=False)
     models = _keys(defs, "models") + _keys(defs, "distillation")
     if models:

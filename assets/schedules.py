@@ -42,6 +42,7 @@ nightly_retrain = dg.define_asset_job(
         clean_day,
         "plugin_registry",
         "training_dataset",
+        "item_embeddings",
         "item_attributes",
         *EVALUATION_ASSETS,
     )

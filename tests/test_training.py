@@ -202,6 +202,23 @@ def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path, monkey
     assert (tmp_path / "home" / "work" / "tiny_torch" / "checkpoints" / "last.pt").is_file()
 
 
+def test_warm_start_copies_the_saved_weights(tmp_path):
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.testing import training_cardinalities
+
+    first = fit_tiny(None, epochs=1)
+    first.save(tmp_path / "champion")
+    table, parts = kit_splits()
+    lines: list[str] = []
+    cards = {k: v + 5 for k, v in training_cardinalities(table).items()}  # the vocabulary grew
+    ctx = FitContext(cardinalities=cards, log=lines.append, init_from=tmp_path / "champion")
+    model = TinyTorchModel(TinyConfig(epochs=1, lr=1e-9))  # ~no update: the warm start shows through
+    model.fit(parts["train"], parts["valid"], ctx)
+    assert any("warm start from" in line and "grown embedding tables extended" in line for line in lines)
+    old = first.module.state_dict()["item.weight"]
+    assert torch.allclose(model.module.state_dict()["item.weight"][: len(old)], old, atol=1e-6)
+
+
 def test_weights_only_persistence_round_trip(tmp_path):
     model = fit_tiny(None, epochs=2)
     model.save(tmp_path / "artifact")
@@ -218,6 +235,24 @@ def test_weights_only_persistence_round_trip(tmp_path):
     fit_tiny(tmp_path / "work", epochs=1)
     state = torch.load(tmp_path / "work" / "checkpoints" / "last.pt", weights_only=True)
     assert set(state) >= {"model", "best", "optimizers", "meta_json"}
+
+
+def test_lazy_adam_is_sparse_adam_faster():
+    from ctr_dagster.training.lazy_adam import LazyAdam
+
+    torch.manual_seed(0)
+    ours, ref = torch.nn.Embedding(300, 4, sparse=True), torch.nn.Embedding(300, 4, sparse=True)
+    ref.load_state_dict(ours.state_dict())
+    opt_ours, opt_ref = LazyAdam(ours.parameters(), lr=1e-2), torch.optim.SparseAdam(ref.parameters(), lr=1e-2)
+    untouched = ours.weight[299].detach().clone()
+    for _ in range(5):
+        rows = torch.randint(0, 299, (64,))
+        for table, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad()
+            (table(rows) ** 2).sum().backward()
+            opt.step()
+    torch.testing.assert_close(ours.weight, ref.weight, rtol=1e-5, atol=1e-5)  # float rounding only
+    assert torch.equal(ours.weight[299], untouched)  # rows outside every batch never move
 
 
 # -- distillation --------------------------------------------------------------------------------

@@ -72,6 +72,29 @@ def _cardinalities(tables: list[pa.Table], given: dict[str, int]) -> dict[str, i
     return out
 
 
+def code_fingerprint(cls: type) -> str:
+    """Hash of the plugin package's and the trainer's Python sources: a checkpoint written by other
+    code (a fixed bug, a changed layer) is never resumed, even with the same config and data."""
+    import hashlib
+    import importlib
+    import sys
+
+    digest = hashlib.sha256()
+    package = sys.modules[cls.__module__].__name__.split(".")[0]
+    folders = []
+    for name in (package, "ctr_dagster.training"):
+        module = importlib.import_module(name)
+        files = getattr(module, "__file__", None)
+        if files:
+            folders.append(Path(files).parent if Path(files).name == "__init__.py" else Path(files))
+    for folder in folders:
+        paths = sorted(folder.rglob("*.py")) if folder.is_dir() else [folder]
+        for path in paths:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def teacher_logits(scores: Any, n: int) -> np.ndarray:
     """Teacher probabilities -> logits (clipped to [1e-6, 1 - 1e-6]), checked against the train rows."""
     p = np.asarray(scores, dtype=np.float64).reshape(-1)
@@ -202,7 +225,12 @@ class TorchModel:
             train_t,
             valid_t,
             ctx,
-            key_extra={"plugin": self.name, "spec": spec.to_dict(), "init_from": init_from},
+            key_extra={
+                "plugin": self.name,
+                "spec": spec.to_dict(),
+                "init_from": init_from,
+                "code": code_fingerprint(type(self)),
+            },
             distillation=distillation,
         )
         self.module = module.eval()

@@ -7,10 +7,11 @@ plus the distillation term below), backward, global-norm gradient clipping, Adam
 validation AUC/logloss (rank 0), the learning-rate schedule, early stopping, a checkpoint and one
 log line. At the end the best epoch's weights are restored.
 
-Optimiser: Adam. On CPU in a single process the embedding tables get sparse gradients and a lazy
-Adam (`torch.optim.SparseAdam`: only the rows a batch touches are updated, as TF's LazyAdam), the
-other weights dense Adam (with `weight_decay`); a dense Adam step over 100k-row tables would
-otherwise cost more than the forward and backward passes. On CUDA and under DDP every weight gets
+Optimiser: Adam. On CPU in a single process the large embedding tables (>= `SPARSE_MIN_ROWS` rows)
+get sparse gradients and a lazy Adam (`lazy_adam.LazyAdam`, the update of `torch.optim.SparseAdam`
+/ TF's LazyAdam: only the rows a batch touches move), the other weights dense Adam (with
+`weight_decay`); a dense Adam step over 100k-row tables would otherwise cost more than the forward
+and backward passes. On CUDA and under DDP every weight gets
 dense Adam (NCCL has no sparse all-reduce). `sparse_embeddings=False` forces dense Adam everywhere.
 
 Checkpoint/resume: after every epoch the full loop state (model, best-so-far weights, optimizers,
@@ -164,14 +165,23 @@ def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+#: Embedding tables with at least this many rows get sparse gradients + lazy Adam on CPU; smaller ones
+#: (devices, hours, categories) stay dense: a sparse update's fixed cost exceeds a dense one there.
+SPARSE_MIN_ROWS = 1000
+
+
 def _sparse_embeddings(module: torch.nn.Module) -> list[Any]:
-    """Switch the trainable embedding tables to sparse gradients; returns them (to switch back)."""
+    """Switch the large trainable embedding tables to sparse gradients; returns them (to switch back)."""
     from torch import nn
 
     tables = [
         m
         for m in module.modules()
-        if isinstance(m, nn.Embedding) and m.weight.requires_grad and m.max_norm is None and not m.sparse
+        if isinstance(m, nn.Embedding)
+        and m.weight.requires_grad
+        and m.max_norm is None
+        and not m.sparse
+        and m.num_embeddings >= SPARSE_MIN_ROWS
     ]
     for table in tables:
         table.sparse = True
@@ -272,9 +282,12 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         env, device = ddp.setup(base_device)
         amp = amp_dtype(device, cfg.amp)
+        self._sparse_tables: list[Any] = []
         try:
             return self._fit(module, train, valid, ctx, env, device, amp, seed, key_extra, distillation)
         finally:
+            for table in self._sparse_tables:  # back to dense gradients, also after an error
+                table.sparse = False
             ddp.teardown(env)
             torch.set_num_threads(threads)
 
@@ -330,6 +343,7 @@ class Trainer:
             if cfg.sparse_embeddings and device.type == "cpu" and not env.active
             else []
         )
+        self._sparse_tables = sparse_tables
         sparse_ids = {id(t.weight) for t in sparse_tables}
         optimizers = [
             torch.optim.Adam(
@@ -337,7 +351,9 @@ class Trainer:
             )
         ]
         if sparse_tables:
-            optimizers.append(torch.optim.SparseAdam([t.weight for t in sparse_tables], lr=cfg.lr))
+            from ctr_dagster.training.lazy_adam import LazyAdam
+
+            optimizers.append(LazyAdam([t.weight for t in sparse_tables], lr=cfg.lr))
         per_rank = max(1, cfg.batch_size // env.world_size) * env.world_size  # global batch, divisible
         steps = math.ceil(n / per_rank)
         lr = cfg.lr
@@ -545,8 +561,6 @@ class Trainer:
             if stop:
                 break
 
-        for table in sparse_tables:
-            table.sparse = False
         if best_state is not None:
             module.load_state_dict(best_state)
         module.eval()

@@ -56,6 +56,21 @@ def test_similarity_features_by_hand():
     np.testing.assert_allclose(vectors.scores[2], vectors.scores[3])  # same direction, other length
 
 
+def test_residual_similarity_compares_items_beyond_their_category():
+    # items 2 and 3 share category 0 and differ only along y; item 4 is alone in category 1.
+    matrix = np.array([[0, 0], [0, 0], [1, 0.2], [1, -0.2], [0, 1]], dtype=np.float32)
+    vectors = ItemVectors.fit(
+        matrix, components=0, item_category=(np.array([2, 3, 4, 2]), np.array([0, 0, 1, 0]))
+    )
+    np.testing.assert_allclose(vectors.residual[2], [0, 1], atol=1e-6)
+    np.testing.assert_allclose(vectors.residual[3], [0, -1], atol=1e-6)
+    np.testing.assert_array_equal(vectors.residual[4], [0, 0])  # alone in its category: no residual
+    f = vectors.features(_rows([2, 2, 4], [[3], [2], [2]]))
+    col = {n: f[:, i] for i, n in enumerate(embeddings.names(0))}
+    np.testing.assert_allclose(col["emb_hist_mean_rcos"], [-1.0, 1.0, 0.0], atol=1e-6)
+    assert col["emb_hist_mean_cos"][0] > 0.9  # the plain cosine only sees "same category"
+
+
 def test_use_item_embeddings_without_the_input_is_a_clear_error():
     table = make_training_table(600, seed=1)
     train = table.filter(pa.compute.equal(table.column("split"), "train"))
@@ -67,10 +82,10 @@ def test_save_load_keeps_the_vectors(tmp_path):
     table = make_training_table(1500, seed=2)
     split = {s: table.filter(pa.compute.equal(table.column("split"), s)) for s in ("train", "valid", "test")}
     inputs = make_fit_inputs({"item_embeddings"}, table, seed=2)
-    model = LightgbmEmbModel(LightgbmEmbModel.Config(**FAST)).fit(
+    model = LightgbmEmbModel(LightgbmEmbModel.Config(**FAST, embedding_components=3)).fit(
         split["train"], split["valid"], FitContext(inputs=inputs, log=lambda m: None)
     )
-    assert model.booster.feature_name()[-1] == embeddings.KNOWN
+    assert model.booster.feature_name()[-len(embeddings.names(3)) :] == embeddings.names(3)
     model.save(tmp_path)
     assert (tmp_path / embeddings.VECTORS_FILE).is_file()
     again = LightgbmModel.load(tmp_path)  # the base class loads either flavour from its files
@@ -86,3 +101,11 @@ def test_plain_lightgbm_ignores_offered_embeddings():
         train, train, FitContext(inputs=inputs, log=print)
     )
     assert model.vectors is None and not any(n.startswith("emb_") for n in model.booster.feature_name())
+
+
+def test_the_twin_is_a_declared_variant_of_lightgbm():
+    assert LightgbmEmbModel.variant_of == LightgbmModel.name
+    assert (
+        LightgbmEmbModel.requires == frozenset({"item_embeddings"}) and LightgbmModel.requires == frozenset()
+    )
+    assert LightgbmEmbModel.Config().use_item_embeddings and not LightgbmModel.Config().use_item_embeddings
