@@ -152,9 +152,16 @@ def build_training_table(
     train_category = _lookup(train.column("item_id"), items, "item_id", ("category",))["category"]
     train_user = _lookup(train.column("user_id"), users, "user_id", ("region", "age_group"))
     train_region, train_age = train_user["region"], pc.cast(train_user["age_group"], pa.string())
+    # Items: every item catalogued by the last day too, not only those shown in train. A listed item
+    # is known before anyone clicks it (its title, image and attributes are), so content features
+    # (item embeddings, extracted attributes) can reach new items through their own index instead of
+    # all of them collapsing onto OOV. Users, whose only content is their clicks, stay train-only.
+    listed = pc.less_equal(pc.strftime(items.column("first_seen"), format="%Y-%m-%d"), plan.rows[-1])
     sources = {
         "user": train.column("user_id"),
-        "item": train.column("item_id"),
+        "item": pa.chunked_array(
+            [*train.column("item_id").chunks, *items.filter(listed).column("item_id").chunks], pa.string()
+        ),
         "category": train_category,
         "device": train.column("device"),
         "region": train_region,
