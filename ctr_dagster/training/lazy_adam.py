@@ -18,7 +18,9 @@ import torch
 class LazyAdam(torch.optim.Optimizer):
     """Row-wise (lazy) Adam for parameters whose gradients are sparse (nn.Embedding(sparse=True))."""
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
+    ):
         if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"invalid LazyAdam settings lr={lr} betas={betas} eps={eps}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})

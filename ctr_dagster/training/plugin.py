@@ -39,13 +39,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.training.config import TrainerConfig
 from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow as pa
     import torch
 
@@ -97,6 +96,8 @@ def code_fingerprint(cls: type) -> str:
 
 def teacher_logits(scores: Any, n: int) -> np.ndarray:
     """Teacher probabilities -> logits (clipped to [1e-6, 1 - 1e-6]), checked against the train rows."""
+    import numpy as np
+
     p = np.asarray(scores, dtype=np.float64).reshape(-1)
     if p.shape != (n,):
         raise ValueError(f"distillation teacher_scores has {p.shape[0]} values for {n} train rows")
@@ -152,6 +153,7 @@ class TorchModel:
 
         The real vectors during `fit`; zeros of the same shape during `load` (the saved buffer fills them).
         """
+        import numpy as np
         import torch
 
         if spec.item_embedding_dim is None:
@@ -165,6 +167,8 @@ class TorchModel:
 
     # -- contract ----------------------------------------------------------------------------------
     def _prepare_item_matrix(self, ctx: FitContext) -> int | None:
+        import numpy as np
+
         self._item_matrix = None
         if not self.uses_item_embeddings():
             return None
@@ -276,6 +280,7 @@ class TorchModel:
         return str(ctx.init_from)
 
     def predict_logits(self, batch: pa.Table) -> np.ndarray:
+        import numpy as np
         import torch
 
         if self.module is None or self.encoder is None:
@@ -293,6 +298,8 @@ class TorchModel:
         return np.concatenate(out).astype(np.float64)
 
     def predict(self, batch: pa.Table) -> np.ndarray:
+        import numpy as np
+
         if batch.num_rows == 0:
             return np.zeros(0, dtype=np.float64)
         logits = self.predict_logits(batch)

@@ -11,16 +11,18 @@ Optimiser: Adam. On CPU in a single process the large embedding tables (>= `SPAR
 get sparse gradients and a lazy Adam (`lazy_adam.LazyAdam`, the update of `torch.optim.SparseAdam`
 / TF's LazyAdam: only the rows a batch touches move), the other weights dense Adam (with
 `weight_decay`); a dense Adam step over 100k-row tables would otherwise cost more than the forward
-and backward passes. On CUDA and under DDP every weight gets
-dense Adam (NCCL has no sparse all-reduce). `sparse_embeddings=False` forces dense Adam everywhere.
+and backward passes. On CUDA and under DDP every weight gets dense Adam (NCCL has no sparse
+all-reduce). `sparse_embeddings=False` forces dense Adam everywhere.
 
 Checkpoint/resume: after every epoch the full loop state (model, best-so-far weights, optimizers,
 learning rate, scaler, torch RNG, epoch, history) is written to ``<workdir>/checkpoints/last.pt``
 (`checkpoint`) under a *run key* -- a hash of the config, the feature spec, the seed, the world size,
-the warm-start source and the data itself. A new run with the same key continues after the last
-finished epoch; any other key starts afresh. Because the permutation and the dropout RNG are derived
-from (seed, epoch) and every other piece of state is restored, a run killed after epoch k and
-re-run ends with bit-identical weights (on CPU) to one that was never interrupted.
+the warm-start source, the plugin's and trainer's source code and the data itself. A new run with
+the same key continues after the last finished epoch (a run that had already finished restores its
+best weights without training again); any other key starts afresh and overwrites the checkpoint.
+Because the permutation and the dropout RNG are derived from (seed, epoch) and every other piece of
+state is restored, a run killed after epoch k and re-run ends with bit-identical weights (on CPU) to
+one that was never interrupted.
 
 Distillation: with ``distillation = {"label_weight": a, "teacher_weight": b, "temperature": T}`` and a
 ``teacher_logit`` tensor aligned with the train rows, the loss is
@@ -40,6 +42,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -276,6 +279,8 @@ class Trainer:
 
         cfg = self.config
         seed = int(ctx.seed)
+        random.seed(seed)  # for plugin code that draws from the global generators
+        np.random.seed(seed % 2**32)
         base_device = torch.device(getattr(ctx, "device", None) or "cpu")
         threads = torch.get_num_threads()
         if cfg.num_threads > 0:

@@ -35,6 +35,9 @@ import torch.nn.functional as F
 from ctr_dagster.training.spec import FeatureSpec
 from torch import nn
 
+#: Activations per chunk on the shared-history scoring path (512 KB of float32: stays in L2 cache).
+SHARED_CHUNK_ELEMENTS = 1 << 17
+
 #: FuxiCTR's Dice BatchNorm settings.
 DICE_EPS = 1e-9
 DICE_MOMENTUM = 0.01
@@ -177,10 +180,16 @@ class ActivationUnit(nn.Module):
         hidden = a.shape[0]
         target = F.linear(q, a, self.first.bias)  # (B, H)
         history = (keys @ bk.t()).reshape(-1)  # (L0*H,): once per user
-        scaled = (keys.unsqueeze(1) * c.unsqueeze(0)).reshape(length * hidden, self.dim)  # (L0*H, D)
-        h = torch.addmm(history, q, scaled.t()).view(batch, length, hidden)
-        h += target.unsqueeze(1)
-        w = self._head(h)  # (B, L0)
+        scaled = (keys.unsqueeze(1) * c.unsqueeze(0)).reshape(length * hidden, self.dim).t()  # (D, L0*H)
+        # Row chunks keep the (rows, L0, H) activations cache-sized through Dice's elementwise passes.
+        step = max(1, SHARED_CHUNK_ELEMENTS // (length * hidden))
+        parts = []
+        for start in range(0, batch, step):
+            rows = slice(start, start + step)
+            h = torch.addmm(history, q[rows], scaled).view(-1, length, hidden)
+            h += target[rows].unsqueeze(1)
+            parts.append(self._head(h))  # (rows, L0)
+        w = parts[0] if len(parts) == 1 else torch.cat(parts)
         if self.use_softmax:
             w = torch.softmax(w, dim=1)
         return w @ keys

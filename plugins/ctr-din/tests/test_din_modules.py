@@ -124,15 +124,20 @@ def test_no_softmax_by_default_and_a_masked_softmax_on_request():
     torch.testing.assert_close(ws, soft.reference(q, keys, mask)[1])
 
 
-def test_shared_history_path_equals_the_packed_path():
+def test_shared_history_path_equals_the_packed_path(monkeypatch):
+    from ctr_din import modules
+
     unit = ActivationUnit(8, [16]).eval()
     keys = torch.randn(4, 8)
     q = torch.randn(50, 8)
     full = keys.unsqueeze(0).expand(50, 4, 8)
     mask = torch.ones(50, 4, dtype=torch.bool)
     pooled, _ = _packed(unit, q, full, mask)
-    torch.testing.assert_close(unit.forward_shared(q, keys), pooled, rtol=1e-4, atol=1e-5)
-    assert torch.all(unit.forward_shared(q, keys[:0]) == 0)
+    with torch.inference_mode():
+        torch.testing.assert_close(unit.forward_shared(q, keys), pooled, rtol=1e-4, atol=1e-5)
+        monkeypatch.setattr(modules, "SHARED_CHUNK_ELEMENTS", 3 * 4 * 16)  # chunks of 3 rows
+        torch.testing.assert_close(unit.forward_shared(q, keys), pooled, rtol=1e-4, atol=1e-5)
+        assert torch.all(unit.forward_shared(q, keys[:0]) == 0)
 
 
 # -- the network and the plugin ------------------------------------------------------------------
@@ -152,9 +157,10 @@ def _spec(max_len=6, item_dim=None):
 
 def test_din_net_shapes_and_pooled_interest_replaces_the_sequence_in_the_tower():
     spec = _spec()
-    net = DinNet(spec, DinConfig(embedding_dim=4, attention_units=[8], tower_units=[16]))
+    net = DinNet(spec, DinConfig(embedding_dim=4, attention_units=[8], tower_units=[16], use_user_idx=True))
     # tower input: 6 other fields x 4 + target token (8) + pooled interest (8) + dense
     assert net.tower.net[0].in_features == 6 * 4 + 8 + 8 + len(spec.dense)
+    assert "user_idx" not in DinNet(spec, DinConfig(embedding_dim=4)).embeddings  # the default
     table = make_training_table(200, seed=1)
     from ctr_dagster.training.batching import BatchEncoder
 

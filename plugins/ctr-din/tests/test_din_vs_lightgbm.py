@@ -51,7 +51,7 @@ def test_din_beats_lightgbm_when_the_sequence_matters():
     gbdt_auc = auc(labels, gbdt.predict(test))
 
     before = torch.get_num_threads()
-    din = DinModel(DinConfig(epochs=15, batch_size=256, embedding_init_std=0.3, num_threads=1, log_every=0))
+    din = DinModel(DinConfig(epochs=15, batch_size=256, num_threads=1, log_every=0))
     try:
         din.fit(train, valid, ctx)
     finally:
