@@ -62,7 +62,9 @@ class DistillationWeights:
 
     label_weight: float = 1.0
     teacher_weight: float = 1.0
-    temperature: float = 1.0
+    #: Softens both sides (Hinton et al. 2015). 2 beat 1 on `tiny` for din -> din_student (AUC
+    #: +0.008 vs +0.003 over the lone student, seed 0; see plugins/ctr-din/tests).
+    temperature: float = 2.0
 
     def __post_init__(self) -> None:
         if self.label_weight < 0 or self.teacher_weight < 0 or self.label_weight + self.teacher_weight <= 0:

@@ -1,0 +1,53 @@
+"""Distillation on `tiny`: din_student learns more from din's soft labels + labels than from labels alone."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from ctr_dagster.contracts import FitContext
+from ctr_dagster.distillation import DistillationWeights
+from ctr_dagster.metrics import auc
+from ctr_dagster.testing import training_cardinalities
+
+from ctr_din.model import DinConfig, DinModel, DinStudentConfig, DinStudentModel
+
+
+@pytest.fixture(scope="module")
+def tiny_table() -> pa.Table:
+    from ctr_dagster.datagen import build_world, profile
+    from ctr_dagster.dataset import build_training_table
+    from ctr_dagster.schemas import IMPRESSIONS, conform
+    from ctr_dagster.window import DatasetConfig, plan_days
+
+    world = build_world(profile("tiny", corruption_rate=0.0))
+    days = world.dates()
+    impressions = pa.concat_tables([conform(world.day(d).impressions, IMPRESSIONS) for d in days])
+    config = DatasetConfig(window_days=len(days), history_days=0, valid_days=1, test_days=1)
+    return build_training_table(
+        impressions, world.items(), world.users(), plan_days(days, config), config
+    ).table
+
+
+def test_distilled_student_beats_the_lone_student_and_trails_the_teacher(tiny_table):
+    train, valid, test = (
+        tiny_table.filter(pc.equal(tiny_table.column("split"), s)) for s in ("train", "valid", "test")
+    )
+    cards = training_cardinalities(tiny_table)
+    labels = test.column("label").to_numpy()
+
+    def ctx(**inputs):
+        return FitContext(seed=0, cardinalities=cards, log=lambda s: None, inputs=inputs)
+
+    teacher = DinModel(DinConfig(num_threads=1, log_every=0)).fit(train, valid, ctx())
+    soft = teacher.predict(train).astype(np.float32)
+    weights = DistillationWeights()  # the distillation asset's defaults
+    distill = {"teacher": "din", "teacher_scores": soft, **vars(weights)}
+    alone = DinStudentModel(DinStudentConfig(num_threads=1, log_every=0)).fit(train, valid, ctx())
+    student = DinStudentModel(DinStudentConfig(num_threads=1, log_every=0)).fit(
+        train, valid, ctx(distillation=distill)
+    )
+    teacher_auc, alone_auc, student_auc = (auc(labels, m.predict(test)) for m in (teacher, alone, student))
+    print(f"teacher {teacher_auc:.4f}  student alone {alone_auc:.4f}  distilled {student_auc:.4f}")
+    # Measured here: teacher 0.794, alone 0.782, distilled 0.790 (seeds 1-3: +0.008 to +0.017).
+    assert student_auc > alone_auc, (student_auc, alone_auc)
+    assert student_auc < teacher_auc + 0.01  # a 5-behaviour, 8-wide student does not outgrow its teacher
