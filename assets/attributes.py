@@ -8,42 +8,19 @@ extractor that fails, or a broken extractor plugin, is reported (metadata, warni
 `all_extractors_ok` warning check) and does not fail the asset while at least one extractor works.
 """
 
-import dataclasses
-import typing
-
 import dagster as dg
 import pydantic
 
+from assets.launchpad import per_plugin_configs
 from assets.metadata import markdown_table, numbers, table_summary
 from assets.resources import WarehouseResource
-from ctr_dagster.registry import PluginInfo, default_registry
+from ctr_dagster.registry import default_registry
 
 _EXTRACTOR_COLUMNS = ["extractor", "status", "fit_s", "extract_s", "rows", "enriched_rows", "error"]
 _EVALUATION_COLUMNS = ["extractor", "slice", "precision", "recall", "f1", "tp", "predicted", "true"]
 
 
-def _plugin_config(plugin: PluginInfo) -> type[dg.Config]:
-    """A Dagster Config class mirroring the extractor's Config dataclass (types and defaults)."""
-    hints = typing.get_type_hints(plugin.cls.Config)
-    fields = {}
-    for f in dataclasses.fields(plugin.cls.Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        fields[f.name] = (hints.get(f.name, typing.Any), default)
-    return pydantic.create_model(
-        f"{plugin.name.title().replace('_', '')}ExtractorConfig", __base__=dg.Config, **fields
-    )
-
-
-def _extractors_config() -> type[dg.Config]:
-    """One nested field per installed extractor plugin, named after it."""
-    fields = {}
-    for plugin in default_registry().good("extractor"):
-        nested = _plugin_config(plugin)
-        fields[plugin.name] = (nested, nested())
-    return pydantic.create_model("ExtractorConfigs", __base__=dg.Config, **fields)
-
-
-_ExtractorConfigs = _extractors_config()
+_ExtractorConfigs = per_plugin_configs("extractor", "ExtractorConfigs")
 
 
 class ItemAttributesConfig(dg.Config):

@@ -7,15 +7,13 @@ encoder plugin, is reported (metadata table, warning log, the `all_encoders_ok` 
 does not fail the asset as long as at least one modality produced vectors; with none the asset fails.
 """
 
-import dataclasses
-import typing
-
 import dagster as dg
 import pydantic
 
+from assets.launchpad import per_plugin_configs
 from assets.metadata import markdown_table, numbers, table_summary
 from assets.resources import WarehouseResource
-from ctr_dagster.registry import PluginInfo, default_registry
+from ctr_dagster.registry import default_registry
 
 _ENCODER_COLUMNS = [
     "encoder",
@@ -35,27 +33,7 @@ _ENCODER_COLUMNS = [
 ]
 
 
-def _plugin_config(plugin: PluginInfo) -> type[dg.Config]:
-    """A Dagster Config class mirroring the encoder's Config dataclass (types and defaults)."""
-    hints = typing.get_type_hints(plugin.cls.Config)
-    fields = {}
-    for f in dataclasses.fields(plugin.cls.Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        fields[f.name] = (hints.get(f.name, typing.Any), default)
-    name = plugin.name.title().replace("_", "")
-    return pydantic.create_model(f"{name}EncoderConfig", __base__=dg.Config, **fields)
-
-
-def _encoders_config() -> type[dg.Config]:
-    """One nested field per installed encoder plugin, named after it."""
-    fields = {}
-    for plugin in default_registry().good("encoder"):
-        nested = _plugin_config(plugin)
-        fields[plugin.name] = (nested, nested())
-    return pydantic.create_model("EncoderConfigs", __base__=dg.Config, **fields)
-
-
-_EncoderConfigs = _encoders_config()
+_EncoderConfigs = per_plugin_configs("encoder", "EncoderConfigs")
 
 
 class ItemEmbeddingsConfig(dg.Config):

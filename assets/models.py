@@ -11,28 +11,23 @@ import typing
 from pathlib import Path
 
 import dagster as dg
-import pydantic
 
+from assets.launchpad import plugin_config
 from ctr_dagster.registry import PluginInfo, default_registry
 
 
 def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
-    """A Dagster Config class mirroring the plugin's Config dataclass (types and defaults)."""
-    hints = typing.get_type_hints(plugin.cls.Config)
-    fields = {}
-    for f in dataclasses.fields(plugin.cls.Config):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        fields[f.name] = (hints.get(f.name, typing.Any), default)
-    fields.setdefault("seed", (int, 0))  # the run's seed (FitContext.seed), unless the plugin has its own
-    # Engine field: continue from the champion's artifact when the champion is this plugin.
-    fields.setdefault("warm_start", (bool, False))
+    """The plugin's Config as launchpad config, plus the engine's fields it does not define itself."""
+    extra: dict[str, tuple[object, object]] = {
+        "seed": (int, 0),  # the run's seed (FitContext.seed), unless the plugin has its own
+        # continue from the champion's artifact when the champion is this plugin
+        "warm_start": (bool, False),
+    }
     if getattr(plugin.cls, "distributed", False):
         # Engine field of torch plugins: >= 2 trains under torchrun/DDP (one process per GPU) through
         # Dagster Pipes; 0 = auto (in-process). CTR_DDP_PROCS=N forces N CPU processes.
-        fields.setdefault("gpus", (int, 0))
-    return pydantic.create_model(
-        f"{plugin.name.title().replace('_', '')}LaunchpadConfig", __base__=dg.Config, **fields
-    )
+        extra["gpus"] = (int, 0)
+    return plugin_config(plugin, "LaunchpadConfig", **extra)
 
 
 def split_engine_fields(plugin: PluginInfo, values: dict) -> tuple[int, bool, dict]:

@@ -1,0 +1,43 @@
+"""Launchpad config from plugin Config dataclasses: one place that mirrors a dataclass in Dagster.
+
+Every plugin kind shows its typed `Config` in the launchpad: a model asset as its own config (plus
+engine fields), the embedding and attribute stages as one nested block per installed encoder or
+extractor. The mirroring (types from the annotations, defaults from the dataclass) lives here once.
+"""
+
+import dataclasses
+import typing
+
+import dagster as dg
+import pydantic
+
+from ctr_dagster.registry import PluginInfo, default_registry
+
+
+def dataclass_fields(config: type) -> dict[str, tuple[object, object]]:
+    """pydantic field definitions `(type, default)` for each field of a Config dataclass."""
+    hints = typing.get_type_hints(config)
+    fields = {}
+    for f in dataclasses.fields(config):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        fields[f.name] = (hints.get(f.name, typing.Any), default)
+    return fields
+
+
+def plugin_config(plugin: PluginInfo, suffix: str, **extra: tuple[object, object]) -> type[dg.Config]:
+    """A Dagster Config class mirroring `plugin.Config`, plus `extra` fields the plugin does not have."""
+    fields = dataclass_fields(plugin.cls.Config)
+    for name, spec in extra.items():
+        fields.setdefault(name, spec)
+    return pydantic.create_model(
+        f"{plugin.name.title().replace('_', '')}{suffix}", __base__=dg.Config, **fields
+    )
+
+
+def per_plugin_configs(kind: str, class_name: str) -> type[dg.Config]:
+    """One nested config block per installed `kind` plugin, named after it (stage-level launchpad)."""
+    fields = {}
+    for plugin in default_registry().good(kind):
+        nested = plugin_config(plugin, f"{kind.title()}Config")
+        fields[plugin.name] = (nested, nested())
+    return pydantic.create_model(class_name, __base__=dg.Config, **fields)
