@@ -344,8 +344,6 @@ def neighbourhood(hg: Hypergraph, product: int | None = None, max_nodes: int = 4
 
 def render_neighbourhood(hg: Hypergraph, path: Path, product: int | None = None, title: str = "") -> Path:
     """PNG of `neighbourhood(hg, product)`: node colour = type, hyperedge nodes drawn as squares."""
-    import os
-    import tempfile
 
     import networkx as nx
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -373,17 +371,9 @@ def render_neighbourhood(hg: Hypergraph, path: Path, product: int | None = None,
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    from ctr_dagster.reports import save_png
+
+    return save_png(fig, Path(path))
 
 
 def summary(hg: Hypergraph) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import base64
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,12 @@ def roc_calibration_png(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
 
+    return save_png(fig, path)
+
+
+def save_png(fig: Any, path: Path) -> Path:
+    """Write a matplotlib Figure as PNG atomically (temp file + rename): a reader never sees half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -113,13 +120,4 @@ def projection_png(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_png(fig, path)
