@@ -70,6 +70,7 @@ __all__ = [
     "make_item_attributes_table",
     "make_items_table",
     "make_training_table",
+    "synthetic_training_table",
     "training_cardinalities",
     "uplift_gain",
 ]
@@ -121,6 +122,28 @@ def _to_schema(columns: dict[str, Any], schema: pa.Schema, n: int, source: str) 
         else:
             arrays.append(pa.array(value).cast(f.type))
     return schemas.conform(pa.Table.from_arrays(arrays, schema=schema), schema, source=source)
+
+
+def synthetic_training_table(profile_name: str = "tiny", **overrides: Any) -> pa.Table:
+    """The TRAINING table of a synthetic world, built in memory (no warehouse, no Dagster).
+
+    Every day of the world is used (last day test, the one before valid, the rest train), with no
+    corruption, so a plugin's tests can measure it on the real generative story, e.g.
+    ``synthetic_training_table("tiny", signals=Signals(sequence=3, temporal=0))``; `overrides` are
+    `WorldConfig` fields (see `ctr_dagster.datagen.profile`).
+    """
+    from ctr_dagster.datagen import build_world, profile
+    from ctr_dagster.dataset import build_training_table
+    from ctr_dagster.window import DatasetConfig, plan_days
+
+    world = build_world(profile(profile_name, **{"corruption_rate": 0.0, **overrides}))
+    days = world.dates()
+    impressions = pa.concat_tables(
+        [schemas.conform(world.day(d).impressions, schemas.IMPRESSIONS) for d in days]
+    )
+    config = DatasetConfig(window_days=len(days), history_days=0, valid_days=1, test_days=1)
+    plan = plan_days(days, config)
+    return build_training_table(impressions, world.items(), world.users(), plan, config).table
 
 
 def make_training_table(

@@ -7,25 +7,14 @@ import pytest
 from ctr_dagster.contracts import FitContext
 from ctr_dagster.distillation import DistillationWeights
 from ctr_dagster.metrics import auc
-from ctr_dagster.testing import training_cardinalities
+from ctr_dagster.testing import synthetic_training_table, training_cardinalities
 
 from ctr_din.model import DinConfig, DinModel, DinStudentConfig, DinStudentModel
 
 
 @pytest.fixture(scope="module")
 def tiny_table() -> pa.Table:
-    from ctr_dagster.datagen import build_world, profile
-    from ctr_dagster.dataset import build_training_table
-    from ctr_dagster.schemas import IMPRESSIONS, conform
-    from ctr_dagster.window import DatasetConfig, plan_days
-
-    world = build_world(profile("tiny", corruption_rate=0.0))
-    days = world.dates()
-    impressions = pa.concat_tables([conform(world.day(d).impressions, IMPRESSIONS) for d in days])
-    config = DatasetConfig(window_days=len(days), history_days=0, valid_days=1, test_days=1)
-    return build_training_table(
-        impressions, world.items(), world.users(), plan_days(days, config), config
-    ).table
+    return synthetic_training_table("tiny")
 
 
 def test_distilled_student_beats_the_lone_student_and_trails_the_teacher(tiny_table):

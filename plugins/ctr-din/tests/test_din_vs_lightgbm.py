@@ -16,7 +16,7 @@ import pytest
 import torch
 from ctr_dagster.contracts import FitContext
 from ctr_dagster.metrics import auc
-from ctr_dagster.testing import training_cardinalities
+from ctr_dagster.testing import synthetic_training_table, training_cardinalities
 
 from ctr_din.model import DinConfig, DinModel
 
@@ -24,19 +24,10 @@ lightgbm_plugin = pytest.importorskip("ctr_lightgbm")
 
 
 def sequence_world_table() -> pa.Table:
-    from ctr_dagster.datagen import Signals, build_world, profile
-    from ctr_dagster.dataset import build_training_table
-    from ctr_dagster.schemas import IMPRESSIONS, conform
-    from ctr_dagster.window import DatasetConfig, plan_days
+    from ctr_dagster.datagen import Signals
 
     signals = Signals(sequence=3.0, temporal=0.0, drift=0.0, interaction=0.0, segment=0.0, scaling=0.0)
-    world = build_world(profile("tiny", corruption_rate=0.0, latent_dim=2, signals=signals))
-    days = world.dates()
-    impressions = pa.concat_tables([conform(world.day(d).impressions, IMPRESSIONS) for d in days])
-    config = DatasetConfig(window_days=len(days), history_days=0, valid_days=1, test_days=1)
-    return build_training_table(
-        impressions, world.items(), world.users(), plan_days(days, config), config
-    ).table
+    return synthetic_training_table("tiny", latent_dim=2, signals=signals)
 
 
 def test_din_beats_lightgbm_when_the_sequence_matters():
