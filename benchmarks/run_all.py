@@ -12,6 +12,8 @@ for script, args in [
     ("bench_ingest.py", []),
     ("bench_graph.py", ["small"]),
     ("bench_din.py", []),
+    ("bench_encoders.py", []),
+    ("bench_extraction.py", ["small"]),
 ]:
     print(f"== {script} {' '.join(args)}", flush=True)
     subprocess.run([sys.executable, str(HERE / script), *args], cwd=HERE.parent, check=True)
