@@ -13,7 +13,7 @@ import pydantic
 
 from assets.launchpad import per_plugin_configs
 from assets.metadata import markdown_table, numbers, table_summary
-from assets.resources import WarehouseResource
+from assets.resources import WarehouseResource, settings
 from ctr_dagster.registry import default_registry
 
 _EXTRACTOR_COLUMNS = ["extractor", "status", "fit_s", "extract_s", "rows", "enriched_rows", "error"]
@@ -95,7 +95,8 @@ def item_attributes(
         av_share=config.holdout_av_share,
         row_share=config.holdout_row_share,
     )
-    inputs = {"candidates": extraction.taxonomy(attributes, oracle)}
+    # candidates: the catalogue's values plus the source's published taxonomy (never the oracle)
+    inputs = {"candidates": extraction.taxonomy(attributes, settings().attribute_taxonomy())}
     if training is not None:
         inputs["interactions"] = extraction.interactions_from_training(training)
 

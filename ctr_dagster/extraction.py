@@ -68,8 +68,9 @@ def interactions_from_training(training: pa.Table, split: str = "train") -> pa.T
 def taxonomy(*tables: pa.Table | None) -> pa.Table:
     """Distinct (attribute, value) pairs of the given tables, sorted: the candidate values.
 
-    For synthetic data this includes the oracle's pairs: the *vocabulary* of values (as the paper's
-    AV node set covers the whole dataset), never which item has which value."""
+    The asset passes the structured catalogue and the source's published taxonomy
+    (`SourceSettings.attribute_taxonomy`: the synthetic world's value vocabulary, as the paper's AV
+    node set covers the whole dataset's values); never the oracle's per-item truth."""
     import pyarrow as pa
 
     pairs: set[tuple[str, str]] = set()

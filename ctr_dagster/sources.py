@@ -155,6 +155,25 @@ class SourceSettings:
             origin=f"import mapping={self.mapping_path}",
         )
 
+    def attribute_taxonomy(self):
+        """(attribute, value) pairs the marketplace's taxonomy allows, or None when the source has none.
+
+        The synthetic world publishes its value vocabulary (every value any category may use, incl.
+        values no listed item has in the structured catalogue yet): the candidate set a zero-shot
+        extractor ranks, as MAVE's attribute-value schema is. It says nothing about which item has
+        which value. Imported data has no taxonomy file yet: extractors see the catalogue's values.
+        """
+        if self.kind != "synthetic":
+            return None
+        import pyarrow as pa
+
+        from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
+
+        pairs = [(a, v) for a in ATTRIBUTES for v in all_values(a)]
+        return pa.table(
+            {"attribute": pa.array([a for a, _ in pairs]), "value": pa.array([v for _, v in pairs])}
+        )
+
     def day(self, partition: str) -> Iterator[DayBatch]:
         from ctr_dagster import schemas
 
