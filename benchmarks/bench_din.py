@@ -19,6 +19,11 @@ Steps, each timed apart so data work never counts as training:
 5. optional `--profile-ours`: cProfile of `predict` on the latency table and a torch-profiler op table
    of a short fit, written to benchmarks/results/din_profile.txt, to say where the time goes.
 
+Both sides also report samples per CPU-second (`time.process_time`): on a machine shared with other
+work the wall-clock rate mostly measures the contention (with 2 threads, OpenMP oversubscription can
+slow a step tenfold), while CPU time stays close to the quiet-machine cost, at 1 thread especially.
+The load average is recorded before and after each phase; compare runs at similar load only.
+
 Writes benchmarks/results/din.json (see `common.write_result`). Our hyper-parameters are the plugin's
 defaults (override with `--set key=value`); the peer copies them, as far as it has the same knobs.
 """

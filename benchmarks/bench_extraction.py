@@ -66,6 +66,7 @@ def run(root: Path) -> dict[str, object]:
     from ctr_dagster import extraction, hypergraph
     from ctr_dagster.contracts import FitContext
     from ctr_dagster.registry import default_registry
+    from ctr_dagster.sources import SourceSettings
     from ctr_dagster.warehouse import Warehouse
 
     wh = Warehouse(root)
@@ -73,7 +74,8 @@ def run(root: Path) -> dict[str, object]:
     oracle, training = wh.read("oracle_item_attributes"), wh.read("training_dataset")
     setup = extraction.evaluation_setup(attributes, oracle)
     inputs = {
-        "candidates": extraction.taxonomy(attributes, oracle),
+        # the synthetic world's published value taxonomy, as the item_attributes asset uses
+        "candidates": extraction.taxonomy(attributes, SourceSettings(kind="synthetic").attribute_taxonomy()),
         "interactions": extraction.interactions_from_training(training),
     }
     started = time.perf_counter()
