@@ -11,10 +11,9 @@ extractor that fails, or a broken extractor plugin, is reported (metadata, warni
 import dagster as dg
 import pydantic
 
-from assets.launchpad import per_plugin_configs
+from assets.launchpad import per_plugin_configs, select_plugins
 from assets.metadata import markdown_table, numbers, table_summary
 from assets.resources import WarehouseResource, settings
-from ctr_dagster.registry import default_registry
 
 _EXTRACTOR_COLUMNS = ["extractor", "status", "fit_s", "extract_s", "rows", "enriched_rows", "error"]
 _EVALUATION_COLUMNS = ["extractor", "slice", "precision", "recall", "f1", "tp", "predicted", "true"]
@@ -70,17 +69,7 @@ def item_attributes(
     from ctr_dagster.settings import ctr_home
 
     wh = warehouse.get()
-    registry = default_registry()
-    installed = {p.name: p for p in registry.good("extractor")}
-    wanted = list(config.extractors) or sorted(installed)
-    broken = [
-        b for b in registry.broken_of("extractor") if not config.extractors or b.name in config.extractors
-    ]
-    unknown = [n for n in wanted if n not in installed and n not in {b.name for b in broken}]
-    if unknown:
-        raise ValueError(f"unknown extractor(s) {unknown}; installed: {sorted(installed)}")
-    for b in broken:
-        context.log.warning(f"broken extractor plugin {b.name!r} ({b.dist}): {b.error}")
+    installed, wanted, broken = select_plugins("extractor", config.extractors, context.log.warning)
 
     items = wh.read("raw_items")
     attributes = wh.read("raw_item_attributes")

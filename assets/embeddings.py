@@ -10,10 +10,9 @@ does not fail the asset as long as at least one modality produced vectors; with 
 import dagster as dg
 import pydantic
 
-from assets.launchpad import per_plugin_configs
+from assets.launchpad import per_plugin_configs, select_plugins
 from assets.metadata import markdown_table, numbers, table_summary
 from assets.resources import WarehouseResource
-from ctr_dagster.registry import default_registry
 
 _ENCODER_COLUMNS = [
     "encoder",
@@ -76,15 +75,7 @@ def item_embeddings(
     from ctr_dagster.settings import ctr_home
 
     wh = warehouse.get()
-    registry = default_registry()
-    installed = {p.name: p for p in registry.good("encoder")}
-    wanted = list(config.encoders) or sorted(installed)
-    broken = [b for b in registry.broken_of("encoder") if not config.encoders or b.name in config.encoders]
-    unknown = [n for n in wanted if n not in installed and n not in {b.name for b in broken}]
-    if unknown:
-        raise ValueError(f"unknown encoder(s) {unknown}; installed: {sorted(installed)}")
-    for b in broken:
-        context.log.warning(f"broken encoder plugin {b.name!r} ({b.dist}): {b.error}")
+    installed, wanted, broken = select_plugins("encoder", config.encoders, context.log.warning)
     encoder_values = config.encoder_config.model_dump()
     specs = [EncoderSpec(installed[n].cls, encoder_values.get(n, {})) for n in wanted if n in installed]
 

@@ -7,11 +7,12 @@ extractor. The mirroring (types from the annotations, defaults from the dataclas
 
 import dataclasses
 import typing
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 import pydantic
 
-from ctr_dagster.registry import PluginInfo, default_registry
+from ctr_dagster.registry import BrokenPlugin, PluginInfo, default_registry
 
 
 def dataclass_fields(config: type) -> dict[str, tuple[object, object]]:
@@ -41,3 +42,24 @@ def per_plugin_configs(kind: str, class_name: str) -> type[dg.Config]:
         nested = plugin_config(plugin, f"{kind.title()}Config")
         fields[plugin.name] = (nested, nested())
     return pydantic.create_model(class_name, __base__=dg.Config, **fields)
+
+
+def select_plugins(
+    kind: str, names: Sequence[str], warn: Callable[[str], None]
+) -> tuple[dict[str, PluginInfo], list[str], list[BrokenPlugin]]:
+    """(installed good plugins by name, the names to run, the broken ones among them) for a stage.
+
+    `names` empty means every installed plugin. A requested name that is neither installed nor a
+    broken plugin is a config error; each broken one is logged through `warn` (the stage reports
+    it and runs the others).
+    """
+    registry = default_registry()
+    installed = {p.name: p for p in registry.good(kind)}
+    wanted = list(names) or sorted(installed)
+    broken = [b for b in registry.broken_of(kind) if not names or b.name in names]
+    unknown = [n for n in wanted if n not in installed and n not in {b.name for b in broken}]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {unknown}; installed: {sorted(installed)}")
+    for b in broken:
+        warn(f"broken {kind} plugin {b.name!r} ({b.dist}): {b.error}")
+    return installed, wanted, broken
