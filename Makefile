@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
-PROFILE ?= small
+# PROFILE=tiny|small|large picks the synthetic profile (default: ctr_dagster.settings, i.e. small)
+PROFILE ?=
 export CTR_HOME ?= $(CURDIR)/.ctr_home
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
@@ -21,13 +22,13 @@ $(STAMP): constraints.txt pyproject.toml $(PLUGINS)
 install: $(STAMP)
 
 demo: install dagster-home
-	$(VENV)/bin/ctr demo --profile $(PROFILE)
+	$(VENV)/bin/ctr demo $(if $(PROFILE),--profile $(PROFILE))
 
 test: install dagster-home
 	$(PY) -m pytest -q
 
 ui: install dagster-home
-	CTR_PROFILE=$(PROFILE) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(if $(PROFILE),CTR_PROFILE=$(PROFILE)) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)

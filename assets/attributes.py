@@ -13,7 +13,7 @@ import pydantic
 
 from assets.launchpad import per_plugin_configs, select_plugins
 from assets.metadata import markdown_table, numbers, table_summary
-from assets.resources import WarehouseResource, settings
+from assets.resources import WarehouseResource
 
 _EXTRACTOR_COLUMNS = ["extractor", "status", "fit_s", "extract_s", "rows", "enriched_rows", "error"]
 _EVALUATION_COLUMNS = ["extractor", "slice", "precision", "recall", "f1", "tp", "predicted", "true"]
@@ -47,7 +47,13 @@ class ItemAttributesConfig(dg.Config):
     group_name="attributes",
     code_version="1",
     kinds={"parquet", "python"},
-    deps=["raw_items", "raw_item_attributes", "oracle_item_attributes", "training_dataset"],
+    deps=[
+        "raw_items",
+        "raw_item_attributes",
+        "raw_attribute_taxonomy",
+        "oracle_item_attributes",
+        "training_dataset",
+    ],
     check_specs=[
         dg.AssetCheckSpec(
             "all_extractors_ok",
@@ -66,7 +72,6 @@ def item_attributes(
 
     from ctr_dagster import extraction, hypergraph, reports
     from ctr_dagster.contracts import FitContext
-    from ctr_dagster.settings import ctr_home
 
     wh = warehouse.get()
     installed, wanted, broken = select_plugins("extractor", config.extractors, context.log.warning)
@@ -85,7 +90,8 @@ def item_attributes(
         row_share=config.holdout_row_share,
     )
     # candidates: the catalogue's values plus the source's published taxonomy (never the oracle)
-    inputs = {"candidates": extraction.taxonomy(attributes, settings().attribute_taxonomy())}
+    published = wh.read("raw_attribute_taxonomy") if wh.exists("raw_attribute_taxonomy") else None
+    inputs = {"candidates": extraction.taxonomy(attributes, published)}
     if training is not None:
         inputs["interactions"] = extraction.interactions_from_training(training)
 
@@ -97,7 +103,7 @@ def item_attributes(
     build_seconds = time.perf_counter() - started
     png = hypergraph.render_neighbourhood(
         graph,
-        ctr_home() / "reports" / "item_attributes" / "hypergraph_neighbourhood.png",
+        warehouse.ctr_home.reports / "item_attributes" / "hypergraph_neighbourhood.png",
         title="one product's neighbourhood (squares: hyperedges)",
     )
 

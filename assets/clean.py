@@ -9,45 +9,59 @@ import dagster as dg
 
 from assets.metadata import numbers, table_summary
 from assets.resources import WarehouseResource, daily_check, daily_partitions
+from ctr_dagster.settings import Settings
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "clean_impressions",
-            group_name="clean",
-            code_version="1",
-            kinds={"parquet"},
-            deps=["raw_impressions", "raw_items", "raw_users"],
-            partitions_def=daily_partitions(),
-        ),
-        dg.AssetSpec(
-            "quarantine_impressions",
-            group_name="clean",
-            code_version="1",
-            kinds={"parquet"},
-            deps=["raw_impressions"],
-            partitions_def=daily_partitions(),
-            description="Rows rejected by a quality rule or the parser, with the reason.",
-        ),
-    ],
-    check_specs=[
-        daily_check(
-            "quality_suite",
-            "clean_impressions",
-            "The GE suite must pass on the clean day (blocks downstream).",
-            blocking=True,
-        ),
-        daily_check(
-            "rows_reconcile",
-            "clean_impressions",
-            "raw rows (+ unparseable) == clean + quarantined: nothing is lost.",
-            blocking=True,
-        ),
-    ],
-    partitions_def=daily_partitions(),
-)
-def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def clean_day_asset(settings: Settings) -> dg.AssetsDefinition:
+    partitions = daily_partitions(settings)
+
+    @dg.multi_asset(
+        name="clean_day",
+        specs=[
+            dg.AssetSpec(
+                "clean_impressions",
+                group_name="clean",
+                code_version="1",
+                kinds={"parquet"},
+                deps=["raw_impressions", "raw_items", "raw_users"],
+                partitions_def=partitions,
+            ),
+            dg.AssetSpec(
+                "quarantine_impressions",
+                group_name="clean",
+                code_version="1",
+                kinds={"parquet"},
+                deps=["raw_impressions"],
+                partitions_def=partitions,
+                description="Rows rejected by a quality rule or the parser, with the reason.",
+            ),
+        ],
+        check_specs=[
+            daily_check(
+                "quality_suite",
+                "clean_impressions",
+                "The GE suite must pass on the clean day (blocks downstream).",
+                partitions,
+                blocking=True,
+            ),
+            daily_check(
+                "rows_reconcile",
+                "clean_impressions",
+                "raw rows (+ unparseable) == clean + quarantined: nothing is lost.",
+                partitions,
+                blocking=True,
+            ),
+        ],
+        partitions_def=partitions,
+    )
+    def clean_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        """One day of clean impressions and its quarantine (rule, file, row and column of each reject)."""
+        yield from _clean(context, warehouse)
+
+    return clean_day
+
+
+def _clean(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     import pyarrow as pa
 
     from ctr_dagster import schemas

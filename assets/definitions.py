@@ -1,6 +1,8 @@
-"""The code location: assembles every stage's assets, checks, jobs and sensors.
+"""The code location: `build_definitions(settings)` assembles every stage for one `Settings`.
 
-Built once per process (`functools.cache`): Dagster calls definition loaders several times.
+Dagster loads `defs` (a lazy `@dg.definitions` function: the settings come from the environment,
+read once by `Settings.from_env`). The CLI and the tests call `build_definitions` with settings of
+their own, in-process. Built once per settings (`functools.cache`): Dagster calls loaders many times.
 """
 
 import functools
@@ -8,26 +10,29 @@ import functools
 import dagster as dg
 
 from assets.attributes import item_attributes
-from assets.clean import clean_day
+from assets.clean import clean_day_asset
 from assets.distill import distilled_assets
 from assets.embeddings import item_embeddings
-from assets.evaluation import champion, champion_gate, evaluation
+from assets.evaluation import evaluation_assets
 from assets.features import training_dataset
 from assets.models import model_assets
 from assets.plugins import plugin_registry_asset
-from assets.raw import raw_catalogue, raw_day
+from assets.raw import raw_assets
 from assets.resources import WarehouseResource
-from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly_retrain, nightly_schedule
+from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly
 from assets.sensors import inbox_sensor, ingest_job
+from ctr_dagster.settings import Settings
 
 
 @functools.cache
-def build_definitions() -> dg.Definitions:
+def build_definitions(settings: Settings) -> dg.Definitions:
+    """Every asset, check, job, schedule and sensor of the project for `settings` (source, profile, home)."""
+    evaluation, champion_gate, champion = evaluation_assets(settings)
+    nightly_retrain, nightly_schedule = nightly(settings)
     return dg.Definitions(
         assets=[
-            raw_catalogue,
-            raw_day,
-            clean_day,
+            *raw_assets(settings),
+            clean_day_asset(settings),
             training_dataset,
             item_attributes,
             item_embeddings,
@@ -40,9 +45,12 @@ def build_definitions() -> dg.Definitions:
         asset_checks=[champion_gate],
         jobs=[ingest_job, nightly_retrain, evaluate_and_promote],
         schedules=[nightly_schedule],
-        sensors=[inbox_sensor, evaluate_after_failure],
-        resources={"warehouse": WarehouseResource()},
+        sensors=[inbox_sensor(settings), evaluate_after_failure],
+        resources={"warehouse": WarehouseResource.for_settings(settings)},
     )
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev` / `make ui` load: the settings of the environment (``CTR_*``, ``DAGSTER_HOME``)."""
+    return build_definitions(Settings.from_env())

@@ -12,6 +12,7 @@ import pydantic
 
 from assets.metadata import markdown_table
 from assets.models import _launchpad_config, split_engine_fields
+from assets.resources import WarehouseResource
 from ctr_dagster.registry import PluginInfo, default_registry
 
 
@@ -41,9 +42,12 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         metadata={"plugin": student.entry_point_value, "teacher": teacher.name},
         description=f"{student.name} distilled from {teacher.name}'s soft predictions plus the labels",
     )
-    def _distilled(context: dg.AssetExecutionContext, config: config_class) -> dg.MaterializeResult:  # type: ignore[valid-type]
+    def _distilled(
+        context: dg.AssetExecutionContext,
+        config: config_class,  # type: ignore[valid-type]
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
         from ctr_dagster.distillation import DistillationWeights, comparison, distill_and_store
-        from ctr_dagster.warehouse import Warehouse
 
         values = config.model_dump()
         weights = DistillationWeights(
@@ -52,18 +56,19 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
             temperature=values.pop("temperature"),
         )
         seed, _warm_start, values = split_engine_fields(student, values)
-        warehouse = Warehouse.default()
+        wh, home = warehouse.get(), warehouse.ctr_home
         result = distill_and_store(
             student,
             teacher,
             values,
             weights,
-            warehouse,
+            wh,
+            home,
             seed=seed,
             log=context.log.info,
             run_id=context.run.run_id,
         )
-        compared = comparison(student, teacher, result, warehouse)
+        compared = comparison(student, teacher, result, wh, home)
         context.log.info(f"distillation: {compared}")
         rows = [
             {

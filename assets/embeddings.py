@@ -72,9 +72,8 @@ def item_embeddings(
     """Per-modality item vectors (text, image, ...) and one fused vector per item, content-hash cached."""
     from ctr_dagster import embeddings, reports
     from ctr_dagster.embeddings.pipeline import EncoderSpec, build_item_embeddings
-    from ctr_dagster.settings import ctr_home
 
-    wh = warehouse.get()
+    wh, home = warehouse.get(), warehouse.ctr_home
     installed, wanted, broken = select_plugins("encoder", config.encoders, context.log.warning)
     encoder_values = config.encoder_config.model_dump()
     specs = [EncoderSpec(installed[n].cls, encoder_values.get(n, {})) for n in wanted if n in installed]
@@ -90,8 +89,8 @@ def item_embeddings(
         items,
         attributes,
         specs,
-        cache_root=ctr_home() / "embedding_cache",
-        state_root=ctr_home() / "encoders",
+        cache_root=home.embedding_cache,
+        state_root=home.encoders,
         width=config.width,
         whiten=config.whiten,
         refit=config.refit_encoders,
@@ -109,7 +108,7 @@ def item_embeddings(
     png = reports.projection_png(
         {c: result.projections[c] for c in result.columns},
         result.categories,
-        ctr_home() / "reports" / "item_embeddings" / "projection.png",
+        home.reports / "item_embeddings" / "projection.png",
         title="item vectors, 2-D PCA, coloured by category",
     )
     rows = [s.row() for s in result.sources] + [

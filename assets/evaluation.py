@@ -9,8 +9,10 @@ current dataset and lists the others (failed, stale, broken), so it is also laun
 import dagster as dg
 
 from assets.metadata import markdown_table
+from assets.resources import WarehouseResource
 from ctr_dagster.champion import GatePolicy
 from ctr_dagster.registry import default_registry
+from ctr_dagster.settings import Settings
 
 
 class EvaluationConfig(dg.Config):
@@ -31,29 +33,51 @@ def _model_keys() -> list[dg.AssetKey]:
     return keys + [dg.AssetKey(["distilled", s.name]) for s, _ in students(registry)]
 
 
-@dg.asset(
-    group_name="evaluation",
-    code_version="1",
-    deps=_model_keys(),
-    kinds={"python"},
-)
-def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> dg.MaterializeResult:
-    """Leaderboard on the test split: AUC, GAUC, logloss, ECE, slices, the oracle and each model's gap to it."""
-    from assets.resources import settings
+def evaluation_assets(settings: Settings) -> list:
+    """`evaluation` (labelled with the data it judges), its blocking `champion_gate`, and `champion`."""
+    evaluation = evaluation_asset(settings)
+    return [evaluation, champion_gate_check(evaluation), champion]
+
+
+def evaluation_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="evaluation",
+        group_name="evaluation",
+        code_version="1",
+        deps=_model_keys(),
+        kinds={"python"},
+    )
+    def evaluation(
+        context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
+        """Leaderboard on the test split: AUC, GAUC, logloss, ECE, slices, the oracle and each model's gap to it."""
+        return _evaluate(context, config, warehouse, settings)
+
+    return evaluation
+
+
+def _evaluate(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    warehouse: WarehouseResource,
+    settings: Settings,
+) -> dg.MaterializeResult:
     from ctr_dagster import evaluation as engine
     from ctr_dagster import reports
-    from ctr_dagster.warehouse import Warehouse
 
+    home = warehouse.ctr_home
     policy = GatePolicy(**config.model_dump())
     doc = engine.evaluate(
-        Warehouse.default(),
+        warehouse.get(),
+        home,
         default_registry(),
         policy=policy,
-        profile=settings().profile,
+        profile=settings.profile if settings.source == "synthetic" else settings.source,
+        data=settings.label,
         log=context.log.info,
     )
     curves = doc.pop("curves")
-    latest = engine.save(doc)
+    latest = engine.save(doc, home)
     png = reports.roc_calibration_png(curves, latest.parent / "roc_calibration.png", title="test split")
     rows = [{k: engine.display(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
     meta: dict[str, object] = {
@@ -84,19 +108,31 @@ def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig) -> d
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset_check(
-    asset=evaluation, blocking=True, description="Champion gate: promote only a clear, non-regressing winner."
-)
-def champion_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    """Passes when the best model may become (or already is) the champion; blocks `champion` otherwise."""
+def champion_gate_check(evaluation: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=evaluation,
+        blocking=True,
+        description="Champion gate: promote only a clear, non-regressing winner.",
+    )
+    def champion_gate(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        """Passes when the best model may become (or already is) the champion; blocks `champion` otherwise."""
+        return _gate(context, warehouse)
+
+    return champion_gate
+
+
+def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     from ctr_dagster import evaluation as engine
     from ctr_dagster.champion import ChampionStore, decide
 
-    doc = engine.latest()
+    home = warehouse.ctr_home
+    doc = engine.latest(home)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no evaluation document"})
-    decision = decide(doc, ChampionStore().current(), GatePolicy(**doc["gate_policy"]))
-    engine.save_gate(decision.as_dict(), doc)
+    decision = decide(doc, ChampionStore(home.champion).current(), GatePolicy(**doc["gate_policy"]))
+    engine.save_gate(decision.as_dict(), doc, home)
     for reason in decision.reasons:
         context.log.warning(f"champion gate: {reason}")
     meta = {
@@ -109,15 +145,16 @@ def champion_gate(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult
     return dg.AssetCheckResult(passed=decision.passed, metadata=meta)
 
 
-@dg.asset(group_name="evaluation", code_version="1", deps=[evaluation], kinds={"python"})
-def champion(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+@dg.asset(group_name="evaluation", code_version="1", deps=["evaluation"], kinds={"python"})
+def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
     from ctr_dagster import evaluation as engine
     from ctr_dagster.champion import ChampionStore, current_user, decide, history_rows
     from ctr_dagster.evaluation import display
 
-    store = ChampionStore()
-    doc = engine.latest()
+    home = warehouse.ctr_home
+    store = ChampionStore(home.champion)
+    doc = engine.latest(home)
     decision = decide(doc, store.current(), GatePolicy(**doc["gate_policy"]))
     if not decision.passed:  # the blocking check normally stops us before this
         raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))

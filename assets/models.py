@@ -13,7 +13,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets.launchpad import plugin_config
+from assets.resources import WarehouseResource
 from ctr_dagster.registry import PluginInfo, default_registry
+from ctr_dagster.settings import Home
 
 
 def _launchpad_config(plugin: PluginInfo) -> type[dg.Config]:
@@ -45,11 +47,11 @@ def split_engine_fields(plugin: PluginInfo, values: dict) -> tuple[int, bool, di
     return seed, warm_start, values
 
 
-def warm_start_dir(plugin: PluginInfo, log: typing.Callable[[str], None]) -> Path | None:
+def warm_start_dir(plugin: PluginInfo, home: Home, log: typing.Callable[[str], None]) -> Path | None:
     """The champion's artifact folder when the champion is this plugin, else None (with a log line)."""
     from ctr_dagster.champion import ChampionStore
 
-    current = ChampionStore().current()
+    current = ChampionStore(home.champion).current()
     if current is None or current["name"] != plugin.name or not Path(current.get("artifact") or "").is_dir():
         log(
             f"warm_start: the champion is {current and current['name']}, not {plugin.name}; training from scratch"
@@ -72,31 +74,42 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         metadata={"plugin": plugin.entry_point_value, "distribution": plugin.dist or ""},
         description=(plugin.cls.__doc__ or f"model plugin {plugin.name}").strip().splitlines()[0],
     )
-    def _model(context: dg.AssetExecutionContext, config: config_class) -> dg.MaterializeResult:  # type: ignore[valid-type]
+    def _model(
+        context: dg.AssetExecutionContext,
+        config: config_class,  # type: ignore[valid-type]
+        warehouse: WarehouseResource,
+    ) -> dg.MaterializeResult:
         from ctr_dagster.modeling import train_and_store
-        from ctr_dagster.warehouse import Warehouse
 
+        home = warehouse.ctr_home
         seed, warm_start, values = split_engine_fields(plugin, config.model_dump())
-        init_from = warm_start_dir(plugin, context.log.info) if warm_start else None
+        init_from = warm_start_dir(plugin, home, context.log.info) if warm_start else None
         if getattr(plugin.cls, "distributed", False):
             from ctr_dagster.training import launch
 
             nproc, cpu_only = launch.processes(int(config.model_dump().get("gpus", 0)), context.log.info)
             if nproc > 1:  # torchrun; rank 0 reports the materialization through Pipes
                 command = launch.command(
-                    plugin.name, values, nproc, seed=seed, init_from=init_from, run_id=context.run.run_id
+                    plugin.name,
+                    values,
+                    nproc,
+                    home.root,
+                    seed=seed,
+                    init_from=init_from,
+                    run_id=context.run.run_id,
                 )
                 env = {"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {}
                 client = dg.PipesSubprocessClient(env=env)
                 try:
                     return client.run(command=command, context=context).get_materialize_result()
                 except Exception as exc:
-                    launch.record_failure(plugin.name, context.run.run_id, exc)
+                    launch.record_failure(home, plugin.name, context.run.run_id, exc)
                     raise
         result = train_and_store(
             plugin,
             values,
-            Warehouse.default(),
+            warehouse.get(),
+            home,
             seed=seed,
             init_from=init_from,
             log=context.log.info,

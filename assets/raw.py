@@ -1,17 +1,20 @@
 """Raw stage: the catalogue (items, attributes, users) and daily raw impressions, from the source.
 
-The source is the synthetic marketplace or the user's own files (`ctr_dagster.sources`); the
-oracle tables (ground truth) exist only for the synthetic world and stay apart from the features.
+The source is the synthetic marketplace or the user's own files (`ctr_dagster.sources.Source`, made
+from the `Settings` the definitions are built for); the oracle tables (ground truth) exist only for
+the synthetic world and stay apart from the features.
 """
 
 import dagster as dg
 
 from assets.metadata import numbers, table_summary
-from assets.resources import WarehouseResource, daily_check, daily_partitions, settings
+from assets.resources import WarehouseResource, daily_check, daily_partitions
+from ctr_dagster.settings import Settings
 
 CATALOGUE_TABLES = (
     "raw_items",
     "raw_item_attributes",
+    "raw_attribute_taxonomy",
     "raw_users",
     "oracle_item_attributes",
     "quarantine_catalogue",
@@ -19,25 +22,44 @@ CATALOGUE_TABLES = (
 _CATALOGUE_CHECKED = ("raw_items", "raw_item_attributes", "raw_users")
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(name, group_name="raw", code_version="1", kinds={"parquet"}) for name in CATALOGUE_TABLES
-    ],
-    check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
-)
-def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data).
+def raw_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """The catalogue and the daily raw logs of the source `settings` names."""
+    return [catalogue_asset(settings), raw_day_asset(settings)]
 
-    Catalogue rows that fail to parse or fail their table's rules land in `quarantine_catalogue`.
-    """
+
+def catalogue_asset(settings: Settings) -> dg.AssetsDefinition:
+    from ctr_dagster.sources import Source
+
+    source = Source(settings)
+
+    @dg.multi_asset(
+        name="raw_catalogue",
+        specs=[
+            dg.AssetSpec(name, group_name="raw", code_version="1", kinds={"parquet"})
+            for name in CATALOGUE_TABLES
+        ],
+        check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
+    )
+    def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data).
+
+        Catalogue rows that fail to parse or fail their table's rules land in `quarantine_catalogue`.
+        """
+        yield from _materialize_catalogue(context, source, warehouse)
+
+    return raw_catalogue
+
+
+def _materialize_catalogue(context: dg.AssetExecutionContext, source, warehouse: WarehouseResource):
     from ctr_dagster.quality import validate_table
 
     wh = warehouse.get()
-    catalogue = settings().catalogue()
+    catalogue = source.catalogue()
     context.log.info(f"catalogue source: {catalogue.origin}")
     tables = {
         "raw_items": catalogue.items,
         "raw_item_attributes": catalogue.item_attributes,
+        "raw_attribute_taxonomy": catalogue.attribute_taxonomy,
         "raw_users": catalogue.users,
         "oracle_item_attributes": catalogue.oracle_item_attributes,
         "quarantine_catalogue": catalogue.quarantine,
@@ -61,36 +83,43 @@ def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "raw_impressions",
-            group_name="raw",
-            code_version="1",
-            kinds={"parquet"},
-            deps=["raw_items", "raw_users"],
-            partitions_def=daily_partitions(),
-        ),
-        dg.AssetSpec(
-            "oracle_impressions",
-            group_name="raw",
-            code_version="1",
-            kinds={"parquet"},
-            deps=["raw_items", "raw_users"],
-            partitions_def=daily_partitions(),
-        ),
-    ],
-    check_specs=[
-        daily_check(
-            "quality_suite",
-            "raw_impressions",
-            "GE suite on the raw day; failures are expected (they go to the quarantine), so it only warns.",
-        )
-    ],
-    partitions_def=daily_partitions(),
-)
-def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """One day of raw impressions (dirty: may contain bad rows) and, for synthetic data, the oracle."""
+def raw_day_asset(settings: Settings) -> dg.AssetsDefinition:
+    from ctr_dagster.sources import Source
+
+    source = Source(settings)
+    partitions = daily_partitions(settings)
+
+    @dg.multi_asset(
+        name="raw_day",
+        specs=[
+            dg.AssetSpec(
+                name,
+                group_name="raw",
+                code_version="1",
+                kinds={"parquet"},
+                deps=["raw_items", "raw_users"],
+                partitions_def=partitions,
+            )
+            for name in ("raw_impressions", "oracle_impressions")
+        ],
+        check_specs=[
+            daily_check(
+                "quality_suite",
+                "raw_impressions",
+                "GE suite on the raw day; failures are expected (they go to the quarantine), so it only warns.",
+                partitions,
+            )
+        ],
+        partitions_def=partitions,
+    )
+    def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+        """One day of raw impressions (dirty: may contain bad rows) and, for synthetic data, the oracle."""
+        yield from _materialize_day(context, source, warehouse)
+
+    return raw_day
+
+
+def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: WarehouseResource):
     import pyarrow as pa
 
     from ctr_dagster import schemas
@@ -98,7 +127,7 @@ def raw_day(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
 
     wh = warehouse.get()
     day = context.partition_key
-    batches = list(settings().day(day))
+    batches = list(source.day(day))
 
     def gather(part: str, schema) -> pa.Table:
         """One table from every batch's `part` (batches may be none, or lack the part)."""

@@ -1,26 +1,29 @@
-"""Resources and the load-time settings every asset module shares (source, partitions, warehouse)."""
+"""Resources and the per-settings pieces every stage shares: the warehouse resource and the daily partitions."""
 
 import functools
 import warnings
 
 import dagster as dg
 
-from ctr_dagster.sources import SourceSettings
+from ctr_dagster.settings import Home, Settings
 
 
 @functools.cache
-def settings() -> SourceSettings:
-    """Read once per process: the daily partitions are fixed when the code location loads."""
-    return SourceSettings.from_env()
+def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
+    """The source's days: fixed when the definitions are built (a new profile is a new code location)."""
+    from ctr_dagster.sources import Source
 
-
-@functools.cache
-def daily_partitions() -> dg.DailyPartitionsDefinition:
-    start, end = settings().partition_window()
+    start, end = Source(settings).partition_window()
     return dg.DailyPartitionsDefinition(start_date=start, end_date=end)
 
 
-def daily_check(name: str, asset: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+def daily_check(
+    name: str,
+    asset: str,
+    description: str,
+    partitions: dg.PartitionsDefinition,
+    blocking: bool = False,
+) -> dg.AssetCheckSpec:
     """A check evaluated per daily partition (so the UI shows its result per day).
 
     Partitioned check specs are a Dagster preview feature (1.13); we rely on it knowingly and keep
@@ -29,19 +32,31 @@ def daily_check(name: str, asset: str, description: str, blocking: bool = False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return dg.AssetCheckSpec(
-            name, asset=asset, description=description, blocking=blocking, partitions_def=daily_partitions()
+            name, asset=asset, description=description, blocking=blocking, partitions_def=partitions
         )
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The Parquet warehouse; `root` empty means `$CTR_HOME/warehouse` (default ./.ctr_home)."""
+    """Where every asset reads and writes: the Parquet warehouse and the rest of the project home.
 
-    root: str = ""
+    `home` is `Settings.home` (``$CTR_HOME``, default ./.ctr_home), set when the definitions are built.
+    """
+
+    home: str
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "WarehouseResource":
+        return cls(home=str(settings.home))
+
+    @property
+    def ctr_home(self) -> Home:
+        """The folders under the home: artifacts, champion, evaluation, caches, reports, ..."""
+        from pathlib import Path
+
+        return Home(Path(self.home))
 
     def get(self):
         """The `ctr_dagster.warehouse.Warehouse` (imported here: pyarrow loads only when a step runs)."""
-        from pathlib import Path
-
         from ctr_dagster.warehouse import Warehouse
 
-        return Warehouse(Path(self.root)) if self.root else Warehouse.default()
+        return Warehouse(self.ctr_home.warehouse)

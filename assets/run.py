@@ -1,34 +1,33 @@
 """Materialize the whole graph in-process, as the UI's "Materialize all" would (used by `ctr demo`).
 
-Every step is a real Dagster run in the instance (``$DAGSTER_HOME`` when set, so `make ui` shows
-the runs, their metadata and checks afterwards; otherwise an ephemeral instance).
+Every step is a real Dagster run in the instance (`Settings.dagster_home` when set, so `make ui`
+shows the runs, their metadata and checks afterwards; otherwise an ephemeral instance).
 """
 
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from assets.clean import clean_day
 from assets.definitions import build_definitions
-from assets.raw import raw_catalogue, raw_day
-from assets.resources import daily_partitions, settings
-from assets.schedules import EVALUATION_ASSETS
+from assets.raw import CATALOGUE_TABLES
+from assets.resources import daily_partitions
+from assets.schedules import DAY_ASSETS, EVALUATION_ASSETS
+from ctr_dagster.settings import Settings
 
 
-def _instance() -> dg.DagsterInstance:
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """The Dagster instance in `settings.dagster_home` (created with telemetry off), else an ephemeral one."""
+    home = settings.dagster_home
+    if home is None:
         return dg.DagsterInstance.ephemeral()
-    Path(home).mkdir(parents=True, exist_ok=True)
-    config = Path(home) / "dagster.yaml"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
     if not config.exists():
         config.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
+    return dg.DagsterInstance.from_config(str(home))
 
 
 def _keys(defs: dg.Definitions, group: str) -> list[dg.AssetKey]:
@@ -42,14 +41,15 @@ def _keys(defs: dg.Definitions, group: str) -> list[dg.AssetKey]:
 
 
 def materialize_all(
+    settings: Settings,
     instance: dg.DagsterInstance | None = None,
     log: Callable[[str], None] = print,
     partitions: list[str] | None = None,
     log_level: str = "INFO",
 ) -> dict[str, float]:
     """Catalogue -> every daily partition -> training dataset -> plugins and models. Returns timings."""
-    defs = build_definitions()
-    instance = instance or _instance()
+    defs = build_definitions(settings)
+    instance = instance or instance_for(settings)
     assets = list(defs.assets) + list(defs.asset_checks or [])  # type: ignore[arg-type]
     resources = dict(defs.resources or {})
     timings: dict[str, float] = {}
@@ -71,10 +71,10 @@ def materialize_all(
         outcome = "" if result.success else "  FAILED: " + "; ".join(_failures(result))
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}{outcome}")
 
-    log(f"source: {settings().kind} profile={settings().profile} seed={settings().seed}")
-    run("catalogue", [*raw_catalogue.keys, dg.AssetKey("plugin_registry")])
-    for day in partitions or daily_partitions().get_partition_keys():
-        run(f"day {day}", [*raw_day.keys, *clean_day.keys], partition_key=day)
+    log(f"source: {settings.label}, home {settings.home}")
+    run("catalogue", [*CATALOGUE_TABLES, "plugin_registry"])
+    for day in partitions or daily_partitions(settings).get_partition_keys():
+        run(f"day {day}", DAY_ASSETS, partition_key=day)
     run("training_dataset", ["training_dataset"])
     # Enrichment stages: a failure is reported (and leaves the models without that input), not fatal.
     run("item_embeddings", ["item_embeddings"], must_succeed=False)
@@ -103,13 +103,13 @@ def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
-def summary() -> dict[str, object]:
+def summary(settings: Settings) -> dict[str, object]:
     """Figures the demo prints: rows, clean/quarantined, vocabulary sizes, oracle AUC of the test split."""
     from ctr_dagster import metrics, vocab
     from ctr_dagster.dataset import VOCAB_FIELDS
     from ctr_dagster.warehouse import Warehouse
 
-    wh = Warehouse.default()
+    wh = Warehouse(settings.ctr_home.warehouse)
 
     def rows(table: str) -> int:
         return (

@@ -10,20 +10,20 @@ evaluation. `evaluate_after_failure` closes that gap: when a run that included t
 before materializing it, it launches `evaluate_and_promote` alone, which ranks the models that did
 train and lists the failed one.
 
-Set ``CTR_WARM_START=1`` for the schedule's runs to continue each model from the champion's
-artifact when the champion is that model (the `warm_start` launchpad field of every model asset).
+With `Settings.warm_start` (``CTR_WARM_START=1``) the schedule's runs continue each model from the
+champion's artifact when the champion is that model (the `warm_start` launchpad field of every
+model asset).
 """
-
-import os
 
 import dagster as dg
 
-from assets.clean import clean_day
-from assets.raw import raw_catalogue, raw_day
+from assets.raw import CATALOGUE_TABLES
 from ctr_dagster.registry import default_registry
+from ctr_dagster.settings import Settings
 
 NIGHTLY_HOUR = 2  # UTC; the day's logs are complete by then
 EVALUATION_ASSETS = ["evaluation", "champion"]
+DAY_ASSETS = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
 
 
 def warm_start_config(enabled: bool) -> dict:
@@ -34,34 +34,36 @@ def warm_start_config(enabled: bool) -> dict:
     return {"ops": ops}
 
 
-nightly_retrain = dg.define_asset_job(
-    "nightly_retrain",
-    selection=dg.AssetSelection.assets(
-        raw_catalogue,
-        raw_day,
-        clean_day,
-        "plugin_registry",
-        "training_dataset",
-        "item_embeddings",
-        "item_attributes",
-        *EVALUATION_ASSETS,
+def nightly(settings: Settings) -> tuple:
+    """(`nightly_retrain` asset job, its schedule): warm-started when `settings.warm_start`."""
+    job = dg.define_asset_job(
+        "nightly_retrain",
+        selection=dg.AssetSelection.assets(
+            *CATALOGUE_TABLES,
+            *DAY_ASSETS,
+            "plugin_registry",
+            "training_dataset",
+            "item_embeddings",
+            "item_attributes",
+            *EVALUATION_ASSETS,
+        )
+        | dg.AssetSelection.groups("models", "distillation"),
+        config=warm_start_config(settings.warm_start),
+        description="New day's partition → trailing-window dataset → every model → evaluation → champion gate.",
     )
-    | dg.AssetSelection.groups("models", "distillation"),
-    config=warm_start_config(os.environ.get("CTR_WARM_START", "") in ("1", "true", "yes")),
-    description="New day's partition → trailing-window dataset → every model → evaluation → champion gate.",
-)
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        hour_of_day=NIGHTLY_HOUR,
+        name="nightly_retrain_schedule",
+        description="Every night: the day that just ended, retrain every model, evaluate, gate.",
+    )
+    return job, schedule
+
 
 evaluate_and_promote = dg.define_asset_job(
     "evaluate_and_promote",
     selection=dg.AssetSelection.assets(*EVALUATION_ASSETS),
     description="Rank the models that trained, list the failed ones, gate and promote the champion.",
-)
-
-nightly_schedule = dg.build_schedule_from_partitioned_job(
-    nightly_retrain,
-    hour_of_day=NIGHTLY_HOUR,
-    name="nightly_retrain_schedule",
-    description="Every night: the day that just ended, retrain every model, evaluate, gate.",
 )
 
 

@@ -9,9 +9,7 @@ Writes benchmarks/results/extraction_<profile>.json.
 """
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,23 +22,23 @@ SEEDS = (0, 1, 2)
 
 def _upstream(profile: str, home: str) -> float:
     """Materialize catalogue, days and training dataset into `home`; returns seconds."""
-    os.environ.update({"CTR_PROFILE": profile, "CTR_HOME": home, "CTR_SOURCE": "synthetic"})
-    sys.path.insert(0, str(ROOT))
     import dagster as dg
 
-    from assets.clean import clean_day
-    from assets.features import training_dataset
-    from assets.raw import raw_catalogue, raw_day
-    from assets.resources import WarehouseResource, daily_partitions
+    from ctr_dagster.code_location import load_code_location
+    from ctr_dagster.settings import Settings
 
+    settings = Settings(profile=profile, home=Path(home))
+    definitions = load_code_location(ROOT, "definitions")
+    raw, schedules = load_code_location(ROOT, "raw"), load_code_location(ROOT, "schedules")
+    resources = load_code_location(ROOT, "resources")
+    defs = definitions.build_definitions(settings)
     started = time.perf_counter()
-    assets = [raw_catalogue, raw_day, clean_day, training_dataset]
-    instance, resources = dg.DagsterInstance.ephemeral(), {"warehouse": WarehouseResource()}
-    dg.materialize(assets, selection=list(raw_catalogue.keys), instance=instance, resources=resources)
-    for day in daily_partitions().get_partition_keys():
-        keys = [*raw_day.keys, *clean_day.keys]
-        dg.materialize(assets, selection=keys, partition_key=day, instance=instance, resources=resources)
-    dg.materialize(assets, selection=["training_dataset"], instance=instance, resources=resources)
+    assets, instance = list(defs.assets), dg.DagsterInstance.ephemeral()
+    kwargs = {"instance": instance, "resources": dict(defs.resources)}
+    dg.materialize(assets, selection=list(raw.CATALOGUE_TABLES), **kwargs)
+    for day in resources.daily_partitions(settings).get_partition_keys():
+        dg.materialize(assets, selection=schedules.DAY_ASSETS, partition_key=day, **kwargs)
+    dg.materialize(assets, selection=["training_dataset"], **kwargs)
     return time.perf_counter() - started
 
 
@@ -66,7 +64,6 @@ def run(root: Path) -> dict[str, object]:
     from ctr_dagster import extraction, hypergraph
     from ctr_dagster.contracts import FitContext
     from ctr_dagster.registry import default_registry
-    from ctr_dagster.sources import SourceSettings
     from ctr_dagster.warehouse import Warehouse
 
     wh = Warehouse(root)
@@ -74,8 +71,8 @@ def run(root: Path) -> dict[str, object]:
     oracle, training = wh.read("oracle_item_attributes"), wh.read("training_dataset")
     setup = extraction.evaluation_setup(attributes, oracle)
     inputs = {
-        # the synthetic world's published value taxonomy, as the item_attributes asset uses
-        "candidates": extraction.taxonomy(attributes, SourceSettings(kind="synthetic").attribute_taxonomy()),
+        # the source's published value taxonomy, as the item_attributes asset uses
+        "candidates": extraction.taxonomy(attributes, wh.read("raw_attribute_taxonomy")),
         "interactions": extraction.interactions_from_training(training),
     }
     started = time.perf_counter()

@@ -1,6 +1,5 @@
-"""End-to-end data-graph time on a profile (default small), in a throw-away CTR_HOME/DAGSTER_HOME."""
+"""End-to-end data-graph time on a profile (default small), in a throw-away home and Dagster instance."""
 
-import os
 import sys
 import tempfile
 import time
@@ -14,17 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     profile = sys.argv[1] if len(sys.argv) > 1 else "small"
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.update(
-            {"CTR_PROFILE": profile, "CTR_HOME": f"{tmp}/ctr", "DAGSTER_HOME": f"{tmp}/dagster"}
-        )
-        sys.path.insert(0, str(ROOT))
         started = time.perf_counter()
-        from assets.run import materialize_all, summary
+        from ctr_dagster.code_location import load_code_location
+        from ctr_dagster.settings import Settings
 
-        timings = materialize_all(log=lambda s: print(s, flush=True))
+        settings = Settings(profile=profile, home=Path(tmp) / "ctr", dagster_home=Path(tmp) / "dagster")
+        run = load_code_location(ROOT, "run")
+        timings = run.materialize_all(settings, log=lambda s: print(s, flush=True))
         total = time.perf_counter() - started
         write_result(
-            f"graph_{profile}", {"total_s_incl_imports": total, "steps_s": timings, "summary": summary()}
+            f"graph_{profile}",
+            {"total_s_incl_imports": total, "steps_s": timings, "summary": run.summary(settings)},
         )
 
 

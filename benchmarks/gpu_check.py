@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -60,9 +59,9 @@ def _ddp(table_path: Path, gpus: int, epochs: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ctr-gpu-check-") as home:
         Warehouse(Path(home) / "warehouse").write("training_dataset", pq.read_table(table_path))
-        cmd = command("din", {"epochs": epochs, "batch_size": 4096, "log_every": 0}, gpus)
+        cmd = command("din", {"epochs": epochs, "batch_size": 4096, "log_every": 0}, gpus, Path(home))
         started = time.perf_counter()
-        done = subprocess.run(cmd, env={**os.environ, "CTR_HOME": home}, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - started
     metadata = {}
     for line in reversed(done.stdout.splitlines()):

@@ -23,7 +23,6 @@ from typing import Any
 
 from ctr_dagster import atomic
 from ctr_dagster.locks import exclusive
-from ctr_dagster.settings import ctr_home
 
 
 @dataclass(frozen=True)
@@ -104,8 +103,9 @@ def decide(evaluation: dict[str, Any], current: dict[str, Any] | None, policy: G
 class ChampionStore:
     """Current champion, promotion history and rollback, in plain JSON files."""
 
-    def __init__(self, root: Path | None = None):
-        self.root = root or ctr_home() / "champion"
+    def __init__(self, root: Path):
+        """`root`: the champion folder (`Home.champion`)."""
+        self.root = root
 
     @property
     def current_path(self) -> Path:

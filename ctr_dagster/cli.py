@@ -3,14 +3,22 @@
 One function per command, each importing what it needs inside its body, so `import ctr_dagster.cli`
 (and `ctr --help`) stays fast: no Dagster, torch or plugin import at module level. To add a command,
 write a function decorated with `@app.command("name")` below.
+
+Settings come from one place: `Settings.from_env()` (``CTR_*``, ``DAGSTER_HOME``), with this
+command line's flags applied on top (`_settings`). The CLI never writes the environment; it hands
+the settings to the code location (`assets.definitions.build_definitions(settings)`).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from ctr_dagster.settings import Settings
 
 app = typer.Typer(
     name="ctr",
@@ -19,6 +27,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Path = typer.Option(
+        None, "--home", help="Project home (generated state); default $CTR_HOME, else ./.ctr_home."
+    ),
+) -> None:
+    """Options every command shares."""
+    ctx.obj = {"home": home}
+
+
+def _settings(ctx: typer.Context, **flags: object) -> Settings:
+    """`Settings.from_env()` with the global `--home` and the command's flags on top (None = not given)."""
+    from ctr_dagster.settings import Settings
+
+    try:
+        return Settings.from_env(home=(ctx.obj or {}).get("home"), **flags)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _table(rows: list[dict[str, object]], columns: list[str]) -> str:
@@ -96,28 +126,30 @@ def new_plugin(
     )
 
 
-def _load_code_location(project: Path):
-    """Import the `assets/` code location from the project folder (it is not an installed package)."""
-    import sys
+def _code_location(project: Path):
+    """`assets.run` of the project folder: the `assets/` package is not installed, so it is loaded
+    from its file (`importlib`), without putting the folder on `sys.path`."""
+    from ctr_dagster.code_location import load_code_location
 
-    project = project.resolve()
-    if not (project / "assets" / "definitions.py").exists():
-        typer.echo(
-            f"error: {project} has no assets/definitions.py; run from the project root or pass --project",
-            err=True,
-        )
-        raise typer.Exit(2)
-    if str(project) not in sys.path:
-        sys.path.insert(0, str(project))
-    import assets.run
-
-    return assets.run
+    try:
+        return load_code_location(project, "run")
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}; run from the project root or pass --project", err=True)
+        raise typer.Exit(2) from exc
 
 
 @app.command("demo")
 def demo(
-    profile: str = typer.Option("small", "--profile", "-p", help="Synthetic profile: tiny, small or large."),
-    seed: int = typer.Option(7, "--seed", help="Seed of the synthetic world."),
+    ctx: typer.Context,
+    profile: str = typer.Option(
+        None,
+        "--profile",
+        "-p",
+        help="Synthetic profile: tiny, small or large (default $CTR_PROFILE, else small).",
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed of the synthetic world (default $CTR_SEED, else the world's)."
+    ),
     signal: list[str] = typer.Option(
         None, "--signal", "-s", help="Planted-signal strength NAME=VALUE (0 turns it off); repeatable."
     ),
@@ -125,32 +157,30 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Materialize the whole graph on the synthetic world in-process (the same assets as the UI)."""
-    import os
     import time
 
-    os.environ["CTR_SOURCE"] = "synthetic"
-    os.environ["CTR_PROFILE"] = profile
-    os.environ["CTR_SEED"] = str(seed)
-    os.environ["CTR_SIGNALS"] = ",".join(signal or [])
+    settings = _settings(
+        ctx, source="synthetic", profile=profile, seed=seed, signals=",".join(signal) if signal else None
+    )
     started = time.perf_counter()
-    run = _load_code_location(project)
-    timings = run.materialize_all(log=lambda line: typer.echo(line))
-    summary = run.summary()
+    run = _code_location(project)
+    timings = run.materialize_all(settings, log=lambda line: typer.echo(line))
+    summary = run.summary(settings)
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    summary["profile"] = profile
-    summary["signals"] = os.environ["CTR_SIGNALS"] or "all 1.0"
-    if as_json:
-        from ctr_dagster.evaluation import report
-
-        summary["evaluation"] = report()
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    typer.echo(f"\nmaterialized {len(timings) - 1} runs in {summary['seconds']} s (profile {profile})")
-    for key, value in summary.items():
-        typer.echo(f"  {key:<20} {value}")
+    summary["profile"] = settings.profile
+    summary["signals"] = settings.signals or "all 1.0"
     from ctr_dagster.evaluation import report
 
-    doc = report()
+    doc = report(settings.ctr_home)
+    if as_json:
+        summary["evaluation"] = doc
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    typer.echo(
+        f"\nmaterialized {len(timings) - 1} runs in {summary['seconds']} s (profile {settings.profile})"
+    )
+    for key, value in summary.items():
+        typer.echo(f"  {key:<20} {value}")
     typer.echo("\n" + (leaderboard_text(doc) if doc else "no evaluation was produced (see the log above)"))
 
 
@@ -193,12 +223,13 @@ def leaderboard_text(doc: dict) -> str:
 
 @app.command("leaderboard")
 def leaderboard(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print the latest evaluation as JSON."),
 ) -> None:
     """Print the latest evaluation: models ranked by test AUC, the oracle, failed/broken models, champion."""
     from ctr_dagster.evaluation import report
 
-    doc = report()
+    doc = report(_settings(ctx).ctr_home)
     if doc is None:
         typer.echo("no evaluation yet: run `ctr demo` or materialize the `evaluation` asset", err=True)
         raise typer.Exit(1)
@@ -211,12 +242,16 @@ champion_app = typer.Typer(
 app.add_typer(champion_app, name="champion")
 
 
-@champion_app.command("show")
-def champion_show(as_json: bool = typer.Option(False, "--json")) -> None:
-    """The current champion (the model serving would use)."""
+def _champion_store(ctx: typer.Context):
     from ctr_dagster.champion import ChampionStore
 
-    current = ChampionStore().current()
+    return ChampionStore(_settings(ctx).ctr_home.champion)
+
+
+@champion_app.command("show")
+def champion_show(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
+    """The current champion (the model serving would use)."""
+    current = _champion_store(ctx).current()
     if as_json:
         typer.echo(json.dumps(current, indent=2))
     elif current is None:
@@ -230,11 +265,11 @@ def champion_show(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @champion_app.command("history")
-def champion_history(as_json: bool = typer.Option(False, "--json")) -> None:
+def champion_history(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> None:
     """Every promotion and rollback, oldest first."""
-    from ctr_dagster.champion import ChampionStore, history_rows
+    from ctr_dagster.champion import history_rows
 
-    events = ChampionStore().history()
+    events = _champion_store(ctx).history()
     if as_json:
         typer.echo(json.dumps(events, indent=2))
         return
@@ -243,11 +278,9 @@ def champion_history(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @champion_app.command("rollback")
-def champion_rollback() -> None:
+def champion_rollback(ctx: typer.Context) -> None:
     """Restore the champion that the current one replaced (recorded in the history)."""
-    from ctr_dagster.champion import ChampionStore
-
-    store = ChampionStore()
+    store = _champion_store(ctx)
     before = store.current()
     try:
         restored = store.rollback()
@@ -257,19 +290,17 @@ def champion_rollback() -> None:
     typer.echo(
         f"rolled back: champion is {restored['name']} ({restored['artifact']}) again, replacing {before['name']}"
     )
-    _report_champion_to_dagster(restored, replaced=before["name"])
+    _report_champion_to_dagster(_settings(ctx), restored, replaced=before["name"])
 
 
-def _report_champion_to_dagster(entry: dict, replaced: str) -> None:
+def _report_champion_to_dagster(settings: Settings, entry: dict, replaced: str) -> None:
     """Record the rollback as a runless materialization of `champion`, so the UI shows it (when
     `DAGSTER_HOME` names an instance; otherwise the champion history is the only record)."""
-    import os
-
-    if not os.environ.get("DAGSTER_HOME"):
+    if settings.dagster_home is None:
         return
     import dagster as dg
 
-    instance = dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.from_config(str(settings.dagster_home))
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key="champion",

@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions
     import pyarrow as pa  # imports this module (to pair students with teachers) at load time
 
     from ctr_dagster.modeling import TrainResult
+    from ctr_dagster.settings import Home
     from ctr_dagster.warehouse import Warehouse
 
 #: The entry name under which a distilled student is stored, evaluated and ranked.
@@ -92,12 +93,12 @@ def students(registry: Registry) -> list[tuple[PluginInfo, PluginInfo]]:
     return pairs
 
 
-def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse) -> Path:
+def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse, home: Home) -> Path:
     """The teacher's artifact folder, refusing a teacher that failed or is stale."""
     from ctr_dagster.modeling import read_status
     from ctr_dagster.reproducibility import file_sha256
 
-    status = read_status(teacher.name)
+    status = read_status(home, teacher.name)
     where = f"materialize models/{teacher.name} first"
     if status is None:
         raise RuntimeError(f"teacher {teacher.name!r} has never been trained: {where}")
@@ -119,6 +120,7 @@ def distill_and_store(
     config_values: dict[str, Any],
     weights: DistillationWeights,
     warehouse: Warehouse,
+    home: Home,
     *,
     seed: int = 0,
     log: Callable[[str], None] = print,
@@ -130,9 +132,10 @@ def distill_and_store(
     from ctr_dagster.modeling import train_and_store, write_status
 
     try:
-        teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse))
+        teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse, home))
     except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
         write_status(
+            home,
             entry_name(student.name),
             {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id},
         )
@@ -161,6 +164,7 @@ def distill_and_store(
         student,
         config_values,
         warehouse,
+        home,
         seed=seed,
         log=log,
         run_id=run_id,
@@ -225,15 +229,15 @@ def scoring_latency_ms(
 
 
 def comparison(
-    student: PluginInfo, teacher: PluginInfo, result: TrainResult, warehouse: Warehouse
+    student: PluginInfo, teacher: PluginInfo, result: TrainResult, warehouse: Warehouse, home: Home
 ) -> dict[str, Any]:
     """Student (distilled and alone) vs teacher: test AUCs, gaps and scoring latency."""
     import pyarrow.compute as pc
 
     from ctr_dagster.modeling import read_status
 
-    teacher_status = read_status(teacher.name) or {}
-    alone = read_status(student.name) or {}
+    teacher_status = read_status(home, teacher.name) or {}
+    alone = read_status(home, student.name) or {}
     distilled_auc = result.scores.get("test_auc")
     teacher_auc = (teacher_status.get("metrics") or {}).get("test_auc")
     alone_auc = (alone.get("metrics") or {}).get("test_auc") if alone.get("status") == "ok" else None

@@ -7,7 +7,7 @@ dropped: ``failed`` (its training raised; the error is shown), ``stale`` (traine
 dataset), ``not_trained``; and plugins that could not even be loaded are listed as ``broken``. One
 bad plugin therefore never hides the leaderboard.
 
-The result is one JSON document (`evaluate`), kept as ``$CTR_HOME/evaluation/latest.json`` and in
+The result is one JSON document (`evaluate`), kept as ``<home>/evaluation/latest.json`` and in
 a dated history; `ctr leaderboard` and the Dagster asset both read it.
 """
 
@@ -29,7 +29,7 @@ from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import read_status
 from ctr_dagster.registry import PluginInfo, Registry
 from ctr_dagster.reproducibility import file_sha256
-from ctr_dagster.settings import ctr_home
+from ctr_dagster.settings import Home
 from ctr_dagster.warehouse import Warehouse
 
 #: Metrics of every ranked model that the leaderboard shows and Dagster plots over time.
@@ -43,13 +43,9 @@ def display(value: Any) -> Any:
     return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else value)
 
 
-def evaluation_dir() -> Path:
-    return ctr_home() / "evaluation"
-
-
-def latest() -> dict[str, Any] | None:
+def latest(home: Home) -> dict[str, Any] | None:
     """The latest evaluation document as saved (None before the first evaluation)."""
-    path = evaluation_dir() / "latest.json"
+    path = home.evaluation / "latest.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -179,16 +175,21 @@ COMPARISON_COLUMNS = [
 
 def evaluate(
     wh: Warehouse,
+    home: Home,
     registry: Registry,
     *,
     policy: GatePolicy | None = None,
-    store: ChampionStore | None = None,
     profile: str | None = None,
+    data: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Score every model's test predictions and assemble the evaluation document."""
+    """Score every model's test predictions and assemble the evaluation document.
+
+    `home` holds the models' statuses and the champion; `profile` (the synthetic profile, or
+    "import") and `data` (a one-line description of the source) say which data was judged.
+    """
     policy = policy or GatePolicy()
-    store = store or ChampionStore()
+    store = ChampionStore(home.champion)
     dataset_path = wh.path("training_dataset")
     data_sha = file_sha256(dataset_path)
     test = _test_split(wh.read("training_dataset"))
@@ -203,7 +204,7 @@ def evaluate(
     ranked: list[dict[str, Any]] = []
     unranked: list[dict[str, Any]] = []
     for name, plugin, kind in leaderboard_entries(registry):
-        status = read_status(name)
+        status = read_status(home, name)
         base = {
             "name": name,
             "plugin": plugin.name,
@@ -268,6 +269,7 @@ def evaluate(
     doc: dict[str, Any] = {
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "profile": profile,
+        "data": data,
         "split": "test",
         "dataset": {
             "path": str(dataset_path),
@@ -295,32 +297,30 @@ def _candidate(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in keys}
 
 
-def save(doc: dict[str, Any], root: Path | None = None) -> Path:
+def save(doc: dict[str, Any], home: Home) -> Path:
     """Write the document as latest.json (atomically) and into the dated history; returns latest."""
-    root = root or evaluation_dir()
+    root = home.evaluation
     body = json.dumps({k: v for k, v in doc.items() if k != "curves"}, indent=2, default=_jsonable)
     stamp = doc["evaluated_at"].replace(":", "").replace("+00:00", "Z")
     atomic.write_text(root / "history" / f"{stamp}.json", body)
     return atomic.write_text(root / "latest.json", body)
 
 
-def save_gate(decision: dict[str, Any], doc: dict[str, Any], root: Path | None = None) -> Path:
+def save_gate(decision: dict[str, Any], doc: dict[str, Any], home: Home) -> Path:
     """Keep the gate's latest decision beside the evaluation it judged (read by `ctr leaderboard`)."""
     gate = {"evaluated_at": doc["evaluated_at"], **decision}
-    return atomic.write_json((root or evaluation_dir()) / "gate.json", gate, indent=2, default=_jsonable)
+    return atomic.write_json(home.evaluation / "gate.json", gate, indent=2, default=_jsonable)
 
 
-def report(root: Path | None = None) -> dict[str, Any] | None:
+def report(home: Home) -> dict[str, Any] | None:
     """The latest evaluation as `ctr leaderboard --json` prints it: the document, the current champion
     (after any promotion or rollback) and the gate decision on this evaluation, if one was made."""
-    root = root or evaluation_dir()
+    root = home.evaluation
     path = root / "latest.json"
     if not path.exists():
         return None
     doc = json.loads(path.read_text())
-    from ctr_dagster.champion import ChampionStore
-
-    current = ChampionStore().current()
+    current = ChampionStore(home.champion).current()
     doc["champion"] = current and {k: v for k, v in current.items() if k != "previous"}
     gate_path = root / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.exists() else None

@@ -1,12 +1,12 @@
 """Train one model plugin on the training dataset and store it: the engine side of a model asset.
 
 Artifacts are content-addressed: the plugin saves into a temporary folder, the folder's files are
-hashed, and the folder is renamed to ``$CTR_HOME/artifacts/<model>/<sha256[:16]>``. Re-training to
+hashed, and the folder is renamed to ``<home>/artifacts/<model>/<sha256[:16]>``. Re-training to
 identical weights therefore lands in the same place, and a failed or diverged run never overwrites
 the last good model (nothing is renamed until `save` has finished).
 
 Every training also leaves a reproducibility record (`ctr_dagster.reproducibility`) and the model's
-latest status (``$CTR_HOME/models/<model>/status.json``: ok with its artifact and data hash, or
+latest status (``<home>/models/<model>/status.json``: ok with its artifact and data hash, or
 failed with the error), which the evaluation reads to rank the fresh models and list the failed ones.
 """
 
@@ -32,7 +32,7 @@ from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
-from ctr_dagster.settings import ctr_home
+from ctr_dagster.settings import Home
 from ctr_dagster.warehouse import Warehouse
 
 PREDICTIONS = pa.schema([("impression_id", pa.string()), ("split", pa.string()), ("score", pa.float32())])
@@ -76,8 +76,9 @@ def content_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def store_artifact(model: Any, name: str, root: Path | None = None) -> Path:
-    root = (root or ctr_home() / "artifacts") / name
+def store_artifact(model: Any, name: str, root: Path) -> Path:
+    """Save `model` under ``root/<name>/<content sha16>`` (root: `Home.artifacts`); returns the folder."""
+    root = root / name
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
@@ -97,17 +98,19 @@ def _split(table: pa.Table, name: str) -> pa.Table:
     return table.filter(pc.equal(table.column("split"), name))
 
 
-def status_path(name: str) -> Path:
-    return ctr_home() / "models" / name / "status.json"
+def status_path(home: Home, name: str) -> Path:
+    return home.models / name / "status.json"
 
 
-def write_status(name: str, status: dict[str, Any]) -> None:
+def write_status(home: Home, name: str, status: dict[str, Any]) -> None:
     """Atomically record a model's latest training outcome (read by the evaluation)."""
-    atomic.write_json(status_path(name), {"model": name, "at": time.time(), **status}, indent=2, default=str)
+    atomic.write_json(
+        status_path(home, name), {"model": name, "at": time.time(), **status}, indent=2, default=str
+    )
 
 
-def read_status(name: str) -> dict[str, Any] | None:
-    path = status_path(name)
+def read_status(home: Home, name: str) -> dict[str, Any] | None:
+    path = status_path(home, name)
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -151,6 +154,7 @@ def train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
     warehouse: Warehouse,
+    home: Home,
     *,
     seed: int = 0,
     init_from: Path | None = None,
@@ -171,10 +175,12 @@ def train_and_store(
     name = entry or plugin.name
     try:
         return _train_and_store(
-            plugin, config_values, warehouse, seed, init_from, log, run_id, name, extra_inputs
+            plugin, config_values, warehouse, home, seed, init_from, log, run_id, name, extra_inputs
         )
     except BaseException as exc:
-        write_status(name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
+        write_status(
+            home, name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
+        )
         raise
 
 
@@ -182,6 +188,7 @@ def _train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
     warehouse: Warehouse,
+    home: Home,
     seed: int,
     init_from: Path | None,
     log: Callable[[str], None],
@@ -200,7 +207,7 @@ def _train_and_store(
         seed=seed,
         device=device_name(),
         # Stable per-entry folder: torch plugins checkpoint there each epoch and resume after a crash.
-        workdir=ctr_home() / "work" / name,
+        workdir=home.work / name,
         cardinalities=cardinalities(warehouse),
         log=log,
         init_from=init_from,
@@ -235,7 +242,7 @@ def _train_and_store(
                 schema=PREDICTIONS,
             )
         )
-    artifact = store_artifact(model, name)
+    artifact = store_artifact(model, name, home.artifacts)
     warehouse.write(f"predictions_{name}", pa.concat_tables(predictions))
     log(f"{name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
     result = TrainResult(name, artifact, config_to_dict(config), scores, fit_seconds)
@@ -253,8 +260,9 @@ def _train_and_store(
         fit_seconds=fit_seconds,
     )
     result.record = record
-    result.record_path = reproducibility.write_record(record, ctr_home() / "records")
+    result.record_path = reproducibility.write_record(record, home.records)
     write_status(
+        home,
         name,
         {
             "status": "ok",

@@ -37,6 +37,12 @@ ITEM_ATTRIBUTES = pa.schema(
     ]
 )
 
+#: The marketplace's published attribute-value vocabulary (every value a category may use), when
+#: the source has one: the candidate values a zero-shot extractor ranks. Says nothing about items.
+ATTRIBUTE_TAXONOMY = pa.schema(
+    [pa.field("attribute", pa.string(), nullable=False), pa.field("value", pa.string(), nullable=False)]
+)
+
 USERS = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
@@ -197,6 +203,7 @@ RAW_IMPRESSIONS = pa.schema([f.with_nullable(True) for f in IMPRESSIONS])
 TABLES: dict[str, pa.Schema] = {
     "raw_items": ITEMS,
     "raw_item_attributes": ITEM_ATTRIBUTES,
+    "raw_attribute_taxonomy": ATTRIBUTE_TAXONOMY,
     "raw_users": USERS,
     "raw_impressions": RAW_IMPRESSIONS,
     "clean_impressions": IMPRESSIONS,

@@ -1,15 +1,226 @@
-"""Where the project keeps its state, resolved from the environment with sensible local defaults."""
+"""The project's settings: one object, built in one place, passed explicitly.
+
+`Settings.from_env()` is the only reader of the project's environment variables; the CLI applies its
+flags on top (`Settings.replace`). Everything downstream receives the object or a piece of it: the
+code location is built by ``assets.definitions.build_definitions(settings)``, the engine gets a
+`Home` (where generated state lives), a source (`ctr_dagster.sources.Source`) or a seed. Each default
+is declared once, here (the world's seed: `WorldConfig.seed`, the generator's own default).
+
+| field | variable | default | meaning |
+|---|---|---|---|
+| source | ``CTR_SOURCE`` | ``synthetic`` | ``synthetic`` (the built-in world) or ``import`` (the user's files) |
+| profile | ``CTR_PROFILE`` | ``small`` | synthetic profile: ``tiny``, ``small``, ``large`` |
+| seed | ``CTR_SEED`` | the world's | seed of the synthetic world |
+| signals | ``CTR_SIGNALS`` | all 1.0 | planted-signal strengths, ``sequence=0,temporal=0.5`` |
+| mapping | ``CTR_MAPPING`` | none | the import mapping YAML (``examples/mapping.example.yaml``) |
+| home | ``CTR_HOME`` | ``./.ctr_home`` | generated state: warehouse, artifacts, champion, ... |
+| dagster_home | ``DAGSTER_HOME`` | none | the Dagster instance the CLI records its runs in (none: ephemeral) |
+| warm_start | ``CTR_WARM_START`` | off | nightly runs continue each model from the champion's artifact |
+
+Torch-free and numpy-free: the code location imports this when it loads.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from ctr_dagster.datagen.config import WorldConfig
 
-def ctr_home() -> Path:
-    """Root of all generated state (warehouse, vocabularies, artifacts). Default: ./.ctr_home."""
-    return Path(os.environ.get("CTR_HOME", ".ctr_home")).resolve()
+SOURCES = ("synthetic", "import")
+DEFAULT_PROFILE = "small"
+
+#: Settings field -> the environment variable it is read from (and written to for child processes).
+ENV_VARS = {
+    "source": "CTR_SOURCE",
+    "profile": "CTR_PROFILE",
+    "seed": "CTR_SEED",
+    "signals": "CTR_SIGNALS",
+    "mapping": "CTR_MAPPING",
+    "home": "CTR_HOME",
+    "dagster_home": "DAGSTER_HOME",
+    "warm_start": "CTR_WARM_START",
+}
+_TRUE = ("1", "true", "yes", "on")
 
 
-def warehouse_root() -> Path:
-    return ctr_home() / "warehouse"
+@dataclass(frozen=True)
+class Home:
+    """Where the project keeps generated state; each folder under it is named here, once."""
+
+    root: Path
+
+    @property
+    def warehouse(self) -> Path:
+        """Parquet tables, the record of every stage (`ctr_dagster.warehouse`)."""
+        return self.root / "warehouse"
+
+    @property
+    def artifacts(self) -> Path:
+        """Content-addressed model artifacts: ``artifacts/<model>/<sha16>/``."""
+        return self.root / "artifacts"
+
+    @property
+    def models(self) -> Path:
+        """Each model's latest training status: ``models/<model>/status.json``."""
+        return self.root / "models"
+
+    @property
+    def records(self) -> Path:
+        """Reproducibility records of every training."""
+        return self.root / "records"
+
+    @property
+    def work(self) -> Path:
+        """Per-model scratch space (torch checkpoints for resume)."""
+        return self.root / "work"
+
+    @property
+    def champion(self) -> Path:
+        return self.root / "champion"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def embedding_cache(self) -> Path:
+        return self.root / "embedding_cache"
+
+    @property
+    def encoders(self) -> Path:
+        """Weights of trainable encoders fitted by the embedding stage."""
+        return self.root / "encoders"
+
+    @property
+    def reports(self) -> Path:
+        """Plots attached to asset metadata."""
+        return self.root / "reports"
+
+    @property
+    def import_index(self) -> Path:
+        """File -> days index of the import source (`importers.day_index`)."""
+        return self.root / "import_index.json"
+
+    @property
+    def import_staging(self) -> Path:
+        """Per-day shards of each imported file, parsed once (`importers.staging`)."""
+        return self.root / "import_staging"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Source, profile, seed, signals, mapping and homes of one run of the project (see module doc)."""
+
+    source: str = "synthetic"
+    profile: str = DEFAULT_PROFILE
+    seed: int = WorldConfig.seed
+    signals: str = ""
+    mapping: Path | None = None
+    home: Path = Path(".ctr_home")
+    dagster_home: Path | None = None
+    warm_start: bool = False
+
+    def __post_init__(self) -> None:
+        # Paths are stored absolute, so a child process or a later `cd` sees the same folders.
+        object.__setattr__(self, "home", Path(self.home).resolve())
+        for name in ("mapping", "dagster_home"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value).resolve())
+        object.__setattr__(self, "signals", normalize_signals(self.signals))
+        self.validate()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Settings from the environment (`ENV_VARS`), then `overrides` (e.g. CLI flags) on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, var in ENV_VARS.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            if name == "seed":
+                try:
+                    values[name] = int(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{var}={raw!r} is not an integer") from exc
+            elif name == "warm_start":
+                values[name] = raw.lower() in _TRUE
+            else:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with `changes` applied (None values ignored: an option the user did not give)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def validate(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"CTR_SOURCE must be one of {SOURCES}, got {self.source!r}")
+        if self.source == "import" and self.mapping is None:
+            raise ValueError("CTR_SOURCE=import needs CTR_MAPPING=<path to mapping YAML>")
+        if self.source == "synthetic":
+            from ctr_dagster.datagen.config import PROFILES
+
+            if self.profile not in PROFILES:
+                raise ValueError(f"CTR_PROFILE must be one of {sorted(PROFILES)}, got {self.profile!r}")
+            parse_signals(self.signals)  # a typo fails here, naming the knob
+
+    @property
+    def ctr_home(self) -> Home:
+        return Home(self.home)
+
+    @property
+    def label(self) -> str:
+        """One line saying which data this is, for logs and the leaderboard."""
+        if self.source == "import":
+            return f"import mapping={self.mapping}"
+        return f"synthetic profile={self.profile} seed={self.seed}" + (
+            f" signals={self.signals}" if self.signals else ""
+        )
+
+    def as_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings in a child process."""
+        env = {}
+        for name, var in ENV_VARS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            env[var] = ("1" if value else "") if isinstance(value, bool) else str(value)
+        return env
+
+
+def normalize_signals(text: str | Mapping[str, float] | None) -> str:
+    """``"b=1, a=0"`` or ``{"a": 0, "b": 1}`` -> ``"a=0,b=1"`` (one spelling, so equal settings compare equal)."""
+    if not text:
+        return ""
+    if isinstance(text, Mapping):
+        parts = [f"{k}={v}" for k, v in text.items()]
+    else:
+        parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    return ",".join(sorted(p.replace(" ", "") for p in parts))
+
+
+def parse_signals(text: str):
+    """``"sequence=0,temporal=0.5"`` -> `Signals` with those knobs changed (others at 1.0)."""
+    from ctr_dagster.datagen.config import Signals
+
+    known = {f.name for f in dataclasses.fields(Signals)}
+    values: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(
+                f"CTR_SIGNALS: bad item {part!r}; expected name=value with name in {sorted(known)}"
+            )
+        try:
+            values[name] = float(value)
+        except ValueError as exc:
+            raise ValueError(f"CTR_SIGNALS: {name}={value!r} is not a number") from exc
+    return Signals(**values)

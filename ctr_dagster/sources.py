@@ -1,28 +1,22 @@
 """Where raw data comes from: the synthetic marketplace (default) or the user's own files.
 
 One small interface so the assets never care which: `catalogue()` returns the item/user tables and
-`day(partition)` streams one day of raw impressions. Selected by environment (read when the code
-location loads, because the daily partitions depend on it):
-
-- ``CTR_SOURCE``: ``synthetic`` (default) or ``import``;
-- ``CTR_PROFILE``: synthetic profile ``tiny`` | ``small`` (default) | ``large``; ``CTR_SEED`` (default 7);
-- ``CTR_SIGNALS``: planted-signal strengths, e.g. ``sequence=0,temporal=0.5`` (ablations; default all 1);
-- ``CTR_MAPPING``: path of the import mapping YAML (see ``examples/mapping.example.yaml``).
+`day(partition)` streams one day of raw impressions. Which source, profile, seed, signals and mapping
+come from a `ctr_dagster.settings.Settings` (`Source(settings)`); the daily partitions follow from
+it (`partition_window`), which is why the code location is built for one `Settings`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from ctr_dagster.settings import Settings, parse_signals
 
 if TYPE_CHECKING:  # pyarrow is imported where tables are made, not when the code location loads
     import pyarrow as pa
-
-SOURCES = ("synthetic", "import")
 
 
 @dataclass(frozen=True)
@@ -31,6 +25,8 @@ class Catalogue:
     item_attributes: pa.Table
     users: pa.Table
     oracle_item_attributes: pa.Table
+    #: the published attribute-value vocabulary (ATTRIBUTE_TAXONOMY; empty when the source has none)
+    attribute_taxonomy: pa.Table
     quarantine: pa.Table
     origin: str
 
@@ -49,38 +45,14 @@ class DayBatch:
 
 
 @dataclass(frozen=True)
-class SourceSettings:
-    kind: str = "synthetic"
-    profile: str = "small"
-    seed: int = 7
-    mapping_path: Path | None = None
-    signals: str = ""  # "name=value,..." overrides of datagen.Signals
+class Source:
+    """The raw data of one `Settings`: the synthetic world or the user's files."""
 
-    @classmethod
-    def from_env(cls) -> SourceSettings:
-        kind = os.environ.get("CTR_SOURCE", "synthetic")
-        mapping = os.environ.get("CTR_MAPPING")
-        settings = cls(
-            kind=kind,
-            profile=os.environ.get("CTR_PROFILE", "small"),
-            seed=int(os.environ.get("CTR_SEED", "7")),
-            signals=os.environ.get("CTR_SIGNALS", ""),
-            mapping_path=Path(mapping).resolve() if mapping else None,
-        )
-        settings.validate()
-        return settings
+    settings: Settings
 
-    def validate(self) -> None:
-        if self.kind not in SOURCES:
-            raise ValueError(f"CTR_SOURCE must be one of {SOURCES}, got {self.kind!r}")
-        if self.kind == "import" and self.mapping_path is None:
-            raise ValueError("CTR_SOURCE=import needs CTR_MAPPING=<path to mapping YAML>")
-        if self.kind == "synthetic":
-            from ctr_dagster.datagen import PROFILES
-
-            if self.profile not in PROFILES:
-                raise ValueError(f"CTR_PROFILE must be one of {sorted(PROFILES)}, got {self.profile!r}")
-            self.world_config()  # parses CTR_SIGNALS: a typo fails at load, naming the knob
+    @property
+    def kind(self) -> str:
+        return self.settings.source
 
     # -- partitions --------------------------------------------------------------------------
     def partition_window(self) -> tuple[str, str | None]:
@@ -95,9 +67,10 @@ class SourceSettings:
     def world_config(self):
         from ctr_dagster.datagen import profile
 
-        if not self.signals:
-            return profile(self.profile, seed=self.seed)
-        return profile(self.profile, seed=self.seed, signals=parse_signals(self.signals))
+        s = self.settings
+        if not s.signals:
+            return profile(s.profile, seed=s.seed)
+        return profile(s.profile, seed=s.seed, signals=parse_signals(s.signals))
 
     def world(self):
         from ctr_dagster.datagen import build_world
@@ -108,20 +81,9 @@ class SourceSettings:
     def mapping(self):
         from ctr_dagster.importers import load_mapping
 
-        assert self.mapping_path is not None
-        return load_mapping(self.mapping_path)
-
-    def import_index_path(self) -> Path:
-        """Where the file -> days index of the import source lives (see importers.day_index)."""
-        from ctr_dagster.settings import ctr_home
-
-        return ctr_home() / "import_index.json"
-
-    def import_staging_path(self) -> Path:
-        """Per-day shards of each imported file, parsed once (see importers.staging)."""
-        from ctr_dagster.settings import ctr_home
-
-        return ctr_home() / "import_staging"
+        if self.settings.mapping is None:
+            raise ValueError("the import source needs a mapping YAML (CTR_MAPPING)")
+        return load_mapping(self.settings.mapping)
 
     # -- the interface the assets use ----------------------------------------------------------
     def catalogue(self) -> Catalogue:
@@ -137,7 +99,8 @@ class SourceSettings:
                 users=world.users(),
                 oracle_item_attributes=world.oracle_item_attributes(),
                 quarantine=schemas.empty(schemas.QUARANTINE),
-                origin=f"synthetic profile={self.profile} seed={self.seed}",
+                origin=self.settings.label,
+                attribute_taxonomy=self.attribute_taxonomy(),
             )
         from ctr_dagster.importers import read_catalogue
 
@@ -152,26 +115,30 @@ class SourceSettings:
             users=tables["users"],
             oracle_item_attributes=schemas.empty(schemas.ORACLE_ITEM_ATTRIBUTES),
             quarantine=pa.concat_tables(rejected),
-            origin=f"import mapping={self.mapping_path}",
+            origin=self.settings.label,
+            attribute_taxonomy=self.attribute_taxonomy(),
         )
 
-    def attribute_taxonomy(self):
-        """(attribute, value) pairs the marketplace's taxonomy allows, or None when the source has none.
+    def attribute_taxonomy(self) -> pa.Table:
+        """(attribute, value) pairs the marketplace's taxonomy allows (empty when the source has none).
 
         The synthetic world publishes its value vocabulary (every value any category may use, incl.
         values no listed item has in the structured catalogue yet): the candidate set a zero-shot
         extractor ranks, as MAVE's attribute-value schema is. It says nothing about which item has
         which value. Imported data has no taxonomy file yet: extractors see the catalogue's values.
         """
-        if self.kind != "synthetic":
-            return None
         import pyarrow as pa
 
+        from ctr_dagster import schemas
+
+        if self.kind != "synthetic":
+            return schemas.empty(schemas.ATTRIBUTE_TAXONOMY)
         from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
 
         pairs = [(a, v) for a in ATTRIBUTES for v in all_values(a)]
         return pa.table(
-            {"attribute": pa.array([a for a, _ in pairs]), "value": pa.array([v for _, v in pairs])}
+            {"attribute": pa.array([a for a, _ in pairs]), "value": pa.array([v for _, v in pairs])},
+            schema=schemas.ATTRIBUTE_TAXONOMY,
         )
 
     def day(self, partition: str) -> Iterator[DayBatch]:
@@ -183,29 +150,7 @@ class SourceSettings:
             return
         from ctr_dagster.importers.staging import files_for_day, read_day
 
-        for file, staged in files_for_day(self.mapping(), partition, self.import_staging_path()):
+        for file, staged in files_for_day(self.mapping(), partition, self.settings.ctr_home.import_staging):
             data, quarantine, provenance = read_day(staged, partition)
             oracle = schemas.empty(schemas.ORACLE_IMPRESSIONS)
             yield DayBatch(data, oracle, quarantine, f"import {file}", provenance)
-
-
-def parse_signals(text: str):
-    """``"sequence=0,temporal=0.5"`` -> `Signals` with those knobs changed (others at 1.0)."""
-    import dataclasses
-
-    from ctr_dagster.datagen import Signals
-
-    known = {f.name for f in dataclasses.fields(Signals)}
-    values: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        name = name.strip()
-        if not sep or name not in known:
-            raise ValueError(
-                f"CTR_SIGNALS: bad item {part!r}; expected name=value with name in {sorted(known)}"
-            )
-        try:
-            values[name] = float(value)
-        except ValueError as exc:
-            raise ValueError(f"CTR_SIGNALS: {name}={value!r} is not a number") from exc
-    return Signals(**values)

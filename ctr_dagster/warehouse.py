@@ -21,8 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctr_dagster.settings import warehouse_root
-
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FILE_NAME = "data.parquet"
@@ -30,11 +28,9 @@ FILE_NAME = "data.parquet"
 
 @dataclass(frozen=True)
 class Warehouse:
-    root: Path
+    """The tables under `root` (in a project: `Home.warehouse`, handed out by the warehouse resource)."""
 
-    @classmethod
-    def default(cls) -> Warehouse:
-        return cls(warehouse_root())
+    root: Path
 
     # -- paths ---------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:

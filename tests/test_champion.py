@@ -82,12 +82,12 @@ def test_promotions_keep_history_and_rollback_restores_the_previous(tmp_path):
 
 
 def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTR_HOME", str(tmp_path))
+    monkeypatch.setenv("CTR_HOME", str(tmp_path))  # the CLI reads its settings from the environment
     dagster_home = tmp_path / "dagster"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
-    store = ChampionStore()
+    store = ChampionStore(tmp_path / "champion")
     store.promote({"name": "a", "artifact": "/a/1", "auc": 0.70}, who="alice")
     store.promote({"name": "b", "artifact": "/b/1", "auc": 0.72}, who="nightly")
     runner = CliRunner()
@@ -96,7 +96,7 @@ def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
     result = runner.invoke(app, ["champion", "rollback"])
     assert result.exit_code == 0, result.output
     assert "champion is a" in result.output and "replacing b" in result.output
-    assert ChampionStore().current()["name"] == "a"
+    assert store.current()["name"] == "a"
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
@@ -107,3 +107,6 @@ def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
     assert history.count("promote") == 2 and "rollback" in history
     again = runner.invoke(app, ["champion", "rollback"])
     assert again.exit_code == 1 and "nothing to roll back to" in again.output
+    # --home wins over $CTR_HOME: another home has no champion
+    other = runner.invoke(app, ["--home", str(tmp_path / "other"), "champion", "show", "--json"])
+    assert other.exit_code == 0 and json.loads(other.output) is None

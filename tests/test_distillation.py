@@ -11,6 +11,7 @@ from assets.distill import distilled_asset
 from ctr_dagster import distillation, evaluation
 from ctr_dagster.modeling import read_status, train_and_store
 from ctr_dagster.registry import discover
+from ctr_dagster.settings import Home
 from ctr_dagster.testing import make_training_table
 from ctr_dagster.warehouse import Warehouse
 from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
@@ -30,9 +31,13 @@ def registry(tmp_path):
 
 
 @pytest.fixture
-def warehouse(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-    wh = Warehouse(tmp_path / "home" / "warehouse")
+def home(tmp_path) -> Home:
+    return Home(tmp_path / "home")
+
+
+@pytest.fixture
+def warehouse(home):
+    wh = Warehouse(home.warehouse)
     wh.write("training_dataset", make_training_table(3000, seed=2))
     return wh
 
@@ -51,28 +56,29 @@ def test_students_are_paired_with_their_teachers(registry):
     assert asset.group_names_by_key[asset.key] == "distillation"
 
 
-def test_distillation_needs_a_fresh_teacher(registry, warehouse):
+def test_distillation_needs_a_fresh_teacher(registry, warehouse, home):
     student, teacher = _pair(registry)
     weights = distillation.DistillationWeights()
     with pytest.raises(RuntimeError, match="never been trained"):
-        distillation.distill_and_store(student, teacher, {}, weights, warehouse, log=lambda s: None)
-    train_and_store(teacher, {}, warehouse, log=lambda s: None)
+        distillation.distill_and_store(student, teacher, {}, weights, warehouse, home, log=lambda s: None)
+    train_and_store(teacher, {}, warehouse, home, log=lambda s: None)
     warehouse.write("training_dataset", make_training_table(3000, seed=5))  # a new day's data
     with pytest.raises(RuntimeError, match="older training_dataset"):
-        distillation.distill_and_store(student, teacher, {}, weights, warehouse, log=lambda s: None)
-    assert read_status("ctrfix_student_distilled")["status"] == "failed"
+        distillation.distill_and_store(student, teacher, {}, weights, warehouse, home, log=lambda s: None)
+    assert read_status(home, "ctrfix_student_distilled")["status"] == "failed"
 
 
-def test_distilled_student_is_stored_ranked_and_compared(registry, warehouse):
+def test_distilled_student_is_stored_ranked_and_compared(registry, warehouse, home):
     student, teacher = _pair(registry)
-    train_and_store(teacher, {}, warehouse, log=lambda s: None)
-    alone = train_and_store(student, {}, warehouse, log=lambda s: None)
+    train_and_store(teacher, {}, warehouse, home, log=lambda s: None)
+    alone = train_and_store(student, {}, warehouse, home, log=lambda s: None)
     result = distillation.distill_and_store(
         student,
         teacher,
         {"smoothing": 5.0},
         distillation.DistillationWeights(label_weight=0.0, teacher_weight=1.0),
         warehouse,
+        home,
         log=lambda s: None,
     )
     assert result.name == "ctrfix_student_distilled"
@@ -84,17 +90,17 @@ def test_distilled_student_is_stored_ranked_and_compared(registry, warehouse):
     # learning from soft labels only: the student's prior is the teacher's mean score on train
     train = warehouse.read("training_dataset")
     train = train.filter(np.asarray(train.column("split").to_pylist()) == "train")
-    teacher_model = teacher.cls.load(__import__("pathlib").Path(read_status("ctrfix_good")["artifact"]))
+    teacher_model = teacher.cls.load(__import__("pathlib").Path(read_status(home, "ctrfix_good")["artifact"]))
     assert state["prior"] == pytest.approx(float(np.mean(teacher_model.predict(train).astype(np.float32))))
 
-    compared = distillation.comparison(student, teacher, result, warehouse)
-    assert compared["teacher_auc"] == read_status("ctrfix_good")["metrics"]["test_auc"]
+    compared = distillation.comparison(student, teacher, result, warehouse, home)
+    assert compared["teacher_auc"] == read_status(home, "ctrfix_good")["metrics"]["test_auc"]
     assert compared["student_alone_auc"] == alone.scores["test_auc"]
     assert compared["gap_to_teacher"] == pytest.approx(compared["teacher_auc"] - result.scores["test_auc"])
     for key in ("student_latency_ms", "teacher_latency_ms"):
         assert compared[key]["candidates"] == 1000 and 0 < compared[key]["p50"] <= compared[key]["p99"]
 
-    doc = evaluation.evaluate(warehouse, registry, log=lambda s: None)
+    doc = evaluation.evaluate(warehouse, home, registry, log=lambda s: None)
     ranked = {row["name"]: row for row in doc["models"]}
     assert set(ranked) == {"ctrfix_good", "ctrfix_student", "ctrfix_student_distilled"}
     assert ranked["ctrfix_student_distilled"]["plugin"] == "ctrfix_student"

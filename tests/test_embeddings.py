@@ -404,7 +404,7 @@ def test_real_plugins_on_a_tiny_catalogue(tmp_path):
 
 
 @pytest.mark.integration
-def test_item_embeddings_asset_materializes_with_metadata(tmp_path, monkeypatch):
+def test_item_embeddings_asset_materializes_with_metadata(tmp_path):
     """The asset in a temporary instance: table written, counts/probes/PNG in metadata, check passes."""
     pytest.importorskip("ctr_image")
     import dagster as dg
@@ -412,8 +412,8 @@ def test_item_embeddings_asset_materializes_with_metadata(tmp_path, monkeypatch)
     from assets.embeddings import item_embeddings
     from assets.resources import WarehouseResource
 
-    monkeypatch.setenv("CTR_HOME", str(tmp_path))
-    wh = Warehouse.default()
+    resource = WarehouseResource(home=str(tmp_path))
+    wh = resource.get()
     wh.write("raw_items", make_items_table(50, seed=9))
     wh.write("raw_item_attributes", make_item_attributes_table(50, seed=9))
     config = {"encoders": ["image_cnn"], "width": 8}
@@ -422,7 +422,7 @@ def test_item_embeddings_asset_materializes_with_metadata(tmp_path, monkeypatch)
     def materialize():
         return dg.materialize(
             [item_embeddings],
-            resources={"warehouse": WarehouseResource()},
+            resources={"warehouse": resource},
             instance=dg.DagsterInstance.ephemeral(),
             run_config={"ops": {"item_embeddings": {"config": config}}},
         )
@@ -433,6 +433,7 @@ def test_item_embeddings_asset_materializes_with_metadata(tmp_path, monkeypatch)
     assert meta["encoded/image_cnn"].value == 50 and meta["cached/image_cnn"].value == 0
     assert "probe/fused/category" in meta and "retrieval_p10/fused" in meta
     assert meta["projection"].value.startswith("![") and Path(meta["plot_path"].value).is_file()
+    assert Path(meta["plot_path"].value).is_relative_to(tmp_path)  # reports live under the resource's home
     assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
     again = materialize().asset_materializations_for_node("item_embeddings")[0].metadata
     assert again["encoded/image_cnn"].value == 0 and again["cached/image_cnn"].value == 50

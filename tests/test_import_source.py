@@ -1,20 +1,18 @@
 """The user's own files as the raw source: mapping YAML -> catalogue + daily partitions -> clean/quarantine,
 and the sensor that turns new inbox files into one run per covered day.
 
-The source is fixed when the code location loads, so the graph runs in a subprocess with
-CTR_SOURCE=import (the rest of the suite uses the synthetic world).
+The daily partitions follow the source, so the code location is built here, in-process, for
+import settings (`build_definitions(Settings(source="import", ...))`) beside the synthetic ones the
+rest of the suite uses.
 """
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from ctr_dagster.settings import Settings
+
 pytestmark = pytest.mark.integration
 
 MAPPING = """\
@@ -63,66 +61,58 @@ def _write_inputs(base: Path) -> None:
     (base / "inbox/logs-0301.csv").write_text("\n".join(rows) + "\n")
 
 
-SCRIPT = textwrap.dedent(
-    """
-    import json, dagster as dg
-    from assets.definitions import build_definitions
-    from assets.sensors import inbox_sensor
-    from ctr_dagster.warehouse import Warehouse
-
-    defs = build_definitions()
-    out = {}
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance)
-        requests = inbox_sensor(context)
-        out["sensor_days"] = sorted(r.partition_key for r in requests)
-        again = inbox_sensor(dg.build_sensor_context(instance=instance, cursor=context.cursor))
-        out["second_tick"] = type(again).__name__
-        assets, resources = list(defs.assets), dict(defs.resources)
-        dg.materialize(assets, selection=["raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes",
-                                  "quarantine_catalogue"],
-                       instance=instance, resources=resources)
-        for day in out["sensor_days"]:
-            dg.materialize(assets, selection=["raw_impressions", "oracle_impressions", "clean_impressions",
-                                              "quarantine_impressions"], partition_key=day,
-                           instance=instance, resources=resources)
-    wh = Warehouse.default()
-    out["items"] = wh.read("raw_items").column("item_id").to_pylist()
-    out["catalogue_quarantine"] = wh.read("quarantine_catalogue").select(["source_row", "column", "rule"]).to_pylist()
-    for day in out["sensor_days"]:
-        q = wh.read("quarantine_impressions", [day])
-        out[day] = {"clean": wh.read("clean_impressions", [day]).num_rows, "quarantined": q.num_rows,
-                    "rules": sorted(q.column("rule").to_pylist()), "details": q.column("detail").to_pylist(),
-                    "source_rows": q.column("source_row").to_pylist(),
-                    "source_files": q.column("source_file").to_pylist()}
-    print(json.dumps(out))
-    """
-)
+CATALOGUE = [
+    "raw_items",
+    "raw_item_attributes",
+    "raw_attribute_taxonomy",
+    "raw_users",
+    "oracle_item_attributes",
+    "quarantine_catalogue",
+]
+DAY = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
 
 
-def _run_import_location(script: str, base: Path) -> dict:
-    """Run `script` with the code location on the import source of `base`; its last line is JSON."""
-    env = {
-        **os.environ,
-        "CTR_SOURCE": "import",
-        "CTR_MAPPING": str(base / "mapping.yaml"),
-        "CTR_HOME": str(base / "ctr"),
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def _import_settings(base: Path) -> Settings:
+    return Settings(source="import", mapping=base / "mapping.yaml", home=base / "ctr")
 
 
 def test_import_source_end_to_end(tmp_path):
+    from assets.definitions import build_definitions
+    from ctr_dagster.warehouse import Warehouse
+
     _write_inputs(tmp_path)
-    out = _run_import_location(SCRIPT, tmp_path)
-    assert out["sensor_days"] == ["2024-03-01", "2024-03-02"]
-    assert out["second_tick"] == "SkipReason"  # the cursor remembers the file
-    assert out["items"] == ["s1", "s2"]
-    assert out["catalogue_quarantine"] == [{"source_row": 3, "column": "price", "rule": "unparseable"}]
+    settings = _import_settings(tmp_path)
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    with dg.instance_for_test() as instance:
+        with dg.build_sensor_context(instance=instance) as context:
+            requests = sensor(context)
+        days = sorted(r.partition_key for r in requests)
+        with dg.build_sensor_context(instance=instance, cursor=context.cursor) as second:
+            again = sensor(second)
+        assets, resources = list(defs.assets), dict(defs.resources)
+        dg.materialize(assets, selection=CATALOGUE, instance=instance, resources=resources)
+        for day in days:
+            dg.materialize(assets, selection=DAY, partition_key=day, instance=instance, resources=resources)
+    wh = Warehouse(settings.ctr_home.warehouse)
+    assert days == ["2024-03-01", "2024-03-02"]
+    assert isinstance(again, dg.SkipReason)  # the cursor remembers the file
+    assert wh.read("raw_items").column("item_id").to_pylist() == ["s1", "s2"]
+    assert wh.read("quarantine_catalogue").select(["source_row", "column", "rule"]).to_pylist() == [
+        {"source_row": 3, "column": "price", "rule": "unparseable"}
+    ]
+    assert wh.read("raw_attribute_taxonomy").num_rows == 0  # imported data publishes no taxonomy
+    out = {}
+    for day in days:
+        q = wh.read("quarantine_impressions", [day])
+        out[day] = {
+            "clean": wh.read("clean_impressions", [day]).num_rows,
+            "quarantined": q.num_rows,
+            "rules": sorted(q.column("rule").to_pylist()),
+            "details": q.column("detail").to_pylist(),
+            "source_rows": q.column("source_row").to_pylist(),
+            "source_files": q.column("source_file").to_pylist(),
+        }
     day1, day2 = out["2024-03-01"], out["2024-03-02"]
     assert day2 == {**day2, "clean": 20, "quarantined": 0}
     # 22 rows belong to day 1: 20 clean, one unparseable position, one unknown user; none lost
@@ -135,36 +125,32 @@ def test_import_source_end_to_end(tmp_path):
     assert "position" in unparseable and "not-a-number" in unparseable
 
 
-FAIL_SCRIPT = textwrap.dedent(
-    """
-    import json, dagster as dg
+def test_malformed_file_fails_the_day_naming_file_and_column(tmp_path):
     from assets.definitions import build_definitions
 
-    defs = build_definitions()
-    with dg.instance_for_test() as instance:
-        assets, resources = list(defs.assets), dict(defs.resources)
-        dg.materialize(assets, selection=["raw_items", "raw_item_attributes", "raw_users", "oracle_item_attributes",
-                                          "quarantine_catalogue"], instance=instance, resources=resources)
-        result = dg.materialize(assets, selection=["raw_impressions", "oracle_impressions"], partition_key="2024-03-01",
-                                instance=instance, resources=resources, raise_on_error=False)
-        failure = next(e for e in result.all_events if e.is_step_failure)
-        error, messages = failure.step_failure_data.error, []
-        while error is not None:  # Dagster wraps the user error: walk the cause chain
-            messages.append(error.message)
-            error = error.cause
-        print(json.dumps({"success": result.success, "error": " | ".join(messages)}))
-    """
-)
-
-
-def test_malformed_file_fails_the_day_naming_file_and_column(tmp_path):
     _write_inputs(tmp_path)
     bad = tmp_path / "inbox/logs-0302.csv"
     bad.write_text(
         "event_id,page_id,event_time,uid,sku,clicked\ne1,p1,1709251300,u1,s1,0\n"
     )  # no `slot` column
-    out = _run_import_location(FAIL_SCRIPT, tmp_path)
-    assert out["success"] is False
-    assert "logs-0302.csv" in out["error"] and "slot" in out["error"]
+    defs = build_definitions(_import_settings(tmp_path))
+    with dg.instance_for_test() as instance:
+        assets, resources = list(defs.assets), dict(defs.resources)
+        dg.materialize(assets, selection=CATALOGUE, instance=instance, resources=resources)
+        result = dg.materialize(
+            assets,
+            selection=["raw_impressions", "oracle_impressions"],
+            partition_key="2024-03-01",
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+        )
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error, messages = failure.step_failure_data.error, []
+    while error is not None:  # Dagster wraps the user error: walk the cause chain
+        messages.append(error.message)
+        error = error.cause
+    assert result.success is False
+    assert "logs-0302.csv" in " | ".join(messages) and "slot" in " | ".join(messages)
     assert bad.exists()  # the file is left where it was: nothing is lost
     assert not (tmp_path / "ctr/warehouse/raw_impressions/dt=2024-03-01").exists()

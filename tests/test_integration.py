@@ -10,6 +10,7 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
+from ctr_dagster.settings import Settings
 from tests.plugin_fixtures import MODELS, write_dist, write_standard_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,23 +18,19 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def materialized(tmp_path_factory):
-    """Run the whole graph once for this module; yields (warehouse, instance, timings)."""
-    home = tmp_path_factory.mktemp("ctr_home")
-    old = os.environ.get("CTR_HOME")
-    os.environ["CTR_HOME"] = str(home)
-    try:
-        from assets.run import materialize_all
-        from ctr_dagster.warehouse import Warehouse
+def settings(tmp_path_factory) -> Settings:
+    return Settings(profile="tiny", home=tmp_path_factory.mktemp("ctr_home"))
 
-        with dg.instance_for_test() as instance:
-            timings = materialize_all(instance=instance, log=lambda s: None)
-            yield Warehouse.default(), instance, timings
-    finally:
-        if old is None:
-            os.environ.pop("CTR_HOME", None)
-        else:
-            os.environ["CTR_HOME"] = old
+
+@pytest.fixture(scope="module")
+def materialized(settings):
+    """Run the whole graph once for this module; yields (warehouse, instance, timings)."""
+    from assets.run import materialize_all
+    from ctr_dagster.warehouse import Warehouse
+
+    with dg.instance_for_test() as instance:
+        timings = materialize_all(settings, instance=instance, log=lambda s: None)
+        yield Warehouse(settings.ctr_home.warehouse), instance, timings
 
 
 def _last_metadata(instance: dg.DagsterInstance, key: str, partition: str | None = None) -> dict:
@@ -83,13 +80,14 @@ def test_training_dataset_is_time_split_with_sequences_and_oracle(materialized):
     assert meta["vocab_item_size"] > 2 and "date_range" in meta
 
 
-def test_models_evaluation_and_first_champion(materialized):
+def test_models_evaluation_and_first_champion(materialized, settings):
     """LightGBM clearly learns but stays below the oracle; the leaderboard and gate ran; a champion exists."""
     wh, instance, _ = materialized
     from ctr_dagster.champion import ChampionStore
     from ctr_dagster.evaluation import report
 
-    doc = report()
+    doc = report(settings.ctr_home)
+    assert doc["profile"] == "tiny" and doc["data"] == settings.label
     ranked = {r["name"]: r for r in doc["models"]}
     oracle = doc["oracle"]["auc"]
     assert {"lightgbm", "baseline_lr"} <= set(ranked)
@@ -107,17 +105,17 @@ def test_models_evaluation_and_first_champion(materialized):
         [dg.AssetCheckKey(dg.AssetKey("evaluation"), "champion_gate")]
     )
     assert next(iter(gate.values())).event.dagster_event.event_specific_data.passed
-    champion = ChampionStore().current()
+    champion = ChampionStore(settings.ctr_home.champion).current()
     assert champion["name"] == doc["candidate"]["name"] == doc["models"][0]["name"]
     assert _last_metadata(instance, "champion")["champion"] == champion["name"]
 
 
-def test_rerunning_the_models_reproduces_their_metrics(materialized):
+def test_rerunning_the_models_reproduces_their_metrics(materialized, settings):
     wh, instance, _ = materialized
-    from assets.run import build_definitions
+    from assets.definitions import build_definitions
     from ctr_dagster.reproducibility import METRIC_TOLERANCE, same_computation
 
-    defs = build_definitions()
+    defs = build_definitions(settings)
     models = ("lightgbm", "baseline_lr")
     before = {m: _last_metadata(instance, f"models/{m}") for m in models}
     dg.materialize(
@@ -134,13 +132,13 @@ def test_rerunning_the_models_reproduces_their_metrics(materialized):
         assert same_computation(*records) == []
 
 
-def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(materialized):
+def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(materialized, settings):
     wh, instance, _ = materialized
-    from assets.run import build_definitions
+    from assets.definitions import build_definitions
     from ctr_dagster.champion import ChampionStore
 
-    defs = build_definitions()
-    store = ChampionStore()
+    defs = build_definitions(settings)
+    store = ChampionStore(settings.ctr_home.champion)
     store.promote(
         {
             "name": "baseline_lr",
@@ -167,17 +165,17 @@ def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(mater
     assert "margin 0.5" in check.metadata["reasons"].value
 
 
-def test_vocabulary_is_stable_across_two_nightly_runs(materialized):
+def test_vocabulary_is_stable_across_two_nightly_runs(materialized, settings):
     """Re-building the dataset one day later keeps every existing index and appends new ids.
 
     Runs after the tests that read the fixture's models and evaluation: it replaces the dataset."""
     wh, instance, _ = materialized
-    from assets.run import build_definitions
+    from assets.definitions import build_definitions
     from ctr_dagster import vocab
 
     before = vocab.load(wh, "item").to_pydict()
     days = wh.partitions("clean_impressions")
-    defs = build_definitions()
+    defs = build_definitions(settings)
     for end in days[-2:]:  # "yesterday's" run, then "tonight's" (one more day of training data)
         dg.materialize(
             list(defs.assets),
@@ -206,7 +204,7 @@ def test_demo_cli_with_broken_and_good_plugins(tmp_path):
     )
     env = {
         **os.environ,
-        "PYTHONPATH": f"{plugins}{os.pathsep}{ROOT}",
+        "PYTHONPATH": str(plugins),  # the fixture plugins; the CLI finds assets/ itself (--project)
         "CTR_HOME": str(tmp_path / "ctr"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
     }

@@ -8,6 +8,7 @@ import pytest
 from assets.models import _launchpad_config, model_asset, split_engine_fields
 from ctr_dagster.modeling import train_and_store
 from ctr_dagster.registry import discover
+from ctr_dagster.settings import Home
 from ctr_dagster.testing import assert_no_pickles, make_training_table
 from ctr_dagster.warehouse import Warehouse
 from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
@@ -38,21 +39,22 @@ def test_launchpad_config_mirrors_the_plugin_config(good_plugin):
     assert asset.group_names_by_key[asset.key] == "models"
 
 
-def test_training_stores_content_addressed_safe_artifacts(good_plugin, tmp_path, monkeypatch):
-    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-    wh = Warehouse(tmp_path / "home" / "warehouse")
+def test_training_stores_content_addressed_safe_artifacts(good_plugin, tmp_path):
+    home = Home(tmp_path / "home")
+    wh = Warehouse(home.warehouse)
     wh.write("training_dataset", make_training_table(3000, seed=1))
-    first = train_and_store(good_plugin, {"smoothing": 5.0}, wh, seed=3, log=lambda s: None)
-    second = train_and_store(good_plugin, {"smoothing": 5.0}, wh, seed=3, log=lambda s: None)
+    first = train_and_store(good_plugin, {"smoothing": 5.0}, wh, home, seed=3, log=lambda s: None)
+    second = train_and_store(good_plugin, {"smoothing": 5.0}, wh, home, seed=3, log=lambda s: None)
     assert first.artifact_dir == second.artifact_dir  # same weights -> same content address
-    other = train_and_store(good_plugin, {"smoothing": 500.0}, wh, seed=3, log=lambda s: None)
+    assert first.artifact_dir.parent == home.artifacts / "ctrfix_good"
+    other = train_and_store(good_plugin, {"smoothing": 500.0}, wh, home, seed=3, log=lambda s: None)
     assert other.artifact_dir != first.artifact_dir
     assert_no_pickles(first.artifact_dir)
     assert first.scores["valid_auc"] > 0.55 and first.scores["test_auc"] > 0.55
     predictions = wh.read("predictions_ctrfix_good")
     assert set(predictions.column("split").to_pylist()) == {"valid", "test"}
     with pytest.raises(ValueError, match="unknown config key"):
-        train_and_store(good_plugin, {"smoothin": 1.0}, wh)
+        train_and_store(good_plugin, {"smoothin": 1.0}, wh, home)
 
 
 SEEDED_PLUGIN = """
@@ -92,7 +94,7 @@ class SeededModel:
 """
 
 
-def test_a_plugin_with_its_own_seed_keeps_it(tmp_path, monkeypatch):
+def test_a_plugin_with_its_own_seed_keeps_it(tmp_path):
     root = tmp_path / "site"
     write_dist(
         root,
@@ -104,28 +106,27 @@ def test_a_plugin_with_its_own_seed_keeps_it(tmp_path, monkeypatch):
         plugin = discover(["model"], path=[root]).get("model", "ctrfix_seeded")
         config_class = _launchpad_config(plugin)
         assert config_class().model_dump() == {"seed": 5, "warm_start": False}  # the plugin's seed default
-        monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-        wh = Warehouse(tmp_path / "home" / "warehouse")
+        home = Home(tmp_path / "home")
+        wh = Warehouse(home.warehouse)
         wh.write("training_dataset", make_training_table(300, seed=1))
         seed, _, values = split_engine_fields(plugin, config_class(seed=11).model_dump())
         assert (seed, values) == (11, {"seed": 11})
-        result = train_and_store(plugin, values, wh, seed=seed, log=lambda s: None)
+        result = train_and_store(plugin, values, wh, home, seed=seed, log=lambda s: None)
         assert (result.artifact_dir / "seen.json").read_text() == "[11, 11]"
 
 
-def test_warm_start_uses_the_champion_artifact_only_for_the_champion_plugin(
-    good_plugin, tmp_path, monkeypatch
-):
+def test_warm_start_uses_the_champion_artifact_only_for_the_champion_plugin(good_plugin, tmp_path):
     from assets.models import warm_start_dir
     from ctr_dagster.champion import ChampionStore
 
-    monkeypatch.setenv("CTR_HOME", str(tmp_path))
+    home = Home(tmp_path)
+    store = ChampionStore(home.champion)
     lines: list[str] = []
-    assert warm_start_dir(good_plugin, lines.append) is None  # no champion yet
+    assert warm_start_dir(good_plugin, home, lines.append) is None  # no champion yet
     artifact = tmp_path / "artifacts" / "ctrfix_good" / "abc"
     artifact.mkdir(parents=True)
-    ChampionStore().promote({"name": "ctrfix_good", "artifact": str(artifact), "auc": 0.7}, who="test")
-    assert warm_start_dir(good_plugin, lines.append) == artifact
-    ChampionStore().promote({"name": "other", "artifact": str(artifact), "auc": 0.8}, who="test")
-    assert warm_start_dir(good_plugin, lines.append) is None
+    store.promote({"name": "ctrfix_good", "artifact": str(artifact), "auc": 0.7}, who="test")
+    assert warm_start_dir(good_plugin, home, lines.append) == artifact
+    store.promote({"name": "other", "artifact": str(artifact), "auc": 0.8}, who="test")
+    assert warm_start_dir(good_plugin, home, lines.append) is None
     assert "the champion is other, not ctrfix_good" in lines[-1]

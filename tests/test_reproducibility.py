@@ -7,6 +7,7 @@ import pytest
 from ctr_dagster.modeling import read_status, train_and_store
 from ctr_dagster.registry import discover
 from ctr_dagster.reproducibility import METRIC_TOLERANCE, code_sha256, same_computation
+from ctr_dagster.settings import Home
 from ctr_dagster.testing import make_training_table
 from ctr_dagster.warehouse import Warehouse
 from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
@@ -21,16 +22,20 @@ def plugin(tmp_path):
 
 
 @pytest.fixture
-def warehouse(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-    wh = Warehouse(tmp_path / "home" / "warehouse")
+def home(tmp_path) -> Home:
+    return Home(tmp_path / "home")
+
+
+@pytest.fixture
+def warehouse(home):
+    wh = Warehouse(home.warehouse)
     wh.write("training_dataset", make_training_table(600, seed=3))
     return wh
 
 
-def test_record_names_seed_config_data_code_libraries_and_hardware(plugin, warehouse):
+def test_record_names_seed_config_data_code_libraries_and_hardware(plugin, warehouse, home):
     info, _ = plugin
-    result = train_and_store(info, {"smoothing": 5.0}, warehouse, seed=42, log=lambda s: None)
+    result = train_and_store(info, {"smoothing": 5.0}, warehouse, home, seed=42, log=lambda s: None)
     record = json.loads(result.record_path.read_text())
     assert record["seed"] == 42 and record["config"] == {"smoothing": 5.0}
     assert record["data"]["rows"]["train"] > 0 and len(record["data"]["sha256"]) == 64
@@ -39,14 +44,14 @@ def test_record_names_seed_config_data_code_libraries_and_hardware(plugin, wareh
     assert record["hardware"]["cpu_count"] >= 1 and record["hardware"]["machine"]
     assert record["artifact"] == str(result.artifact_dir)
     assert record["metrics"]["test_auc"] == result.scores["test_auc"]
-    status = read_status("ctrfix_good")
+    status = read_status(home, "ctrfix_good")
     assert status["status"] == "ok" and status["data_sha256"] == record["data"]["sha256"]
 
 
-def test_same_record_inputs_reproduce_the_metrics_and_the_artifact(plugin, warehouse):
+def test_same_record_inputs_reproduce_the_metrics_and_the_artifact(plugin, warehouse, home):
     info, _ = plugin
-    first = train_and_store(info, {}, warehouse, seed=1, log=lambda s: None)
-    second = train_and_store(info, {}, warehouse, seed=1, log=lambda s: None)
+    first = train_and_store(info, {}, warehouse, home, seed=1, log=lambda s: None)
+    second = train_and_store(info, {}, warehouse, home, seed=1, log=lambda s: None)
     assert same_computation(first.record, second.record) == []
     for key in ("valid_auc", "test_auc"):
         assert abs(first.scores[key] - second.scores[key]) <= METRIC_TOLERANCE
@@ -54,11 +59,11 @@ def test_same_record_inputs_reproduce_the_metrics_and_the_artifact(plugin, wareh
     assert first.record_path != second.record_path  # but one record per training
 
 
-def test_a_change_in_data_or_config_is_named(plugin, warehouse):
+def test_a_change_in_data_or_config_is_named(plugin, warehouse, home):
     info, _ = plugin
-    first = train_and_store(info, {}, warehouse, seed=1, log=lambda s: None)
+    first = train_and_store(info, {}, warehouse, home, seed=1, log=lambda s: None)
     warehouse.write("training_dataset", make_training_table(600, seed=4))
-    second = train_and_store(info, {"smoothing": 1.0}, warehouse, seed=1, log=lambda s: None)
+    second = train_and_store(info, {"smoothing": 1.0}, warehouse, home, seed=1, log=lambda s: None)
     assert same_computation(first.record, second.record) == ["data", "config"]
 
 
@@ -70,9 +75,9 @@ def test_code_hash_follows_the_plugin_source(plugin):
     assert code_sha256(info.cls)[0] != before
 
 
-def test_a_failed_training_is_recorded_and_leaves_the_last_artifact(plugin, warehouse):
+def test_a_failed_training_is_recorded_and_leaves_the_last_artifact(plugin, warehouse, home):
     info, _ = plugin
-    good = train_and_store(info, {}, warehouse, seed=1, log=lambda s: None)
+    good = train_and_store(info, {}, warehouse, home, seed=1, log=lambda s: None)
 
     def explode(self, train, valid, ctx):
         raise FloatingPointError("loss is NaN at step 3")
@@ -81,9 +86,9 @@ def test_a_failed_training_is_recorded_and_leaves_the_last_artifact(plugin, ware
     info.cls.fit = explode
     try:
         with pytest.raises(FloatingPointError):
-            train_and_store(info, {}, warehouse, seed=1, log=lambda s: None)
+            train_and_store(info, {}, warehouse, home, seed=1, log=lambda s: None)
     finally:
         info.cls.fit = original
-    status = read_status("ctrfix_good")
+    status = read_status(home, "ctrfix_good")
     assert status["status"] == "failed" and "loss is NaN" in status["error"]
     assert good.artifact_dir.is_dir()

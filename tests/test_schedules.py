@@ -10,18 +10,21 @@ from assets.resources import daily_partitions
 from assets.schedules import (
     evaluate_after_failure,
     evaluate_and_promote,
-    nightly_schedule,
     warm_start_config,
 )
 from ctr_dagster.registry import default_registry
 
 
-def test_schedule_launches_the_day_that_just_ended():
-    days = daily_partitions().get_partition_keys()
+def test_schedule_launches_the_day_that_just_ended(tiny_settings):
+    days = daily_partitions(tiny_settings).get_partition_keys()
     tick = dt.datetime.fromisoformat(days[3]).replace(hour=2, tzinfo=dt.UTC)
-    schedule = build_definitions().resolve_schedule_def(nightly_schedule.name)
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+    schedule = build_definitions(tiny_settings).resolve_schedule_def("nightly_retrain_schedule")
+    with (
+        dg.instance_for_test() as instance,
+        # as a context manager: it closes what it opened (else the instance's state storage leaks
+        # into later tests as a dead weak reference)
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         result = schedule.evaluate_tick(context)
     [request] = result.run_requests
     assert request.partition_key == days[2]
@@ -30,8 +33,8 @@ def test_schedule_launches_the_day_that_just_ended():
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
-def test_nightly_job_covers_the_whole_chain_with_the_gate():
-    defs = build_definitions()
+def test_nightly_job_covers_the_whole_chain_with_the_gate(tiny_settings):
+    defs = build_definitions(tiny_settings)
     job = defs.resolve_job_def("nightly_retrain")
     keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     models = {"/".join(p.asset_key) for p in default_registry().good("model")}
@@ -42,7 +45,7 @@ def test_nightly_job_covers_the_whole_chain_with_the_gate():
         c.name for c in job.asset_layer.asset_graph.asset_check_keys if c.asset_key.path == ["evaluation"]
     }
     assert "champion_gate" in checks
-    assert job.partitions_def == daily_partitions()
+    assert job.partitions_def == daily_partitions(tiny_settings)
     evaluate = defs.resolve_job_def(evaluate_and_promote.name)
     assert {k.to_user_string() for k in evaluate.asset_layer.selected_asset_keys} == {
         "evaluation",
@@ -56,6 +59,28 @@ def test_warm_start_config_turns_the_engine_field_on_for_every_model():
     names = {"__".join(p.asset_key) for p in default_registry().good("model")}
     assert set(ops) == names
     assert all(v == {"config": {"warm_start": True}} for v in ops.values())
+
+
+def test_warm_start_setting_reaches_the_nightly_job(tiny_settings):
+    day = daily_partitions(tiny_settings).get_partition_keys()[1]
+    cold = build_definitions(tiny_settings).resolve_job_def("nightly_retrain")
+    warm = build_definitions(tiny_settings.replace(warm_start=True)).resolve_job_def("nightly_retrain")
+    assert cold.get_run_config_for_partition_key(day) == {}
+    ops = warm.get_run_config_for_partition_key(day)["ops"]
+    assert {k: v["config"]["warm_start"] for k, v in ops.items()} == {
+        "__".join(p.asset_key): True for p in default_registry().good("model")
+    }
+
+
+def test_definitions_follow_the_profile_in_one_process(tmp_path):
+    from ctr_dagster.settings import Settings
+
+    tiny = daily_partitions(Settings(profile="tiny", home=tmp_path)).get_partition_keys()
+    small = build_definitions(Settings(profile="small", home=tmp_path)).resolve_job_def("nightly_retrain")
+    assert len(tiny) == 6 and len(small.partitions_def.get_partition_keys()) == 14
+    assert build_definitions(Settings(profile="tiny", home=tmp_path)) is build_definitions(
+        Settings(profile="tiny", home=tmp_path)
+    )
 
 
 def _failed_run(instance: dg.DagsterInstance, evaluation_runs: bool):

@@ -1,15 +1,18 @@
-"""Source selection from the environment: synthetic profile, seed, signal knobs, or import."""
+"""Settings from the environment and flags (one place), and the source they select."""
+
+from pathlib import Path
 
 import pytest
 
-from ctr_dagster.sources import SourceSettings, parse_signals
+from ctr_dagster.settings import ENV_VARS, Settings, parse_signals
+from ctr_dagster.sources import Source
 
 
 def test_signals_are_parsed_and_reach_the_world_config():
-    settings = SourceSettings(profile="tiny", signals="sequence=0, position_bias=0.5")
-    signals = settings.world_config().signals
+    settings = Settings(profile="tiny", signals="sequence=0, position_bias=0.5")
+    signals = Source(settings).world_config().signals
     assert signals.sequence == 0.0 and signals.position_bias == 0.5 and signals.temporal == 1.0
-    assert settings.partition_window() == ("2026-11-01", "2026-11-07")
+    assert Source(settings).partition_window() == ("2026-11-01", "2026-11-07")
 
 
 @pytest.mark.parametrize(
@@ -24,17 +27,68 @@ def test_signals_are_parsed_and_reach_the_world_config():
 def test_bad_signals_fail_naming_the_knob(text, message):
     with pytest.raises(ValueError, match=message):
         parse_signals(text)
+    with pytest.raises(ValueError, match=message):
+        Settings(signals=text)
 
 
-def test_environment_is_validated(monkeypatch):
-    monkeypatch.setenv("CTR_SOURCE", "import")
-    monkeypatch.delenv("CTR_MAPPING", raising=False)
+def test_environment_is_validated():
     with pytest.raises(ValueError, match="CTR_MAPPING"):
-        SourceSettings.from_env()
-    monkeypatch.setenv("CTR_SOURCE", "synthetic")
-    monkeypatch.setenv("CTR_PROFILE", "huge")
+        Settings.from_env({"CTR_SOURCE": "import"})
     with pytest.raises(ValueError, match="CTR_PROFILE must be one of"):
-        SourceSettings.from_env()
-    monkeypatch.setenv("CTR_SOURCE", "s3")
+        Settings.from_env({"CTR_PROFILE": "huge"})
     with pytest.raises(ValueError, match="CTR_SOURCE must be one of"):
-        SourceSettings.from_env()
+        Settings.from_env({"CTR_SOURCE": "s3"})
+    with pytest.raises(ValueError, match="CTR_SEED='x' is not an integer"):
+        Settings.from_env({"CTR_SEED": "x"})
+
+
+def test_defaults_are_declared_once_and_flags_override_the_environment(tmp_path):
+    from ctr_dagster.datagen.config import WorldConfig
+
+    default = Settings.from_env({})
+    assert (default.source, default.profile, default.seed, default.signals) == (
+        "synthetic",
+        "small",
+        WorldConfig.seed,
+        "",
+    )
+    assert default.home == Path.cwd() / ".ctr_home" and default.dagster_home is None
+    env = {"CTR_PROFILE": "tiny", "CTR_SEED": "3", "CTR_HOME": str(tmp_path), "CTR_WARM_START": "yes"}
+    from_env = Settings.from_env(env)
+    assert (from_env.profile, from_env.seed, from_env.home, from_env.warm_start) == (
+        "tiny",
+        3,
+        tmp_path,
+        True,
+    )
+    # a flag the user gave wins; one they did not give (None) keeps the environment's value
+    flagged = Settings.from_env(env, profile="small", seed=None)
+    assert (flagged.profile, flagged.seed) == ("small", 3)
+    assert flagged.replace(seed=11, profile=None).seed == 11
+
+
+def test_settings_round_trip_through_the_environment_of_a_child_process(tmp_path):
+    settings = Settings(
+        profile="tiny",
+        seed=5,
+        signals="temporal=0.5,sequence=0",
+        home=tmp_path / "h",
+        dagster_home=tmp_path / "d",
+    )
+    env = settings.as_env()
+    assert set(env) <= set(ENV_VARS.values())
+    assert Settings.from_env(env) == settings
+    # equal settings compare (and cache) equal, whatever the order the knobs were written in
+    assert settings == Settings(
+        profile="tiny",
+        seed=5,
+        signals="sequence=0, temporal=0.5",
+        home=tmp_path / "h",
+        dagster_home=tmp_path / "d",
+    )
+
+
+def test_the_home_names_every_folder_once(tmp_path):
+    home = Settings(home=tmp_path).ctr_home
+    assert home.warehouse == tmp_path / "warehouse" and home.champion == tmp_path / "champion"
+    assert len({home.warehouse, home.artifacts, home.models, home.records, home.work, home.champion}) == 6

@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 
 from ctr_dagster.modeling import read_status, train_and_store  # noqa: E402
 from ctr_dagster.registry import PluginInfo  # noqa: E402
+from ctr_dagster.settings import Home  # noqa: E402
 from ctr_dagster.testing import find_pickles, make_training_table  # noqa: E402
 from ctr_dagster.training import checkpoint  # noqa: E402
 from ctr_dagster.training.batching import BatchEncoder, epoch_order, pad_sequences  # noqa: E402
@@ -179,18 +180,18 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
         fit_tiny(tmp_path, nan_after_batches=len(range(0, 2100, 128)) + 2)
 
 
-def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path, monkeypatch):
-    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-    wh = Warehouse(tmp_path / "home" / "warehouse")
+def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path):
+    home = Home(tmp_path / "home")
+    wh = Warehouse(home.warehouse)
     wh.write("training_dataset", make_training_table(1200, seed=1))
     plugin = PluginInfo(
         "model", "tiny_torch", None, None, "tests.training_support:TinyTorchModel", TinyTorchModel
     )
-    good = train_and_store(plugin, {"epochs": 1}, wh, log=lambda s: None)
-    assert read_status("tiny_torch")["status"] == "ok"
+    good = train_and_store(plugin, {"epochs": 1}, wh, home, log=lambda s: None)
+    assert read_status(home, "tiny_torch")["status"] == "ok"
     with pytest.raises(NonFiniteLossError):
-        train_and_store(plugin, {"epochs": 2, "nan_after_batches": 3}, wh, log=lambda s: None)
-    status = read_status("tiny_torch")
+        train_and_store(plugin, {"epochs": 2, "nan_after_batches": 3}, wh, home, log=lambda s: None)
+    status = read_status(home, "tiny_torch")
     assert (
         status["status"] == "failed"
         and "NonFiniteLossError" in status["error"]
@@ -313,9 +314,10 @@ def test_the_model_asset_trains_under_torchrun_with_two_gloo_processes(tmp_path,
     import dagster as dg
 
     from assets.models import model_asset
+    from assets.resources import WarehouseResource
 
-    monkeypatch.setenv("CTR_HOME", str(tmp_path / "home"))
-    wh = Warehouse(tmp_path / "home" / "warehouse")
+    home = Home(tmp_path / "home")
+    wh = Warehouse(home.warehouse)
     wh.write("training_dataset", make_training_table(1500, seed=1))
     plugin = PluginInfo("model", "din", "ctr-din", None, "ctr_din.model:DinModel", ctr_din.DinModel)
     config = {
@@ -328,13 +330,16 @@ def test_the_model_asset_trains_under_torchrun_with_two_gloo_processes(tmp_path,
         "tower_units": [32],
         "log_every": 0,
     }
-    single = train_and_store(plugin, config, wh, log=lambda s: None)
+    single = train_and_store(plugin, config, wh, home, log=lambda s: None)
 
     monkeypatch.setenv("CTR_DDP_PROCS", "2")
     asset = model_asset(plugin)
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [asset], instance=instance, run_config={"ops": {"models__din": {"config": {**config, "gpus": 0}}}}
+            [asset],
+            instance=instance,
+            resources={"warehouse": WarehouseResource(home=str(home.root))},
+            run_config={"ops": {"models__din": {"config": {**config, "gpus": 0}}}},
         )
         assert result.success
         meta = {
@@ -343,4 +348,4 @@ def test_the_model_asset_trains_under_torchrun_with_two_gloo_processes(tmp_path,
     assert meta["training/world_size"] == 2 and meta["training/rank_weight_spread"] == 0.0
     assert abs(meta["valid_auc"] - single.scores["valid_auc"]) < 0.05, (meta["valid_auc"], single.scores)
     assert single.scores["valid_auc"] > 0.55, single.scores
-    assert read_status("din")["status"] == "ok" and Path(meta["artifact"]).is_dir()
+    assert read_status(home, "din")["status"] == "ok" and Path(meta["artifact"]).is_dir()

@@ -1,7 +1,7 @@
 """Multi-process training entry: ``python -m ctr_dagster.training.launch`` under ``torchrun``.
 
     torchrun --standalone --nproc_per_node 2 -m ctr_dagster.training.launch --model din \\
-        [--config '{"epochs": 3}'] [--seed 0] [--init-from DIR] [--run-id ID]
+        --home .ctr_home [--config '{"epochs": 3}'] [--seed 0] [--init-from DIR] [--run-id ID]
 
 Every rank reads the warehouse's training dataset and fits the named model plugin; the trainer
 sees WORLD_SIZE > 1 and trains with DDP (`ctr_dagster.training.ddp`). Rank 0 does it through
@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ctr_dagster.settings import Home
 
 PROCS_ENV = "CTR_DDP_PROCS"
 
@@ -58,6 +60,7 @@ def command(
     model: str,
     config: dict[str, Any],
     nproc: int,
+    home: Path,
     *,
     seed: int = 0,
     init_from: Path | None = None,
@@ -79,6 +82,8 @@ def command(
         json.dumps(config),
         "--seed",
         str(seed),
+        "--home",
+        str(home),
     ]
     if init_from is not None:
         args += ["--init-from", str(init_from)]
@@ -87,14 +92,14 @@ def command(
     return args
 
 
-def record_failure(name: str, run_id: str | None, exc: BaseException) -> None:
+def record_failure(home: Home, name: str, run_id: str | None, exc: BaseException) -> None:
     """Mark the model failed when the torchrun subprocess died before rank 0 could say so itself."""
     from ctr_dagster.modeling import read_status, write_status
 
-    status = read_status(name) or {}
+    status = read_status(home, name) or {}
     if status.get("status") == "failed" and status.get("run_id") == run_id:
         return  # rank 0's train_and_store already recorded the real error
-    write_status(name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
+    write_status(home, name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
 
 
 def training_metadata(artifact: Path) -> dict[str, Any]:
@@ -112,6 +117,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="registered model plugin name")
     parser.add_argument("--config", default="{}", help="the plugin's config values as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--home", required=True, type=Path, help="the project home (Settings.home)")
     parser.add_argument("--init-from", default=None, help="warm-start artifact folder")
     parser.add_argument("--run-id", default=None)
     return parser.parse_args(argv)
@@ -123,18 +129,18 @@ def _other_rank(plugin: Any, values: dict[str, Any], args: argparse.Namespace) -
 
     from ctr_dagster.contracts import FitContext, config_from_dict
     from ctr_dagster.modeling import cardinalities, prepare_inputs
-    from ctr_dagster.settings import ctr_home
     from ctr_dagster.training.device import device_name
     from ctr_dagster.warehouse import Warehouse
 
-    warehouse = Warehouse.default()
+    home = Home(args.home)
+    warehouse = Warehouse(home.warehouse)
     dataset = warehouse.read("training_dataset")
     train, valid = (dataset.filter(pc.equal(dataset.column("split"), s)) for s in ("train", "valid"))
     quiet = lambda message: None  # noqa: E731 - rank 0 logs for everyone
     ctx = FitContext(
         seed=args.seed,
         device=device_name(),
-        workdir=ctr_home() / "work" / plugin.name,
+        workdir=home.work / plugin.name,
         cardinalities=cardinalities(warehouse),
         log=quiet,
         init_from=Path(args.init_from) if args.init_from else None,
@@ -156,11 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     from ctr_dagster.modeling import train_and_store
     from ctr_dagster.warehouse import Warehouse
 
+    home = Home(args.home)
+
     def run(log: Callable[[str], None]) -> dict[str, Any]:
         result = train_and_store(
             plugin,
             values,
-            Warehouse.default(),
+            Warehouse(home.warehouse),
+            home,
             seed=args.seed,
             init_from=Path(args.init_from) if args.init_from else None,
             log=log,
