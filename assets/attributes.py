@@ -81,10 +81,9 @@ def item_attributes(
     def optional(table: str):
         return wh.read(table) if wh.exists(table) else None
 
-    attributes = wh.read("raw_item_attributes")
     result = build_item_attributes(
         wh.read("raw_items"),
-        attributes,
+        wh.read("raw_item_attributes"),
         specs,
         oracle=optional("oracle_item_attributes"),
         taxonomy=optional("raw_attribute_taxonomy"),
