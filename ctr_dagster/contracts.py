@@ -163,8 +163,9 @@ class PluginReporting(Protocol):
     * `summary: dict[str, Any]` — figures about the last `fit`, set by `fit` (validation scores,
       steps, thresholds, seconds).
     * `report(directory: Path) -> dict[str, Any]` — more entries of the same kind, computed after the
-      plugin ran (extractor: after `extract`); it may write pictures into `directory`, a fresh folder
-      the engine owns (nothing outside it). Its entries are added to `summary`'s (same key: report wins).
+      plugin ran (extractor: after `extract`); it may write pictures into `directory`, a folder
+      the engine keeps for this plugin (write nothing outside it). Its entries are added to
+      `summary`'s (same key: report wins).
 
     Entry values: a number (int / float, not bool) is shown as numeric metadata `<plugin>/<key>`
     (plotted across runs in the UI); a `pathlib.Path` to a PNG the plugin wrote inside `directory` is
