@@ -2,16 +2,17 @@
 
 Thin glue around `ctr_dagster.embeddings`: the launchpad config (fused width, which encoders, each
 installed encoder's own Config), and the metadata (encoded vs cached counts per encoder, widths,
-probe accuracies, retrieval P@10, the projection PNG, timings). An encoder that fails, or a broken
-encoder plugin, is reported (metadata table, warning log, the `all_encoders_ok` warning check) and
-does not fail the asset as long as at least one modality produced vectors; with none the asset fails.
+probe accuracies, retrieval P@10, the projection PNG, timings, each encoder's own report). An
+encoder that fails, or a broken encoder plugin, is reported (metadata table, warning log, the
+`all_encoders_ok` warning check; `ctr_dagster.plugin_runs`) and does not fail the asset as long as
+at least one modality produced vectors; with none the asset fails.
 """
 
 import dagster as dg
 import pydantic
 
 from assets.launchpad import per_plugin_configs, select_plugins
-from assets.metadata import markdown_table, numbers, table_summary
+from assets.metadata import markdown_table, numbers, plugin_check, plugin_reports, table_summary
 from assets.resources import WarehouseResource
 
 _ENCODER_COLUMNS = [
@@ -19,6 +20,7 @@ _ENCODER_COLUMNS = [
     "modality",
     "column",
     "status",
+    "seconds",
     "dim",
     "encoded",
     "cached",
@@ -98,11 +100,11 @@ def item_embeddings(
         probe_labels=oracle if has_oracle else attributes,
         label_source="oracle (complete truth)" if has_oracle else "catalogue attributes",
         k=config.retrieval_k,
+        report_root=home.reports / embeddings.TABLE,
+        broken=broken,
         log=context.log.info,
+        warn=context.log.warning,
     )
-    for source in result.sources:
-        if source.status == "failed":
-            context.log.warning(f"encoder {source.name} failed: {source.error}\n{source.detail}")
     path = wh.write(embeddings.TABLE, result.table)
 
     png = reports.projection_png(
@@ -111,15 +113,12 @@ def item_embeddings(
         home.reports / "item_embeddings" / "projection.png",
         title="item vectors, 2-D PCA, coloured by category",
     )
-    rows = [s.row() for s in result.sources] + [
-        {"encoder": b.name, "status": "broken", "error": b.error} for b in broken
-    ]
+    rows = [s.row() for s in result.sources]
     retrieval = [
         {"vectors": c, f"P@{result.k}": None if v is None else round(v, 4)}
         for c, v in result.retrieval.items()
     ]
     widths = {f.name: f.type.list_size for f in result.table.schema if f.name != "item_id"}
-    failed = [r for r in rows if r["status"] in ("failed", "broken")]
     yield dg.MaterializeResult(
         metadata={
             **table_summary(result.table, str(path)),
@@ -134,6 +133,7 @@ def item_embeddings(
             "retrieval": dg.MetadataValue.md(markdown_table(retrieval)),
             "projection": dg.MetadataValue.md(reports.png_markdown(png, "2-D projection of item vectors")),
             "plot_path": dg.MetadataValue.path(str(png)),
+            **plugin_reports("encoder", result.runs.reports()),
             "fusion": (
                 f"L2 per modality -> concat ({result.fused.blocks}) -> PCA to {config.width} "
                 f"({result.fused.components} components, {result.fused.explained_variance:.1%} of variance)"
@@ -141,9 +141,4 @@ def item_embeddings(
             ),
         }
     )
-    yield dg.AssetCheckResult(
-        check_name="all_encoders_ok",
-        passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"problems": dg.MetadataValue.md(markdown_table(failed, ["encoder", "status", "error"]))},
-    )
+    yield plugin_check("all_encoders_ok", result.runs)

@@ -38,3 +38,38 @@ def numbers(values: Mapping[str, float | int]) -> dict[str, dg.MetadataValue]:
         k: dg.MetadataValue.int(v) if isinstance(v, int) else dg.MetadataValue.float(float(v))
         for k, v in values.items()
     }
+
+
+def plugin_reports(kind: str, reports: Mapping[str, object]) -> dict[str, dg.MetadataValue]:
+    """Every plugin's own report (`ctr_dagster.plugin_runs.PluginReport`), whatever the plugin:
+    its numbers as numeric metadata `<plugin>/<key>`, and one markdown entry `report/<plugin>` with
+    every entry and its pictures inline."""
+    from ctr_dagster.reports import png_markdown
+
+    meta: dict[str, dg.MetadataValue] = {}
+    for name, report in reports.items():
+        meta |= numbers({f"{name}/{k}": v for k, v in report.numbers.items()})
+        entries = [{"entry": k, "value": v} for k, v in {**report.numbers, **report.other}.items()]
+        parts = [
+            f"What the {kind} `{name}` reports about its run:",
+            markdown_table(entries, ["entry", "value"]),
+        ]
+        if report.error:
+            parts.append(f"Its report failed: `{report.error}`")
+        parts += [f"**{k}** (`{p}`)\n\n{png_markdown(p, f'{name}: {k}')}" for k, p in report.images.items()]
+        meta[f"report/{name}"] = dg.MetadataValue.md("\n\n".join(parts))
+    return meta
+
+
+def plugin_check(check_name: str, runs) -> dg.AssetCheckResult:
+    """The stage's warning check over a `PluginRuns`: passes when no plugin failed or is broken."""
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        passed=not runs.problems,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "problems": dg.MetadataValue.md(
+                markdown_table(runs.problem_rows(), [runs.kind, "status", "seconds", "error"])
+            )
+        },
+    )

@@ -115,6 +115,7 @@ class EncoderPlugin(Protocol):
       `save(directory)` and classmethod `load(directory)` (safe formats only). The engine fits it once,
       stores it, and reloads it on later runs so unchanged items keep hitting the cache; the stored
       files' hash is part of the cache key. Without `fit`, `encode` works from the Config alone.
+    * `summary` / `report(directory)` — what it built, shown by the stage (`PluginReporting`).
     """
 
     name: ClassVar[str]
@@ -139,6 +140,7 @@ class ExtractorPlugin(Protocol):
     the engine then calls `fit(items, attributes, ctx)` with a `FitContext` whose `inputs` hold those
     of the tables it has (imported data may have no interactions: an extractor copes with a missing
     one), plus `seed`, `device`, `log`. Extractors without `requires` keep the two-argument fit.
+    Optional: `summary` / `report(directory)` to show what it built (`PluginReporting`).
     """
 
     name: ClassVar[str]
@@ -147,6 +149,76 @@ class ExtractorPlugin(Protocol):
     def fit(self, items: pa.Table, attributes: pa.Table) -> ExtractorPlugin: ...
 
     def extract(self, items: pa.Table) -> pa.Table: ...
+
+
+#: Picture formats a plugin report may point at (the UI shows them inline).
+REPORT_IMAGE_SUFFIXES: frozenset[str] = frozenset({".png"})
+#: Kinds whose stage reads the optional `summary` / `report(directory)` members (`PluginReporting`).
+REPORTING_KINDS: frozenset[str] = frozenset({"extractor", "encoder"})
+
+
+class PluginReporting(Protocol):
+    """Optional members of an extractor or encoder: what it built, for people to look at. Dagster-free.
+
+    * `summary: dict[str, Any]` — figures about the last `fit`, set by `fit` (validation scores,
+      steps, thresholds, seconds).
+    * `report(directory: Path) -> dict[str, Any]` — more entries of the same kind, computed after the
+      plugin ran (extractor: after `extract`); it may write pictures into `directory`, a folder
+      the engine keeps for this plugin (write nothing outside it). Its entries are added to
+      `summary`'s (same key: report wins).
+
+    Entry values: a number (int / float, not bool) is shown as numeric metadata `<plugin>/<key>`
+    (plotted across runs in the UI); a `pathlib.Path` to a PNG the plugin wrote inside `directory` is
+    shown as an inline picture; anything else JSON-able (str, bool, None, list, dict) is shown as is.
+    Keys are short names (letters, digits, `_ . / -`). `report_violations` checks one report. A
+    failing `report` is logged and shown; it never discards the plugin's results.
+
+    Example (the HyperPAVE extractor reports its hypergraph)::
+
+        def report(self, directory):
+            png = render_neighbourhood(self.graph, directory / "neighbourhood.png")
+            return {"hypergraph/nodes_av": len(self.graph.avs), "neighbourhood": png}
+    """
+
+    summary: dict[str, Any]
+
+    def report(self, directory: Path) -> dict[str, Any]: ...
+
+
+_REPORT_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
+
+
+def report_violations(entries: Any, directory: Path | None = None) -> list[str]:
+    """Everything wrong with one plugin report (a `summary` or what `report` returned); empty = valid.
+
+    `directory`: the folder the plugin was given; a picture must lie inside it.
+    """
+    import json
+    import math
+
+    if not isinstance(entries, dict):
+        return [f"a report must be a dict, got {type(entries).__name__}"]
+    problems = []
+    for key, value in entries.items():
+        if not isinstance(key, str) or not key or set(key) - _REPORT_KEY_CHARS:
+            problems.append(f"report key {key!r} must be a short name (letters, digits, _ . / -)")
+            continue
+        if isinstance(value, Path):
+            if value.suffix.lower() not in REPORT_IMAGE_SUFFIXES:
+                problems.append(f"report {key!r}: {value} is not a picture ({sorted(REPORT_IMAGE_SUFFIXES)})")
+            elif not value.is_file():
+                problems.append(f"report {key!r}: {value} does not exist")
+            elif directory is not None and not value.resolve().is_relative_to(Path(directory).resolve()):
+                problems.append(f"report {key!r}: {value} is outside the directory it was given")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"report {key!r}: {value!r} is not a finite number (use None)")
+            continue
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"report {key!r}: value is not JSON-able ({exc})")
+    return problems
 
 
 _REQUIRED_MEMBERS: dict[str, tuple[str, ...]] = {
@@ -198,6 +270,8 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
                 problems.append(f"a trainable encoder (it has fit) needs a callable {member!r}")
     if kind == "encoder" and not isinstance(getattr(plugin, "runtime_fields", frozenset()), frozenset | set):
         problems.append("runtime_fields must be a frozenset of Config field names")
+    if kind in REPORTING_KINDS and hasattr(plugin, "report"):
+        problems.extend(_report_member_problems(plugin))
     for method in {
         "model": ("fit", "predict", "save"),
         "encoder": ("encode",),
@@ -228,6 +302,22 @@ def _extractor_requires_problems(plugin: type) -> list[str]:
     except ValueError:  # no signature (builtin): nothing to check
         pass
     return problems
+
+
+def _report_member_problems(plugin: type) -> list[str]:
+    """An optional `report` must be a method taking the directory (`PluginReporting`)."""
+    import inspect
+
+    report = plugin.report
+    if not callable(report):
+        return ["report must be a method report(directory) -> dict"]
+    try:
+        inspect.signature(report).bind(None, None)  # self, directory
+    except TypeError:
+        return ["report must accept report(directory) -> dict"]
+    except ValueError:  # no signature (builtin): nothing to check
+        pass
+    return []
 
 
 def extractor_fit(extractor: Any, items: pa.Table, attributes: pa.Table, ctx: FitContext) -> Any:

@@ -1,15 +1,16 @@
 """Attribute extraction: run extractor plugins, score them, enrich the catalogue, check downstream.
 
 Model-agnostic: an extractor is any `ExtractorPlugin` (`ctr_dagster.contracts`); this module never
-names one. The pieces, each a plain function the `item_attributes` asset glues together:
+names one. The pieces, each a plain function `ctr_dagster.attributes.build_item_attributes` (the
+stage) puts together:
 
 * `evaluation_setup`: what the extractors are fitted on and judged against. Synthetic data has an
   oracle: extractors see the whole structured catalogue and are judged on the (item, attribute)
   pairs it lacks. Imported data has none: `holdout` hides whole attribute values (every row of
   them: the zero-shot test) and a share of the other rows (the seen-value test) before fitting.
-* `run_extractor`: fit + extract one plugin, timed, its failure captured (never raised) and its
-  output checked (columns, types, scores in [0, 1], known items), so one bad extractor is reported
-  and the others still count.
+* `fit_and_extract` / `run_extractor`: fit + extract one plugin, timed, its output checked
+  (columns, types, scores in [0, 1], known items) and its report collected; run through
+  `ctr_dagster.plugin_runs`, so a failure is captured (never raised) and the others still count.
 * `evaluate`: precision / recall / F1 of one extractor overall, on seen values (the (attribute,
   value) pair occurs in the fitting catalogue) and on unseen ones (zero-shot), against the truth,
   counting only (item, attribute) pairs the fitting catalogue lacks. Values compare case-insensitively.
@@ -25,10 +26,12 @@ numpy / pyarrow / scikit-learn are imported inside the functions.
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ctr_dagster.plugin_runs import PluginRun, Step, run_plugin
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pyarrow as pa
@@ -136,20 +139,25 @@ def holdout(
 
 # -- running ---------------------------------------------------------------------------------------
 @dataclass
-class ExtractorRun:
-    """One extractor's outcome: its predictions or the error that stopped it, and how long it took."""
-
-    name: str
-    predictions: pa.Table | None = None
-    fit_seconds: float = 0.0
-    extract_seconds: float = 0.0
-    error: str | None = None
-    detail: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
+class ExtractorRun(PluginRun["pa.Table"]):
+    """One extractor's `PluginRun`: its predictions (the step's value) or the error that stopped it."""
 
     @property
-    def ok(self) -> bool:
-        return self.error is None and self.predictions is not None
+    def predictions(self) -> pa.Table | None:
+        return self.value
+
+    @property
+    def fit_seconds(self) -> float:
+        return self.phases.get("fit", 0.0)
+
+    @property
+    def extract_seconds(self) -> float:
+        return self.phases.get("extract", 0.0)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The extractor's report (its `summary` + `report(directory)`), JSON-able."""
+        return self.report.as_json()
 
 
 def check_predictions(out: Any, items: pa.Table, name: str) -> pa.Table:
@@ -190,27 +198,45 @@ def check_predictions(out: Any, items: pa.Table, name: str) -> pa.Table:
     return table
 
 
-def run_extractor(
-    name: str, extractor: Any, items: pa.Table, attributes: pa.Table, ctx: FitContext
-) -> ExtractorRun:
-    """Fit `extractor` (with `ctx` when it declares `requires`) and extract on `items`; never raises."""
+def fit_and_extract(
+    step: Step,
+    name: str,
+    extractor: Any,
+    items: pa.Table,
+    attributes: pa.Table,
+    ctx: FitContext,
+    report_dir: Path | None = None,
+) -> pa.Table:
+    """One extractor's work inside a plugin step: fit (with `ctx` when it declares `requires`), extract
+    on `items`, check the output, collect its report (`report(report_dir)` when both exist)."""
     from ctr_dagster.contracts import extractor_fit
 
-    run = ExtractorRun(name)
-    started = time.perf_counter()
-    try:
+    with step.phase("fit"):
         fitted = extractor_fit(extractor, items, attributes, ctx)
-        run.fit_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        run.predictions = check_predictions(fitted.extract(items), items, name)
-        run.extract_seconds = time.perf_counter() - started
-        summary = getattr(fitted, "summary", None)
-        run.summary = dict(summary) if isinstance(summary, dict) else {}
-    except Exception as exc:  # a failing plugin is reported, never fatal here
-        run.error = f"{type(exc).__name__}: {exc}"
-        run.detail = traceback.format_exc()
-        run.predictions = None
-    return run
+    with step.phase("extract"):
+        predictions = check_predictions(fitted.extract(items), items, name)
+    step.collect_report(fitted, report_dir)
+    return predictions
+
+
+def run_extractor(
+    name: str,
+    extractor: Any,
+    items: pa.Table,
+    attributes: pa.Table,
+    ctx: FitContext,
+    *,
+    report_dir: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> ExtractorRun:
+    """`fit_and_extract` one extractor instance, isolated (`plugin_runs.run_plugin`); never raises."""
+    return run_plugin(
+        name,
+        lambda step: fit_and_extract(step, name, extractor, items, attributes, ctx, report_dir),
+        kind="extractor",
+        warn=warn,
+        run_type=ExtractorRun,
+    )
 
 
 # -- scoring ---------------------------------------------------------------------------------------

@@ -560,6 +560,20 @@ def assert_no_pickles(directory: Path) -> None:
         )
 
 
+def check_report(plugin: Any) -> None:
+    """A plugin instance's optional `summary` / `report(directory)` are valid reports
+    (`contracts.PluginReporting`, `contracts.report_violations`); ConformanceError otherwise."""
+    from ctr_dagster.contracts import report_violations
+
+    summary = getattr(plugin, "summary", None)
+    problems = report_violations(summary) if summary is not None else []
+    if callable(getattr(plugin, "report", None)):
+        with _tempdir("ctr-conformance-report-") as directory:
+            problems += report_violations(plugin.report(directory), directory)
+    if problems:
+        raise _fail("report", "; ".join(problems))
+
+
 def _snapshot(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -900,7 +914,8 @@ class EncoderConformance:
     instances, and a 1-row batch matches the full-batch row (within `batch_tolerance`). A trainable
     encoder (one with `fit`) is first fitted on `make_items_table` / `make_item_attributes_table`;
     then `fit` must return the encoder, two fits must agree (within `tolerance`), and `save` / `load`
-    must round-trip its vectors without pickle files.
+    must round-trip its vectors without pickle files. The optional `summary` / `report(directory)`
+    must be valid reports (`check_report`).
     """
 
     plugin: ClassVar[type | None] = None
@@ -937,6 +952,9 @@ class EncoderConformance:
 
     def _items(self) -> pa.Table:
         return make_items_table(self.n_items, self.seed)
+
+    def test_report(self) -> None:
+        check_report(self._encoder())
 
     def test_fit_and_persistence(self) -> None:
         """Trainable encoders only: save/load gives the same vectors, and nothing saved is a pickle."""
@@ -1039,8 +1057,9 @@ class ExtractorConformance:
     """Subclass as `class TestMyExtractor(ExtractorConformance): plugin = MyExtractor`.
 
     Checks: contract, config, `fit` returns the extractor, `extract` returns a table with the columns
-    item_id, attribute, value (strings) and score (float in [0, 1]) about the given items only, and
-    two fits with the same `FitContext.seed` extract the same rows. An extractor declaring `requires`
+    item_id, attribute, value (strings) and score (float in [0, 1]) about the given items only, two
+    fits with the same `FitContext.seed` extract the same rows, and the optional `summary` /
+    `report(directory)` are valid reports (`check_report`). An extractor declaring `requires`
     gets `fit(items, attributes, ctx)` with `make_extractor_inputs` stand-ins (override `inputs`).
     """
 
@@ -1080,6 +1099,9 @@ class ExtractorConformance:
         _, _, second = self._fit_extract()
         if isinstance(first, pa.Table) and isinstance(second, pa.Table) and not first.equals(second):
             raise _fail("deterministic", "two fits with the same seed extracted different rows")
+
+    def test_report(self) -> None:
+        check_report(self._fit_extract()[0])
 
     def test_fit_and_extract(self) -> None:
         _fitted, items, out = self._fit_extract()

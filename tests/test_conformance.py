@@ -7,6 +7,7 @@ import json
 import pickle
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -246,3 +247,24 @@ def test_extractor_kit_catches_missing_columns():
 
     with pytest.raises(ConformanceError, match=r"lacks column\(s\) \['score'\]"):
         TestBad().test_fit_and_extract()
+
+
+def test_extractor_kit_checks_the_optional_report():
+    class GoodReport(TitleExtractor):
+        def report(self, directory):
+            (directory / "p.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+            return {"rows": 3, "picture": directory / "p.png"}
+
+    class BadReport(TitleExtractor):
+        def report(self, directory):
+            return {"rows": float("nan"), "elsewhere": Path("/nonexistent/p.png")}
+
+    class TestGood(testing.ExtractorConformance):
+        plugin = GoodReport
+
+    class TestBad(testing.ExtractorConformance):
+        plugin = BadReport
+
+    TestGood().test_report()
+    with pytest.raises(ConformanceError, match=r"report 'rows'.*finite.*report 'elsewhere'.*does not exist"):
+        TestBad().test_report()

@@ -7,7 +7,7 @@ turn an item's text and image into one vector that makes CTR models better):
 * `encoding`   runs one encoder plugin through the cache (trainable encoders fitted once, stored, reloaded);
 * `fusion`     per-modality L2 normalization -> concatenation -> PCA (optionally whitened) to `width` dims;
 * `usefulness` linear attribute probes, same-category retrieval P@10, a 2-D projection;
-* `pipeline`   all of it for a catalogue (`build_item_embeddings`), failures isolated per encoder.
+* `pipeline`   all of it for a catalogue (`build_item_embeddings`), each encoder isolated (`plugin_runs`).
 
 The output table `item_embeddings` (schema `schemas.vector_table`) holds `item_id`, one
 fixed-size-list float32 column per modality (e.g. `text`, `image`) and `fused`. Models receive the

@@ -27,6 +27,7 @@ import pyarrow as pa
 from ctr_dagster.contracts import config_from_dict
 from ctr_dagster.embeddings import cache as cache_mod
 from ctr_dagster.locks import exclusive
+from ctr_dagster.plugin_runs import PluginReport, plugin_report
 
 #: Items per `encode` call (bounds memory; each call is one progress line in the log).
 CHUNK = 4096
@@ -48,7 +49,8 @@ class EncodeOutcome:
     fit_seconds: float = 0.0
     state: str = "stateless"  # "stateless" | "fitted" | "loaded"
     identity: str = ""
-    fit_summary: dict[str, Any] = field(default_factory=dict)
+    #: The encoder's own report (its `summary` + `report(directory)`, `contracts.PluginReporting`).
+    report: PluginReport = field(default_factory=PluginReport)
 
     @property
     def items_per_second(self) -> float | None:
@@ -77,17 +79,17 @@ def prepare_encoder(
     state_root: Path,
     refit: bool,
     log: Callable[[str], None],
-) -> tuple[Any, str, str | None, float, dict[str, Any]]:
-    """(encoder ready to encode, state, state digest, fit seconds, fit summary)."""
+) -> tuple[Any, str, str | None, float]:
+    """(encoder ready to encode, state, state digest, fit seconds)."""
     encoder = cls(config)
     if not callable(getattr(cls, "fit", None)):
-        return encoder, "stateless", None, 0.0, {}
+        return encoder, "stateless", None, 0.0
     target = Path(state_root) / cls.name / _fit_key(cls, config)
     with exclusive(target.with_suffix(".lock")):
         if target.is_dir() and not refit:
             loaded = _with_runtime_fields(cls.load(target), cls, config)
             log(f"{cls.name}: loaded its fitted weights from {target}")
-            return loaded, "loaded", cache_mod.directory_digest(target), 0.0, getattr(loaded, "summary", {})
+            return loaded, "loaded", cache_mod.directory_digest(target), 0.0
         started = time.perf_counter()
         fitted = encoder.fit(items, attributes)
         fitted = fitted if fitted is not None else encoder
@@ -103,7 +105,7 @@ def prepare_encoder(
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     log(f"{cls.name}: fitted on {items.num_rows} items in {seconds:.1f} s, stored in {target}")
-    return fitted, "fitted", cache_mod.directory_digest(target), seconds, getattr(fitted, "summary", {})
+    return fitted, "fitted", cache_mod.directory_digest(target), seconds
 
 
 def _check(name: str, out: Any, rows: int, dim: int | None) -> np.ndarray:
@@ -129,9 +131,13 @@ def run_encoder(
     cache_root: Path,
     state_root: Path,
     refit: bool = False,
+    report_dir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> EncodeOutcome:
-    """Vectors of every item for one encoder: cached ones read, the rest encoded and cached."""
+    """Vectors of every item for one encoder: cached ones read, the rest encoded and cached.
+
+    The encoder's report (`summary`, and `report(report_dir)` when it has one and a folder is given)
+    lands in `outcome.report`."""
     config = config_from_dict(cls, config_values)
     outcome = EncodeOutcome(cls.name, cls.modality)
     columns = getattr(cls, "columns", None) or cache_mod.MODALITY_COLUMNS[cls.modality]
@@ -142,7 +148,7 @@ def run_encoder(
     has_content = np.array([k is not None for k in keys], dtype=bool)
     outcome.without_content = int((~has_content).sum())
 
-    encoder, outcome.state, digest, outcome.fit_seconds, outcome.fit_summary = prepare_encoder(
+    encoder, outcome.state, digest, outcome.fit_seconds = prepare_encoder(
         cls, config, items, attributes, state_root, refit, log
     )
     outcome.identity = cache_mod.identity(cls, config, digest)
@@ -179,6 +185,7 @@ def run_encoder(
         vectors[todo] = new_vectors[[lookup[keys[i]] for i in todo]]
     outcome.vectors, outcome.present, outcome.dim = vectors, has_content, dim
     outcome.encoded, outcome.cached = len(todo), int(found.sum())
+    outcome.report = plugin_report(encoder, report_dir)
     log(
         f"{cls.name}: {outcome.encoded} items encoded, {outcome.cached} from the cache, "
         f"{outcome.without_content} without content (identity {outcome.identity})"

@@ -1,8 +1,8 @@
 """The item-embeddings stage: every encoder (and imported precomputed vectors) -> fused -> scored.
 
-`build_item_embeddings` runs each encoder through the cache (`encoding.run_encoder`), isolates
-failures (a failing encoder becomes a "failed" record with its error; the stage goes on when at
-least one modality produced vectors), fuses the modalities (`fusion.fuse`) and measures
+`build_item_embeddings` runs each encoder through the cache (`encoding.run_encoder`), isolated by
+`ctr_dagster.plugin_runs` (a failing encoder becomes a "failed" run with its error, a broken plugin a
+"broken" one; the stage goes on when at least one modality produced vectors), fuses the modalities (`fusion.fuse`) and measures
 usefulness per modality and for the fused vector (`usefulness`). The result holds the
 `item_embeddings` table (schema `schemas.vector_table`) and everything the asset shows.
 """
@@ -10,7 +10,6 @@ usefulness per modality and for the fused vector (`usefulness`). The result hold
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from ctr_dagster.embeddings import usefulness
 from ctr_dagster.embeddings.cache import from_fixed_list, to_fixed_list
 from ctr_dagster.embeddings.encoding import EncodeOutcome, run_encoder
 from ctr_dagster.embeddings.fusion import Fused, fuse
+from ctr_dagster.plugin_runs import PluginRun, PluginRuns, Step, run_plugins
 
 FUSED = schemas.FUSED
 CATEGORY = "category"
@@ -41,24 +41,42 @@ class EncoderSpec:
 
 @dataclass
 class Source:
-    """One modality column of the output: an encoder's vectors, or an imported precomputed column."""
+    """One modality column of the output: an encoder's run, or an imported precomputed column."""
 
     name: str  # encoder name, or "precomputed"
     modality: str
     column: str = ""
-    status: str = "ok"  # ok | failed | precomputed
-    error: str | None = None
-    detail: str = ""
-    outcome: EncodeOutcome | None = None
+    run: PluginRun[EncodeOutcome] | None = None  # the encoder's isolated run (None: precomputed)
+    outcome: EncodeOutcome | None = None  # precomputed vectors' counts (an encoder's: run.value)
+
+    def __post_init__(self) -> None:
+        if self.run is not None and self.run.ok:
+            self.outcome = self.run.value
+
+    @property
+    def status(self) -> str:
+        """ok | failed | broken (an encoder's run) or precomputed."""
+        return self.run.status if self.run is not None else "precomputed"
+
+    @property
+    def error(self) -> str | None:
+        return self.run.error if self.run is not None else None
+
+    @property
+    def detail(self) -> str:
+        return self.run.detail if self.run is not None else ""
 
     def row(self) -> dict[str, Any]:
+        """The uniform plugin row (encoder, status, seconds, error) plus the encoder's own figures."""
         o = self.outcome
         speed = o.items_per_second if o else None
+        row = (
+            self.run.row("encoder") if self.run is not None else {"encoder": self.name, "status": self.status}
+        )
         return {
-            "encoder": self.name,
+            **row,
             "modality": self.modality,
             "column": self.column or "-",
-            "status": self.status,
             "dim": o.dim if o else None,
             "encoded": o.encoded if o else None,
             "cached": o.cached if o else None,
@@ -68,14 +86,14 @@ class Source:
             "encode_s": round(o.encode_seconds, 2) if o else None,
             "items_per_s": round(speed, 1) if speed else None,
             "identity": o.identity if o else None,
-            "error": self.error,
         }
 
 
 @dataclass
 class EmbeddingsResult:
     table: pa.Table
-    sources: list[Source]
+    sources: list[Source]  # every encoder run (ok / failed / broken) and precomputed column
+    runs: PluginRuns[PluginRun[EncodeOutcome]]  # the encoders' runs: problems, reports
     fused: Fused
     probes: dict[str, dict[str, usefulness.ProbeResult]]  # column -> attribute -> result
     retrieval: dict[str, float | None]  # column -> P@k
@@ -87,7 +105,7 @@ class EmbeddingsResult:
 
     @property
     def columns(self) -> list[str]:
-        return [s.column for s in self.sources if s.status != "failed"] + [FUSED]
+        return [s.column for s in self.sources if s.status in ("ok", "precomputed")] + [FUSED]
 
     def probe_rows(self) -> list[dict[str, Any]]:
         """One row per attribute: majority rate, then each column's probe accuracy."""
@@ -156,8 +174,7 @@ def _precomputed_sources(
             vectors[found] = from_fixed_list(taken_col, dim)
             present[found] = taken_col.is_valid().to_numpy(zero_copy_only=False)
         outcome = EncodeOutcome("precomputed", f.name, vectors, present, dim, 0, int(present.sum()))
-        source = Source("precomputed", f.name, _column_name(f.name, "precomputed", taken), "precomputed")
-        source.outcome = outcome
+        source = Source("precomputed", f.name, _column_name(f.name, "precomputed", taken), outcome=outcome)
         out.append((source, vectors, present))
     return out
 
@@ -195,13 +212,19 @@ def build_item_embeddings(
     probe_labels: pa.Table | None = None,
     label_source: str = "catalogue",
     k: int = 10,
+    report_root: Path | None = None,
+    broken: Sequence[Any] = (),
     log: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
 ) -> EmbeddingsResult:
     """Encode (through the cache), fuse and score the catalogue; see the module docstring.
 
     `attributes` (structured catalogue, ITEM_ATTRIBUTES) is what trainable encoders may learn from,
     minus the held-out items' rows; `probe_labels` (same long form; default `attributes`) is what
-    the probes predict, e.g. the complete truth of a synthetic world.
+    the probes predict, e.g. the complete truth of a synthetic world. Each encoder runs isolated
+    (`plugin_runs.run_plugins`; failures logged through `warn`); its report (`summary` /
+    `report(directory)`) is collected under `report_root/<name>/`. `broken`: registry.BrokenPlugin
+    records of selected encoders, reported as "broken" runs.
     """
     seconds: dict[str, float] = {}
     item_ids = items.column("item_id").to_pylist()
@@ -213,14 +236,9 @@ def build_item_embeddings(
             pc.invert(pc.is_in(attributes.column("item_id"), value_set=held_ids))
         )
 
-    taken: set[str] = set()
-    sources: list[Source] = []
-    blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for spec in encoders:
-        name, modality = spec.cls.name, spec.cls.modality
-        source = Source(name, modality)
-        started = time.perf_counter()
-        try:
+    def step_for(spec: EncoderSpec) -> Callable[[Step], EncodeOutcome]:
+        def step(step: Step) -> EncodeOutcome:
+            name = spec.cls.name
             outcome = run_encoder(
                 spec.cls,
                 spec.config,
@@ -229,30 +247,53 @@ def build_item_embeddings(
                 cache_root=cache_root,
                 state_root=state_root,
                 refit=refit,
+                report_dir=report_root / name if report_root is not None else None,
                 log=log,
             )
+            step.phases.update(fit=outcome.fit_seconds, encode=outcome.encode_seconds)
+            step.report = outcome.report
             if not outcome.present.any():
-                raise ValueError(f"no item has content for {name} (modality {modality})")
-        except Exception as exc:  # isolation: one failing encoder must not sink the others
-            source.status, source.error = "failed", f"{type(exc).__name__}: {exc}"
-            source.detail = traceback.format_exc()
-            log(f"{name}: FAILED: {source.error}")
-        else:
-            source.outcome = outcome
-            source.column = _column_name(modality, name, taken)
-            blocks[source.column] = (outcome.vectors, outcome.present)
-        seconds[f"encoder/{name}"] = time.perf_counter() - started
+                raise ValueError(f"no item has content for {name} (modality {spec.cls.modality})")
+            return outcome
+
+        return step
+
+    runs = run_plugins(
+        "encoder", [(spec.cls.name, step_for(spec)) for spec in encoders], broken=broken, warn=warn or log
+    )
+    taken: set[str] = set()
+    sources: list[Source] = []
+    blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    modality = {spec.cls.name: spec.cls.modality for spec in encoders}
+    for run in runs:
+        source = Source(run.name, modality.get(run.name, "-"), run=run)
+        if run.ok:
+            source.column = _column_name(source.modality, run.name, taken)
+            blocks[source.column] = (run.value.vectors, run.value.present)
+        if run.status != "broken":
+            seconds[f"encoder/{run.name}"] = run.seconds
         sources.append(source)
     for source, vectors, present in _precomputed_sources(items, precomputed, taken):
         sources.append(source)
         blocks[source.column] = (vectors, present)
     if not blocks:
-        errors = "; ".join(f"{s.name}: {s.error}" for s in sources if s.error) or "no encoder selected"
+        errors = runs.errors() or "no encoder selected"
         raise RuntimeError(f"item_embeddings: no modality produced vectors ({errors})")
 
     with _blas_threads(BLAS_THREADS):
         return _fuse_and_score(
-            items, blocks, sources, heldout, attributes, probe_labels, width, whiten, label_source, k, seconds
+            items,
+            blocks,
+            sources,
+            runs,
+            heldout,
+            attributes,
+            probe_labels,
+            width,
+            whiten,
+            label_source,
+            k,
+            seconds,
         )
 
 
@@ -277,6 +318,7 @@ def _fuse_and_score(
     items: pa.Table,
     blocks: dict[str, tuple[np.ndarray, np.ndarray]],
     sources: list[Source],
+    runs: PluginRuns[PluginRun[EncodeOutcome]],
     heldout: np.ndarray,
     attributes: pa.Table | None,
     probe_labels: pa.Table | None,
@@ -315,6 +357,7 @@ def _fuse_and_score(
     return EmbeddingsResult(
         table=table,
         sources=sources,
+        runs=runs,
         fused=fused,
         probes=probes,
         retrieval=retrieval,

@@ -5,7 +5,8 @@ av) links on a heterogeneous hypergraph of products, categories and attribute-va
 plugin follows the released code's structure (see `ctr_hyperpave.net` for the network and its
 differences, `ctr_hyperpave.split` for the zero-shot split) at CPU scale:
 
-* graph: `ctr_dagster.hypergraph.build_hypergraph` (products, categories, AV nodes incl. the
+* graph: `ctr_hyperpave.hypergraph.build_hypergraph`, built in `fit` from the inputs the engine
+  offers (`FitContext.inputs`: "interactions", "candidates") (products, categories, AV nodes incl. the
   taxonomy's values without any catalogue row; pairwise edges; also_view / also_buy from the
   interaction logs, product_aspect, category_product_aspect);
 * features: hashed character n-grams of the title / category name / "attr is value"
@@ -29,6 +30,10 @@ differences, `ctr_hyperpave.split` for the zero-shot split) at CPU scale:
   above it, as the paper's multi-label decision). Items unknown at fit join the graph as new,
   edge-less product nodes (inductive).
 
+Reporting: `report(directory)` returns the fitted hypergraph's counts (nodes / edges / hyperedges /
+memberships per type, mean hyperedge sizes) and writes a picture of one product's neighbourhood; the
+engine shows them with the validation figures of `summary` (numbers as metadata, the picture inline).
+
 Scale-down (MODELS.md §6): hidden 64, `feature_dim` 512, at most 200 full-batch steps (early
 stopping usually ends near 80); `small` (2,000 items) trains in ~10 s on 2 CPU cores. Deterministic
 for a given `FitContext.seed`. No persistence: the extractor contract has no save/load, and the
@@ -40,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -84,6 +90,7 @@ class HyperpaveExtractor:
         self.config = config or HyperpaveConfig()
         self.summary: dict[str, Any] = {}
         self.split = None  # the ZeroShotSplit of the last fit (held-out AV nodes and edges)
+        self.graph = None  # the hypergraph of the last fit (ctr_hyperpave.hypergraph.Hypergraph)
         self._state: dict[str, Any] | None = None
 
     def fit(self, items: pa.Table, attributes: pa.Table, ctx: FitContext | None = None) -> HyperpaveExtractor:
@@ -92,7 +99,29 @@ class HyperpaveExtractor:
         with _torch_threads(self.config.threads):
             fitted = fit_model(self.config, items, attributes, ctx)
         self._state, self.summary, self.split = fitted.state, fitted.summary, fitted.split
+        self.graph = fitted.graph
         return self
+
+    def report(self, directory: Path) -> dict[str, Any]:
+        """The fitted hypergraph for people to look at (the engine's optional reporting hook): node,
+        edge, hyperedge and membership counts per type (read back from the networkx star expansion,
+        which must agree with the index arrays), mean hyperedge sizes, and a picture of one product's
+        neighbourhood written into `directory`."""
+        from ctr_hyperpave import hypergraph
+
+        if self.graph is None:
+            return {}
+        counts = hypergraph.graph_counts(self.graph.to_networkx())
+        sizes = {k: v for k, v in hypergraph.summary(self.graph).items() if k.startswith("mean_size_")}
+        png = hypergraph.render_neighbourhood(
+            self.graph,
+            Path(directory) / "hypergraph_neighbourhood.png",
+            title="one product's neighbourhood (squares: hyperedges)",
+        )
+        return {
+            **{f"hypergraph/{k}": v for k, v in {**counts, **sizes}.items()},
+            "hypergraph/neighbourhood": png,
+        }
 
     def extract(self, items: pa.Table) -> pa.Table:
         from ctr_hyperpave.training import extract_rows

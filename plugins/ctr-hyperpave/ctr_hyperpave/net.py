@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from ctr_dagster.hypergraph import FAMILIES, NODE_TYPES, Hypergraph
 from torch import nn
+
+from ctr_hyperpave.hypergraph import FAMILIES, NODE_TYPES, Hypergraph
 
 #: Fusion weights per destination node type (the code's hyperedge_type="all").
 FUSION: dict[str, dict[str, float]] = {

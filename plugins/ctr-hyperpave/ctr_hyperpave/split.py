@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ctr_dagster.hypergraph import Hypergraph
+
+from ctr_hyperpave.hypergraph import Hypergraph
 
 
 @dataclass(frozen=True)

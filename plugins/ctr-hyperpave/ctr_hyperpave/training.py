@@ -15,9 +15,9 @@ import pyarrow as pa
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ctr_dagster.contracts import FitContext
-    from ctr_dagster.hypergraph import Hypergraph
 
     from ctr_hyperpave.extractor import HyperpaveConfig
+    from ctr_hyperpave.hypergraph import Hypergraph
     from ctr_hyperpave.split import ZeroShotSplit
 
 
@@ -26,15 +26,16 @@ class Fitted:
     state: dict[str, Any]  # model, fitted tables, AV nodes, thresholds, applicable attributes, device
     summary: dict[str, Any]  # JSON-able figures (validation metrics, steps, thresholds, seconds)
     split: ZeroShotSplit
+    graph: Hypergraph  # the training hypergraph (what `HyperpaveExtractor.report` shows)
 
 
 def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: FitContext | None) -> Fitted:
     """Build the hypergraph, split it, train with early stopping on validation; see `HyperpaveExtractor`."""
     import torch
     from ctr_dagster.contracts import FitContext
-    from ctr_dagster.hypergraph import build_hypergraph
 
     from ctr_hyperpave import net
+    from ctr_hyperpave.hypergraph import build_hypergraph
     from ctr_hyperpave.split import slots_of, zero_shot_split
 
     ctx = ctx or FitContext()
@@ -44,6 +45,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     interactions = ctx.inputs.get("interactions")
     candidates = ctx.inputs.get("candidates")
     hg = build_hypergraph(items, attributes, interactions, candidates, max_partners=cfg.max_partners)
+    graph_seconds = time.perf_counter() - started
     split = zero_shot_split(hg, cfg.valid_avs, cfg.min_av_edges, ctx.seed, cfg.valid_seen_share)
     x_np = _features(hg, _title_map(items), cfg.feature_dim)
     x = torch.from_numpy(x_np).to(ctx.device)
@@ -120,6 +122,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     }
     summary = {
         "train_seconds": round(time.perf_counter() - started, 3),
+        "graph_build_seconds": round(graph_seconds, 3),
         "steps": step if n_sup else 0,
         "best_step": best["step"],
         "final_loss": round(loss_value, 5),
@@ -136,7 +139,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         },
     }
     ctx.log(f"hyperpave: {summary}")
-    return Fitted(state, summary, split)
+    return Fitted(state, summary, split, hg)
 
 
 def validate(
@@ -203,9 +206,9 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
     import pyarrow as pa
     import pyarrow.compute as pc
     import torch
-    from ctr_dagster.hypergraph import build_hypergraph
 
     from ctr_hyperpave import net
+    from ctr_hyperpave.hypergraph import build_hypergraph
 
     known = st["items"]
     new = items.filter(pc.invert(pc.is_in(items.column("item_id"), value_set=known.column("item_id"))))
@@ -277,9 +280,8 @@ def _title_map(items: pa.Table) -> dict[str, str]:
 
 def _features(hg: Hypergraph, title_of: dict[str, str], dim: int) -> np.ndarray:
     """Hashed text of every node, in the global order products | categories | AVs."""
-    from ctr_dagster.hypergraph import av_text
-
     from ctr_hyperpave.features import hashed_text
+    from ctr_hyperpave.hypergraph import av_text
 
     texts = [title_of[p] for p in hg.products] + list(hg.categories) + [av_text(a, v) for a, v in hg.avs]
     return hashed_text(texts, dim)

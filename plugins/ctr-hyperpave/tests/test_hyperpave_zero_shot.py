@@ -6,10 +6,10 @@ import pyarrow.compute as pc
 import pytest
 from ctr_dagster import testing
 from ctr_dagster.contracts import FitContext
-from ctr_dagster.hypergraph import build_hypergraph
 
 from ctr_hyperpave import net
 from ctr_hyperpave.extractor import HyperpaveConfig, HyperpaveExtractor
+from ctr_hyperpave.hypergraph import build_hypergraph
 from ctr_hyperpave.split import best_thresholds, zero_shot_split
 from ctr_hyperpave.training import NegativeSampler
 

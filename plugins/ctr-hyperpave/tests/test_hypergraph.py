@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from ctr_dagster import hypergraph as hgm
+from ctr_hyperpave import hypergraph as hgm
 
 DAY_MS = 86_400_000
 T0 = int(dt.datetime(2026, 11, 1, tzinfo=dt.UTC).timestamp() * 1000)

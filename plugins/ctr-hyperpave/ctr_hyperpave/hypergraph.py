@@ -19,7 +19,8 @@ gjiaying/HyperPAVE, `code/main.py` and `code/Hypergraph.py`):
 
 `Hypergraph` keeps everything as numpy index arrays (what a torch model needs, built in
 milliseconds on 2,000 items); `to_networkx()` gives the star expansion (one node per hyperedge,
-joined to its members) used for the counts shown as asset metadata and the neighbourhood picture.
+joined to its members) used for the counts and the neighbourhood picture the extractor reports
+(`HyperpaveExtractor.report`, shown by the engine's attribute stage).
 `with_av_edges` rebuilds the AV-dependent families for another set of product-AV edges (a model's
 message-passing subset). Heavy imports (networkx, matplotlib) stay inside the functions.
 """
@@ -371,9 +372,24 @@ def render_neighbourhood(hg: Hypergraph, path: Path, product: int | None = None,
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    from ctr_dagster.reports import save_png
+    return _save_png(fig, Path(path))
 
-    return save_png(fig, Path(path))
+
+def _save_png(fig: Any, path: Path) -> Path:
+    """Write the figure atomically (temp file + rename): a reader never sees half a picture."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def summary(hg: Hypergraph) -> dict[str, Any]:
