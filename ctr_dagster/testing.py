@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 
 from ctr_dagster import schemas
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict, contract_violations
+from ctr_dagster.metrics import auc
 
 __all__ = [
     "CheckResult",
@@ -476,24 +477,6 @@ def assert_scores_valid(scores: Any, n: int, task: str = "ctr") -> np.ndarray:
     return scores
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC (ties averaged), without scikit-learn."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    _, first, counts = np.unique(sorted_scores, return_index=True, return_counts=True)
-    for start, count in zip(first, counts, strict=True):
-        if count > 1:
-            ranks[order[start : start + count]] = start + (count + 1) / 2.0
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
 def uplift_gain(scores: np.ndarray, outcome: np.ndarray, treatment: np.ndarray) -> float:
     """Observed uplift (treated − control outcome rate) in the top half by score minus the bottom half."""
     order = np.argsort(-np.asarray(scores), kind="mergesort")
@@ -739,6 +722,8 @@ class ModelHarness:
                 )
             return
         score = auc(label, scores)
+        if score is None:
+            raise _fail("signal", f"the held-out split ({self.test.num_rows} rows) has one class: no AUC")
         if not score > self.min_auc:
             raise _fail(
                 "signal",

@@ -30,7 +30,12 @@ Inputs the engine may hand `fit` through ``ctx.inputs``:
 * ``item_embeddings``: float32[rows, d], row = item_idx -- used when the config has
   ``use_item_embeddings=True`` or the plugin `requires` it; `frozen_item_vectors` hands it to the module.
 * ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
-  "temperature"}`` -- the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
+  "temperature"}`` -- read as a `DistillationWeights` (missing weights take its defaults: 1, 1, T = 2);
+  the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
+
+`callbacks` (an instance attribute, empty by default) are handed to the `Trainer`: objects with
+``on_epoch_end(state)`` (`ctr_dagster.training.state.Callback`), e.g. a progress reporter or a test
+that stops or kills the run after an epoch.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
-from ctr_dagster.training.config import TrainerConfig
+from ctr_dagster.training.config import DistillationWeights, TrainerConfig
 from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
 
 if TYPE_CHECKING:
@@ -126,6 +131,7 @@ class TorchModel:
         self.encoder: Any = None
         self.summary: dict[str, Any] = {}
         self._item_matrix: np.ndarray | None = None
+        self.callbacks: list[Any] = []  # trainer callbacks (`ctr_dagster.training.state.Callback`)
 
     # -- hooks for subclasses ----------------------------------------------------------------------
     def build_module(self, spec: FeatureSpec) -> torch.nn.Module:
@@ -214,16 +220,12 @@ class TorchModel:
             train_t["teacher_logit"] = torch.from_numpy(
                 teacher_logits(distill["teacher_scores"], train.num_rows)
             )
-            distillation = {
-                "label_weight": float(distill.get("label_weight", 1.0)),
-                "teacher_weight": float(distill.get("teacher_weight", 1.0)),
-                "temperature": float(distill.get("temperature", 1.0)),
-            }
+            distillation = DistillationWeights.from_mapping(distill)
             ctx.log(f"{self.name}: distilling from teacher scores with {distillation}")
         torch.manual_seed(int(ctx.seed))
         module = self.build_module(spec)
         init_from = self._warm_start(module, ctx)
-        trainer = Trainer(self.config, loss_fn=self.loss)
+        trainer = Trainer(self.config, loss_fn=self.loss, callbacks=getattr(self, "callbacks", ()))
         summary = trainer.fit(
             module,
             train_t,
