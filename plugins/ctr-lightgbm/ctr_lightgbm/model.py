@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"  # the booster, LightGBM's own text format
-# META_FILE (model.json, ctr_dagster.artifact_meta): kind, format version, config, feature layout, summary
+# META_FILE (model.json, ctr_dagster.artifact_meta): kind, format version, config, feature layout, summary.
+#: The artifact kind of both entries (lightgbm, lightgbm_emb): one layout, the config says which.
+KIND = "lightgbm"
 
 
 @dataclass
@@ -272,14 +274,14 @@ class LightgbmModel:
         self.booster.save_model(str(directory / MODEL_FILE))
         if self.vectors is not None:
             self.vectors.save(directory)
-        write_meta(directory, self.name, FORMAT_VERSION, config=config_to_dict(self.config), **self.meta)
+        write_meta(directory, KIND, FORMAT_VERSION, config=config_to_dict(self.config), **self.meta)
 
     @classmethod
     def load(cls, directory: Path) -> LightgbmModel:
         import lightgbm as lgb
 
         directory = Path(directory)
-        document = read_meta(directory, cls.name, FORMAT_VERSION)
+        document = read_meta(directory, KIND, FORMAT_VERSION)
         model = cls(config_from_dict(cls, document.pop("config")))
         model.meta = document
         model.booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
