@@ -233,8 +233,9 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    per_epoch = len(range(0, kit_splits()[1]["train"].num_rows, TinyConfig.batch_size))
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3"):
-        fit_tiny(tmp_path, nan_after_batches=len(range(0, 2100, 128)) + 2)
+        fit_tiny(tmp_path, nan_after_batches=per_epoch + 2)
 
 
 def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path, monkeypatch):
