@@ -198,6 +198,17 @@ def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _check_inputs(train: dict[str, torch.Tensor], distillation: DistillationWeights | None) -> int:
+    """The number of train rows; ValueError when the tensors cannot be trained on."""
+    if "label" not in train:
+        raise ValueError("the train tensors must hold 'label'")
+    if distillation is not None and "teacher_logit" not in train:
+        raise ValueError("distillation needs the 'teacher_logit' tensor aligned with the train rows")
+    if len(train["label"]) == 0:
+        raise ValueError("no training rows")
+    return len(train["label"])
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -283,13 +294,7 @@ class Trainer:
         import torch
 
         cfg = self.config
-        if "label" not in train:
-            raise ValueError("the train tensors must hold 'label'")
-        if distillation is not None and "teacher_logit" not in train:
-            raise ValueError("distillation needs the 'teacher_logit' tensor aligned with the train rows")
-        n = len(train["label"])
-        if n == 0:
-            raise ValueError("no training rows")
+        n = _check_inputs(train, distillation)
         amp = amp_dtype(device, cfg.amp)
         module.to(device)
         summary = TrainSummary(
@@ -297,17 +302,10 @@ class Trainer:
             amp=str(amp).removeprefix("torch.") if amp else None,
             world_size=env.world_size,
         )
-        summary.run_key = run_key(
-            cfg,
-            {
-                "seed": seed,
-                "world_size": env.world_size,
-                "module": type(module).__qualname__,
-                "data": data_digest(train, valid),
-                "distillation": distillation.as_dict() if distillation is not None else None,
-                **(key_extra or {}),
-            },
-        )
+        extra = {"seed": seed, "world_size": env.world_size, "module": type(module).__qualname__}
+        extra["data"] = data_digest(train, valid)
+        extra["distillation"] = distillation.as_dict() if distillation is not None else None
+        summary.run_key = run_key(cfg, {**extra, **(key_extra or {})})
         if device.type != "cpu":
             bytes_total = sum(v.numel() * v.element_size() for v in train.values())
             if bytes_total < 2 * 1024**3:  # small enough: keep the whole split on the GPU
