@@ -6,7 +6,7 @@ dataset), scores the train split with it, and trains the student under its own e
 ``<student>_distilled`` with ``FitContext.inputs["distillation"]``::
 
     {"teacher": "din", "teacher_scores": float32[n_train],   # aligned with the train rows
-     "label_weight": 1.0, "teacher_weight": 1.0, "temperature": 1.0}
+     "label_weight": 1.0, "teacher_weight": 1.0, "temperature": 2.0}   # DistillationWeights
 
 How a student uses it is its own business; students built on the engine's torch trainer
 (`ctr_dagster.training`) get the standard loss
@@ -23,11 +23,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctr_dagster.registry import PluginInfo, Registry
+from ctr_dagster.training.config import DistillationWeights  # the one typed definition (torch-free)
 
 if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions: the code location
     import pyarrow as pa  # imports this module (to pair students with teachers) at load time
@@ -55,26 +55,6 @@ USER_COLUMNS = (
     "hist_age_s",
     "hist_rel_pos",
 )
-
-
-@dataclass(frozen=True)
-class DistillationWeights:
-    """Loss weights (launchpad config of a distillation asset)."""
-
-    label_weight: float = 1.0
-    teacher_weight: float = 1.0
-    #: Softens both sides (Hinton et al. 2015). 2 beat 1 on `tiny` for din -> din_student (AUC
-    #: +0.008 vs +0.003 over the lone student, seed 0; see plugins/ctr-din/tests).
-    temperature: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.label_weight < 0 or self.teacher_weight < 0 or self.label_weight + self.teacher_weight <= 0:
-            raise ValueError(
-                f"distillation weights must be >= 0 and not both 0, got label_weight={self.label_weight} "
-                f"teacher_weight={self.teacher_weight}"
-            )
-        if self.temperature <= 0:
-            raise ValueError(f"distillation temperature must be > 0, got {self.temperature}")
 
 
 def entry_name(student: str) -> str:
@@ -154,9 +134,7 @@ def distill_and_store(
             "distillation": {
                 "teacher": teacher.name,
                 "teacher_scores": scores,
-                "label_weight": weights.label_weight,
-                "teacher_weight": weights.teacher_weight,
-                "temperature": weights.temperature,
+                **weights.as_dict(),
             }
         }
 

@@ -427,7 +427,8 @@ def downstream_auc(
     import pyarrow.compute as pc
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+
+    from ctr_dagster.metrics import auc
 
     split = training.column("split")
     train_rows = np.flatnonzero(pc.equal(split, "train").to_numpy(zero_copy_only=False))
@@ -446,6 +447,6 @@ def downstream_auc(
         x = sp.hstack([context, features]).tocsr()
         model = LogisticRegression(C=1.0, max_iter=400, random_state=seed)
         model.fit(x[train_rows], label[train_rows])
-        out[f"auc_{name}"] = float(roc_auc_score(label[test_rows], model.predict_proba(x[test_rows])[:, 1]))
+        out[f"auc_{name}"] = float(auc(label[test_rows], model.predict_proba(x[test_rows])[:, 1]))
         log(f"downstream_auc[{name}]: {out[f'auc_{name}']:.4f} ({time.perf_counter() - started:.1f} s)")
     return out

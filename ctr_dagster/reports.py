@@ -29,7 +29,9 @@ def roc_calibration_png(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from sklearn.calibration import calibration_curve
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
+
+    from ctr_dagster.metrics import auc
 
     path = Path(path)
     fig = Figure(figsize=(8, 3.5), dpi=100)
@@ -44,7 +46,7 @@ def roc_calibration_png(
             continue
         if y.min() != y.max():
             fpr, tpr, _ = roc_curve(y, s)
-            roc_ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {roc_auc_score(y, s):.4f})")
+            roc_ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {auc(y, s):.4f})")
         else:
             roc_ax.plot([], [], linewidth=1.5, label=f"{name} (AUC n/a)")  # keeps colours aligned
         frac_pos, mean_pred = calibration_curve(y, np.clip(s, 0.0, 1.0), n_bins=10, strategy="uniform")

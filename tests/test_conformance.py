@@ -26,46 +26,76 @@ from ctrfix_good import GoodModel  # noqa: E402
 # --- synthetic data ------------------------------------------------------------------------------
 
 
+def _digest(table) -> str:
+    import hashlib
+
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
 def test_training_table_conforms_and_is_deterministic():
+    from ctr_dagster.datagen import build_world
+    from ctr_dagster.testing import data
+
     table = testing.make_training_table(1500, seed=3)
-    assert table.schema.equals(schemas.TRAINING)
+    assert table.schema.equals(schemas.TRAINING) and table.num_rows == 1500
     assert schemas.conform(table, schemas.TRAINING).equals(table)
-    assert table.equals(testing.make_training_table(1500, seed=3))
+    first = _digest(table)
+    for cached in (data.make_training_table, data._training_table_of, build_world):
+        cached.cache_clear()  # rebuild the world from nothing: same seed, same table
+    assert _digest(testing.make_training_table(1500, seed=3)) == first
     assert not table.equals(testing.make_training_table(1500, seed=4))
-    counts = dict(zip(*[c.to_pylist() for c in pc.value_counts(table["split"]).flatten()], strict=True))
-    assert counts == {"train": 1050, "valid": 225, "test": 225}
     ts = table["ts"].to_numpy()
     assert (np.diff(ts.astype("int64")) >= 0).all(), "rows are in time order (time split)"
+    # the split is by day, as the engine's: train days, then one valid day, then one test day
+    day = pc.strftime(table["ts"], format="%Y-%m-%d").to_numpy(zero_copy_only=False)
+    split = table["split"].to_numpy(zero_copy_only=False)
+    days = {s: sorted(set(day[split == s])) for s in ("train", "valid", "test")}
+    assert len(days["valid"]) == len(days["test"]) == 1 and len(days["train"]) >= 2
+    assert days["train"][-1] < days["valid"][0] < days["test"][0]
 
 
 def test_training_table_sequences_are_consistent():
+    from ctr_dagster.window import DatasetConfig
+
     table = testing.make_training_table(2000, seed=0)
     rows = table.to_pylist()
     assert any(r["hist_item_idx"] for r in rows) and any(not r["hist_item_idx"] for r in rows)
+    longest = 0
     for r in rows:
         n = len(r["hist_item_idx"])
-        assert n == len(r["hist_category_idx"]) == len(r["hist_age_s"]) == len(r["hist_rel_pos"]) <= 10
+        assert n == len(r["hist_category_idx"]) == len(r["hist_age_s"]) == len(r["hist_rel_pos"])
         assert r["hist_rel_pos"] == list(range(n, 0, -1))  # most recent last
         assert all(a > 0 for a in r["hist_age_s"])  # strictly before the row
         assert all(i >= 1 for i in r["hist_item_idx"])  # 0 = pad only
         assert r["user_click_count"] >= n
+        longest = max(longest, n)
+    assert longest == DatasetConfig().max_seq_len  # heavy users fill the engine's sequence length
 
 
-def test_unseen_users_and_items_are_oov_outside_train():
+def test_unseen_users_are_oov_and_listed_items_indexed_outside_train():
+    """The engine's vocabularies: users first seen after the train split are OOV (1); items have an
+    index as soon as the catalogue lists them (their content is known before any click)."""
     table = testing.make_training_table(3000, seed=0)
     train = table.filter(pc.equal(table["split"], "train"))
     rest = table.filter(pc.not_equal(table["split"], "train"))
     assert pc.min(train["item_idx"]).as_py() >= 2 and pc.min(train["user_idx"]).as_py() >= 2
+    new_users = rest["is_new_user"].to_numpy(zero_copy_only=False)
     new_items = rest["is_new_item"].to_numpy(zero_copy_only=False)
-    assert new_items.any()
-    assert (rest["item_idx"].to_numpy()[new_items] == 1).all()
-    assert (rest["item_idx"].to_numpy()[~new_items] >= 2).all()
+    assert new_users.any() and new_items.any()
+    assert (rest["user_idx"].to_numpy()[new_users] == 1).all()
+    assert (rest["user_idx"].to_numpy()[~new_users] >= 2).all()
+    assert (rest["item_idx"].to_numpy() >= 2).all()
 
 
 def test_training_table_signal_is_learnable():
     table = testing.make_training_table(3000, seed=0)
     ctr = pc.mean(pc.cast(table["label"], "float64")).as_py()
-    assert 0.1 < ctr < 0.4
+    assert 0.05 < ctr < 0.3  # the tiny profile's calibrated click rate
     position = table["position"].to_numpy()
     assert testing.auc(table["label"].to_numpy(), -position.astype(float)) > 0.55  # position bias
 
@@ -86,15 +116,25 @@ def test_cardinalities_and_inputs():
 
 
 def test_items_and_attributes_tables():
+    import re
+
     items = testing.make_items_table(12, seed=1)
-    assert items.schema.equals(schemas.ITEMS)
+    assert items.schema.equals(schemas.ITEMS) and items.num_rows == 12
     assert all(png.startswith(b"\x89PNG") for png in items["image_png"].to_pylist())
     attributes = testing.make_item_attributes_table(12, seed=1)
-    assert attributes.schema.equals(schemas.ITEM_ATTRIBUTES)
-    assert 0 < attributes.num_rows < 36  # some values only in titles
+    complete = testing.make_item_attributes_table(12, seed=1, complete=True)
+    oracle = testing.make_oracle_item_attributes_table(12, seed=1)
+    for table in (attributes, complete):
+        assert table.schema.equals(schemas.ITEM_ATTRIBUTES)
+        assert set(table["item_id"].to_pylist()) <= set(items["item_id"].to_pylist())
+    rows = lambda t: set(zip(*(t[c].to_pylist() for c in ("item_id", "attribute", "value")), strict=True))  # noqa: E731
+    assert rows(attributes) < rows(complete) == rows(oracle)  # some true values are not catalogued
+    assert rows(attributes) == rows(oracle.filter(oracle["in_catalogue"]))
+    # the titles state exactly the values the oracle flags in_title (whole words)
     titles = dict(zip(items["item_id"].to_pylist(), items["title"].to_pylist(), strict=True))
-    for row in attributes.to_pylist():
-        assert row["value"] in titles[row["item_id"]].lower()
+    for row in oracle.to_pylist():
+        stated = re.search(rf"\b{re.escape(row['value'])}\b", titles[row["item_id"]], re.IGNORECASE)
+        assert bool(stated) == row["in_title"], (row, titles[row["item_id"]])
 
 
 def test_auc_matches_the_pairwise_definition():
@@ -104,7 +144,7 @@ def test_auc_matches_the_pairwise_definition():
     pos, neg = s[y][:, None], s[~y][None, :]
     expected = ((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size)
     assert testing.auc(y, s) == pytest.approx(expected, abs=1e-12)
-    assert np.isnan(testing.auc(np.ones(3), np.arange(3.0)))
+    assert testing.auc(np.ones(3), np.arange(3.0)) is None  # one class: undefined (metrics.auc)
 
 
 # --- checks as functions -----------------------------------------------------------------------------
@@ -182,15 +222,26 @@ def test_find_pickles(tmp_path):
 
 
 def test_uplift_gain_rewards_the_planted_effect():
-    table = testing.make_training_table(6000, seed=0)
-    if "age_group_idx" in table.column_names:
-        young = (table["age_group_idx"].to_numpy() <= 3).astype(float)  # ages 1..2 -> indices 2..3
-    else:
-        young = (table["age_group"].to_numpy() <= 2).astype(float)  # the coupon works for them
+    """Scored by the world's true coupon effect (oracle p_click treated - control), the observed gain
+    is positive and close to the true gap between the halves; reversed, it is negative."""
+    import pyarrow as pa
+
+    from ctr_dagster.testing import data
+
+    world = testing.kit_world(0)
+    table = data.kit_training_table(0)
+    oracle = pa.concat_tables([world.day(d).oracle for d in world.dates()])
+    at = pc.index_in(table["impression_id"], value_set=oracle["impression_id"])
+    true = (
+        pc.take(oracle["p_click_treated"], at).to_numpy() - pc.take(oracle["p_click_control"], at).to_numpy()
+    )
+    order = np.argsort(-true, kind="mergesort")
+    expected = true[order[: len(order) // 2]].mean() - true[order[len(order) // 2 :]].mean()
     label = table["label"].to_numpy()
     treatment = table["treatment"].to_numpy()
-    assert testing.uplift_gain(young, label, treatment) > 0.1
-    assert testing.uplift_gain(-young, label, treatment) < -0.1
+    gain = testing.uplift_gain(true, label, treatment)
+    assert expected > 0.04 and gain == pytest.approx(expected, abs=0.015)
+    assert testing.uplift_gain(-true, label, treatment) < -0.04
 
 
 # --- the pytest base classes, used as a plugin author would --------------------------------------

@@ -129,3 +129,28 @@ def test_weights_are_validated():
         distillation.DistillationWeights(label_weight=0.0, teacher_weight=0.0)
     with pytest.raises(ValueError, match="temperature"):
         distillation.DistillationWeights(temperature=0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        distillation.DistillationWeights(label_weight=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation.DistillationWeights(temperature=float("nan"))
+
+
+def test_the_weights_have_one_definition_and_one_default(registry):
+    """The asset's launchpad, the engine stage, the torch plugin base and the trainer share one type."""
+    from assets.distill import _distill_config
+    from ctr_dagster.training.config import DistillationWeights
+
+    assert distillation.DistillationWeights is DistillationWeights
+    default = DistillationWeights()
+    assert default.as_dict() == {"label_weight": 1.0, "teacher_weight": 1.0, "temperature": 2.0}
+    # the plugin base reads FitContext.inputs["distillation"]: a missing weight takes the same default
+    assert DistillationWeights.from_mapping({"teacher_scores": [0.5], "teacher_weight": 3}) == (
+        DistillationWeights(teacher_weight=3.0)
+    )
+    assert DistillationWeights.from_mapping({}) == default
+    with pytest.raises(ValueError, match="temperature"):
+        DistillationWeights.from_mapping({"temperature": -1})
+    # the launchpad config of a distilled/<student> asset shows the same defaults
+    student, _teacher = _pair(registry)
+    fields = _distill_config(student).model_fields
+    assert {k: fields[k].default for k in default.as_dict()} == default.as_dict()

@@ -171,7 +171,8 @@ def test_duplicate_content_is_encoded_once(tmp_path):
 
 
 def _unique_images(items: pa.Table) -> pa.Table:
-    """make_items_table's images are 4 solid colours: make each item's bytes its own."""
+    """Two world items can share an image (same colour, shape, texture and jitter; 2 of the kit's 240
+    do): make each item's bytes its own, so the encode counts below are exact."""
     pngs, ids = items.column("image_png").to_pylist(), items.column("item_id").to_pylist()
     images = [b + i.encode() for b, i in zip(pngs, ids, strict=True)]
     return items.set_column(items.schema.get_field_index("image_png"), "image_png", pa.array(images))

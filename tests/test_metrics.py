@@ -25,6 +25,41 @@ def _gauc_brute_force(users: np.ndarray, labels: np.ndarray, scores: np.ndarray)
     return (total / weight if counted else None), counted
 
 
+# --- AUC -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_equals_sklearn_with_many_ties(seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 3000)
+    s = np.round(rng.random(3000) + 0.4 * y, 1)  # ~14 distinct scores: ties everywhere
+    assert metrics.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert metrics.auc(y.astype(bool), s) == metrics.auc(y.astype(np.float32), s)  # label dtypes
+    assert metrics.auc(y, np.zeros(3000)) == 0.5  # one big tie
+
+
+def test_auc_by_hand_and_undefined_cases():
+    # pos {0.5, 0.9} vs neg {0.1, 0.5}: 0.5>0.1, 0.5=0.5 (1/2), 0.9>both -> 3.5 / 4
+    assert metrics.auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.5, 0.5, 0.9])) == 0.875
+    assert metrics.auc(np.array([1, 1]), np.array([0.2, 0.3])) is None  # one class: undefined
+    assert metrics.auc(np.array([0, 0]), np.array([0.2, 0.3])) is None
+    assert metrics.auc(np.array([]), np.array([])) is None
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.auc(np.array([0, 1]), np.array([0.2, np.nan]))
+    with pytest.raises(ValueError, match="shape"):
+        metrics.auc(np.array([0, 1]), np.array([0.2]))
+    with pytest.raises(ValueError, match="0/1"):
+        metrics.auc(np.array([0, 2]), np.array([0.2, 0.3]))
+
+
+def test_there_is_one_auc():
+    """The trainer and the conformance kit use the metrics module's AUC, not their own."""
+    from ctr_dagster import testing
+    from ctr_dagster.training import trainer
+
+    assert testing.auc is metrics.auc and trainer.auc is metrics.auc
+
+
 # --- GAUC ------------------------------------------------------------------------------------------
 
 

@@ -15,22 +15,26 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ctr_dagster.metrics import auc  # noqa: E402
 from ctr_dagster.modeling import read_status, train_and_store  # noqa: E402
 from ctr_dagster.registry import PluginInfo  # noqa: E402
 from ctr_dagster.settings import Home  # noqa: E402
 from ctr_dagster.testing import find_pickles, make_training_table  # noqa: E402
 from ctr_dagster.training import checkpoint  # noqa: E402
 from ctr_dagster.training.batching import BatchEncoder, epoch_order, pad_sequences  # noqa: E402
+from ctr_dagster.training.config import DistillationWeights  # noqa: E402
 from ctr_dagster.training.device import amp_dtype, device_name  # noqa: E402
 from ctr_dagster.training.spec import FeatureSpec  # noqa: E402
-from ctr_dagster.training.trainer import (  # noqa: E402
-    CRASH_ENV,
-    NonFiniteLossError,
-    auc,
-    distillation_loss,
-)
+from ctr_dagster.training.state import Callback, LoopState  # noqa: E402
+from ctr_dagster.training.trainer import NonFiniteLossError, Trainer, distillation_loss  # noqa: E402
 from ctr_dagster.warehouse import Warehouse  # noqa: E402
-from tests.training_support import TinyConfig, TinyTorchModel, fit_tiny, kit_splits  # noqa: E402
+from tests.training_support import (  # noqa: E402
+    CRASH_STATUS,
+    TinyConfig,
+    TinyTorchModel,
+    fit_tiny,
+    kit_splits,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,16 +160,70 @@ def test_loss_decreases_and_the_model_learns(tmp_path):
 def test_resume_after_a_kill_gives_the_uninterrupted_result(tmp_path):
     """Kill the process right after epoch 2's checkpoint, re-run: same predictions as never killed."""
     workdir, out = tmp_path / "work", tmp_path / "resumed.npy"
-    killed = _run(["-m", "tests.training_support", "train", str(workdir), str(out)], {CRASH_ENV: "2"})
-    assert killed.returncode == 75 and not out.exists(), killed.stderr
+    train = ["-m", "tests.training_support", "train", str(workdir), str(out)]
+    killed = _run([*train, "--crash-after-epoch", "2"])
+    assert killed.returncode == CRASH_STATUS and not out.exists(), killed.stderr
+    assert "epoch 2/4" in killed.stdout and "epoch 3/4" not in killed.stdout
     state, meta = checkpoint.load(workdir / "checkpoints")
     assert meta["epoch"] == 2 and not meta["finished"]
-    resumed = _run(["-m", "tests.training_support", "train", str(workdir), str(out)])
+    resumed = _run(train)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from the checkpoint of epoch 2" in resumed.stdout
     assert "epoch 1/4" not in resumed.stdout and "epoch 3/4" in resumed.stdout
     uninterrupted = fit_tiny(tmp_path / "fresh")
     np.testing.assert_array_equal(np.load(out), uninterrupted.predict(kit_splits()[1]["test"]))
+
+
+class Recorder(Callback):
+    """Records what each epoch end shows; asks to stop after `stop_at` (0: never)."""
+
+    def __init__(self, stop_at: int = 0):
+        self.stop_at, self.seen = stop_at, []
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        self.seen.append((state.epoch, state.record["epoch"], state.finished, state.stop))
+        if state.epoch == self.stop_at:
+            state.stop = True
+
+
+def test_an_epoch_end_callback_sees_every_epoch_and_can_stop_the_run(tmp_path):
+    watcher = Recorder()
+    fit_tiny(None, epochs=3, callbacks=[watcher])
+    assert watcher.seen == [(1, 1, False, False), (2, 2, False, False), (3, 3, True, False)]
+
+    stopper, lines = Recorder(stop_at=2), []
+    model = fit_tiny(tmp_path, callbacks=[stopper], log=lines.append)
+    assert [s[0] for s in stopper.seen] == [1, 2]
+    assert [r["epoch"] for r in model.summary["history"]] == [1, 2]
+    _, meta = checkpoint.load(tmp_path / "checkpoints")
+    assert meta["epoch"] == 2 and not meta["finished"]  # a stop asked by a callback stays resumable
+    assert any(line.startswith("done: best epoch") for line in lines)
+    again = Recorder()
+    fit_tiny(tmp_path, callbacks=[again])
+    assert [s[0] for s in again.seen] == [3, 4]
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    """lr so high the monitor stops improving: the loop stops after `patience` bad epochs and the
+    model ends with the best epoch's weights, not the last one's."""
+    model = fit_tiny(tmp_path, epochs=8, lr=3.0, patience=1, lr_schedule="constant")
+    summary = model.summary
+    history = summary["history"]
+    assert summary["epochs_run"] == len(history) < 8
+    best = max(history, key=lambda r: r["valid_auc"])
+    assert summary["best_epoch"] == best["epoch"] and history[-1]["epoch"] == best["epoch"] + 1
+    state, meta = checkpoint.load(tmp_path / "checkpoints")
+    assert meta["finished"] and meta["best_epoch"] == best["epoch"]
+    weights = model.module.state_dict()
+    for key, value in state["best"].items():
+        assert torch.equal(weights[key], value), key
+    assert any(not torch.equal(weights[k], v) for k, v in state["model"].items())  # the last epoch's
+
+
+def test_the_trainer_takes_typed_distillation_weights():
+    module = torch.nn.Linear(1, 1)
+    with pytest.raises(TypeError, match="DistillationWeights"):
+        Trainer(TinyConfig()).fit(module, {}, {}, None, distillation={"temperature": 2.0})
 
 
 def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
@@ -176,8 +234,9 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    per_epoch = len(range(0, kit_splits()[1]["train"].num_rows, TinyConfig.batch_size))
     with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 3"):
-        fit_tiny(tmp_path, nan_after_batches=len(range(0, 2100, 128)) + 2)
+        fit_tiny(tmp_path, nan_after_batches=per_epoch + 2)
 
 
 def test_nan_fails_the_training_and_keeps_the_previous_artifact(tmp_path):
@@ -302,6 +361,30 @@ def test_a_student_follows_the_teacher_scores(tmp_path):
         TinyTorchModel(TinyConfig(epochs=1)).fit(
             train, parts["valid"], FitContext(inputs={"distillation": bad})
         )
+
+
+def test_the_plugin_base_hands_the_trainer_typed_weights_with_their_defaults(monkeypatch):
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.testing import training_cardinalities
+
+    table, parts = kit_splits()
+    seen = {}
+    real_fit = Trainer.fit
+
+    def spy(self, *args, distillation=None, **kwargs):
+        seen["weights"] = distillation
+        return real_fit(self, *args, distillation=distillation, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", spy)
+    soft = np.full(parts["train"].num_rows, 0.3)
+    ctx = FitContext(
+        cardinalities=training_cardinalities(table),
+        log=lambda s: None,
+        inputs={"distillation": {"teacher": "t", "teacher_scores": soft, "label_weight": 0.5}},
+    )
+    TinyTorchModel(TinyConfig(epochs=1)).fit(parts["train"], parts["valid"], ctx)
+    assert seen["weights"] == DistillationWeights(label_weight=0.5)  # teacher weight 1, T = 2
+    assert seen["weights"].temperature == 2.0
 
 
 # -- DDP -----------------------------------------------------------------------------------------

@@ -3,11 +3,14 @@
 `TinyTorchModel` embeds the target item/category and mean-pools the history, with a BatchNorm
 (buffers) and dropout (RNG) so resume and DDP tests exercise every kind of state.
 
-    python -m tests.training_support train WORKDIR OUT.npy [SEED]   # fit on the kit table, save test scores
+    python -m tests.training_support train WORKDIR OUT.npy [SEED] [--crash-after-epoch K]
+        # fit on the kit table, save the test scores; with --crash-after-epoch the process dies
+        # (os._exit, no cleanup) right after epoch K's checkpoint, like a killed job
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,10 @@ from ctr_dagster.contracts import FitContext
 from ctr_dagster.testing import make_training_table, training_cardinalities
 from ctr_dagster.training.config import TrainerConfig
 from ctr_dagster.training.plugin import TorchModel
+from ctr_dagster.training.state import Callback, LoopState
+
+#: The exit status of a run killed by `CrashAfterEpoch`.
+CRASH_STATUS = 75
 
 
 @dataclass
@@ -76,25 +83,45 @@ class TinyTorchModel(TorchModel):
         return Net()
 
 
+class CrashAfterEpoch(Callback):
+    """Ends the process without any cleanup right after epoch `epoch`'s checkpoint (resume-after-kill test)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        if state.epoch == self.epoch:
+            sys.stdout.flush()
+            os._exit(CRASH_STATUS)
+
+
 def kit_splits(n_rows: int = 3000, seed: int = 0):
     table = make_training_table(n_rows, seed)
     parts = {s: table.filter(pc.equal(table.column("split"), s)) for s in ("train", "valid", "test")}
     return table, parts
 
 
-def fit_tiny(workdir: Path | None, seed: int = 0, log=lambda s: None, **config) -> TinyTorchModel:
+def fit_tiny(
+    workdir: Path | None, seed: int = 0, log=lambda s: None, callbacks=(), **config
+) -> TinyTorchModel:
     table, parts = kit_splits()
     model = TinyTorchModel(TinyConfig(**config))
+    model.callbacks = list(callbacks)
     ctx = FitContext(seed=seed, workdir=workdir, cardinalities=training_cardinalities(table), log=log)
     return model.fit(parts["train"], parts["valid"], ctx)
 
 
 def main(argv: list[str]) -> None:
+    callbacks = []
+    if "--crash-after-epoch" in argv:
+        at = argv.index("--crash-after-epoch")
+        callbacks.append(CrashAfterEpoch(int(argv[at + 1])))
+        argv = argv[:at] + argv[at + 2 :]
     command, workdir, out = argv[0], Path(argv[1]), Path(argv[2])
     seed = int(argv[3]) if len(argv) > 3 else 0
     if command != "train":
         raise SystemExit(f"unknown command {command!r}")
-    model = fit_tiny(workdir, seed, log=print)
+    model = fit_tiny(workdir, seed, log=print, callbacks=callbacks)
     np.save(out, model.predict(kit_splits()[1]["test"]))
 
 

@@ -6,13 +6,14 @@ multi-GPU (torchrun/DDP) are done here, the same way for every deep model.
 
 Nothing here imports torch when this package is imported: the Dagster code location imports plugin
 modules (and so this package) at load time, and torch costs seconds. The names below are loaded on
-first use; the torch-free ones (`FeatureSpec`, `TrainerConfig`, `TorchConfig`) can be imported by a
-plugin module at import time.
+first use; the torch-free ones (`FeatureSpec`, `TrainerConfig`, `TorchConfig`, `DistillationWeights`,
+`LoopState`, `Callback`) can be imported by a plugin module at import time.
 
-Modules: `spec` (FeatureSpec), `config` (TrainerConfig), `batching` (Arrow -> tensors),
-`device` (CUDA/CPU, AMP), `checkpoint` (weights-only state files), `trainer` (Trainer),
-`ddp` (torchrun process group, sharding), `plugin` (TorchModel), `launch` (`python -m
-ctr_dagster.training.launch`: one model under torchrun, reporting through Dagster Pipes).
+Modules: `spec` (FeatureSpec), `config` (TrainerConfig, DistillationWeights), `batching` (Arrow ->
+tensors), `device` (CUDA/CPU, AMP), `checkpoint` (weights-only state files), `trainer` (Trainer: the
+loop in named steps), `state` (LoopState, Callback), `optim` (Adam / lazy Adam, lr schedules,
+clipping), `lazy_adam`, `ddp` (torchrun process group, sharding), `plugin` (TorchModel), `launch`
+(`python -m ctr_dagster.training.launch`: one model under torchrun, reporting through Dagster Pipes).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _LAZY = {
     "FeatureSpec": "ctr_dagster.training.spec",
     "TrainerConfig": "ctr_dagster.training.config",
     "TorchConfig": "ctr_dagster.training.config",
+    "DistillationWeights": "ctr_dagster.training.config",
+    "LoopState": "ctr_dagster.training.state",
+    "Callback": "ctr_dagster.training.state",
     "BatchEncoder": "ctr_dagster.training.batching",
     "select_device": "ctr_dagster.training.device",
     "device_name": "ctr_dagster.training.device",

@@ -22,25 +22,30 @@ logits; a module may also return ``{"logit": ..., "aux_loss": ...}``) and `predi
 The batch dict keys are documented in `ctr_dagster.training.batching`.
 
 Persistence is safe by construction: ``weights.safetensors`` (the module's state dict, frozen
-buffers included) and ``model.json`` (format version, config, feature spec, dense statistics,
-training summary, library versions). `load` rebuilds the module from the JSON and loads the weights;
+buffers included) and ``model.json`` (`ctr_dagster.artifact_meta`: kind = the plugin's name, format
+version, config, feature spec, dense statistics, training summary, library versions). `load` rebuilds the module from the JSON and loads the weights;
 nothing is unpickled.
 
 Inputs the engine may hand `fit` through ``ctx.inputs``:
 * ``item_embeddings``: float32[rows, d], row = item_idx -- used when the config has
   ``use_item_embeddings=True`` or the plugin `requires` it; `frozen_item_vectors` hands it to the module.
 * ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
-  "temperature"}`` -- the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
+  "temperature"}`` -- read as a `DistillationWeights` (missing weights take its defaults: 1, 1, T = 2);
+  the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
+
+`callbacks` (an instance attribute, empty by default) are handed to the `Trainer`: objects with
+``on_epoch_end(state)`` (`ctr_dagster.training.state.Callback`), e.g. a progress reporter or a test
+that stops or kills the run after an epoch.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ctr_dagster.artifact_meta import META_FILE, read_meta, write_meta
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
-from ctr_dagster.training.config import TrainerConfig
+from ctr_dagster.training.config import DistillationWeights, TrainerConfig
 from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
 
 if TYPE_CHECKING:
@@ -50,7 +55,6 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
-META_FILE = "model.json"
 
 
 def _cardinalities(tables: list[pa.Table], given: dict[str, int]) -> dict[str, int]:
@@ -126,6 +130,7 @@ class TorchModel:
         self.encoder: Any = None
         self.summary: dict[str, Any] = {}
         self._item_matrix: np.ndarray | None = None
+        self.callbacks: list[Any] = []  # trainer callbacks (`ctr_dagster.training.state.Callback`)
 
     # -- hooks for subclasses ----------------------------------------------------------------------
     def build_module(self, spec: FeatureSpec) -> torch.nn.Module:
@@ -214,16 +219,12 @@ class TorchModel:
             train_t["teacher_logit"] = torch.from_numpy(
                 teacher_logits(distill["teacher_scores"], train.num_rows)
             )
-            distillation = {
-                "label_weight": float(distill.get("label_weight", 1.0)),
-                "teacher_weight": float(distill.get("teacher_weight", 1.0)),
-                "temperature": float(distill.get("temperature", 1.0)),
-            }
+            distillation = DistillationWeights.from_mapping(distill)
             ctx.log(f"{self.name}: distilling from teacher scores with {distillation}")
         torch.manual_seed(int(ctx.seed))
         module = self.build_module(spec)
         init_from = self._warm_start(module, ctx)
-        trainer = Trainer(self.config, loss_fn=self.loss)
+        trainer = Trainer(self.config, loss_fn=self.loss, callbacks=getattr(self, "callbacks", ()))
         summary = trainer.fit(
             module,
             train_t,
@@ -315,16 +316,17 @@ class TorchModel:
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to("cpu").clone().contiguous() for k, v in self.module.state_dict().items()}
         save_file(state, str(directory / WEIGHTS_FILE))
-        document = {
-            "format_version": FORMAT_VERSION,
-            "plugin": self.name,
-            "config": config_to_dict(self.config),
-            "spec": self.spec.to_dict(),
-            "dense": self.encoder.state(),
-            "training": self.summary,
-            "versions": {"torch": torch.__version__.split("+")[0]},
-        }
-        (directory / META_FILE).write_text(json.dumps(document, sort_keys=True, indent=1), encoding="utf-8")
+        write_meta(
+            directory,
+            self.name,
+            FORMAT_VERSION,
+            filename=META_FILE,
+            config=config_to_dict(self.config),
+            spec=self.spec.to_dict(),
+            dense=self.encoder.state(),
+            training=self.summary,
+            versions={"torch": torch.__version__.split("+")[0]},
+        )
 
     @classmethod
     def load(cls, directory: Path) -> TorchModel:
@@ -334,11 +336,7 @@ class TorchModel:
         from ctr_dagster.training.batching import BatchEncoder
 
         directory = Path(directory)
-        document = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{cls.name}: unsupported model format {document.get('format_version')!r}")
-        if document.get("plugin") != cls.name:
-            raise ValueError(f"{cls.name}: {directory} holds a {document.get('plugin')!r} model")
+        document = read_meta(directory, cls.name, FORMAT_VERSION, filename=META_FILE)
         model = cls(config_from_dict(cls, document["config"]))
         model.spec = FeatureSpec.from_dict(document["spec"])
         model.encoder = BatchEncoder.from_state(model.spec, document["dense"])

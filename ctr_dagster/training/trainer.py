@@ -1,18 +1,21 @@
-"""The training loop every torch model plugin shares.
+"""The training loop every torch model plugin shares, in named steps (after FuxiCTR's `BaseModel`).
 
-Per epoch: a (seed, epoch)-determined permutation of the train rows, mini-batches sliced from
-tensors converted once (`batching`), forward under autocast on CUDA (bf16, or fp16 with a
-GradScaler), loss (the plugin's, default BCE on logits, plus any ``aux_loss`` the module returns,
-plus the distillation term below), backward, global-norm gradient clipping, Adam step. Then the
-validation AUC/logloss (rank 0), the learning-rate schedule, early stopping, a checkpoint and one
-log line. At the end the best epoch's weights are restored.
+``Trainer.fit`` = `_prepare` (checks, run key, optimisers, GradScaler, DDP wrap) -> `_resume` (the
+checkpoint of the same run, if any) -> per epoch: `train_epoch` (one `train_step` per mini-batch),
+`evaluate` (validation AUC/logloss), `_end_epoch` (monitor, early stopping, plateau lr decay, the
+history line), `_save_checkpoint`, the callbacks' ``on_epoch_end`` -> `_finish` (best weights back,
+summary). The loop's bookkeeping between epochs is a `LoopState` (`ctr_dagster.training.state`).
 
-Optimiser: Adam. On CPU in a single process the large embedding tables (>= `SPARSE_MIN_ROWS` rows)
-get sparse gradients and a lazy Adam (`lazy_adam.LazyAdam`, the update of `torch.optim.SparseAdam`
-/ TF's LazyAdam: only the rows a batch touches move), the other weights dense Adam (with
-`weight_decay`); a dense Adam step over 100k-row tables would otherwise cost more than the forward
-and backward passes. On CUDA and under DDP every weight gets dense Adam (NCCL has no sparse
-all-reduce). `sparse_embeddings=False` forces dense Adam everywhere.
+`train_epoch`: a (seed, epoch)-determined permutation of the train rows and mini-batches sliced from
+tensors converted once (`batching`). `train_step`: forward under autocast on CUDA (bf16, or fp16
+with a GradScaler), loss (the plugin's, default BCE on logits, plus any ``aux_loss`` the module
+returns, plus the distillation term below), backward, global-norm gradient clipping, Adam step.
+Optimisers and schedules (plateau / cosine / constant; sparse lazy Adam for large embedding tables on
+CPU) are in `optim`.
+
+Early stopping: the monitor is the validation AUC (-logloss when the valid split has one class,
+-train loss without a valid split); after `patience` epochs without a better one the loop stops, and
+at the end the best epoch's weights are restored.
 
 Checkpoint/resume: after every epoch the full loop state (model, best-so-far weights, optimizers,
 learning rate, scaler, torch RNG, epoch, history) is written to ``<workdir>/checkpoints/last.pt``
@@ -24,16 +27,17 @@ Because the permutation and the dropout RNG are derived from (seed, epoch) and e
 state is restored, a run killed after epoch k and re-run ends with bit-identical weights (on CPU) to
 one that was never interrupted.
 
-Distillation: with ``distillation = {"label_weight": a, "teacher_weight": b, "temperature": T}`` and a
-``teacher_logit`` tensor aligned with the train rows, the loss is
-``a * loss(z, y) + b * T^2 * BCE(sigmoid(z / T), sigmoid(z_t / T))`` -- the binary form of Hinton et
-al.'s soft-target loss (arXiv 1503.02531); T^2 keeps the soft term's gradient scale independent of T.
+Distillation: with ``distillation=DistillationWeights(label_weight=a, teacher_weight=b,
+temperature=T)`` (defaults 1, 1, 2; `ctr_dagster.training.config`) and a ``teacher_logit`` tensor
+aligned with the train rows, the loss is ``a * loss(z, y) + b * T^2 * BCE(sigmoid(z / T),
+sigmoid(z_t / T))`` -- the binary form of Hinton et al.'s soft-target loss (arXiv 1503.02531); T^2
+keeps the soft term's gradient scale independent of T.
 
 Non-finite loss: training stops at once with `NonFiniteLossError` naming the epoch and batch; the
 caller (the engine's `train_and_store`) then records the failure and never stores an artifact.
 
-Test hook: ``CTR_TRAINER_CRASH_AFTER_EPOCH=k`` makes the process ``os._exit`` right after epoch k's
-checkpoint is written (a crash without any cleanup), to test resume-after-kill.
+Callbacks: ``Trainer(config, callbacks=[...])``; see `ctr_dagster.training.state.Callback` (e.g. a
+test ends the process after epoch k's checkpoint to test resume-after-kill).
 """
 
 from __future__ import annotations
@@ -41,10 +45,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,15 +55,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ctr_dagster.training import checkpoint, ddp
+from ctr_dagster.metrics import auc
+from ctr_dagster.training import checkpoint, ddp, optim
 from ctr_dagster.training.batching import batches, epoch_order, take
-from ctr_dagster.training.config import TrainerConfig
+from ctr_dagster.training.config import DistillationWeights, TrainerConfig
 from ctr_dagster.training.device import amp_dtype
+from ctr_dagster.training.state import Callback, LoopState
 
 if TYPE_CHECKING:
     import torch
 
-CRASH_ENV = "CTR_TRAINER_CRASH_AFTER_EPOCH"
 LossFn = Callable[["torch.Tensor", dict[str, "torch.Tensor"]], "torch.Tensor"]
 
 
@@ -98,6 +102,51 @@ class TrainSummary:
         return asdict(self)
 
 
+@dataclass
+class EpochStats:
+    """One epoch's training pass: mean loss, rows trained (all ranks) and wall seconds."""
+
+    train_loss: float
+    rows: int
+    seconds: float
+
+
+@dataclass
+class TrainingRun:
+    """The fixed pieces of one `fit`, set up once by `Trainer._prepare` and used by every step."""
+
+    module: torch.nn.Module
+    wrapped: torch.nn.Module  # the DDP wrapper under torchrun, else the module itself
+    train: dict[str, torch.Tensor]
+    valid: dict[str, torch.Tensor]
+    ctx: Any
+    env: ddp.DistEnv
+    device: torch.device
+    amp: Any  # autocast dtype on CUDA, else None
+    seed: int
+    rows: int  # train rows
+    batch_rows: int  # global batch (divisible by the world size)
+    steps: int  # batches per epoch
+    params: list[Any]
+    optimizers: list[Any]
+    scaler: Any
+    distillation: DistillationWeights | None
+    ckpt_dir: Path | None
+    summary: TrainSummary
+    rows_seen: int = 0  # all epochs of this process's run, for the throughput
+    train_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def on_device(self) -> bool:
+        return self.device.type != "cpu"
+
+    def autocast(self) -> Any:
+        import torch
+
+        return torch.autocast(device_type="cuda", dtype=self.amp) if self.amp is not None else nullcontext()
+
+
 def bce_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     import torch.nn.functional as F
 
@@ -111,25 +160,6 @@ def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temper
 
     t = float(temperature)
     return t * t * F.binary_cross_entropy_with_logits(logits / t, torch.sigmoid(teacher_logits / t))
-
-
-def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """ROC AUC with tied scores given their average rank (Mann-Whitney U); None for one class.
-
-    Vectorized numpy (no scikit-learn import in the training process); equals sklearn's roc_auc_score.
-    """
-    y = np.asarray(labels) > 0.5
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(
-        np.asarray(scores, dtype=np.float64), return_inverse=True, return_counts=True
-    )
-    upper = np.cumsum(counts)
-    average_rank = upper - (counts - 1) / 2.0  # 1-based average rank of each distinct score
-    rank_sum = float(average_rank[inverse][y].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def logloss_from_logits(labels: np.ndarray, logits: np.ndarray) -> float | None:
@@ -168,67 +198,386 @@ def _clone_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-#: Embedding tables with at least this many rows get sparse gradients + lazy Adam on CPU; smaller ones
-#: (devices, hours, categories) stay dense: a sparse update's fixed cost exceeds a dense one there.
-SPARSE_MIN_ROWS = 1000
+def _check_inputs(train: dict[str, torch.Tensor], distillation: DistillationWeights | None) -> int:
+    """The number of train rows; ValueError when the tensors cannot be trained on."""
+    if "label" not in train:
+        raise ValueError("the train tensors must hold 'label'")
+    if distillation is not None and "teacher_logit" not in train:
+        raise ValueError("distillation needs the 'teacher_logit' tensor aligned with the train rows")
+    if len(train["label"]) == 0:
+        raise ValueError("no training rows")
+    return len(train["label"])
 
 
-def _sparse_embeddings(module: torch.nn.Module) -> list[Any]:
-    """Switch the large trainable embedding tables to sparse gradients; returns them (to switch back)."""
-    from torch import nn
-
-    tables = [
-        m
-        for m in module.modules()
-        if isinstance(m, nn.Embedding)
-        and m.weight.requires_grad
-        and m.max_norm is None
-        and not m.sparse
-        and m.num_embeddings >= SPARSE_MIN_ROWS
-    ]
-    for table in tables:
-        table.sparse = True
-    return tables
-
-
-def clip_grad_norm(params: list[Any], max_norm: float) -> float:
-    """Global-norm gradient clipping that also handles sparse gradients (coalesced in place)."""
-    import torch
-
-    squares = []
-    for p in params:
-        if p.grad is None:
-            continue
-        if p.grad.is_sparse:
-            p.grad = p.grad.coalesce()
-            squares.append(p.grad._values().float().pow(2).sum())
-        else:
-            squares.append(p.grad.float().pow(2).sum())
-    if not squares:
-        return 0.0
-    total = float(torch.stack(squares).sum().sqrt())
-    if math.isfinite(total) and total > max_norm:
-        scale = max_norm / (total + 1e-6)
-        for p in params:
-            if p.grad is not None:
-                if p.grad.is_sparse:
-                    p.grad._values().mul_(scale)
-                else:
-                    p.grad.mul_(scale)
-    return total
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 class Trainer:
-    """Trains one module on pre-converted tensor dicts. See the module docstring for the loop."""
+    """Trains one module on pre-converted tensor dicts. See the module docstring for the steps."""
 
-    def __init__(self, config: TrainerConfig, loss_fn: LossFn | None = None):
+    def __init__(
+        self,
+        config: TrainerConfig,
+        loss_fn: LossFn | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
         self.config = config
         self.loss_fn = loss_fn or bce_loss
+        self.callbacks = list(callbacks)
+        self._sparse_tables: list[Any] = []
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _log(self, ctx: Any, env: ddp.DistEnv, message: str) -> None:
-        if env.is_main:
-            ctx.log(message)
+    # -- fit: the steps in order --------------------------------------------------------------------
+    def fit(
+        self,
+        module: torch.nn.Module,
+        train: dict[str, torch.Tensor],
+        valid: dict[str, torch.Tensor],
+        ctx: Any,
+        *,
+        key_extra: dict[str, Any] | None = None,
+        distillation: DistillationWeights | None = None,
+    ) -> TrainSummary:
+        """Train `module` in place on `train` (must hold "label"), early-stopping on `valid`.
+
+        `ctx` is the plugin's FitContext (seed, device, workdir, log). `key_extra` adds to the run key
+        (e.g. the feature spec); `distillation` enables the soft-target term (needs "teacher_logit").
+        """
+        import torch
+
+        if distillation is not None and not isinstance(distillation, DistillationWeights):
+            raise TypeError(f"distillation must be a DistillationWeights, got {type(distillation).__name__}")
+        seed = int(ctx.seed)
+        random.seed(seed)  # for plugin code that draws from the global generators
+        np.random.seed(seed % 2**32)
+        threads = torch.get_num_threads()
+        if self.config.num_threads > 0:
+            torch.set_num_threads(self.config.num_threads)
+        env, device = ddp.setup(torch.device(getattr(ctx, "device", None) or "cpu"))
+        self._sparse_tables = []
+        try:
+            run = self._prepare(module, train, valid, ctx, env, device, seed, key_extra, distillation)
+            state = self._resume(run)
+            self._log_start(run)
+            if not state.finished:
+                for epoch in range(state.epoch + 1, self.config.epochs + 1):
+                    stats = self.train_epoch(run, state, epoch)
+                    valid_auc, valid_logloss = self.evaluate(run, epoch)
+                    self._end_epoch(run, state, epoch, stats, valid_auc, valid_logloss)
+                    self._save_checkpoint(run, state)
+                    ddp.barrier(env)
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(state)
+                    if state.stop:
+                        break
+            return self._finish(run, state)
+        finally:
+            for table in self._sparse_tables:  # back to dense gradients, also after an error
+                table.sparse = False
+            ddp.teardown(env)
+            torch.set_num_threads(threads)
+
+    # -- setup --------------------------------------------------------------------------------------
+    def _prepare(
+        self,
+        module: torch.nn.Module,
+        train: dict[str, torch.Tensor],
+        valid: dict[str, torch.Tensor],
+        ctx: Any,
+        env: ddp.DistEnv,
+        device: torch.device,
+        seed: int,
+        key_extra: dict[str, Any] | None,
+        distillation: DistillationWeights | None,
+    ) -> TrainingRun:
+        """Check the inputs, compute the run key, place the data, build optimisers, scaler and DDP."""
+        import torch
+
+        cfg = self.config
+        n = _check_inputs(train, distillation)
+        amp = amp_dtype(device, cfg.amp)
+        module.to(device)
+        summary = TrainSummary(
+            device=str(device),
+            amp=str(amp).removeprefix("torch.") if amp else None,
+            world_size=env.world_size,
+        )
+        extra = {"seed": seed, "world_size": env.world_size, "module": type(module).__qualname__}
+        extra["data"] = data_digest(train, valid)
+        extra["distillation"] = distillation.as_dict() if distillation is not None else None
+        summary.run_key = run_key(cfg, {**extra, **(key_extra or {})})
+        if device.type != "cpu":
+            bytes_total = sum(v.numel() * v.element_size() for v in train.values())
+            if bytes_total < 2 * 1024**3:  # small enough: keep the whole split on the GPU
+                train = {k: v.to(device) for k, v in train.items()}
+        params, optimizers = self._setup_optimizers(module, device, env)
+        wrapped: torch.nn.Module = module
+        if env.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(
+                module, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        batch_rows = max(1, cfg.batch_size // env.world_size) * env.world_size
+        workdir = getattr(ctx, "workdir", None)
+        return TrainingRun(
+            module=module,
+            wrapped=wrapped,
+            train=train,
+            valid=valid,
+            ctx=ctx,
+            env=env,
+            device=device,
+            amp=amp,
+            seed=seed,
+            rows=n,
+            batch_rows=batch_rows,
+            steps=math.ceil(n / batch_rows),
+            params=params,
+            optimizers=optimizers,
+            scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
+            distillation=distillation,
+            ckpt_dir=Path(workdir) / "checkpoints" if workdir else None,
+            summary=summary,
+        )
+
+    def _setup_optimizers(
+        self, module: torch.nn.Module, device: torch.device, env: ddp.DistEnv
+    ) -> tuple[list[Any], list[Any]]:
+        """(trainable params, optimisers): sparse lazy Adam for big tables on single-process CPU."""
+        params = [p for p in module.parameters() if p.requires_grad]
+        if self.config.sparse_embeddings and device.type == "cpu" and not env.active:
+            self._sparse_tables = optim.sparse_embeddings(module)
+        return params, optim.make_optimizers(params, self._sparse_tables, self.config)
+
+    def _resume(self, run: TrainingRun) -> LoopState:
+        """The state to start from: the checkpoint's when it belongs to this run key, else a fresh one."""
+        state = LoopState(lr=self.config.lr)
+        if run.ckpt_dir is None:
+            return state
+        loaded = checkpoint.load(run.ckpt_dir)
+        if loaded is None:
+            return state
+        saved, meta = loaded
+        if meta.get("run_key") != run.summary.run_key:
+            self._log(run, f"ignoring the checkpoint in {run.ckpt_dir}: it belongs to another run")
+            return state
+        run.module.load_state_dict(saved["model"])
+        for opt, opt_state in zip(run.optimizers, saved["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        state = LoopState.from_meta(meta, saved["best"])
+        optim.set_lr(run.optimizers, state.lr)
+        if saved.get("scaler"):
+            run.scaler.load_state_dict(saved["scaler"])
+        self._log(
+            run,
+            f"resuming from the checkpoint of epoch {state.epoch} in {run.ckpt_dir}"
+            + (" (run already finished: restoring its best weights)" if state.finished else ""),
+        )
+        return state
+
+    # -- one epoch ----------------------------------------------------------------------------------
+    def train_epoch(self, run: TrainingRun, state: LoopState, epoch: int) -> EpochStats:
+        """One pass over the train rows in the (seed, epoch) order; the cosine lr moves per batch."""
+        import torch
+
+        cfg, env = self.config, run.env
+        torch.manual_seed(run.seed * 100_003 + epoch)  # dropout etc.: a function of (seed, epoch) only
+        order = epoch_order(run.rows, run.seed, epoch)
+        run.wrapped.train()
+        cosine = cfg.lr_schedule == "cosine"
+        loss_sum, count = 0.0, 0
+        started = time.perf_counter()
+        for b, part in enumerate(batches(run.rows, run.batch_rows), start=1):
+            rows = ddp.shard(order[part], env)
+            if env.active and part.stop - part.start < env.world_size:
+                break  # a last global batch too small to give every rank a row
+            batch = take(run.train, torch.from_numpy(rows).to(run.train["label"].device))
+            if run.on_device:
+                batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+            if cosine:  # per batch, a function of the global step only
+                state.lr = optim.cosine_lr(cfg, epoch, b, run.steps)
+                optim.set_lr(run.optimizers, state.lr)
+            value = self.train_step(run, batch, epoch, b)
+            loss_sum += value * len(rows)
+            count += len(rows)
+            if cfg.log_every and b % cfg.log_every == 0:
+                rate = count * env.world_size / max(time.perf_counter() - started, 1e-9)
+                self._log(
+                    run,
+                    f"epoch {epoch} batch {b}/{run.steps}: loss {loss_sum / count:.4f}, {rate:,.0f} samples/s",
+                )
+        seconds = time.perf_counter() - started
+        seen = count * env.world_size
+        run.rows_seen += seen
+        run.train_seconds += seconds
+        return EpochStats(loss_sum / max(count, 1), seen, seconds)
+
+    def train_step(self, run: TrainingRun, batch: dict[str, torch.Tensor], epoch: int, b: int) -> float:
+        """Forward, loss, backward, clip, optimiser step on one batch; returns the loss (mean over ranks).
+
+        Raises `NonFiniteLossError` (naming epoch and batch `b`) before any weight moves.
+        """
+        with run.autocast():
+            logits, aux = _logits_and_aux(run.wrapped(batch))
+        logits = logits.float()
+        loss = self.loss_fn(logits, batch)
+        if run.distillation is not None:
+            d = run.distillation
+            soft = distillation_loss(logits, batch["teacher_logit"], d.temperature)
+            loss = d.label_weight * loss + d.teacher_weight * soft
+        if aux is not None:
+            loss = loss + aux.float()
+        value = float(ddp.all_mean(loss.detach(), run.env))
+        if not math.isfinite(value):
+            raise NonFiniteLossError(epoch, b, value)
+        for opt in run.optimizers:
+            opt.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if self.config.grad_clip_norm > 0:
+            for opt in run.optimizers:
+                run.scaler.unscale_(opt)
+            optim.clip_grad_norm(run.params, self.config.grad_clip_norm)
+        for opt in run.optimizers:
+            run.scaler.step(opt)
+        run.scaler.update()
+        return value
+
+    def evaluate(self, run: TrainingRun, epoch: int) -> tuple[float | None, float | None]:
+        """(valid AUC, valid logloss): computed on rank 0, shared with every rank; None without them."""
+        valid_auc, valid_logloss = (None, None)
+        if run.env.is_main:
+            valid_auc, valid_logloss = self.validation_metrics(run.module, run.valid, run.device, run.amp)
+        packed = ddp.broadcast_floats(
+            [math.nan if v is None else v for v in (valid_auc, valid_logloss)], run.env, run.device
+        )
+        valid_auc, valid_logloss = (None if math.isnan(v) else v for v in packed)
+        if valid_logloss is not None and not math.isfinite(valid_logloss):
+            raise NonFiniteLossError(epoch, 0, valid_logloss)
+        return valid_auc, valid_logloss
+
+    def validation_metrics(
+        self, module: torch.nn.Module, valid: dict[str, torch.Tensor], device: Any, amp: Any
+    ) -> tuple[float | None, float | None]:
+        """(AUC, logloss) of `module` on `valid` in this process; (nan, nan) for non-finite logits."""
+        if not valid or len(valid["label"]) == 0:
+            return None, None
+        features = {k: v for k, v in valid.items() if k not in ("label", "teacher_logit")}
+        logits = self.predict_logits(module, features, device, amp)
+        if not np.all(np.isfinite(logits)):
+            return float("nan"), float("nan")
+        y = valid["label"].numpy().astype(np.float64)
+        return auc(y, logits), logloss_from_logits(y, logits)
+
+    def _end_epoch(
+        self,
+        run: TrainingRun,
+        state: LoopState,
+        epoch: int,
+        stats: EpochStats,
+        valid_auc: float | None,
+        valid_logloss: float | None,
+    ) -> None:
+        """Monitor, best weights, early stopping, plateau lr decay and the epoch's history line."""
+        cfg = self.config
+        # Monitor: valid AUC; -logloss when the valid split has one class; -train loss without it.
+        if valid_auc is not None:
+            monitor = valid_auc
+        elif valid_logloss is not None:
+            monitor = -valid_logloss
+        else:
+            monitor = -stats.train_loss
+        epoch_lr = run.optimizers[0].param_groups[0]["lr"]
+        state.epoch, state.improved = epoch, monitor > state.best_monitor
+        if state.improved:
+            state.best_monitor, state.bad_epochs, state.best_epoch = monitor, 0, epoch
+            state.best_weights = _clone_state(run.module)
+        else:
+            state.bad_epochs += 1
+            if cfg.lr_schedule == "plateau":  # FuxiCTR: decay after each bad epoch
+                state.lr = optim.plateau_lr(cfg, state.lr)
+                optim.set_lr(run.optimizers, state.lr)
+        state.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": stats.train_loss,
+                "valid_auc": valid_auc,
+                "valid_logloss": valid_logloss,
+                "lr": epoch_lr,
+                "samples_per_s": stats.rows / max(stats.seconds, 1e-9),
+                "seconds": stats.seconds,
+            }
+        )
+        early = cfg.patience > 0 and state.bad_epochs >= cfg.patience
+        state.stop = early
+        state.finished = early or epoch == cfg.epochs
+        self._log(
+            run,
+            f"epoch {epoch}/{cfg.epochs}: train loss {stats.train_loss:.4f}, valid AUC {_fmt(valid_auc)}, "
+            f"logloss {_fmt(valid_logloss)}, lr {epoch_lr:.2e}, "
+            f"{state.history[-1]['samples_per_s']:,.0f} samples/s, {stats.seconds:.1f} s"
+            + (" *" if state.improved else "")
+            + (f" -- early stop (no better valid AUC for {state.bad_epochs} epochs)" if early else ""),
+        )
+
+    def _save_checkpoint(self, run: TrainingRun, state: LoopState) -> None:
+        """The full loop state after this epoch (rank 0 only; atomic replace of ``last.pt``)."""
+        import torch
+
+        if run.ckpt_dir is None or not run.env.is_main:
+            return
+        tensors = {
+            "model": run.module.state_dict(),
+            "best": state.best_weights,
+            "optimizers": [opt.state_dict() for opt in run.optimizers],
+            "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {},
+            "torch_rng": torch.get_rng_state(),
+        }
+        checkpoint.save(run.ckpt_dir, tensors, {"run_key": run.summary.run_key, **state.meta()})
+
+    # -- the end ------------------------------------------------------------------------------------
+    def _finish(self, run: TrainingRun, state: LoopState) -> TrainSummary:
+        """Restore the best epoch's weights, check DDP ranks agree, fill and log the summary."""
+        module, summary = run.module, run.summary
+        if state.best_weights is not None:
+            module.load_state_dict(state.best_weights)
+        module.eval()
+        summary.history = state.history
+        summary.best_epoch = state.best_epoch
+        summary.resumed_from_epoch = state.resumed_from_epoch
+        summary.epochs_run = len(state.history)
+        best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+        if best is not None:
+            summary.best_valid_auc, summary.best_valid_logloss = best["valid_auc"], best["valid_logloss"]
+        summary.train_seconds = run.train_seconds
+        summary.samples_per_s = run.rows_seen / run.train_seconds if run.train_seconds > 0 else 0.0
+        summary.rank_weight_spread = ddp.weight_spread(module, run.env, run.device)
+        scale = max(1.0, sum(float(p.detach().abs().sum()) for p in module.parameters()))
+        if summary.rank_weight_spread > 1e-6 * scale:
+            raise RuntimeError(
+                f"DDP ranks ended with different weights (checksum spread {summary.rank_weight_spread})"
+            )
+        self._log(
+            run,
+            f"done: best epoch {summary.best_epoch} (valid AUC {_fmt(summary.best_valid_auc)}), "
+            f"{summary.epochs_run} epochs, {summary.samples_per_s:,.0f} samples/s, "
+            f"{time.perf_counter() - run.started:.1f} s",
+        )
+        return summary
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _log(self, run: TrainingRun, message: str) -> None:
+        if run.env.is_main:
+            run.ctx.log(message)
+
+    def _log_start(self, run: TrainingRun) -> None:
+        env = run.env
+        self._log(
+            run,
+            f"training on {run.device}{f' with AMP {run.summary.amp}' if run.amp else ''}"
+            f"{f', DDP x{env.world_size}' if env.active else ''}: {run.rows} rows, "
+            f"{run.steps} batches of {run.batch_rows}/epoch, up to {self.config.epochs} epochs",
+        )
 
     def predict_logits(
         self, module: torch.nn.Module, data: dict[str, torch.Tensor], device: Any, amp: Any = None
@@ -246,347 +595,3 @@ class Trainer:
                 logits, _ = _logits_and_aux(module(batch))
                 out.append(logits.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-    def _evaluate(
-        self, module: torch.nn.Module, valid: dict[str, torch.Tensor], device: Any, amp: Any
-    ) -> tuple[float | None, float | None]:
-        if not valid or len(valid["label"]) == 0:
-            return None, None
-        features = {k: v for k, v in valid.items() if k not in ("label", "teacher_logit")}
-        logits = self.predict_logits(module, features, device, amp)
-        if not np.all(np.isfinite(logits)):
-            return float("nan"), float("nan")
-        y = valid["label"].numpy().astype(np.float64)
-        return auc(y, logits), logloss_from_logits(y, logits)
-
-    # -- the loop --------------------------------------------------------------------------------
-    def fit(
-        self,
-        module: torch.nn.Module,
-        train: dict[str, torch.Tensor],
-        valid: dict[str, torch.Tensor],
-        ctx: Any,
-        *,
-        key_extra: dict[str, Any] | None = None,
-        distillation: dict[str, float] | None = None,
-    ) -> TrainSummary:
-        """Train `module` in place on `train` (must hold "label"), early-stopping on `valid`.
-
-        `ctx` is the plugin's FitContext (seed, device, workdir, log). `key_extra` adds to the run key
-        (e.g. the feature spec); `distillation` enables the soft-target term (needs "teacher_logit").
-        """
-        import torch
-
-        cfg = self.config
-        seed = int(ctx.seed)
-        random.seed(seed)  # for plugin code that draws from the global generators
-        np.random.seed(seed % 2**32)
-        base_device = torch.device(getattr(ctx, "device", None) or "cpu")
-        threads = torch.get_num_threads()
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
-        env, device = ddp.setup(base_device)
-        amp = amp_dtype(device, cfg.amp)
-        self._sparse_tables: list[Any] = []
-        try:
-            return self._fit(module, train, valid, ctx, env, device, amp, seed, key_extra, distillation)
-        finally:
-            for table in self._sparse_tables:  # back to dense gradients, also after an error
-                table.sparse = False
-            ddp.teardown(env)
-            torch.set_num_threads(threads)
-
-    def _fit(
-        self,
-        module: torch.nn.Module,
-        train: dict[str, torch.Tensor],
-        valid: dict[str, torch.Tensor],
-        ctx: Any,
-        env: ddp.DistEnv,
-        device: torch.device,
-        amp: Any,
-        seed: int,
-        key_extra: dict[str, Any] | None,
-        distillation: dict[str, float] | None,
-    ) -> TrainSummary:
-        import torch
-
-        cfg = self.config
-        if "label" not in train:
-            raise ValueError("the train tensors must hold 'label'")
-        if distillation is not None and "teacher_logit" not in train:
-            raise ValueError("distillation needs the 'teacher_logit' tensor aligned with the train rows")
-        n = len(train["label"])
-        if n == 0:
-            raise ValueError("no training rows")
-        module.to(device)
-        summary = TrainSummary(
-            device=str(device),
-            amp=str(amp).removeprefix("torch.") if amp else None,
-            world_size=env.world_size,
-        )
-        summary.run_key = run_key(
-            cfg,
-            {
-                "seed": seed,
-                "world_size": env.world_size,
-                "module": type(module).__qualname__,
-                "data": data_digest(train, valid),
-                "distillation": distillation,
-                **(key_extra or {}),
-            },
-        )
-        on_device = device.type != "cpu"
-        if on_device:
-            bytes_total = sum(v.numel() * v.element_size() for v in train.values())
-            if bytes_total < 2 * 1024**3:  # small enough: keep the whole split on the GPU
-                train = {k: v.to(device) for k, v in train.items()}
-
-        params = [p for p in module.parameters() if p.requires_grad]
-        sparse_tables = (
-            _sparse_embeddings(module)
-            if cfg.sparse_embeddings and device.type == "cpu" and not env.active
-            else []
-        )
-        self._sparse_tables = sparse_tables
-        sparse_ids = {id(t.weight) for t in sparse_tables}
-        optimizers = [
-            torch.optim.Adam(
-                [p for p in params if id(p) not in sparse_ids], lr=cfg.lr, weight_decay=cfg.weight_decay
-            )
-        ]
-        if sparse_tables:
-            from ctr_dagster.training.lazy_adam import LazyAdam
-
-            optimizers.append(LazyAdam([t.weight for t in sparse_tables], lr=cfg.lr))
-        per_rank = max(1, cfg.batch_size // env.world_size) * env.world_size  # global batch, divisible
-        steps = math.ceil(n / per_rank)
-        lr = cfg.lr
-
-        def set_lr(value: float) -> None:
-            for opt in optimizers:
-                for group in opt.param_groups:
-                    group["lr"] = value
-
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-        wrapped: torch.nn.Module = module
-        if env.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            wrapped = DistributedDataParallel(
-                module, device_ids=[device.index] if device.type == "cuda" else None
-            )
-
-        workdir = Path(ctx.workdir) if getattr(ctx, "workdir", None) else None
-        ckpt_dir = workdir / "checkpoints" if workdir is not None else None
-        start_epoch, best_state, best_monitor, bad_epochs = 1, None, -math.inf, 0
-        finished = False
-        if ckpt_dir is not None:
-            loaded = checkpoint.load(ckpt_dir)
-            if loaded is not None and loaded[1].get("run_key") == summary.run_key:
-                state, meta = loaded
-                module.load_state_dict(state["model"])
-                best_state = state["best"]
-                for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
-                    opt.load_state_dict(opt_state)
-                lr = float(meta["lr"])
-                set_lr(lr)
-                if state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
-                start_epoch = int(meta["epoch"]) + 1
-                best_monitor = float(meta["best_monitor"])
-                bad_epochs = int(meta["bad_epochs"])
-                finished = bool(meta["finished"])
-                summary.history = list(meta["history"])
-                summary.best_epoch = int(meta["best_epoch"])
-                summary.resumed_from_epoch = int(meta["epoch"])
-                self._log(
-                    ctx,
-                    env,
-                    f"resuming from the checkpoint of epoch {meta['epoch']} in {ckpt_dir}"
-                    + (" (run already finished: restoring its best weights)" if finished else ""),
-                )
-            elif loaded is not None:
-                self._log(ctx, env, f"ignoring the checkpoint in {ckpt_dir}: it belongs to another run")
-
-        lw = tw = temperature = 0.0
-        if distillation is not None:
-            lw, tw = float(distillation["label_weight"]), float(distillation["teacher_weight"])
-            temperature = float(distillation["temperature"])
-            if temperature <= 0:
-                raise ValueError(f"distillation temperature must be > 0, got {temperature}")
-
-        autocast = (lambda: torch.autocast(device_type="cuda", dtype=amp)) if amp is not None else nullcontext
-        started_all = time.perf_counter()
-        seen_total, train_seconds = 0, 0.0
-        self._log(
-            ctx,
-            env,
-            f"training on {device}{f' with AMP {summary.amp}' if amp else ''}"
-            f"{f', DDP x{env.world_size}' if env.active else ''}: {n} rows, "
-            f"{steps} batches of {per_rank}/epoch, up to {cfg.epochs} epochs",
-        )
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, cfg.epochs + 1):
-            if finished:
-                break
-            torch.manual_seed(seed * 100_003 + epoch)  # dropout etc.: a function of (seed, epoch) only
-            order = epoch_order(n, seed, epoch)
-            wrapped.train()
-            loss_sum, count = 0.0, 0
-            epoch_start = time.perf_counter()
-            for b, part in enumerate(batches(n, per_rank), start=1):
-                rows = ddp.shard(order[part], env)
-                if env.active and part.stop - part.start < env.world_size:
-                    break  # a last global batch too small to give every rank a row
-                index = torch.from_numpy(rows).to(train["label"].device)
-                batch = take(train, index)
-                if on_device:
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with autocast():
-                    logits, aux = _logits_and_aux(wrapped(batch))
-                logits = logits.float()
-                loss = self.loss_fn(logits, batch)
-                if distillation is not None:
-                    loss = lw * loss + tw * distillation_loss(logits, batch["teacher_logit"], temperature)
-                if aux is not None:
-                    loss = loss + aux.float()
-                value = float(ddp.all_mean(loss.detach(), env))
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(epoch, b, value)
-                for opt in optimizers:
-                    opt.zero_grad(set_to_none=True)
-                if cfg.lr_schedule == "cosine":  # per batch, a function of the global step only
-                    t = ((epoch - 1) * steps + b - 1) / max(1, cfg.epochs * steps)
-                    lr = cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
-                    set_lr(lr)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip_norm > 0:
-                    for opt in optimizers:
-                        scaler.unscale_(opt)
-                    clip_grad_norm(params, cfg.grad_clip_norm)
-                for opt in optimizers:
-                    scaler.step(opt)
-                scaler.update()
-                loss_sum += value * len(rows)
-                count += len(rows)
-                if cfg.log_every and b % cfg.log_every == 0:
-                    rate = count * env.world_size / max(time.perf_counter() - epoch_start, 1e-9)
-                    self._log(
-                        ctx,
-                        env,
-                        f"epoch {epoch} batch {b}/{steps}: loss {loss_sum / count:.4f}, {rate:,.0f} samples/s",
-                    )
-            seconds = time.perf_counter() - epoch_start
-            seen = count * env.world_size
-            seen_total += seen
-            train_seconds += seconds
-            train_loss = loss_sum / max(count, 1)
-
-            valid_auc, valid_logloss = (None, None)
-            if env.is_main:
-                valid_auc, valid_logloss = self._evaluate(module, valid, device, amp)
-            packed = ddp.broadcast_floats(
-                [
-                    math.nan if valid_auc is None else valid_auc,
-                    math.nan if valid_logloss is None else valid_logloss,
-                ],
-                env,
-                device,
-            )
-            valid_auc = None if math.isnan(packed[0]) else packed[0]
-            valid_logloss = None if math.isnan(packed[1]) else packed[1]
-            if valid_logloss is not None and not math.isfinite(valid_logloss):
-                raise NonFiniteLossError(epoch, 0, valid_logloss)
-            # Monitor: valid AUC; -logloss when the valid split has one class; -train loss without it.
-            if valid_auc is not None:
-                monitor = valid_auc
-            elif valid_logloss is not None:
-                monitor = -valid_logloss
-            else:
-                monitor = -train_loss
-            epoch_lr = optimizers[0].param_groups[0]["lr"]
-            improved = monitor > best_monitor
-            if improved:
-                best_monitor, bad_epochs = monitor, 0
-                best_state = _clone_state(module)
-                summary.best_epoch = epoch
-            else:
-                bad_epochs += 1
-            if cfg.lr_schedule == "plateau" and not improved:  # FuxiCTR: decay after each bad epoch
-                lr = max(lr * cfg.lr_decay, cfg.min_lr)
-                set_lr(lr)
-            record = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "valid_auc": valid_auc,
-                "valid_logloss": valid_logloss,
-                "lr": epoch_lr,
-                "samples_per_s": seen / max(seconds, 1e-9),
-                "seconds": seconds,
-            }
-            summary.history.append(record)
-            stop = cfg.patience > 0 and bad_epochs >= cfg.patience
-            finished = stop or epoch == cfg.epochs
-            auc_text = "n/a" if valid_auc is None else f"{valid_auc:.4f}"
-            ll_text = "n/a" if valid_logloss is None else f"{valid_logloss:.4f}"
-            self._log(
-                ctx,
-                env,
-                f"epoch {epoch}/{cfg.epochs}: train loss {train_loss:.4f}, valid AUC {auc_text}, "
-                f"logloss {ll_text}, lr {epoch_lr:.2e}, {record['samples_per_s']:,.0f} samples/s, {seconds:.1f} s"
-                + (" *" if improved else "")
-                + (f" -- early stop (no better valid AUC for {bad_epochs} epochs)" if stop else ""),
-            )
-            if ckpt_dir is not None and env.is_main:
-                checkpoint.save(
-                    ckpt_dir,
-                    {
-                        "model": module.state_dict(),
-                        "best": best_state,
-                        "optimizers": [opt.state_dict() for opt in optimizers],
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                        "torch_rng": torch.get_rng_state(),
-                    },
-                    {
-                        "run_key": summary.run_key,
-                        "epoch": epoch,
-                        "lr": lr,
-                        "finished": finished,
-                        "best_monitor": best_monitor,
-                        "best_epoch": summary.best_epoch,
-                        "bad_epochs": bad_epochs,
-                        "history": summary.history,
-                    },
-                )
-            ddp.barrier(env)
-            crash = os.environ.get(CRASH_ENV)
-            if crash and int(crash) == epoch and not finished:
-                os._exit(75)  # test hook: die like a killed process, right after the checkpoint
-            if stop:
-                break
-
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
-        summary.epochs_run = len(summary.history)
-        best = next((r for r in summary.history if r["epoch"] == summary.best_epoch), None)
-        if best is not None:
-            summary.best_valid_auc, summary.best_valid_logloss = best["valid_auc"], best["valid_logloss"]
-        summary.train_seconds = train_seconds
-        summary.samples_per_s = seen_total / train_seconds if train_seconds > 0 else 0.0
-        summary.rank_weight_spread = ddp.weight_spread(module, env, device)
-        scale = max(1.0, sum(float(p.detach().abs().sum()) for p in module.parameters()))
-        if summary.rank_weight_spread > 1e-6 * scale:
-            raise RuntimeError(
-                f"DDP ranks ended with different weights (checksum spread {summary.rank_weight_spread})"
-            )
-        self._log(
-            ctx,
-            env,
-            f"done: best epoch {summary.best_epoch} (valid AUC "
-            f"{'n/a' if summary.best_valid_auc is None else f'{summary.best_valid_auc:.4f}'}), "
-            f"{summary.epochs_run} epochs, {summary.samples_per_s:,.0f} samples/s, "
-            f"{time.perf_counter() - started_all:.1f} s",
-        )
-        return summary

@@ -10,11 +10,11 @@ add are imported inside the methods that use them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctr_dagster.artifact_meta import read_meta, write_meta
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 
 if TYPE_CHECKING:
@@ -109,20 +109,11 @@ class BaselineLrModel:
         return features.sigmoid(x @ np.asarray(self.state["weights"]) + self.state["bias"])
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        document = {
-            "format_version": FORMAT_VERSION,
-            "config": config_to_dict(self.config),
-            "state": self.state,
-        }
-        (directory / "model.json").write_text(json.dumps(document), encoding="utf-8")
+        write_meta(directory, self.name, FORMAT_VERSION, config=config_to_dict(self.config), state=self.state)
 
     @classmethod
     def load(cls, directory: Path) -> BaselineLrModel:
-        document = json.loads((Path(directory) / "model.json").read_text(encoding="utf-8"))
-        if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{cls.name}: unsupported model format {document.get('format_version')!r}")
+        document = read_meta(directory, cls.name, FORMAT_VERSION)
         model = cls(config_from_dict(cls, document["config"]))
         model.state = document["state"]
         return model

@@ -18,13 +18,13 @@ this module when it discovers plugins.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctr_dagster.artifact_meta import read_meta, write_meta
 from ctr_dagster.contracts import config_from_dict, config_to_dict
 
 if TYPE_CHECKING:
@@ -214,27 +214,25 @@ class ImageCnnEncoder:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_backbone(model, directory / WEIGHTS_FILE, info.image_size, arch=info.arch)
-        document = {
-            "format_version": FORMAT_VERSION,
-            "config": config_to_dict(self.config),
-            "arch": info.arch,
-            "dim": info.dim,
-            "image_size": info.image_size,
-            "imagenet_stats": info.imagenet_stats,
-            "summary": self.summary,
-        }
-        (directory / META_FILE).write_text(json.dumps(document, sort_keys=True, indent=1), encoding="utf-8")
+        write_meta(
+            directory,
+            self.name,
+            FORMAT_VERSION,
+            filename=META_FILE,
+            config=config_to_dict(self.config),
+            arch=info.arch,
+            dim=info.dim,
+            image_size=info.image_size,
+            imagenet_stats=info.imagenet_stats,
+            summary=self.summary,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> ImageCnnEncoder:
         from ctr_image.network import BackboneInfo, load_backbone
 
         directory = Path(directory)
-        document = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{cls.name}: unsupported format {document.get('format_version')!r} in {directory}"
-            )
+        document = read_meta(directory, cls.name, FORMAT_VERSION, filename=META_FILE)
         encoder = cls(config_from_dict(cls, document["config"]))
         model, _ = load_backbone(directory / WEIGHTS_FILE, document["arch"], document["image_size"])
         encoder._model = model

@@ -11,12 +11,12 @@ inside the methods that use them.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctr_dagster.artifact_meta import META_FILE, read_meta, write_meta
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 
 if TYPE_CHECKING:
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.txt"  # the booster, LightGBM's own text format
-META_FILE = "model.json"  # config, feature layout, training summary
+# META_FILE (model.json, ctr_dagster.artifact_meta): kind, format version, config, feature layout, summary.
+#: The artifact kind of both entries (lightgbm, lightgbm_emb): one layout, the config says which.
+KIND = "lightgbm"
 
 
 @dataclass
@@ -272,19 +274,15 @@ class LightgbmModel:
         self.booster.save_model(str(directory / MODEL_FILE))
         if self.vectors is not None:
             self.vectors.save(directory)
-        document = {"format_version": FORMAT_VERSION, "config": config_to_dict(self.config), **self.meta}
-        (directory / META_FILE).write_text(json.dumps(document, sort_keys=True), encoding="utf-8")
+        write_meta(directory, KIND, FORMAT_VERSION, config=config_to_dict(self.config), **self.meta)
 
     @classmethod
     def load(cls, directory: Path) -> LightgbmModel:
         import lightgbm as lgb
 
         directory = Path(directory)
-        document = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        if document.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{cls.name}: unsupported model format {document.get('format_version')!r}")
+        document = read_meta(directory, KIND, FORMAT_VERSION)
         model = cls(config_from_dict(cls, document.pop("config")))
-        document.pop("format_version")
         model.meta = document
         model.booster = lgb.Booster(model_file=str(directory / MODEL_FILE))
         if model.booster.feature_name() != document["features"]["names"]:
