@@ -29,8 +29,13 @@ __all__ = [
     "plan_days",
     "behaviour_sequences",
     "build_training_table",
+    "sequence_capacity",
     "BuildResult",
 ]
+
+#: Schema metadata key of the TRAINING table: the `max_seq_len` it was built with (how many
+#: behaviours a row may hold), so a model asking for more can be told (`sequence_capacity`).
+SEQ_LEN_METADATA = b"ctr.max_seq_len"
 
 MS_PER_DAY = 86_400_000
 _USER_SHIFT = np.int64(1) << np.int64(41)  # ~70 years of milliseconds per user key block
@@ -58,10 +63,10 @@ def behaviour_sequences(
     click_users: np.ndarray,
     click_ts: np.ndarray,
     click_values: dict[str, np.ndarray],
-    max_len: int,
+    max_seq_len: int,
     chunk_rows: int = 500_000,
 ) -> tuple[np.ndarray, dict[str, pa.ListArray], np.ndarray]:
-    """For every row, the last `max_len` clicks of the same user strictly before the row's time.
+    """For every row, the last `max_seq_len` clicks of the same user strictly before the row's time.
 
     Users are integer codes, times int64 ms. Returns (offsets-derived lengths, list arrays of each
     `click_values` entry in chronological order plus `age_s` (seconds before the row) and `rel_pos`, total prior click count).
@@ -73,16 +78,16 @@ def behaviour_sequences(
 
     lengths_all, counts_all = [], []
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in [*click_values, "age_s", "rel_pos"]}
-    steps = np.arange(max_len, dtype=np.int64)
+    steps = np.arange(max_seq_len, dtype=np.int64)
     for start in range(0, len(row_users), chunk_rows):
         users = row_users[start : start + chunk_rows].astype(np.int64)
         ts = row_ts[start : start + chunk_rows]
         end = np.searchsorted(keys, users * _USER_SHIFT + ts, side="left")
         first = np.searchsorted(keys, users * _USER_SHIFT, side="left")
         count = end - first
-        length = np.minimum(count, max_len)
-        idx = end[:, None] - max_len + steps[None, :]
-        valid = steps[None, :] >= (max_len - length)[:, None]
+        length = np.minimum(count, max_seq_len)
+        idx = end[:, None] - max_seq_len + steps[None, :]
+        valid = steps[None, :] >= (max_seq_len - length)[:, None]
         flat = idx[valid]  # row-major: each row's slots oldest -> most recent
         for name, values in sorted_values.items():
             pieces[name].append(values[flat])
@@ -230,6 +235,9 @@ def build_training_table(
         }
     )
     table = conform(table, TRAINING, source="training_dataset")
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), SEQ_LEN_METADATA: str(config.max_seq_len).encode()}
+    )
 
     evaluation = pc.invert(train_mask)
     n_eval = max(1, int(pc.sum(pc.cast(evaluation, pa.int64())).as_py() or 0))
@@ -254,3 +262,15 @@ def build_training_table(
         stats[f"vocab_{name}_added"] = float(update.added)
         stats[f"vocab_{name}_new_id_rate"] = update.added / max(1, update.table.num_rows)
     return BuildResult(table=table, vocabs=vocabs, plan=plan, stats=stats)
+
+
+def sequence_capacity(table: pa.Table) -> int | None:
+    """How many behaviours per row `table`'s sequences may hold: the `max_seq_len` the training
+    dataset was built with (schema metadata), else the longest `hist_item_idx` list in it (a table
+    made elsewhere); None when it has no sequences."""
+    recorded = (table.schema.metadata or {}).get(SEQ_LEN_METADATA)
+    if recorded is not None:
+        return int(recorded)
+    if "hist_item_idx" not in table.column_names or table.num_rows == 0:
+        return None
+    return int(pc.max(pc.list_value_length(table.column("hist_item_idx"))).as_py() or 0)

@@ -11,6 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+#: How many of a user's most recent behaviours a sequence keeps: the one name (`max_seq_len`) and the
+#: one default of the project. The training dataset stores this many per row; the synthetic world's
+#: users remember this many clicks (so the default dataset holds the whole planted sequence signal);
+#: a torch model uses every behaviour the dataset holds unless its own `max_seq_len` is smaller.
+DEFAULT_MAX_SEQ_LEN = 20
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -18,7 +24,7 @@ class DatasetConfig:
     valid_days: int = 1
     test_days: int = 1
     history_days: int = 7
-    max_seq_len: int = 20
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     end_date: str | None = None  # last (test) day of the window; default: the latest available
 
     def validate(self) -> None:

@@ -248,7 +248,7 @@ def check_sequence_recomputes(w: World) -> None:
     request = raw.column("request_id").to_numpy(zero_copy_only=False)
     order = np.lexsort((position, ts, user))
     clicks = order[click[order] == 1]
-    signals, size, n = w.config.signals, w.config.slate_size, w.config.history_len
+    signals, size, n = w.config.signals, w.config.slate_size, w.config.max_seq_len
     starts = np.flatnonzero(np.r_[True, request[order][1:] != request[order][:-1]])
     mismatch_if_leaky = 0
     for s in starts:

@@ -10,7 +10,13 @@ import pyarrow as pa
 import pytest
 
 from ctr_dagster import vocab
-from ctr_dagster.dataset import DatasetConfig, behaviour_sequences, build_training_table, plan_days
+from ctr_dagster.dataset import (
+    DatasetConfig,
+    behaviour_sequences,
+    build_training_table,
+    plan_days,
+    sequence_capacity,
+)
 from ctr_dagster.schemas import IMPRESSIONS, ITEMS, TRAINING, USERS, conform
 from ctr_dagster.warehouse import Warehouse
 
@@ -84,7 +90,9 @@ def test_sequences_use_only_strictly_earlier_clicks_of_the_same_user():
     values = {"item": np.array([100, 200, 300, 900])}
     row_users = np.array([0, 0, 1, 0, 2])
     row_ts = np.array([20, 31, 6, 5, 100])  # row at ts=20 must not see the click at ts=20
-    lengths, lists, counts = behaviour_sequences(row_users, row_ts, click_users, click_ts, values, max_len=2)
+    lengths, lists, counts = behaviour_sequences(
+        row_users, row_ts, click_users, click_ts, values, max_seq_len=2
+    )
     assert lists["item"].to_pylist() == [[100], [200, 300], [900], [], []]
     assert lists["rel_pos"].to_pylist() == [[1], [2, 1], [1], [], []]
     ages = lists["age_s"].to_pylist()
@@ -119,6 +127,9 @@ def test_build_training_table_end_to_end(tmp_path):
     assert table.column("is_new_item").to_pylist() == [False, False, True, True, False]
     assert table.column("user_idx").to_pylist()[-1] == vocab.OOV
     assert result.stats["rows_test"] == 2
+    # the table says how many behaviours a row may hold, and the warehouse keeps it
+    Warehouse(tmp_path).write("training_dataset", table)
+    assert sequence_capacity(Warehouse(tmp_path).read("training_dataset")) == DatasetConfig().max_seq_len
 
 
 def test_vocabulary_is_append_only_across_nightly_runs(tmp_path):

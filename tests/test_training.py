@@ -83,7 +83,7 @@ def test_batch_encoder_is_columnar_and_consistent_across_slices_and_chunks():
             "region_idx": 6,
             "age_group_idx": 8,
         },
-        max_len=4,
+        max_seq_len=4,
     )
     train = table.slice(0, 300)
     encoder = BatchEncoder.fit(train, spec)
@@ -289,7 +289,7 @@ def test_weights_only_persistence_round_trip(tmp_path):
     test = kit_splits()[1]["test"]
     np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
     document = json.loads((tmp_path / "artifact" / "model.json").read_text())
-    assert document["spec"]["max_len"] == 8 and len(document["dense"]["mean"]) == len(
+    assert document["spec"]["max_seq_len"] == 8 and len(document["dense"]["mean"]) == len(
         document["spec"]["dense"]
     )
     # checkpoints are plain state dicts: they load with weights_only=True
@@ -432,3 +432,27 @@ def test_the_model_asset_trains_under_torchrun_with_two_gloo_processes(tmp_path,
     assert abs(meta["valid_auc"] - single.scores["valid_auc"]) < 0.05, (meta["valid_auc"], single.scores)
     assert single.scores["valid_auc"] > 0.55, single.scores
     assert read_status(home, "din")["status"] == "ok" and Path(meta["artifact"]).is_dir()
+
+
+def test_a_model_asking_for_more_behaviours_than_the_dataset_holds_is_told_and_capped():
+    """One name (`max_seq_len`) from the world to the dataset to the model; asking for more than the
+    training dataset holds says so in the run log and uses what there is."""
+    from ctr_dagster.dataset import SEQ_LEN_METADATA, sequence_capacity
+
+    table, parts = kit_splits()
+    held = sequence_capacity(parts["train"])
+    assert held == int(table.schema.metadata[SEQ_LEN_METADATA]) == 20  # the dataset's own max_seq_len
+    lines: list[str] = []
+    wide = fit_tiny(None, epochs=1, max_seq_len=held + 10, log=lines.append)
+    assert wide.spec.max_seq_len == held
+    [said] = [line for line in lines if "max_seq_len" in line]
+    assert f"max_seq_len={held + 10}" in said and f"holds ({held} per row" in said
+    assert "training_dataset's launchpad" in said
+    quiet: list[str] = []
+    everything = fit_tiny(None, epochs=1, max_seq_len=None, log=quiet.append)
+    assert everything.spec.max_seq_len == held and not [x for x in quiet if "max_seq_len" in x]
+    assert fit_tiny(None, epochs=1, max_seq_len=3).spec.max_seq_len == 3
+    # a table made elsewhere (no recorded max_seq_len): the longest list it holds
+    bare = parts["train"].replace_schema_metadata(None)
+    longest = max(len(x) for x in bare.column("hist_item_idx").to_pylist())
+    assert sequence_capacity(bare) == longest

@@ -36,7 +36,7 @@ class TinyConfig(TrainerConfig):
     patience: int = 0
     log_every: int = 0
     num_threads: int = 1
-    max_len: int = 8
+    max_seq_len: int | None = 8
     dropout: float = 0.2
     nan_after_batches: int = 0  # > 0: the module returns NaN logits after this many training batches
 

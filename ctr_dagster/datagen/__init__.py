@@ -26,7 +26,7 @@ with popular items, on a device, with a coupon drawn per request with probabilit
 
 - ``base`` + ``popularity`` + ``affinity`` (user interest . item latent): always on; ID/embedding
   models learn these.
-- ``sequence`` (knob `sequence`): relevance of the target to the user's last `history_len` clicks
+- ``sequence`` (knob `sequence`): relevance of the target to the user's last `max_seq_len` clicks
   strictly before the request, ``sum_j w_j relu(cos(target, click_j))``. -> target attention (DIN).
 - `temporal` shapes those weights: ``w_j ~ exp(-temporal (gap_j/24h + rank_j/5))``; at 0 they are
   uniform over the window. -> target-aware temporal encoding (TIN), time-bias attention (SUAN).

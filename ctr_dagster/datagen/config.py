@@ -11,6 +11,8 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
+from ctr_dagster.window import DEFAULT_MAX_SEQ_LEN
+
 
 @dataclass(frozen=True)
 class Signals:
@@ -53,7 +55,7 @@ class WorldConfig:
     requests_per_user_day: float = 0.6  # mean over users; individual activity is heavy-tailed
     activity_sigma: float = 1.3  # lognormal spread of user activity (power-law-like long tail)
     slate_size: int = 10
-    history_len: int = 20  # clicks remembered per user for the sequence signal
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN  # clicks remembered per user for the sequence signal
     treatment_rate: float = 0.5
     corruption_rate: float = 0.003
     new_item_rate: float = 0.15  # share of items whose first_seen is after day 0
@@ -73,7 +75,7 @@ class WorldConfig:
             "n_days",
             "latent_dim",
             "slate_size",
-            "history_len",
+            "max_seq_len",
             "scaling_rank",
         ):
             if getattr(self, name) < 1:
@@ -88,9 +90,9 @@ class WorldConfig:
             raise ValueError(
                 f"WorldConfig.n_heldout_categories must be in 0..2, got {self.n_heldout_categories}"
             )
-        if self.slate_size > self.history_len:
+        if self.slate_size > self.max_seq_len:
             raise ValueError(
-                "WorldConfig.slate_size must be <= history_len (one request's clicks fit the buffer)"
+                "WorldConfig.slate_size must be <= max_seq_len (one request's clicks fit the buffer)"
             )
         if self.n_items < 5 * self.n_categories or self.n_items < 2 * self.slate_size:
             raise ValueError(f"WorldConfig.n_items={self.n_items} is too small for the categories/slate")

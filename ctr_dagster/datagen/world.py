@@ -64,7 +64,7 @@ class World:
         base, conv_base = self._calibrate(effects)
         self.truth = Truth(config, self.catalogue, self.population, effects, base, conv_base)
         self._lock = threading.RLock()
-        self._checkpoints: dict[int, History] = {0: History.empty(config.n_users, config.history_len)}
+        self._checkpoints: dict[int, History] = {0: History.empty(config.n_users, config.max_seq_len)}
         self._frontier: tuple[int, History] | None = None  # (day, history at the start of that day)
         state_bytes = self._checkpoints[0].nbytes()
         self._checkpoint_every = max(1, math.ceil(state_bytes * config.n_days / CHECKPOINT_BUDGET_BYTES))

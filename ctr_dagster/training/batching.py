@@ -4,8 +4,8 @@ Ids come straight from the Arrow buffers as int64; list columns are padded from 
 flat values with one vectorized scatter; dense columns are standardized with the train split's
 mean/std (stored in the model artifact, so predict sees the same transform).
 
-Sequence layout (right-aligned, like Keras/FuxiCTR "pre" padding): each row keeps its `max_len`
-most recent entries; slot `max_len - 1` is the most recent click and padding (0) fills the left.
+Sequence layout (right-aligned, like Keras/FuxiCTR "pre" padding): each row keeps its `max_seq_len`
+most recent entries; slot `max_seq_len - 1` is the most recent click and padding (0) fills the left.
 `hist_len` (B,) is the number of real slots and `hist_mask` (B, L) is True on them. A target token
 can therefore be appended on the right (SUAN) and the last real slot is always at L-1.
 
@@ -54,10 +54,10 @@ def _ids(values: np.ndarray, size: int, indexed: bool) -> np.ndarray:
     return np.clip(values, 0, size - 1)
 
 
-def pad_sequences(array: pa.Array, max_len: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(values (n, max_len) right-aligned and zero-padded, lengths (n,)) of a list column.
+def pad_sequences(array: pa.Array, max_seq_len: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(values (n, max_seq_len) right-aligned and zero-padded, lengths (n,)) of a list column.
 
-    Keeps the last `max_len` entries of every list (the most recent ones). Vectorized: one scatter
+    Keeps the last `max_seq_len` entries of every list (the most recent ones). Vectorized: one scatter
     of the kept flat values into their (row, column) slots.
     """
     if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
@@ -68,14 +68,14 @@ def pad_sequences(array: pa.Array, max_len: int, dtype: Any) -> tuple[np.ndarray
     offsets = array.offsets.to_numpy().astype(np.int64)  # accounts for slicing
     values = array.values.to_numpy(zero_copy_only=False)
     lengths = np.diff(offsets)
-    keep = np.minimum(lengths, max_len)
-    out = np.zeros((n, max_len), dtype=dtype)
+    keep = np.minimum(lengths, max_seq_len)
+    out = np.zeros((n, max_seq_len), dtype=dtype)
     total = int(keep.sum())
     if total:
         row = np.repeat(np.arange(n), keep)
         within = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)
         source = np.repeat(offsets[1:] - keep, keep) + within
-        column = np.repeat(max_len - keep, keep) + within
+        column = np.repeat(max_seq_len - keep, keep) + within
         out[row, column] = values[source]
     return out, keep
 
@@ -144,7 +144,7 @@ class BatchEncoder:
         for name in spec.sequence:
             base = spec.vocabulary_of(name)
             dtype = np.int64 if base is not None or name == "hist_rel_pos" else np.float32
-            values, lengths = pad_sequences(_column(table, name), spec.max_len, dtype)
+            values, lengths = pad_sequences(_column(table, name), spec.max_seq_len, dtype)
             if base is not None:
                 size = spec.categorical[base]
                 values[(values < 0) | (values >= size)] = OOV
@@ -157,7 +157,7 @@ class BatchEncoder:
             out[name] = values
         if hist_len is not None:
             out["hist_len"] = hist_len.astype(np.int64)
-            out["hist_mask"] = np.arange(spec.max_len)[None, :] >= (spec.max_len - hist_len)[:, None]
+            out["hist_mask"] = np.arange(spec.max_seq_len)[None, :] >= (spec.max_seq_len - hist_len)[:, None]
         return out
 
     def tensors(self, table: pa.Table, device: Any = None) -> dict[str, torch.Tensor]:

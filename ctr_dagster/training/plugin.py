@@ -5,7 +5,7 @@ A torch plugin writes only what is specific to it::
     @dataclass
     class MyConfig(TrainerConfig):          # trainer fields (epochs, lr, ...) + the model's own
         embedding_dim: int = 16
-        max_len: int = 30                   # behaviour-sequence length (FeatureSpec.max_len)
+        max_seq_len: int | None = None      # most recent behaviours used; None = all the dataset holds
 
     class MyModel(TorchModel):
         name = "my_model"
@@ -17,7 +17,9 @@ A torch plugin writes only what is specific to it::
             from my_plugin.modules import MyNet
             return MyNet(spec, self.config)
 
-and may override `feature_spec` (which columns, how long a sequence), `loss` (default: BCE on the
+and may override `feature_spec` (which columns) and `sequence_length` (how many behaviours: the
+config's `max_seq_len`, capped at what the training dataset holds, with a line in the run log when
+the config asks for more), `loss` (default: BCE on the
 logits; a module may also return ``{"logit": ..., "aux_loss": ...}``) and `predict_logits`.
 The batch dict keys are documented in `ctr_dagster.training.batching`.
 
@@ -47,6 +49,7 @@ from ctr_dagster.artifact_meta import META_FILE, read_meta, write_meta
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.training.config import DistillationWeights, TrainerConfig
 from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
+from ctr_dagster.window import DEFAULT_MAX_SEQ_LEN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,13 +142,32 @@ class TorchModel:
     def uses_item_embeddings(self) -> bool:
         return bool(getattr(self.config, "use_item_embeddings", False)) or "item_embeddings" in self.requires
 
-    def feature_spec(self, cardinalities: dict[str, int], item_embedding_dim: int | None) -> FeatureSpec:
-        """Default: every id/context column, dense defaults, item+category sequences of config.max_len."""
+    def feature_spec(
+        self, cardinalities: dict[str, int], item_embedding_dim: int | None, max_seq_len: int
+    ) -> FeatureSpec:
+        """Default: every id/context column, dense defaults, item+category sequences of `max_seq_len`
+        (what `sequence_length` settled on)."""
         return FeatureSpec.from_cardinalities(
-            cardinalities,
-            max_len=int(getattr(self.config, "max_len", 30)),
-            item_embedding_dim=item_embedding_dim,
+            cardinalities, max_seq_len=max_seq_len, item_embedding_dim=item_embedding_dim
         )
+
+    def sequence_length(self, train: pa.Table, ctx: FitContext) -> int:
+        """The behaviours per row the model uses: its config's `max_seq_len`, capped at what the
+        dataset holds (said in the run log); None in the config means all the dataset holds."""
+        from ctr_dagster.dataset import sequence_capacity
+
+        wanted = getattr(self.config, "max_seq_len", None)
+        held = sequence_capacity(train)
+        if wanted is None:
+            return max(held or DEFAULT_MAX_SEQ_LEN, 1)
+        if held is not None and wanted > held:
+            ctx.log(
+                f"{self.name}: max_seq_len={wanted} asks for more behaviours than the training data "
+                f"holds ({held} per row, the training_dataset's max_seq_len): the model sees at most "
+                f"{held}. Raise max_seq_len in the training_dataset's launchpad config to give it more."
+            )
+            return max(held, 1)
+        return int(wanted)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-batch training loss (mean); default binary cross-entropy on the logits."""
@@ -209,7 +231,7 @@ class TorchModel:
 
         item_dim = self._prepare_item_matrix(ctx)
         cards = _cardinalities([train, valid], dict(ctx.cardinalities or {}))
-        spec = self.feature_spec(cards, item_dim)
+        spec = self.feature_spec(cards, item_dim, self.sequence_length(train, ctx))
         self.spec, self.encoder = spec, BatchEncoder.fit(train, spec)
         train_t = self._tensors(train, with_labels=True)
         valid_t = self._tensors(valid, with_labels=True) if valid.num_rows else {}

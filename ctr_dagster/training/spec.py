@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ctr_dagster.window import DEFAULT_MAX_SEQ_LEN
+
 #: Indexed columns of the TRAINING table a model may embed (vocabulary sizes from FitContext).
 ID_COLUMNS = ("user_idx", "item_idx", "category_idx", "device_idx", "region_idx", "age_group_idx")
 #: Small integer columns embedded as categories with a fixed size (no pad/OOV convention).
@@ -35,7 +37,7 @@ class FeatureSpec:
     * `categorical`: column -> number of embedding rows (ids outside [0, rows) become OOV = 1 for
       `*_idx` columns, are clipped for the fixed ones such as `hour`).
     * `dense`: numeric columns, in the order of the `dense` tensor's last axis.
-    * `sequence`: list columns turned into (B, max_len) tensors, right-aligned (see `batching`).
+    * `sequence`: list columns turned into (B, max_seq_len) tensors, right-aligned (see `batching`).
     * `item_embedding_dim`: width of the frozen item vectors (`ctx.inputs["item_embeddings"]`), or
       None when the model does not use them.
     """
@@ -44,7 +46,7 @@ class FeatureSpec:
     dense: tuple[str, ...] = DENSE_COLUMNS
     log_dense: tuple[str, ...] = LOG_DENSE_COLUMNS
     sequence: tuple[str, ...] = ID_SEQUENCES
-    max_len: int = 30
+    max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     item_embedding_dim: int | None = None
 
     def __post_init__(self) -> None:
@@ -53,8 +55,8 @@ class FeatureSpec:
             tuple(self.log_dense),
             tuple(self.sequence),
         )
-        if self.max_len < 1:
-            raise ValueError(f"FeatureSpec.max_len must be >= 1, got {self.max_len}")
+        if self.max_seq_len < 1:
+            raise ValueError(f"FeatureSpec.max_seq_len must be >= 1, got {self.max_seq_len}")
         for name in self.sequence:
             base = self.vocabulary_of(name)
             if base is not None and base not in self.categorical:
@@ -72,7 +74,7 @@ class FeatureSpec:
         cls,
         cardinalities: dict[str, int],
         *,
-        max_len: int,
+        max_seq_len: int,
         columns: tuple[str, ...] = ID_COLUMNS + tuple(FIXED_CATEGORICAL),
         dense: tuple[str, ...] = DENSE_COLUMNS,
         sequence: tuple[str, ...] = ID_SEQUENCES,
@@ -90,7 +92,7 @@ class FeatureSpec:
             dense=tuple(dense),
             log_dense=tuple(c for c in LOG_DENSE_COLUMNS if c in dense),
             sequence=tuple(sequence),
-            max_len=max_len,
+            max_seq_len=max_seq_len,
             item_embedding_dim=item_embedding_dim,
         )
 
@@ -104,6 +106,8 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FeatureSpec:
         values = dict(values)
+        if "max_len" in values:  # artifacts written before the sequence length had one name
+            values["max_seq_len"] = values.pop("max_len")
         categorical = values.get("categorical", {})
         if not isinstance(categorical, dict):
             values["categorical"] = {str(name): int(size) for name, size in categorical}

@@ -40,7 +40,9 @@ class DinConfig(TrainerConfig):
     epochs: int = 6
     batch_size: int = 512
     embedding_dim: int = 16
-    max_len: int = 30  # most recent behaviours kept
+    #: most recent behaviours attended to; None = every one the training dataset holds (its
+    #: max_seq_len, 20 by default); a larger number is capped there, with a line in the run log
+    max_seq_len: int | None = None
     attention_units: list[int] = field(default_factory=lambda: [64])
     attention_activation: str = "dice"
     use_softmax: bool = False  # the paper keeps attention weights unnormalised
@@ -53,8 +55,8 @@ class DinConfig(TrainerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.embedding_dim < 1 or self.max_len < 1:
-            raise ValueError("embedding_dim and max_len must be >= 1")
+        if self.embedding_dim < 1 or (self.max_seq_len is not None and self.max_seq_len < 1):
+            raise ValueError("embedding_dim and max_seq_len must be >= 1")
         if not self.attention_units or any(u < 1 for u in self.attention_units):
             raise ValueError(f"attention_units needs at least one positive width, got {self.attention_units}")
         if any(u < 1 for u in self.tower_units):
@@ -68,7 +70,7 @@ class DinStudentConfig(DinConfig):
     """A small DIN: 5 most recent behaviours, 8-wide embeddings, attention [16], tower [32]."""
 
     embedding_dim: int = 8
-    max_len: int = 5
+    max_seq_len: int | None = 5
     attention_units: list[int] = field(default_factory=lambda: [16])
     tower_units: list[int] = field(default_factory=lambda: [32])
 

@@ -21,7 +21,7 @@ rounding; `ActivationUnit.reference` computes the textbook form and the tests co
    term is computed once per row (not once per slot), and the 4D-wide input is never built.
 2. *Real slots only.* Training and general scoring gather the (row, slot) pairs of real, non-padded
    behaviours, run the MLP on those P pairs only and scatter-add ``w_i k_i`` back per row, so work
-   is proportional to the real history length, not B x max_len. When every row of a scoring batch
+   is proportional to the real history length, not B x max_seq_len. When every row of a scoring batch
    has the same history (one user's candidates) the history terms are computed once and broadcast:
    ``Wp (q * k_i) = (Wp * k_i) q`` turns the pair term into one (B x D) @ (D x L*H) matrix product.
 """

@@ -143,7 +143,7 @@ def test_shared_history_path_equals_the_packed_path(monkeypatch):
 # -- the network and the plugin ------------------------------------------------------------------
 
 
-def _spec(max_len=6, item_dim=None):
+def _spec(max_seq_len=6, item_dim=None):
     cards = {
         "user_idx": 20,
         "item_idx": 30,
@@ -152,7 +152,7 @@ def _spec(max_len=6, item_dim=None):
         "region_idx": 4,
         "age_group_idx": 8,
     }
-    return FeatureSpec.from_cardinalities(cards, max_len=max_len, item_embedding_dim=item_dim)
+    return FeatureSpec.from_cardinalities(cards, max_seq_len=max_seq_len, item_embedding_dim=item_dim)
 
 
 def test_din_net_shapes_and_pooled_interest_replaces_the_sequence_in_the_tower():
