@@ -53,6 +53,9 @@ class Home:
 
     root: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
     @property
     def warehouse(self) -> Path:
         """Parquet tables, the record of every stage (`ctr_dagster.warehouse`)."""
