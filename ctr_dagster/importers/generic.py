@@ -18,6 +18,7 @@ file's rows are unparseable.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -356,59 +357,61 @@ def _day_offsets(ts: pa.Array, start_ms: int) -> np.ndarray:
 def _split_days(
     plan: _FilePlan, converted: _Converted, offsets: np.ndarray, start: dt.date
 ) -> Iterator[tuple[int, ImportBatch]]:
-    """(day offset, ImportBatch) for each day the batch's rows (good or bad) fall on, in day order.
-
-    Real log batches are ~all one day with a few stragglers of neighbouring days, so instead of one
-    filter pass per day (a full copy each), good rows are ordered by day with one stable argsort and
-    taken once, then sliced per day (slices are free). A batch wholly of one day with no bad row is
-    passed through untouched. Within a day, rows keep their source order.
-    """
-    source, batch, bad = converted.source, converted.batch, converted.bad
+    """(day offset, ImportBatch) for each day the batch's rows (good or bad) fall on, in day order;
+    within a day rows keep their file order."""
+    source, bad = converted.source, converted.bad
     rejected = source.rejected  # unsplittable lines cannot be dated: the start day
-    any_bad = bool(bad.any())
-    n = batch.num_rows
-    if not any_bad and not rejected and n and offsets.min() == offsets.max():
-        offset = int(offsets[0])
-        yield offset, _import_batch(plan, batch, _empty_quarantine(), pa.array(source.rows), n)
-        return
-    if not any_bad and (np.diff(offsets) >= 0).all():  # already in day order: no copy
-        order, taken = np.arange(n), batch
-    else:
-        good = np.flatnonzero(~bad) if any_bad else np.arange(n)
-        order = good[np.argsort(offsets[good], kind="stable")]
-        taken = batch.take(pa.array(order))
-    sorted_days = offsets[order]
-    cuts = np.flatnonzero(np.diff(sorted_days)) + 1
-    starts, ends = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(order)]])
-    rows = source.rows[order]
-    good_days = {int(sorted_days[a]): (int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b > a}
+    good = _good_rows_by_day(converted.batch, source.rows, offsets, ~bad)
     bad_positions = np.flatnonzero(bad)
     bad_days = offsets[bad_positions]
-    days = set(good_days) | set(np.unique(bad_days).tolist()) | ({0} if rejected else set())
+    days = set(good) | set(bad_days.tolist()) | ({0} if rejected else set())
     for offset in sorted(days):
-        a, b = good_days.get(offset, (0, 0))
+        batch, rows = good.get(offset, (converted.batch.slice(0, 0), source.rows[:0]))
         positions = bad_positions[bad_days == offset]
         day_rejected = rejected if offset == 0 else []
-        day = (start + dt.timedelta(days=offset)).isoformat()
-        quarantine = (
-            _quarantine(plan, converted, positions, day, day_rejected)
-            if len(positions) or day_rejected
-            else _empty_quarantine()
+        quarantine = _NO_QUARANTINE
+        if len(positions) or day_rejected:
+            day = (start + dt.timedelta(days=offset)).isoformat()
+            quarantine = _quarantine(plan, converted, positions, day, day_rejected)
+        yield (
+            offset,
+            ImportBatch(
+                batch=batch,
+                quarantine=quarantine,
+                source_file=str(plan.file),
+                source_rows=pa.array(rows),
+                rows_read=batch.num_rows + len(positions) + len(day_rejected),
+            ),
         )
-        read = (b - a) + len(positions) + len(day_rejected)
-        yield offset, _import_batch(plan, taken.slice(a, b - a), quarantine, pa.array(rows[a:b]), read)
 
 
-def _import_batch(
-    plan: _FilePlan, batch: pa.RecordBatch, quarantine: pa.Table, rows: pa.Array, read: int
-) -> ImportBatch:
-    return ImportBatch(
-        batch=batch, quarantine=quarantine, source_file=str(plan.file), source_rows=rows, rows_read=read
-    )
+def _good_rows_by_day(
+    batch: pa.RecordBatch, rows: np.ndarray, offsets: np.ndarray, good: np.ndarray
+) -> dict[int, tuple[pa.RecordBatch, np.ndarray]]:
+    """Day offset -> (good rows of that day in file order, their source row numbers).
 
-
-def _empty_quarantine() -> pa.Table:
-    return _NO_QUARANTINE
+    A log batch is ~all one day plus a few stragglers of other days. So the batch's main day is
+    cut out with one filter (which copies long runs: ~1.6x faster than a take of the same rows) and
+    the stragglers are ordered by day with one stable argsort and one take, then sliced per day
+    (slices are free), instead of one full filter per day. A batch wholly of one day with no bad
+    row is passed through untouched.
+    """
+    if not len(offsets):
+        return {}
+    main = int(offsets[len(offsets) // 2])  # any day is correct; the middle row's is likely the biggest
+    in_main = (offsets == main) & good
+    count = int(np.count_nonzero(in_main))
+    if count == len(offsets):
+        return {main: (batch, rows)}
+    out = {main: (batch.filter(pa.array(in_main)), rows[in_main])} if count else {}
+    rest = np.flatnonzero(good & ~in_main)
+    if len(rest):
+        rest = rest[np.argsort(offsets[rest], kind="stable")]
+        taken, days = batch.take(pa.array(rest)), offsets[rest]
+        cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), len(rest)]
+        for a, b in itertools.pairwise(cuts):
+            out[int(days[a])] = (taken.slice(a, b - a), rows[rest[a:b]])
+    return out
 
 
 _NO_QUARANTINE = schemas.empty(schemas.QUARANTINE)  # tables are immutable: one serves every batch
