@@ -18,6 +18,7 @@ file's rows are unparseable.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -339,30 +340,81 @@ def iter_file_days(mapping: ImportMapping, file: str | Path) -> Iterator[tuple[s
     for source in plan.read():
         converted = plan.convert(source)
         counter.add(plan, converted)
-        ts = converted.batch.column("ts").cast(pa.int64())
-        undated = pc.or_(pc.is_null(ts), pc.less(ts, start_ms)).fill_null(True).to_numpy(zero_copy_only=False)
-        ms = pc.fill_null(ts, start_ms).to_numpy(zero_copy_only=False)
-        offsets = np.where(undated, 0, (ms - start_ms) // _MS_PER_DAY)
-        present = set(np.unique(offsets).tolist())
-        if source.rejected:
-            present.add(0)
-        for offset in sorted(present):
-            day = (start + dt.timedelta(days=int(offset))).isoformat()
-            selected = offsets == offset
-            keep = selected & ~converted.bad
-            rejected = source.rejected if offset == 0 else []
-            quarantine = _quarantine(plan, converted, np.flatnonzero(selected & converted.bad), day, rejected)
-            yield (
-                day,
-                ImportBatch(
-                    batch=converted.batch.filter(pa.array(keep)),
-                    quarantine=quarantine,
-                    source_file=str(plan.file),
-                    source_rows=pa.array(source.rows[keep], pa.int64()),
-                    rows_read=int(selected.sum()) + len(rejected),
-                ),
-            )
+        offsets = _day_offsets(converted.batch.column("ts"), start_ms)
+        for offset, batch in _split_days(plan, converted, offsets, start):
+            yield (start + dt.timedelta(days=offset)).isoformat(), batch
     counter.check()
+
+
+def _day_offsets(ts: pa.Array, start_ms: int) -> np.ndarray:
+    """Days since `start_date` of each row's `ts`; undated rows and rows before the start get 0."""
+    ms = ts.cast(pa.int64())
+    offsets = (ms.fill_null(start_ms).to_numpy() - start_ms) // _MS_PER_DAY
+    np.maximum(offsets, 0, out=offsets)  # before the start (negative) -> the start day
+    return offsets
+
+
+def _split_days(
+    plan: _FilePlan, converted: _Converted, offsets: np.ndarray, start: dt.date
+) -> Iterator[tuple[int, ImportBatch]]:
+    """(day offset, ImportBatch) for each day the batch's rows (good or bad) fall on, in day order;
+    within a day rows keep their file order."""
+    source, bad = converted.source, converted.bad
+    rejected = source.rejected  # unsplittable lines cannot be dated: the start day
+    good = _good_rows_by_day(converted.batch, source.rows, offsets, ~bad)
+    bad_positions = np.flatnonzero(bad)
+    bad_days = offsets[bad_positions]
+    days = set(good) | set(bad_days.tolist()) | ({0} if rejected else set())
+    for offset in sorted(days):
+        batch, rows = good.get(offset, (converted.batch.slice(0, 0), source.rows[:0]))
+        positions = bad_positions[bad_days == offset]
+        day_rejected = rejected if offset == 0 else []
+        quarantine = _NO_QUARANTINE
+        if len(positions) or day_rejected:
+            day = (start + dt.timedelta(days=offset)).isoformat()
+            quarantine = _quarantine(plan, converted, positions, day, day_rejected)
+        yield (
+            offset,
+            ImportBatch(
+                batch=batch,
+                quarantine=quarantine,
+                source_file=str(plan.file),
+                source_rows=pa.array(rows),
+                rows_read=batch.num_rows + len(positions) + len(day_rejected),
+            ),
+        )
+
+
+def _good_rows_by_day(
+    batch: pa.RecordBatch, rows: np.ndarray, offsets: np.ndarray, good: np.ndarray
+) -> dict[int, tuple[pa.RecordBatch, np.ndarray]]:
+    """Day offset -> (good rows of that day in file order, their source row numbers).
+
+    A log batch is ~all one day plus a few stragglers of other days. So the batch's main day is
+    cut out with one filter (which copies long runs: ~1.6x faster than a take of the same rows) and
+    the stragglers are ordered by day with one stable argsort and one take, then sliced per day
+    (slices are free), instead of one full filter per day. A batch wholly of one day with no bad
+    row is passed through untouched.
+    """
+    if not len(offsets):
+        return {}
+    main = int(offsets[len(offsets) // 2])  # any day is correct; the middle row's is likely the biggest
+    in_main = (offsets == main) & good
+    count = int(np.count_nonzero(in_main))
+    if count == len(offsets):
+        return {main: (batch, rows)}
+    out = {main: (batch.filter(pa.array(in_main)), rows[in_main])} if count else {}
+    rest = np.flatnonzero(good & ~in_main)
+    if len(rest):
+        rest = rest[np.argsort(offsets[rest], kind="stable")]
+        taken, days = batch.take(pa.array(rest)), offsets[rest]
+        cuts = [0, *(np.flatnonzero(np.diff(days)) + 1).tolist(), len(rest)]
+        for a, b in itertools.pairwise(cuts):
+            out[int(days[a])] = (taken.slice(a, b - a), rows[rest[a:b]])
+    return out
+
+
+_NO_QUARANTINE = schemas.empty(schemas.QUARANTINE)  # tables are immutable: one serves every batch
 
 
 # -- catalogue ---------------------------------------------------------------------------------------

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import csv as pycsv
 import io
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +29,7 @@ from ctr_dagster.errors import MalformedInputError
 from ctr_dagster.importers.mapping import CsvOptions
 
 _HEADER_PROBE_BYTES = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass
@@ -79,7 +83,18 @@ def csv_header(path: Path, options: CsvOptions) -> list[str]:
 
 
 def iter_csv(path: Path, columns: Sequence[str], options: CsvOptions) -> Iterator[SourceBatch]:
-    """Stream `columns` of a CSV file (names already checked against the header)."""
+    """Stream `columns` of a CSV file (names already checked against the header), parsing the next
+    block in a background thread while the caller works on the current one (see `prefetched`)."""
+    return prefetched(_iter_csv_serial(path, columns, options))
+
+
+def _iter_csv_serial(path: Path, columns: Sequence[str], options: CsvOptions) -> Iterator[SourceBatch]:
+    """`iter_csv` in the calling thread.
+
+    Arrow's own threads (`use_threads=True`) are off on purpose: with them the parser does not
+    count lines and `invalid_row_handler` gets no row number, so rejected lines could not be
+    placed in the file.
+    """
     from pyarrow import csv
 
     rejected: list[RejectedRow] = []
@@ -131,6 +146,58 @@ def iter_csv(path: Path, columns: Sequence[str], options: CsvOptions) -> Iterato
             np.empty(0, dtype=np.int64),
             rejected[reported:],
         )
+
+
+def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """`items`, produced in a background thread up to `depth` items ahead of the consumer.
+
+    Why: parsing a CSV block is ~half the import's CPU time and Arrow releases the GIL while it
+    parses, so parsing block k+1 overlaps the caller's conversion and writing of block k (the
+    parser itself stays serial, which row numbers need). Exceptions reach the consumer at the item
+    where they happened; a consumer that stops early stops the producer (and closes `items`).
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((_ITEM, item)):
+                    break
+            else:
+                put((_END, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_ERROR, exc))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name="ctr-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind is _END:
+                return
+            if kind is _ERROR:
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
+_ITEM, _END, _ERROR = object(), object(), object()
 
 
 def _row_numbers(before: int, count: int, rejected: list[RejectedRow]) -> np.ndarray:
