@@ -158,57 +158,15 @@ def bench_quality(rows: int, repeats: int) -> dict[str, float]:
     }
 
 
-def bench_import_profile(folder: Path, profile_name: str) -> dict[str, dict[str, float]]:
+def bench_import_profile(folder: Path, profile_name: str, repeats: int = 3) -> dict[str, dict[str, float]]:
     """The synthetic profile's raw impressions written as one file per day (CSV and Parquet), then
     imported partition by partition the way `raw_impressions` does (each file staged once into
-    per-day shards, then every partition reads its shards)."""
-    from ctr_dagster.datagen import build_world, profile
-    from ctr_dagster.importers import parse_mapping
-    from ctr_dagster.importers.staging import files_for_day, read_day
+    per-day shards, then every partition reads its shards); median of `repeats` runs, each from an
+    empty staging folder. Also runnable alone on cached files: `benchmarks/ingest_daily.py`."""
+    from ingest_daily import measure, write_files
 
-    world = build_world(profile(profile_name))
-    days = world.dates()
-    for day in days:
-        table = world.day(day).impressions
-        pacsv.write_csv(table, folder / f"logs-{day}.csv")
-        pq.write_table(table, folder / f"logs-{day}.parquet")
-    columns = (
-        "impression_id",
-        "request_id",
-        "ts",
-        "user_id",
-        "item_id",
-        "position",
-        "device",
-        "treatment",
-        "click",
-        "conversion",
-    )
-    results = {}
-    for fmt in ("csv", "parquet"):
-        mapping = parse_mapping(
-            {
-                "start_date": days[0],
-                "tables": {"impressions": {"files": f"logs-*.{fmt}", "columns": {c: c for c in columns}}},
-            },
-            base=folder,
-        )
-        staging = folder / f"staging-{fmt}"
-        started = time.perf_counter()
-        rows = 0
-        for day in days:
-            for _file, staged in files_for_day(mapping, day, staging):
-                data, quarantine, _ = read_day(staged, day)
-                rows += data.num_rows + quarantine.num_rows
-        seconds = time.perf_counter() - started
-        results[fmt] = {
-            "rows": rows,
-            "partitions": len(days),
-            "seconds_incl_staging": seconds,
-            "rows_per_s": rows / seconds,
-            "total_mb": sum(p.stat().st_size for p in folder.glob(f"logs-*.{fmt}")) / 1e6,
-        }
-    return results
+    days = write_files(folder, profile_name)
+    return {fmt: measure(folder, days, fmt, repeats) for fmt in ("csv", "parquet")}
 
 
 def main() -> None:
