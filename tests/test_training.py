@@ -72,6 +72,27 @@ def test_sequences_keep_the_most_recent_right_aligned():
     assert sliced.tolist() == [[0, 0, 9], [0, 2, 3]] and sliced_len.tolist() == [1, 2]
 
 
+def test_clipping_takes_one_norm_over_dense_and_sparse_gradients():
+    from ctr_dagster.training.optim import clip_grad_norm
+
+    table = torch.nn.Embedding(10, 3, sparse=True)
+    layer = torch.nn.Linear(3, 1)
+    out = layer(table(torch.tensor([1, 4, 1]))).sum()  # row 1 twice: an uncoalesced sparse grad
+    out.backward()
+    dense = [layer.weight.grad.clone(), layer.bias.grad.clone()]
+    sparse = table.weight.grad.coalesce().to_dense()
+    expected = float(torch.sqrt(sum((g**2).sum() for g in dense) + (sparse**2).sum()))
+
+    total = clip_grad_norm([table.weight, *layer.parameters()], max_norm=expected / 2)
+
+    assert total == pytest.approx(expected, rel=1e-6)
+    assert table.weight.grad.is_coalesced()
+    assert torch.allclose(table.weight.grad.to_dense(), sparse / 2, atol=1e-6)
+    assert torch.allclose(layer.weight.grad, dense[0] / 2, atol=1e-6)
+    # under the threshold nothing moves
+    assert clip_grad_norm([layer.weight], max_norm=1e9) == pytest.approx(float(dense[0].norm() / 2), rel=1e-5)
+
+
 def test_batch_encoder_is_columnar_and_consistent_across_slices_and_chunks():
     table = make_training_table(400, seed=2)
     spec = FeatureSpec.from_cardinalities(

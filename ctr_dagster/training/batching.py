@@ -57,8 +57,8 @@ def _ids(values: np.ndarray, size: int, indexed: bool) -> np.ndarray:
 def pad_sequences(array: pa.Array, max_seq_len: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """(values (n, max_seq_len) right-aligned and zero-padded, lengths (n,)) of a list column.
 
-    Keeps the last `max_seq_len` entries of every list (the most recent ones). Vectorized: one scatter
-    of the kept flat values into their (row, column) slots.
+    Keeps the last `max_seq_len` entries of every list (the most recent ones). Vectorized: one gather
+    of (row, slot) -> flat position, masked where a row's list is shorter than the slots.
     """
     if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
         raise ValueError(f"expected a list column, got {array.type}")
@@ -67,16 +67,17 @@ def pad_sequences(array: pa.Array, max_seq_len: int, dtype: Any) -> tuple[np.nda
     n = len(array)
     offsets = array.offsets.to_numpy().astype(np.int64)  # accounts for slicing
     values = array.values.to_numpy(zero_copy_only=False)
-    lengths = np.diff(offsets)
-    keep = np.minimum(lengths, max_seq_len)
+    keep = np.minimum(np.diff(offsets), max_seq_len)
     out = np.zeros((n, max_seq_len), dtype=dtype)
-    total = int(keep.sum())
-    if total:
-        row = np.repeat(np.arange(n), keep)
-        within = np.arange(total) - np.repeat(np.cumsum(keep) - keep, keep)
-        source = np.repeat(offsets[1:] - keep, keep) + within
-        column = np.repeat(max_seq_len - keep, keep) + within
-        out[row, column] = values[source]
+    if n and len(values):
+        # One dense gather: slot j of row i holds the list's entry (j - max_seq_len) from its end,
+        # when that entry exists. Every index is computed in place, no per-value repeats.
+        slots = np.arange(max_seq_len) - max_seq_len
+        source = offsets[1:, None] + slots[None, :]
+        real = slots[None, :] >= -keep[:, None]
+        np.clip(source, 0, len(values) - 1, out=source)
+        np.copyto(out, values[source], where=real, casting="unsafe")
+    return out, keep
     return out, keep
 
 

@@ -36,7 +36,7 @@ class LazyAdam(torch.optim.Optimizer):
                 grad = p.grad
                 if not grad.is_sparse:
                     raise RuntimeError("LazyAdam expects sparse gradients (nn.Embedding(sparse=True))")
-                grad = grad.coalesce()
+                grad = grad if grad.is_coalesced() else grad.coalesce()
                 rows, values = grad._indices()[0], grad._values()
                 state = self.state[p]
                 if not state:

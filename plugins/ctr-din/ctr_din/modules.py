@@ -24,6 +24,11 @@ rounding; `ActivationUnit.reference` computes the textbook form and the tests co
    is proportional to the real history length, not B x max_seq_len. When every row of a scoring batch
    has the same history (one user's candidates) the history terms are computed once and broadcast:
    ``Wp (q * k_i) = (Wp * k_i) q`` turns the pair term into one (B x D) @ (D x L*H) matrix product.
+
+Two data-movement choices keep the training step lean (no change to the function): the target and
+the real behaviours are looked up together, one lookup per shared table (one sparse gradient per
+table and step, nothing to concatenate before the optimiser), and the real slots are found with one
+flat `nonzero` + `index_select` instead of two-tensor advanced indexing (`real_slots`).
 """
 
 from __future__ import annotations
@@ -245,24 +250,55 @@ class DinNet(nn.Module):
             parts.append(self.item_projection(self.item_vectors[items]))
         return torch.cat(parts, dim=-1)
 
-    def interest(self, batch: dict[str, torch.Tensor], q: torch.Tensor) -> torch.Tensor:
-        """The pooled interest (B, D): shared-history path when scoring one history, else packed."""
-        items, cats, mask = batch["hist_item_idx"], batch["hist_category_idx"], batch["hist_mask"]
-        if (
+    def tokens(
+        self, items: torch.Tensor, categories: torch.Tensor, hist_items: torch.Tensor, hist_cats: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(target tokens (B, D), behaviour tokens (P, D)) with ONE lookup per shared table.
+
+        The target and the history read the same tables: looking both up together gives each table
+        one gradient per step (a single sparse tensor to coalesce) instead of two to concatenate.
+        """
+        batch = items.shape[0]
+        token = self.item_token(torch.cat([items, hist_items]), torch.cat([categories, hist_cats]))
+        return token[:batch], token[batch:]
+
+    def _one_history(self, items: torch.Tensor, cats: torch.Tensor) -> bool:
+        """Scoring rows that all share one history (one user's candidates)."""
+        return (
             not self.training
-            and q.shape[0] > 1
+            and items.shape[0] > 1
             and bool((items == items[:1]).all())
             and bool((cats == cats[:1]).all())
-        ):
-            real = mask[0]
-            return self.attention.forward_shared(q, self.item_token(items[0, real], cats[0, real]))
-        rows, slots = mask.nonzero(as_tuple=True)
-        keys = self.item_token(items[rows, slots], cats[rows, slots])
-        return self.attention.forward_packed(q, keys, rows, slots, mask.shape[1])[0]
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        q = self.item_token(batch["item_idx"], batch["category_idx"])
-        pooled = self.interest(batch, q)
+        """Logits (B,). Scoring one history against many candidates takes the shared-history path;
+        training and general scoring the packed path over real behaviours."""
+        items, cats, mask = batch["hist_item_idx"], batch["hist_category_idx"], batch["hist_mask"]
+        if self._one_history(items, cats):
+            q = self.item_token(batch["item_idx"], batch["category_idx"])
+            real = mask[0]
+            pooled = self.attention.forward_shared(q, self.item_token(items[0, real], cats[0, real]))
+        else:  # target and behaviours in one lookup per table
+            rows, slots, flat = real_slots(mask)
+            q, keys = self.tokens(
+                batch["item_idx"],
+                batch["category_idx"],
+                items.reshape(-1).index_select(0, flat),
+                cats.reshape(-1).index_select(0, flat),
+            )
+            pooled = self.attention.forward_packed(q, keys, rows, slots, mask.shape[1])[0]
         parts = [self.embeddings[name](batch[name]) for name in self.context_fields]
         parts += [q, pooled, batch["dense"]]
         return self.tower(torch.cat(parts, dim=1)).squeeze(1)
+
+
+def real_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, slots, flat positions) of the real behaviours of a (B, L) mask, row-major.
+
+    Flat positions index the row-major flattened (B * L) sequence tensors with one index_select
+    (cheaper than two-tensor advanced indexing).
+    """
+    length = mask.shape[1]
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    return torch.div(flat, length, rounding_mode="floor"), flat.remainder(length), flat
