@@ -29,6 +29,9 @@ class TrainerConfig:
     * `log_every`: a progress line every this many batches (0: only per-epoch lines).
     * `sparse_embeddings`: on CPU (single process), embedding tables get sparse gradients and a lazy
       Adam (only the rows in the batch move); much faster with large vocabularies. Ignored on CUDA/DDP.
+    * `eval_batch_size`: rows per forward pass when scoring (validation, predict); 0 picks by device:
+      `CPU_EVAL_ROWS` on CPU, where activations that stay cache-sized beat big batches (DIN on 200k
+      rows, 1 thread: 1.3 s at 2,048 rows vs 2.0 s at 8,192), `CUDA_EVAL_ROWS` on a GPU.
     * `num_threads`: CPU threads torch may use while training (0: torch's default, one per core).
       On a shared machine fewer threads than cores avoids OpenMP oversubscription, which can slow
       a step down by an order of magnitude.
@@ -44,7 +47,7 @@ class TrainerConfig:
     patience: int = 2
     grad_clip_norm: float = 10.0
     amp: bool = True
-    eval_batch_size: int = 8192
+    eval_batch_size: int = 0
     log_every: int = 100
     num_threads: int = 0
     sparse_embeddings: bool = True
@@ -52,12 +55,27 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if self.eval_batch_size < 0:
+            raise ValueError(f"eval_batch_size must be >= 0 (0: by device), got {self.eval_batch_size}")
         if self.num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+#: Scoring rows per forward pass when `eval_batch_size` is 0 (see `TrainerConfig`).
+CPU_EVAL_ROWS = 2048
+CUDA_EVAL_ROWS = 16384
+
+
+def eval_rows(config: object, device_type: str) -> int:
+    """Rows per scoring forward pass: the config's `eval_batch_size`, or the device's default."""
+    size = int(getattr(config, "eval_batch_size", 0) or 0)
+    if size > 0:
+        return size
+    return CPU_EVAL_ROWS if device_type == "cpu" else CUDA_EVAL_ROWS
 
 
 #: Alias for plugin authors: `class MyConfig(TorchConfig)` reads as "a torch plugin's config".

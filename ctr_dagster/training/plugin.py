@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ctr_dagster.artifact_meta import META_FILE, read_meta, write_meta
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
-from ctr_dagster.training.config import DistillationWeights, TrainerConfig
+from ctr_dagster.training.config import DistillationWeights, TrainerConfig, eval_rows
 from ctr_dagster.training.spec import ID_COLUMNS, FeatureSpec
 from ctr_dagster.window import DEFAULT_MAX_SEQ_LEN
 
@@ -309,7 +309,7 @@ class TorchModel:
         if self.module is None or self.encoder is None:
             raise RuntimeError(f"{self.name}: predict() before fit() or load()")
         device = next(self.module.parameters()).device
-        size = int(getattr(self.config, "eval_batch_size", 8192))
+        size = eval_rows(self.config, device.type)
         out = []
         with torch.inference_mode():
             for start in range(0, batch.num_rows, size):

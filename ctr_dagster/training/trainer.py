@@ -58,7 +58,7 @@ import numpy as np
 from ctr_dagster.metrics import auc
 from ctr_dagster.training import checkpoint, ddp, optim
 from ctr_dagster.training.batching import batches, epoch_order, take
-from ctr_dagster.training.config import DistillationWeights, TrainerConfig
+from ctr_dagster.training.config import DistillationWeights, TrainerConfig, eval_rows
 from ctr_dagster.training.device import amp_dtype
 from ctr_dagster.training.state import Callback, LoopState
 
@@ -590,7 +590,7 @@ class Trainer:
         out = []
         autocast = torch.autocast(device_type="cuda", dtype=amp) if amp is not None else nullcontext()
         with torch.inference_mode(), autocast:
-            for part in batches(n, self.config.eval_batch_size):
+            for part in batches(n, eval_rows(self.config, torch.device(device).type)):
                 batch = {k: v[part].to(device, non_blocking=True) for k, v in data.items()}
                 logits, _ = _logits_and_aux(module(batch))
                 out.append(logits.float().cpu().numpy())

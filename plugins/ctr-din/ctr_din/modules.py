@@ -43,6 +43,9 @@ from torch import nn
 #: Activations per chunk on the shared-history scoring path (512 KB of float32: stays in L2 cache).
 SHARED_CHUNK_ELEMENTS = 1 << 17
 
+#: Dense embedding tables up to this many rows are read with `index_select` (see `lookup`).
+SMALL_TABLE_ROWS = 256
+
 #: FuxiCTR's Dice BatchNorm settings.
 DICE_EPS = 1e-9
 DICE_MOMENTUM = 0.01
@@ -159,8 +162,9 @@ class ActivationUnit(nn.Module):
         """Real slots only: `keys` (P, D) are the behaviours at (rows, slots); returns (pooled, w (P,))."""
         a, bk, c = self.split_weights()
         target = F.linear(q, a, self.first.bias)  # once per row: (B, H)
-        pair = torch.cat([keys, q.index_select(0, rows) * keys], dim=1)  # (P, 2D)
-        h = torch.addmm(target.index_select(0, rows), pair, torch.cat([bk, c], dim=1).t())
+        # two accumulating products instead of one over cat([k, q*k]): no (P, 2D) copy either way
+        h = torch.addmm(target.index_select(0, rows), keys, bk.t())
+        h = torch.addmm(h, q.index_select(0, rows) * keys, c.t())
         w = self._head(h)  # (P,)
         batch = q.shape[0]
         if self.use_softmax:
@@ -227,6 +231,8 @@ class DinNet(nn.Module):
             if table.padding_idx is not None:
                 with torch.no_grad():
                     table.weight[0].zero_()
+            if rows <= SMALL_TABLE_ROWS and table.padding_idx is not None:
+                table.weight.register_hook(_padding_row_without_gradient(table.padding_idx))
             self.embeddings[name] = table
         token = 2 * d
         self.item_projection: nn.Linear | None = None
@@ -245,7 +251,7 @@ class DinNet(nn.Module):
         self.tower = MLP(tower_in, list(config.tower_units), config.tower_activation, config.dropout, out=1)
 
     def item_token(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
-        parts = [self.embeddings["item_idx"](items), self.embeddings["category_idx"](categories)]
+        parts = [self.embeddings["item_idx"](items), lookup(self.embeddings["category_idx"], categories)]
         if self.item_projection is not None:
             parts.append(self.item_projection(self.item_vectors[items]))
         return torch.cat(parts, dim=-1)
@@ -288,7 +294,7 @@ class DinNet(nn.Module):
                 cats.reshape(-1).index_select(0, flat),
             )
             pooled = self.attention.forward_packed(q, keys, rows, slots, mask.shape[1])[0]
-        parts = [self.embeddings[name](batch[name]) for name in self.context_fields]
+        parts = [lookup(self.embeddings[name], batch[name]) for name in self.context_fields]
         parts += [q, pooled, batch["dense"]]
         return self.tower(torch.cat(parts, dim=1)).squeeze(1)
 
@@ -302,3 +308,26 @@ def real_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     length = mask.shape[1]
     flat = mask.reshape(-1).nonzero().squeeze(1)
     return torch.div(flat, length, rounding_mode="floor"), flat.remainder(length), flat
+
+
+def lookup(table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+    """`table(ids)`, with small dense tables (categories, devices, regions) read by `index_select`.
+
+    Same values and gradients: the backward of `index_select` is an `index_add_` into the few rows,
+    about 3x cheaper on CPU than `nn.Embedding`'s sort-based dense backward (0.10 vs 0.31 ms for
+    7,300 ids into 14 rows); the padding row's gradient is zeroed by a hook registered with the
+    table (`_padding_row_without_gradient`), as `padding_idx` does. Large or sparse tables (the lazy
+    Adam's) keep `nn.Embedding`.
+    """
+    if table.sparse or table.num_embeddings > SMALL_TABLE_ROWS or table.max_norm is not None:
+        return table(ids)
+    return table.weight.index_select(0, ids.reshape(-1)).view(*ids.shape, table.embedding_dim)
+
+
+def _padding_row_without_gradient(row: int):
+    """A weight hook giving the padding row a zero gradient (what `padding_idx` does in `nn.Embedding`)."""
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad if grad.is_sparse else grad.index_fill(0, torch.tensor([row], device=grad.device), 0.0)
+
+    return hook
