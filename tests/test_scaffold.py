@@ -166,3 +166,22 @@ def test_template_ships_as_package_data():
     assert "model/__package__/model.py.tmpl" in templates
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     assert "scaffold/**/*" in meta["tool"]["setuptools"]["package-data"]["ctr_dagster"]
+
+
+def test_shipped_baseline_lr_is_exactly_the_scaffold_output(tmp_path):
+    """plugins/ctr-baseline_lr is documented as `ctr new-plugin baseline_lr`'s output: keep them one."""
+    generated = scaffold.new_plugin("baseline_lr", tmp_path)
+    shipped = REPO / "plugins" / "ctr-baseline_lr"
+    skip = ("__pycache__", ".egg-info", ".ruff_cache", ".pytest_cache")
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            str(p.relative_to(root)): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and not any(part.endswith(skip) for part in p.relative_to(root).parts)
+        }
+
+    ours, theirs = files(generated), files(shipped)
+    assert sorted(ours) == sorted(theirs)
+    differing = [name for name in ours if ours[name] != theirs[name]]
+    assert not differing, f"scaffold template and plugins/ctr-baseline_lr differ in {differing}"
