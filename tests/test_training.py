@@ -72,6 +72,22 @@ def test_sequences_keep_the_most_recent_right_aligned():
     assert sliced.tolist() == [[0, 0, 9], [0, 2, 3]] and sliced_len.tolist() == [1, 2]
 
 
+def test_sequences_padded_in_row_blocks_equal_one_block(monkeypatch):
+    from ctr_dagster.training import batching
+
+    rng = np.random.default_rng(3)
+    lists = pa.array(
+        [list(rng.integers(2, 99, rng.integers(0, 9))) for _ in range(257)], pa.list_(pa.int32())
+    )
+    whole, whole_len = pad_sequences(lists.slice(5, 250), 6, np.int64)
+    monkeypatch.setattr(batching, "PAD_BLOCK_ELEMENTS", 13)  # blocks of 2 rows, a ragged last one
+    blocked, blocked_len = pad_sequences(lists.slice(5, 250), 6, np.int64)
+    assert np.array_equal(whole, blocked) and np.array_equal(whole_len, blocked_len)
+    for row in range(250):  # every row: its most recent entries, right-aligned, zeros before
+        tail = lists[row + 5].as_py()[-6:]
+        assert whole[row].tolist() == [0] * (6 - len(tail)) + tail
+
+
 def test_clipping_takes_one_norm_over_dense_and_sparse_gradients():
     from ctr_dagster.training.optim import clip_grad_norm
 
