@@ -14,7 +14,7 @@ import dagster as dg
 import pydantic
 
 from assets.launchpad import per_plugin_configs, select_plugins
-from assets.metadata import markdown_table, numbers, plugin_check, plugin_reports, table_summary
+from assets.metadata import markdown_table, numbers, plugin_check, table_summary, with_plugin_reports
 from assets.resources import WarehouseResource
 
 _ExtractorConfigs = per_plugin_configs("extractor", "ExtractorConfigs")
@@ -104,16 +104,20 @@ def item_attributes(
     if evaluation is not None:
         wh.write(EVALUATION_TABLE, evaluation)
     yield dg.MaterializeResult(
-        metadata={
-            **table_summary(result.table, str(path)),
-            **numbers(result.numbers()),
-            "evaluation": dg.MetadataValue.md(
-                f"Against the {result.evaluation_source} ({result.truth_rows} held-out truths); only "
-                "(item, attribute) pairs the fitting catalogue lacks count; unseen = value absent from "
-                "it (zero-shot).\n\n" + markdown_table(result.evaluation, EVALUATION_COLUMNS)
-            ),
-            "extractors": dg.MetadataValue.md(markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS)),
-            **plugin_reports("extractor", result.runs.reports()),
-        }
+        metadata=with_plugin_reports(
+            {
+                **table_summary(result.table, str(path)),
+                **numbers(result.numbers()),
+                "evaluation": dg.MetadataValue.md(
+                    f"Against the {result.evaluation_source} ({result.truth_rows} held-out truths); only "
+                    "(item, attribute) pairs the fitting catalogue lacks count; unseen = value absent from "
+                    "it (zero-shot).\n\n" + markdown_table(result.evaluation, EVALUATION_COLUMNS)
+                ),
+                "extractors": dg.MetadataValue.md(markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS)),
+            },
+            "extractor",
+            result.runs.reports(),
+            context.log.warning,
+        )
     )
     yield plugin_check("all_extractors_ok", result.runs)

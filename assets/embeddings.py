@@ -12,7 +12,7 @@ import dagster as dg
 import pydantic
 
 from assets.launchpad import per_plugin_configs, select_plugins
-from assets.metadata import markdown_table, numbers, plugin_check, plugin_reports, table_summary
+from assets.metadata import markdown_table, numbers, plugin_check, table_summary, with_plugin_reports
 from assets.resources import WarehouseResource
 
 _ENCODER_COLUMNS = [
@@ -120,25 +120,31 @@ def item_embeddings(
     ]
     widths = {f.name: f.type.list_size for f in result.table.schema if f.name != "item_id"}
     yield dg.MaterializeResult(
-        metadata={
-            **table_summary(result.table, str(path)),
-            **numbers(result.numbers()),
-            **numbers({f"seconds/{k}": round(v, 3) for k, v in result.seconds.items()}),
-            "encoders": dg.MetadataValue.md(markdown_table(rows, _ENCODER_COLUMNS)),
-            "widths": dg.MetadataValue.json(widths),
-            "probe_accuracy": dg.MetadataValue.md(
-                f"Linear probe accuracy on held-out items (labels: {result.label_source}):\n\n"
-                + markdown_table(result.probe_rows())
-            ),
-            "retrieval": dg.MetadataValue.md(markdown_table(retrieval)),
-            "projection": dg.MetadataValue.md(reports.png_markdown(png, "2-D projection of item vectors")),
-            "plot_path": dg.MetadataValue.path(str(png)),
-            **plugin_reports("encoder", result.runs.reports()),
-            "fusion": (
-                f"L2 per modality -> concat ({result.fused.blocks}) -> PCA to {config.width} "
-                f"({result.fused.components} components, {result.fused.explained_variance:.1%} of variance)"
-                + (", whitened" if config.whiten else "")
-            ),
-        }
+        metadata=with_plugin_reports(
+            {
+                **table_summary(result.table, str(path)),
+                **numbers(result.numbers()),
+                **numbers({f"seconds/{k}": round(v, 3) for k, v in result.seconds.items()}),
+                "encoders": dg.MetadataValue.md(markdown_table(rows, _ENCODER_COLUMNS)),
+                "widths": dg.MetadataValue.json(widths),
+                "probe_accuracy": dg.MetadataValue.md(
+                    f"Linear probe accuracy on held-out items (labels: {result.label_source}):\n\n"
+                    + markdown_table(result.probe_rows())
+                ),
+                "retrieval": dg.MetadataValue.md(markdown_table(retrieval)),
+                "projection": dg.MetadataValue.md(
+                    reports.png_markdown(png, "2-D projection of item vectors")
+                ),
+                "plot_path": dg.MetadataValue.path(str(png)),
+                "fusion": (
+                    f"L2 per modality -> concat ({result.fused.blocks}) -> PCA to {config.width} "
+                    f"({result.fused.components} components, {result.fused.explained_variance:.1%} of variance)"
+                    + (", whitened" if config.whiten else "")
+                ),
+            },
+            "encoder",
+            result.runs.reports(),
+            context.log.warning,
+        )
     )
     yield plugin_check("all_encoders_ok", result.runs)

@@ -61,6 +61,26 @@ def plugin_reports(kind: str, reports: Mapping[str, object]) -> dict[str, dg.Met
     return meta
 
 
+def with_plugin_reports(
+    engine: Mapping[str, object], kind: str, reports: Mapping[str, object], warn=None
+) -> dict[str, object]:
+    """The stage's own metadata plus every plugin's report (`plugin_reports`), the engine's entries
+    winning: a plugin report key equal to an engine key (an encoder named `probe` reporting
+    `text/colour` would shadow the engine's `probe/text/colour`) is left out, named in
+    `report_key_clashes` and passed to `warn`, never silently overwritten either way."""
+    plugin = plugin_reports(kind, reports)
+    clashes = sorted(set(plugin) & set(engine))
+    merged: dict[str, object] = {**{k: v for k, v in plugin.items() if k not in engine}, **engine}
+    if clashes:
+        merged["report_key_clashes"] = dg.MetadataValue.md(
+            f"{kind} report entries left out because the stage uses the same key: "
+            + ", ".join(f"`{k}`" for k in clashes)
+        )
+        if warn is not None:
+            warn(f"{kind} report keys clash with the stage's metadata and were left out: {clashes}")
+    return merged
+
+
 def plugin_check(check_name: str, runs) -> dg.AssetCheckResult:
     """The stage's warning check over a `PluginRuns`: passes when no plugin failed or is broken."""
     return dg.AssetCheckResult(

@@ -187,3 +187,26 @@ def test_contract_checks_the_optional_report_member():
 def test_a_run_given_an_error_is_failed():
     assert PluginRun("c", None, error="boom").status == "failed"
     assert not PluginRun("c", None, error="boom").ok and PluginRun("d", 1).ok
+
+
+def test_plugin_report_keys_never_overwrite_the_stages_metadata():
+    import dagster as dg
+
+    from assets.metadata import with_plugin_reports
+    from ctr_dagster.plugin_runs import PluginReport
+
+    engine = {"probe/text/colour": dg.MetadataValue.float(0.9), "items": dg.MetadataValue.int(10)}
+    reports = {
+        "probe": PluginReport(numbers={"text/colour": 0.1, "vectors": 5}),  # an encoder named "probe"
+        "minilm": PluginReport(numbers={"seconds": 1.5}),
+    }
+    warnings: list[str] = []
+
+    merged = with_plugin_reports(engine, "encoder", reports, warnings.append)
+
+    assert merged["probe/text/colour"] == engine["probe/text/colour"]  # the engine's value stands
+    assert merged["probe/vectors"].value == 5 and merged["minilm/seconds"].value == 1.5
+    assert "report/probe" in merged and "report/minilm" in merged
+    assert "probe/text/colour" in merged["report_key_clashes"].value
+    assert len(warnings) == 1 and "probe/text/colour" in warnings[0]
+    assert "report_key_clashes" not in with_plugin_reports(engine, "encoder", {"minilm": reports["minilm"]})
