@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ctr_dagster.training.optim import coalesce
+
 
 class LazyAdam(torch.optim.Optimizer):
     """Row-wise (lazy) Adam for parameters whose gradients are sparse (nn.Embedding(sparse=True))."""
@@ -36,7 +38,7 @@ class LazyAdam(torch.optim.Optimizer):
                 grad = p.grad
                 if not grad.is_sparse:
                     raise RuntimeError("LazyAdam expects sparse gradients (nn.Embedding(sparse=True))")
-                grad = grad if grad.is_coalesced() else grad.coalesce()
+                grad = coalesce(grad)
                 rows, values = grad._indices()[0], grad._values()
                 state = self.state[p]
                 if not state:

@@ -102,16 +102,15 @@ def clip_grad_norm(params: list[Any], max_norm: float) -> float:
     """
     import torch
 
-    dense, sparse = [], []
+    grads = []
     for p in params:
         if p.grad is None:
             continue
         if p.grad.is_sparse:
             p.grad = coalesce(p.grad)
-            sparse.append(p.grad._values())
+            grads.append(p.grad._values())
         else:
-            dense.append(p.grad)
-    grads = dense + sparse
+            grads.append(p.grad)
     if not grads:
         return 0.0
     total = float(torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True))
