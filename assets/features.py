@@ -8,11 +8,12 @@ from ctr_dagster.window import DatasetConfig
 
 
 class TrainingDatasetConfig(dg.Config):
-    """Launchpad-editable window; the defaults fit the synthetic `small` profile."""
+    """Launchpad-editable window. Unset sizes come from the data: every day, test = the last ~10 %
+    of impressions, valid = the ~10 % before (whole days when they fit, else cut by time)."""
 
-    window_days: int = DatasetConfig.window_days
-    valid_days: int = DatasetConfig.valid_days
-    test_days: int = DatasetConfig.test_days
+    window_days: int | None = DatasetConfig.window_days
+    valid_days: int | None = DatasetConfig.valid_days
+    test_days: int | None = DatasetConfig.test_days
     history_days: int = DatasetConfig.history_days
     max_seq_len: int = DatasetConfig.max_seq_len
     end_date: str | None = None
@@ -33,15 +34,18 @@ def training_dataset(
 
     wh = warehouse.get()
     cfg = DatasetConfig(**config.model_dump())
-    plan = plan_days(wh.partitions("clean_impressions"), cfg)
+    days = wh.partitions("clean_impressions")
+    plan = plan_days(days, cfg, {d: wh.num_rows("clean_impressions", d) for d in days})
+    context.log.info(f"split: {plan.rule}")
     context.log.info(f"window: history={plan.history} train={plan.train} valid={plan.valid} test={plan.test}")
     impressions = wh.read("clean_impressions", plan.all)
     result = build_training_table(impressions, wh.read("raw_items"), wh.read("raw_users"), plan, cfg, wh)
     path = wh.write("training_dataset", result.table)
     stats = dict(result.stats)
     oracle_test_auc = None
-    if all(wh.exists("oracle_impressions", d) for d in plan.test):
-        oracle_test_auc = oracle_auc(result.table, wh.read("oracle_impressions", plan.test), split="test")
+    if plan.test and all(wh.exists("oracle_impressions", d) for d in plan.test):  # synthetic data only
+        oracle = wh.read("oracle_impressions", plan.test)
+        oracle_test_auc = oracle_auc(result.table, oracle, split="test") if oracle.num_rows else None
         if oracle_test_auc is not None:
             stats["oracle_auc_test"] = oracle_test_auc
     context.log.info(f"training_dataset: {result.table.num_rows} rows, oracle test AUC={oracle_test_auc}")
@@ -55,6 +59,7 @@ def training_dataset(
             **numbers(stats),
             "date_range": f"{plan.rows[0]} .. {plan.rows[-1]} (history from {plan.all[0]})",
             "splits": f"train={plan.train} valid={plan.valid} test={plan.test}",
+            "split_rule": plan.rule,
             "vocabularies": dg.MetadataValue.md(markdown_table(vocab_rows)),
         }
     )

@@ -145,7 +145,10 @@ def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: Wareh
     # also keep their origin (file, row) so the quarantine can name the user's own file and row.
     wh.write("unparseable_impressions", unparseable, day)
     wh.write("raw_impressions_provenance", provenance, day)
-    oracle_path = wh.write("oracle_impressions", oracle, day)
+    if source.kind == "synthetic":
+        oracle_meta = table_summary(oracle, str(wh.write("oracle_impressions", oracle, day)))
+    else:  # imported logs have no truth: no partition file, so no later stage mistakes one for it
+        oracle_meta = {"oracle": "none: imported logs carry no true click probabilities"}
     context.log.info(
         f"raw_impressions[{day}]: {impressions.num_rows} rows, {unparseable.num_rows} unparseable"
     )
@@ -157,9 +160,7 @@ def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: Wareh
             "source": batches[0].origin if batches else "none",
         },
     )
-    yield dg.MaterializeResult(
-        asset_key="oracle_impressions", metadata=table_summary(oracle, str(oracle_path))
-    )
+    yield dg.MaterializeResult(asset_key="oracle_impressions", metadata=oracle_meta)
     report = validate_table(
         "raw_impressions", impressions, partition=day, items=wh.read("raw_items"), users=wh.read("raw_users")
     )

@@ -39,14 +39,15 @@ def daily_check(
 class WarehouseResource(dg.ConfigurableResource):
     """Where every asset reads and writes: the Parquet warehouse and the rest of the project home.
 
-    `home` is `Settings.home` (``$CTR_HOME``, default ./.ctr_home), set when the definitions are built.
+    `home` is `Settings.data_home` (``$CTR_HOME``, default ./.ctr_home; imported logs get a folder per
+    mapping under it), set when the definitions are built.
     """
 
     home: str
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "WarehouseResource":
-        return cls(home=str(settings.home))
+        return cls(home=str(settings.data_home))
 
     @property
     def ctr_home(self) -> Home:

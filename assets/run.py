@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import dagster as dg
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from assets.definitions import build_definitions
 from assets.raw import CATALOGUE_TABLES
@@ -71,9 +70,11 @@ def materialize_all(
         outcome = "" if result.success else "  FAILED: " + "; ".join(_failures(result))
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}{outcome}")
 
-    log(f"source: {settings.label}, home {settings.home}")
+    log(f"source: {settings.label}, home {settings.data_home}")
+    if partitions is None:
+        partitions = _days_with_data(settings, log) if settings.source == "import" else None
     run("catalogue", [*CATALOGUE_TABLES, "plugin_registry"])
-    for day in partitions or daily_partitions(settings).get_partition_keys():
+    for day in partitions if partitions is not None else daily_partitions(settings).get_partition_keys():
         run(f"day {day}", DAY_ASSETS, partition_key=day)
     run("training_dataset", ["training_dataset"])
     # Enrichment stages: a failure is reported (and leaves the models without that input), not fatal.
@@ -89,18 +90,51 @@ def materialize_all(
     return timings
 
 
+def _days_with_data(settings: Settings, log: Callable[[str], None]) -> list[str]:
+    """The imported days that hold rows (not every calendar day of the partitions), after saying
+    what the import left out: skipped files and rows outside the partitions' range."""
+    from ctr_dagster.sources import Source
+
+    plan = Source(settings).import_plan()
+    log(
+        f"import: {len(plan.files)} file(s), {plan.rows_read} rows, {len(plan.days)} day(s) with data "
+        f"({plan.first} .. {plan.last})"
+    )
+    for file, problem in plan.skipped:
+        log(f"  SKIPPED file {file}: {problem}")
+    if plan.out_of_range:
+        days = sorted(plan.out_of_range)
+        log(
+            f"  {sum(plan.out_of_range.values())} row(s) outside the partitions {plan.first} .. {plan.last} "
+            f"(on {len(days)} day(s): {days[0]} .. {days[-1]}): counted, not imported"
+        )
+    if not plan.days:
+        raise ValueError(f"{settings.mapping}: the impressions files hold no row to import")
+    return plan.days
+
+
 def _failures(result: dg.ExecuteInProcessResult) -> list[str]:
     """One line per failed step or failed blocking check, for the demo's log."""
     lines = []
     for event in result.all_events:
         if event.event_type_value == "STEP_FAILURE":
-            error = event.step_failure_data.error
-            lines.append(f"{event.step_key}: {error.message.strip().splitlines()[-1] if error else 'failed'}")
+            lines.append(f"{event.step_key}: {error_text(event.step_failure_data.error)}")
         elif event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
             if not check.passed:
                 lines.append(f"check {check.check_name} failed")
     return lines
+
+
+def error_text(error) -> str:
+    """The step's own error, not Dagster's wrapper ("Error occurred while executing op ..."): the
+    innermost cause of the serialized error chain, on one line."""
+    if error is None:
+        return "failed"
+    while error.cause is not None:
+        error = error.cause
+    text = " ".join(line.strip() for line in error.message.strip().splitlines() if line.strip())
+    return text or error.cls_name or "failed"
 
 
 def summary(settings: Settings) -> dict[str, object]:
@@ -113,9 +147,9 @@ def summary(settings: Settings) -> dict[str, object]:
 
     def rows(table: str) -> int:
         return (
-            sum(rows_of(wh, table, p) for p in wh.partitions(table))
+            sum(wh.num_rows(table, p) for p in wh.partitions(table))
             if wh.partitions(table)
-            else rows_of(wh, table)
+            else wh.num_rows(table)
         )
 
     dataset = wh.read("training_dataset")
@@ -134,9 +168,11 @@ def summary(settings: Settings) -> dict[str, object]:
     }
     test = dataset.filter(pc.equal(dataset.column("split"), "test")).select(["impression_id", "ts", "label"])
     test_days = sorted(set(pc.strftime(test.column("ts"), format="%Y-%m-%d").to_pylist()))
-    oracle_rows = sum(rows_of(wh, "oracle_impressions", d) for d in test_days)
+    oracle_rows = sum(wh.num_rows("oracle_impressions", d) for d in test_days)
     if test_days and oracle_rows:
         out["oracle_auc_test"] = metrics.oracle_auc(dataset, wh.read("oracle_impressions", test_days))
+    if settings.source == "import":
+        out.update(_import_accounting(settings, out))
     models = {}
     for table in sorted(p.name for p in wh.root.glob("predictions_*")):
         scored = test.join(wh.read(table).select(["impression_id", "score"]), "impression_id")
@@ -148,7 +184,17 @@ def summary(settings: Settings) -> dict[str, object]:
     return out
 
 
-def rows_of(wh, table: str, partition: str | None = None) -> int:
-    """Row count from the Parquet footer (no data read); 0 when the file does not exist."""
-    path = wh.path(table, partition)
-    return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+def _import_accounting(settings: Settings, counts: dict[str, object]) -> dict[str, object]:
+    """Where every imported row went: rows read = clean + quarantined + outside the partitions."""
+    from ctr_dagster.sources import Source
+
+    plan = Source(settings).import_plan()
+    out_of_range = sum(plan.out_of_range.values())
+    accounted = int(counts["clean_impressions"]) + int(counts["quarantined"]) + out_of_range
+    return {
+        "rows_read": plan.rows_read,
+        "out_of_range": out_of_range,
+        "skipped_files": [f"{file}: {problem}" for file, problem in plan.skipped],
+        "rows_accounted": f"{accounted} of {plan.rows_read} (clean + quarantined + out of range)"
+        + ("" if accounted == plan.rows_read else "  MISMATCH"),
+    }

@@ -58,7 +58,7 @@ def build_training(profile_name: str, cache: Path = DATA, log=print) -> tuple[Pa
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     world = build_world(profile(profile_name, corruption_rate=0.0))
-    config = DatasetConfig()
+    config = DatasetConfig(window_days=14, valid_days=1, test_days=1)  # fixed: comparable across runs
     plan = plan_days(world.dates(), config)
     days = []
     for day in plan.all:

@@ -157,28 +157,90 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Materialize the whole graph on the synthetic world in-process (the same assets as the UI)."""
-    import time
+    import os
 
+    if os.environ.get("CTR_SOURCE", "").strip() == "import":
+        typer.echo(
+            "error: `ctr demo` runs the synthetic world only, but CTR_SOURCE=import is set. "
+            "For your own logs run `ctr run --mapping <mapping.yaml>` (or unset CTR_SOURCE).",
+            err=True,
+        )
+        raise typer.Exit(2)
     settings = _settings(
         ctx, source="synthetic", profile=profile, seed=seed, signals=",".join(signal) if signal else None
     )
-    started = time.perf_counter()
-    run = _code_location(project)
-    timings = run.materialize_all(settings, log=lambda line: typer.echo(line))
-    summary = run.summary(settings)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary = _materialize(settings, project, as_json)
     summary["profile"] = settings.profile
     summary["signals"] = settings.signals or "all 1.0"
+    _print_summary(settings, summary, as_json, f"profile {settings.profile}")
+
+
+@app.command("run")
+def run_mapping(
+    ctx: typer.Context,
+    mapping: Path = typer.Option(
+        ...,
+        "--mapping",
+        "-m",
+        help="Import mapping YAML (see examples/mapping.example.yaml; `ctr mapping-schema` prints its schema).",
+    ),
+    project: Path = typer.Option(Path("."), "--project", help="Project root (holds assets/)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Import your logs and materialize everything in-process, ending with the leaderboard.
+
+    Imports the files the mapping names, materializes every day that holds data (the days come from
+    the data), then the training dataset, every model, the evaluation and the champion, recorded
+    in DAGSTER_HOME like `ctr demo`.
+    """
+    from ctr_dagster.importers import MappingError, load_mapping
+
+    if not mapping.is_file():
+        typer.echo(f"error: mapping file {mapping} does not exist", err=True)
+        raise typer.Exit(2)
+    try:
+        load_mapping(mapping)
+    except MappingError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    settings = _settings(ctx, source="import", mapping=mapping)
+    summary = _materialize(settings, project, as_json)
+    summary["mapping"] = str(settings.mapping)
+    _print_summary(settings, summary, as_json, f"mapping {settings.mapping}")
+
+
+def _materialize(settings: Settings, project: Path, as_json: bool) -> dict:
+    """Run every stage for `settings` (progress lines on stderr with --json), return the summary."""
+    import time
+
+    from ctr_dagster.errors import MalformedInputError
+    from ctr_dagster.importers import MappingError
+
+    started = time.perf_counter()
+    run = _code_location(project)
+    try:
+        timings = run.materialize_all(settings, log=lambda line: typer.echo(line, err=as_json))
+    except (MappingError, MalformedInputError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    summary = run.summary(settings)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["runs"] = len(timings) - 1
+    days = [t for label, t in timings.items() if label.startswith("day ")]
+    if days:
+        summary["seconds_per_day"] = round(sum(days) / len(days), 2)
+    return summary
+
+
+def _print_summary(settings: Settings, summary: dict, as_json: bool, what: str) -> None:
     from ctr_dagster.evaluation import report
 
     doc = report(settings.ctr_home)
     if as_json:
         summary["evaluation"] = doc
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(summary, indent=2, default=str))
         return
-    typer.echo(
-        f"\nmaterialized {len(timings) - 1} runs in {summary['seconds']} s (profile {settings.profile})"
-    )
+    typer.echo(f"\nmaterialized {summary['runs']} runs in {summary['seconds']} s ({what})")
     for key, value in summary.items():
         typer.echo(f"  {key:<20} {value}")
     typer.echo("\n" + (leaderboard_text(doc) if doc else "no evaluation was produced (see the log above)"))
@@ -190,6 +252,14 @@ def _fmt(value: object) -> object:
     return display(value)
 
 
+def _data_label(doc: dict) -> str:
+    """Which data the leaderboard judged: the synthetic profile, or the mapping file of imported logs."""
+    data = doc.get("data") or ""
+    if doc.get("profile") == "import" or data.startswith("import"):
+        return "data " + data.removeprefix("import ").replace("mapping=", "mapping ")
+    return f"profile {doc.get('profile')}"
+
+
 def leaderboard_text(doc: dict) -> str:
     """The leaderboard as the terminal shows it: ranked models, the oracle, the unranked, the champion."""
     from ctr_dagster.evaluation import COMPARISON_COLUMNS, LEADERBOARD_COLUMNS, comparisons, leaderboard_rows
@@ -197,9 +267,11 @@ def leaderboard_text(doc: dict) -> str:
     rows = [{k: _fmt(v) for k, v in r.items()} for r in leaderboard_rows(doc)]
     lines = [
         f"leaderboard ({doc['split']} split, {doc['dataset']['test_rows']} rows, "
-        f"profile {doc.get('profile')}, evaluated {doc['evaluated_at']})",
+        f"{_data_label(doc)}, evaluated {doc['evaluated_at']})",
         _table(rows, LEADERBOARD_COLUMNS),
     ]
+    if doc.get("oracle_note"):
+        lines.append(f"  {doc['oracle_note']}")
     for r in doc.get("unranked", []):
         lines.append(f"  {r['status']}: {r['name']}: {r.get('error')}")
     compared = comparisons(doc)

@@ -109,6 +109,30 @@ def behaviour_sequences(
     return lengths, lists, counts
 
 
+def _split(rows: pa.Table, plan: DayPlan) -> pa.Array:
+    """train / valid / test of each row (rows sorted by ts): by day, or by time cuts inside days."""
+    if plan.cut_shares is None:
+        return pc.if_else(
+            pc.is_in(rows.column("_day"), value_set=pa.array(plan.test)),
+            "test",
+            pc.if_else(pc.is_in(rows.column("_day"), value_set=pa.array(plan.valid)), "valid", "train"),
+        )
+    ms = _ms(rows.column("ts"))
+    n = len(ms)
+    valid_share, test_share = plan.cut_shares
+    # Rows sharing a timestamp stay on one side: the cut is a time, placed at the row quantile.
+    test_from = ms[min(n - 1, int(n * (1 - test_share)))] if n else 0
+    valid_from = ms[min(n - 1, int(n * (1 - test_share - valid_share)))] if n else 0
+    labels = np.where(ms >= test_from, "test", np.where(ms >= valid_from, "valid", "train"))
+    missing = [name for name in ("train", "valid", "test") if not (labels == name).any()]
+    if missing:
+        raise ValueError(
+            f"cannot split {n} impressions by time into train/valid/test ({', '.join(missing)} would be "
+            "empty: too few distinct timestamps); import more data or set valid_days / test_days"
+        )
+    return pa.array(labels)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     table: pa.Table
@@ -135,11 +159,7 @@ def build_training_table(
     rows = impressions.filter(is_row)
     rows = rows.append_column("_day", pc.filter(day, is_row))
     rows = rows.sort_by([("ts", "ascending"), ("impression_id", "ascending")])
-    split = pc.if_else(
-        pc.is_in(rows.column("_day"), value_set=pa.array(plan.test)),
-        "test",
-        pc.if_else(pc.is_in(rows.column("_day"), value_set=pa.array(plan.valid)), "valid", "train"),
-    )
+    split = _split(rows, plan)
     train_mask = pc.equal(split, "train")
     train = rows.filter(train_mask)
 

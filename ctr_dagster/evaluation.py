@@ -67,11 +67,23 @@ def _metrics_row(test: pa.Table, scores: np.ndarray) -> dict[str, Any]:
     return found
 
 
+#: Why a leaderboard has no ceiling row, by source kind.
+NO_ORACLE = {
+    "import": "no oracle: imported logs carry no true click probabilities, so there is no ceiling "
+    "(AUC of the truth) to measure models against; the ceiling row exists for the synthetic world only",
+    "synthetic": "no oracle rows for the test days (oracle_impressions not materialized for them)",
+}
+
+
 def _oracle_scores(wh: Warehouse, test: pa.Table) -> np.ndarray | None:
+    """The true p_click of every test row, or None when the data has no oracle (imported logs write
+    no oracle partition; an empty partition counts as none)."""
     days = sorted(set(pc.strftime(test.column("ts"), format="%Y-%m-%d").to_pylist()))
     if not days or not all(wh.exists("oracle_impressions", d) for d in days):
         return None
     oracle = wh.read("oracle_impressions", days)
+    if oracle.num_rows == 0:
+        return None
     return _aligned(test, oracle.column("impression_id"), oracle.column("p_click"), "oracle_impressions")
 
 
@@ -281,6 +293,7 @@ def evaluate(
         "models": ranked,
         "unranked": unranked,
         "oracle": oracle,
+        "oracle_note": None if oracle is not None else NO_ORACLE["import" if profile == "import" else "synthetic"],
         "candidate": _candidate(ctr_rows[0]) if ctr_rows else None,
         "champion_baseline": _champion_baseline(current, ranked, registry, test, log),
         "champion": current and {k: v for k, v in current.items() if k != "previous"},

@@ -175,8 +175,20 @@ class Settings:
             parse_signals(self.signals)  # a typo fails here, naming the knob
 
     @property
+    def data_home(self) -> Path:
+        """Where this data's state lives: `home` for the synthetic world; for imported logs a folder
+        per mapping file under it (``import/<stem>-<hash>``), so importing a log into a home that
+        also holds the demo (or another log) never mixes their days, models or champion."""
+        if self.source != "import" or self.mapping is None:
+            return self.home
+        import hashlib
+
+        digest = hashlib.sha1(str(self.mapping).encode()).hexdigest()[:8]
+        return self.home / "import" / f"{self.mapping.stem}-{digest}"
+
+    @property
     def ctr_home(self) -> Home:
-        return Home(self.home)
+        return Home(self.data_home)
 
     @property
     def label(self) -> str:

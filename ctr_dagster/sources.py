@@ -61,7 +61,22 @@ class Source:
             config = self.world_config()
             start = dt.date.fromisoformat(str(config.start_date))
             return start.isoformat(), (start + dt.timedelta(days=config.n_days)).isoformat()
-        return str(self.mapping().start_date), None
+        plan = self.import_plan()
+        if plan.first is None:  # no data yet: one placeholder day so the definitions still load
+            first = str(self.mapping().start_date or dt.datetime.now(dt.UTC).date())
+            return first, (dt.date.fromisoformat(first) + dt.timedelta(days=1)).isoformat()
+        return plan.first, (dt.date.fromisoformat(plan.last) + dt.timedelta(days=1)).isoformat()
+
+    def import_plan(self):
+        """The imported files' days, out-of-range rows and skipped files (`importers.staging.ImportPlan`).
+
+        The daily partitions of imported data run from the first to the last day the data holds,
+        not a calendar from a start date to today. Staging parses each file once; later calls
+        only read the staging markers.
+        """
+        from ctr_dagster.importers.staging import plan_import
+
+        return plan_import(self.mapping(), self.settings.ctr_home.import_staging)
 
     # -- synthetic ---------------------------------------------------------------------------
     def world_config(self):

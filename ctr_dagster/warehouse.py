@@ -57,6 +57,11 @@ class Warehouse:
         return self.path(table, partition).exists()
 
     # -- write ---------------------------------------------------------------------------------
+    def num_rows(self, table: str, partition: str | None = None) -> int:
+        """Rows of a table (partition) from the Parquet footer, no data read; 0 when absent."""
+        path = self.path(table, partition)
+        return pq.ParquetFile(path).metadata.num_rows if path.exists() else 0
+
     def write(self, table: str, data: pa.Table, partition: str | None = None) -> Path:
         """Atomically write (or replace) one table or partition; returns the file path."""
         target = self.path(table, partition)

@@ -73,15 +73,45 @@ def _catalogue(items: list[str], users: list[str]) -> tuple[pa.Table, pa.Table]:
 
 
 def test_plan_days_splits_by_time_and_keeps_history():
-    plan = plan_days(DAYS, DatasetConfig(window_days=3, history_days=5))
+    plan = plan_days(DAYS, DatasetConfig(window_days=3, valid_days=1, test_days=1, history_days=5))
     assert plan.history == ["2026-11-01"]
     assert plan.train == ["2026-11-02"]
     assert plan.valid == ["2026-11-03"]
     assert plan.test == ["2026-11-04"]
     with pytest.raises(ValueError, match="need at least 3"):
-        plan_days(DAYS[:2], DatasetConfig())
+        plan_days(DAYS[:2], DatasetConfig(window_days=14, valid_days=1, test_days=1))
     with pytest.raises(ValueError, match="leaves no training day"):
-        plan_days(DAYS, DatasetConfig(window_days=2))
+        plan_days(DAYS, DatasetConfig(window_days=2, valid_days=1, test_days=1))
+
+
+def test_unset_sizes_come_from_the_data_volume():
+    days = [f"2026-11-{d:02d}" for d in range(1, 31)]
+    rows = {d: 100 for d in days}
+    plan = plan_days(days, DatasetConfig(), rows)
+    assert plan.cut_shares is None
+    assert plan.test == days[-3:] and plan.valid == days[-6:-3]  # 3 of 30 equal days = 10 %
+    assert plan.train == days[:-6] and "10.0% of impressions" in plan.rule
+    # A heavy last week: the test split follows the volume, not the day count.
+    heavy = {**rows, **{d: 1000 for d in days[-7:]}}
+    plan = plan_days(days, DatasetConfig(), heavy)
+    assert plan.test == days[-1:] and plan.valid == days[-2:-1]
+    # Explicit sizes win.
+    plan = plan_days(days, DatasetConfig(window_days=10, valid_days=2, test_days=1), rows)
+    assert plan.test == days[-1:] and plan.valid == days[-3:-1] and len(plan.train) == 7
+
+
+def test_few_days_split_by_time_inside_days(tmp_path):
+    plan = plan_days(DAYS[:2], DatasetConfig(), {DAYS[0]: 10, DAYS[1]: 10})
+    assert plan.cut_shares == (0.1, 0.1) and plan.train == DAYS[:2] and "cuts by time" in plan.rule
+    events = [("2026-11-01", 1000 + i, f"u{i % 3}", f"i{i % 4}", i % 2) for i in range(50)]
+    events += [("2026-11-02", 1000 + i, f"u{i % 3}", f"i{i % 4}", i % 2) for i in range(50)]
+    items, users = _catalogue(["i0", "i1", "i2", "i3"], ["u0", "u1", "u2"])
+    table = build_training_table(_impressions(events), items, users, plan, DatasetConfig()).table
+    split = table.column("split").to_pylist()
+    assert split.count("test") == 10 and split.count("valid") == 10 and split.count("train") == 80
+    ts = table.column("ts").to_pylist()
+    assert max(t for t, s in zip(ts, split) if s == "train") < min(t for t, s in zip(ts, split) if s == "valid")
+    assert max(t for t, s in zip(ts, split) if s == "valid") < min(t for t, s in zip(ts, split) if s == "test")
 
 
 def test_sequences_use_only_strictly_earlier_clicks_of_the_same_user():
@@ -112,7 +142,7 @@ def test_build_training_table_end_to_end(tmp_path):
         ("2026-11-04", 150, "u3", "i2", 0),
     ]
     items, users = _catalogue(["i1", "i2", "i3", "i4"], ["u1", "u2", "u3"])
-    plan = plan_days(DAYS, DatasetConfig(window_days=3, history_days=1))
+    plan = plan_days(DAYS, DatasetConfig(window_days=3, valid_days=1, test_days=1, history_days=1))
     result = build_training_table(
         _impressions(events), items, users, plan, DatasetConfig(window_days=3), Warehouse(tmp_path)
     )
