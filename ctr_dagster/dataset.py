@@ -133,6 +133,43 @@ def _split(rows: pa.Table, plan: DayPlan) -> pa.Array:
     return pa.array(labels)
 
 
+def _given_sequences(
+    rows: pa.Table, items: pa.Table, vocabs: dict[str, vocab_mod.VocabUpdate], max_seq_len: int
+) -> tuple[pa.Array, dict[str, pa.ListArray]] | None:
+    """Sequence lists from the log's own `history_item_ids` (rows where it is not null), or None.
+
+    Public CTR logs often ship each impression's behaviour sequence (e.g. Taobao's `^`-separated
+    clicked items), sometimes reaching back before the log starts: then that sequence is the
+    truth and rebuilding it from the log would cut it short. Kept: the most recent `max_seq_len`
+    ids (the list is oldest first), encoded with the same vocabularies; their times are unknown
+    (`hist_age_s` = -1).
+    """
+    if "history_item_ids" not in rows.column_names:
+        return None
+    column = rows.column("history_item_ids").combine_chunks()
+    if column.null_count == len(column):
+        return None
+    has = pc.is_valid(column)
+    column = pc.if_else(has, column, pa.scalar([], column.type))
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    keep = np.minimum(lengths, max_seq_len)
+    ids = pc.list_flatten(column)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    rank_from_end = np.repeat(lengths, lengths) - (np.arange(len(ids)) - starts)  # 1 = most recent
+    kept = rank_from_end <= max_seq_len
+    ids = ids.filter(pa.array(kept))
+    offsets = np.zeros(len(keep) + 1, dtype=np.int32)
+    np.cumsum(keep, out=offsets[1:])
+    category = _lookup(ids, items, "item_id", ("category",))["category"]
+    values = {
+        "item": pa.array(vocabs["item"].encode(ids), pa.int32()),
+        "category": pa.array(vocabs["category"].encode(category), pa.int32()),
+        "age_s": pa.array(np.full(len(ids), -1.0, dtype=np.float32)),
+        "rel_pos": pa.array(rank_from_end[kept].astype(np.int32)),
+    }
+    return has, {name: pa.ListArray.from_arrays(pa.array(offsets), v) for name, v in values.items()}
+
+
 @dataclass(frozen=True)
 class BuildResult:
     table: pa.Table
@@ -218,6 +255,14 @@ def build_training_table(
         },
         config.max_seq_len,
     )
+
+    given = _given_sequences(rows, items, vocabs, config.max_seq_len)
+    if given is not None:  # the log ships each impression's sequence: it wins where present
+        has, given_lists = given
+        lists = {
+            name: pc.if_else(has, given_lists[name], lists[name].cast(given_lists[name].type))
+            for name in given_lists
+        }
 
     hours = pc.hour(rows.column("ts"))
     first_seen_ms = pc.cast(pc.cast(row_first_seen, pa.timestamp("ms", tz="UTC")), pa.int64())

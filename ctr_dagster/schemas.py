@@ -66,6 +66,9 @@ IMPRESSIONS = pa.schema(
         pa.field("treatment", pa.int8(), nullable=False),
         pa.field("click", pa.int8(), nullable=False),
         pa.field("conversion", pa.int8(), nullable=False),
+        # The user's behaviour sequence as the log ships it (item ids, oldest first), for logs that
+        # carry one per impression (many public CTR sets do); null: rebuilt from the log's clicks.
+        pa.field("history_item_ids", pa.list_(pa.string())),
     ]
 )
 
@@ -164,7 +167,8 @@ _I32_LIST = pa.list_(pa.int32())
 
 #: The model-ready table: one row per impression, with a `split` column (train/valid/test, split by
 #: time), dense indices and the behaviour sequence built only from clicks *before* the impression
-#: (most recent last; `hist_rel_pos` counts back from the target: 1 = most recent).
+#: (most recent last; `hist_rel_pos` counts back from the target: 1 = most recent). Where the log
+#: shipped the sequence itself (`history_item_ids`), its behaviours have no time: `hist_age_s` is -1.
 TRAINING = pa.schema(
     [
         pa.field("split", pa.string(), nullable=False),
@@ -223,12 +227,17 @@ def conform(table: pa.Table, schema: pa.Schema, *, source: str = "<table>") -> p
     """Select and cast `table` to `schema` (column order, types), naming what does not fit.
 
     Extra columns are dropped on purpose: canonical tables carry exactly the documented columns.
+    A missing optional column that no source fills (e.g. `history_item_ids`) becomes all null.
     """
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    absent = {f.name for f in schema if f.name not in table.column_names}
+    missing = [f.name for f in schema if f.name in absent and not (f.nullable and f.name in _FILLABLE)]
     if missing:
         raise SchemaError(f"{source}: missing required column(s) {missing}; has {table.column_names}")
     columns = []
     for field in schema:
+        if field.name in absent:
+            columns.append(pa.nulls(table.num_rows, field.type))
+            continue
         column = table.column(field.name)
         if not column.type.equals(field.type):
             try:
@@ -243,6 +252,10 @@ def conform(table: pa.Table, schema: pa.Schema, *, source: str = "<table>") -> p
             )
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+#: Optional columns `conform` may add as nulls (columns sources were never required to produce).
+_FILLABLE = frozenset({"history_item_ids"})
 
 
 def empty(schema: pa.Schema) -> pa.Table:

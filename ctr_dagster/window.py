@@ -144,7 +144,9 @@ def plan_days(
     )
 
 
-def _automatic_plan(days: list[str], config: DatasetConfig, rows_per_day: Mapping[str, int] | None) -> DayPlan:
+def _automatic_plan(
+    days: list[str], config: DatasetConfig, rows_per_day: Mapping[str, int] | None
+) -> DayPlan:
     window = days[-config.window_days :] if config.window_days else days
     history = days[max(0, len(days) - len(window) - config.history_days) : len(days) - len(window)]
     counts = [int((rows_per_day or {}).get(d, 1)) if rows_per_day is not None else 1 for d in window]

@@ -109,9 +109,11 @@ def test_few_days_split_by_time_inside_days(tmp_path):
     table = build_training_table(_impressions(events), items, users, plan, DatasetConfig()).table
     split = table.column("split").to_pylist()
     assert split.count("test") == 10 and split.count("valid") == 10 and split.count("train") == 80
-    ts = table.column("ts").to_pylist()
-    assert max(t for t, s in zip(ts, split) if s == "train") < min(t for t, s in zip(ts, split) if s == "valid")
-    assert max(t for t, s in zip(ts, split) if s == "valid") < min(t for t, s in zip(ts, split) if s == "test")
+    times = {
+        name: [t for t, s in zip(table.column("ts").to_pylist(), split, strict=True) if s == name]
+        for name in ("train", "valid", "test")
+    }
+    assert max(times["train"]) < min(times["valid"]) and max(times["valid"]) < min(times["test"])
 
 
 def test_sequences_use_only_strictly_earlier_clicks_of_the_same_user():
@@ -198,3 +200,31 @@ def test_concurrent_runs_never_hand_one_index_to_two_keys(tmp_path):
         [f"a{i}" for i in range(25)] + [f"b{i}" for i in range(25)] + ["shared"]
     )
     assert sorted(table["index"]) == list(range(vocab.FIRST_INDEX, vocab.FIRST_INDEX + 51))
+
+
+def test_a_sequence_shipped_with_the_log_replaces_the_rebuilt_one():
+    events = [
+        ("2026-11-01", 100, "u1", "i1", 1),
+        ("2026-11-02", 100, "u1", "i2", 1),
+        ("2026-11-03", 100, "u1", "i3", 0),
+        ("2026-11-04", 100, "u1", "i4", 1),
+        ("2026-11-04", 200, "u2", "i1", 0),
+    ]
+    table = _impressions(events)
+    shipped = [["i3", "i2", "i1"], None, ["i4"], ["i9", "i1", "i2", "i3"], None]
+    table = table.set_column(
+        table.schema.get_field_index("history_item_ids"),
+        "history_item_ids",
+        pa.array(shipped, pa.list_(pa.string())),
+    )
+    items, users = _catalogue(["i1", "i2", "i3", "i4"], ["u1", "u2"])
+    plan = plan_days(DAYS, DatasetConfig(window_days=4, valid_days=1, test_days=1))
+    result = build_training_table(table, items, users, plan, DatasetConfig(max_seq_len=2))
+    encode = result.vocabs["item"].encode
+    hist = result.table.column("hist_item_idx").to_pylist()
+    assert hist[0] == encode(pa.array(["i2", "i1"])).tolist()  # shipped: the 2 most recent kept
+    assert hist[1] == encode(pa.array(["i1"])).tolist()  # no shipped sequence: rebuilt from clicks
+    assert hist[3] == encode(pa.array(["i2", "i3"])).tolist()
+    assert result.table.column("hist_rel_pos").to_pylist()[3] == [2, 1]
+    assert result.table.column("hist_age_s").to_pylist()[0] == [-1.0, -1.0]
+    assert result.table.column("hist_age_s").to_pylist()[1] != [-1.0]

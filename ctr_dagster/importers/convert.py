@@ -66,6 +66,11 @@ def convert(values: pa.Array | pa.ChunkedArray, field: pa.Field, spec: TimeSpec)
         values = values.dictionary_decode()
     if pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type):
         values = values.cast(pa.string())
+    if pa.types.is_list(field.type) and not _is_list(values.type):
+        raise IncompatibleType(
+            f"type {values.type} cannot hold a list of ids: map a delimited text column with an "
+            "expression, e.g. {expr: \"string_split(clicked_items, '^')\"}"
+        )
     if pa.types.is_integer(field.type) and pa.types.is_binary(values.type):
         try:  # clean cells are ASCII digits, valid UTF-8 by construction: skip the text step (~40%)
             return Converted(values.cast(field.type))
@@ -89,6 +94,8 @@ def convert(values: pa.Array | pa.ChunkedArray, field: pa.Field, spec: TimeSpec)
         result = _to_date(values, spec)
     elif pa.types.is_binary(target):
         result = _to_binary(values)
+    elif pa.types.is_list(target):
+        result = _to_string_list(values)
     else:  # pragma: no cover - every canonical type is handled above
         raise IncompatibleType(f"no conversion to {target}")
     if bad_utf8 is not None:
@@ -303,3 +310,28 @@ def _to_binary(values: pa.Array) -> Converted:
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_string(kind):
         return Converted(values.cast(pa.binary()))
     raise IncompatibleType(f"type {kind} cannot hold bytes")
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def _to_string_list(values: pa.Array) -> Converted:
+    """A list column (e.g. a behaviour sequence) -> list<string>, empty and null elements dropped
+    (`string_split('', '^')` gives [''], which is no behaviour)."""
+    if _is_list(values.type) and not pa.types.is_list(values.type):
+        values = values.cast(pa.list_(values.type.value_type))
+    flat = pc.list_flatten(values)
+    if not (
+        pa.types.is_string(flat.type) or pa.types.is_integer(flat.type) or pa.types.is_large_string(flat.type)
+    ):
+        raise IncompatibleType(f"type {values.type} cannot hold a list of ids (text or integers)")
+    flat = flat.cast(pa.string())
+    keep = _mask(pc.and_(pc.is_valid(flat), pc.not_equal(flat, "")))
+    lengths = pc.list_value_length(values).fill_null(0).to_numpy(zero_copy_only=False)
+    row_of = np.repeat(np.arange(len(values)), lengths)
+    kept = np.bincount(row_of[keep], minlength=len(values)).astype(np.int32)
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum(kept, out=offsets[1:])
+    lists = pa.ListArray.from_arrays(pa.array(offsets), flat.filter(pa.array(keep)))
+    return Converted(pc.if_else(pc.is_valid(values), lists, pa.nulls(len(values), lists.type)))
