@@ -308,6 +308,27 @@ def leaderboard(
     typer.echo(json.dumps(doc, indent=2) if as_json else leaderboard_text(doc))
 
 
+@app.command("mapping-schema")
+def mapping_schema(
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Write the schema to this file instead of printing it."
+    ),
+) -> None:
+    """Print the import mapping's JSON Schema, so editors can complete and check mapping files.
+
+    e.g. `ctr mapping-schema -o mapping.schema.json`, then first line of the mapping YAML:
+    `# yaml-language-server: $schema=mapping.schema.json`.
+    """
+    from ctr_dagster.importers.mapping import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
 champion_app = typer.Typer(
     help="The champion model: show it, its history, roll it back.", no_args_is_help=True
 )

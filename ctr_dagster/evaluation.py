@@ -293,7 +293,9 @@ def evaluate(
         "models": ranked,
         "unranked": unranked,
         "oracle": oracle,
-        "oracle_note": None if oracle is not None else NO_ORACLE["import" if profile == "import" else "synthetic"],
+        "oracle_note": None
+        if oracle is not None
+        else NO_ORACLE["import" if profile == "import" else "synthetic"],
         "candidate": _candidate(ctr_rows[0]) if ctr_rows else None,
         "champion_baseline": _champion_baseline(current, ranked, registry, test, log),
         "champion": current and {k: v for k, v in current.items() if k != "previous"},

@@ -29,6 +29,8 @@ class Catalogue:
     attribute_taxonomy: pa.Table
     quarantine: pa.Table
     origin: str
+    #: (table, file, problem) of every bad catalogue file left out (the table's other files import)
+    skipped_files: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,15 @@ class Source:
         from ctr_dagster.importers import read_catalogue
 
         mapping = self.mapping()
-        tables, rejected = {}, []
+        tables, rejected, skipped = {}, [], []
         for name in ("items", "item_attributes", "users"):
-            tables[name], quarantine = read_catalogue(mapping, name)
+            if name == "item_attributes" and name not in mapping.tables:  # optional: none known
+                tables[name] = schemas.empty(schemas.ITEM_ATTRIBUTES)
+                continue
+            result = read_catalogue(mapping, name)
+            tables[name], quarantine = result
             rejected.append(quarantine)
+            skipped += [(name, file, problem) for file, problem in result.skipped]
         return Catalogue(
             items=tables["items"],
             item_attributes=tables["item_attributes"],
@@ -132,6 +139,7 @@ class Source:
             quarantine=pa.concat_tables(rejected),
             origin=self.settings.label,
             attribute_taxonomy=self.attribute_taxonomy(),
+            skipped_files=tuple(skipped),
         )
 
     def attribute_taxonomy(self) -> pa.Table:

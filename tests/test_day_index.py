@@ -39,8 +39,8 @@ def test_files_for_day_scans_each_file_once(tmp_path, monkeypatch):
         base=tmp_path,
     )
     scanned = []
-    real_scan = day_index.scan_days
-    monkeypatch.setattr(day_index, "scan_days", lambda m, f: scanned.append(f.name) or real_scan(m, f))
+    real_scan = day_index.scan_file
+    monkeypatch.setattr(day_index, "scan_file", lambda m, f: scanned.append(f.name) or real_scan(m, f))
     index = tmp_path / "state" / "index.json"
 
     assert [f.name for f in day_index.files_for_day(mapping, "2024-03-01", index)] == ["a.csv", "c.csv"]

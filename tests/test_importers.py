@@ -103,6 +103,7 @@ def test_csv_import_with_mapping_defaults_and_epoch_seconds(tmp_path):
         "treatment": 0,
         "click": 0,
         "conversion": 0,
+        "history_item_ids": None,
     }
     assert parts[0].source_file.endswith("a.csv")
     assert parts[0].source_rows.to_pylist()[:3] == [1, 2, 3]
@@ -161,7 +162,7 @@ def test_unparseable_cells_are_quarantined_naming_file_row_and_column(tmp_path):
     rows = log_rows(10)
     rows = {k: [str(v) for v in vals] for k, vals in rows.items()}
     rows["slot"][3] = "third"  # data row 4
-    rows["event_time"][6] = "yesterday"  # data row 7: cannot be dated -> start_date partition
+    rows["event_time"][6] = "yesterday"  # data row 7: cannot be dated -> the first partition
     rows["clicked"][8] = " 1 "  # whitespace is fine
     path = write_csv(tmp_path / "bad.csv", rows)
     mapping = load_mapping(write_mapping(tmp_path, impressions_mapping("bad.csv")))
@@ -266,11 +267,13 @@ def test_import_streams_in_batches(tmp_path):
 def test_every_row_lands_in_exactly_one_day(tmp_path, fmt):
     n = 3000
     rows = log_rows(n, days=4, seconds_offset=-3600)  # starts one hour before start_date
-    rows["event_time"][10] = None  # undated
+    rows["event_time"][10] = None  # undated: the first partition (start_date)
+    early = {f"e{i}" for i, t in enumerate(rows["event_time"]) if t is not None and t < EPOCH}
     path = tmp_path / f"multi.{fmt}"
     if fmt == "csv":
         rows["event_time"] = [str(t) if t is not None else "" for t in rows["event_time"]]
         rows["event_time"][20] = "later"  # unparseable
+        early.discard("e20")
         pacsv.write_csv(pa.table(rows), path)
     else:  # integer epochs: row groups outside the day are skipped using their statistics
         pq.write_table(pa.table(rows), path, row_group_size=500)
@@ -288,8 +291,11 @@ def test_every_row_lands_in_exactly_one_day(tmp_path, fmt):
         if day != days[0]:
             assert all(lo <= t < lo + dt.timedelta(days=1) for t in stamps)
     assert quarantined == ([21] if fmt == "csv" else [])
-    assert len(seen) + len(quarantined) == n
-    assert len(set(seen)) == len(seen) == n - len(quarantined)
+    # rows dated before start_date are out of range: in no partition (the staging counts them)
+    assert len(early) == (30 if fmt == "csv" else 31) and not early & set(seen)
+    assert len(seen) + len(quarantined) + len(early) == n
+    assert len(set(seen)) == len(seen) == n - len(quarantined) - len(early)
+    assert "e10" in seen  # the undated row went to start_date's partition
     assert scan_days(mapping, path) == set(days[:4])
 
 
@@ -359,10 +365,8 @@ def test_mapping_errors_name_the_bad_key(tmp_path):
         load_mapping(write_mapping(tmp_path, impressions_mapping("x.csv", defaults={"treatment": "maybe"})))
     with pytest.raises(MappingError, match=r"'tables\.impressions\.ts\.unit'"):
         load_mapping(write_mapping(tmp_path, impressions_mapping("x.csv", ts={"unit": "days"})))
-    with pytest.raises(MappingError, match="start_date"):
-        path = tmp_path / "nostart.yaml"
-        path.write_text(yaml.safe_dump({"tables": {"impressions": impressions_mapping("x.csv")}}))
-        load_mapping(path)
+    with pytest.raises(MappingError, match=r"'end_date': 2023-12-31 is before start_date"):
+        load_mapping(write_mapping(tmp_path, impressions_mapping("x.csv"), end_date="2023-12-31"))
     with pytest.raises(MappingError, match=r"'tables\.impressions\.colums': unknown key"):
         load_mapping(write_mapping(tmp_path, {**impressions_mapping("x.csv"), "colums": {}}))
 

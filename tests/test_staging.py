@@ -21,8 +21,8 @@ def _messy_log(tmp_path):
     rows = {k: [str(v) for v in vals] for k, vals in log_rows(90, days=3).items()}
     rows["event_time"][5] = str(EPOCH + 3 * 86_400 + 7)  # straggler on day 4
     rows["slot"][10] = "top"  # unparseable: quarantined on its day
-    rows["event_time"][20] = ""  # undated: start day
-    rows["event_time"][30] = str(EPOCH - 500)  # before start_date: start day
+    rows["event_time"][20] = ""  # undated: the first partition
+    rows["event_time"][30] = str(EPOCH - 500)  # before start_date: out of range
     return write_csv(tmp_path / "logs" / "a.csv", rows)
 
 
@@ -47,21 +47,34 @@ def test_staged_days_equal_partition_by_partition_import(tmp_path, fmt):
         path.unlink()
     mapping = load_mapping(write_mapping(tmp_path, impressions_mapping(f"logs/*.{fmt}")))
     staged_file = next((tmp_path / "logs").iterdir())
-    staged = staging_mod.stage(mapping, staged_file, tmp_path / "staging")
+    root = tmp_path / "staging"
+    plan = staging_mod.plan_import(mapping, root)
+    assert (plan.first, plan.last, plan.days) == ("2024-01-01", "2024-01-04", DAYS)
+    assert plan.out_of_range == {"2023-12-31": 1} and plan.rows_read == 90 and plan.undated == 1
     total = 0
     for day in DAYS:
+        [(file, staged)] = staging_mod.files_for_day(mapping, day, root)
         data, quarantine, provenance = staging_mod.read_day(staged, day)
         expected_data, expected_quarantine = _direct(mapping, day)
-        assert provenance.num_rows == data.num_rows
+        assert file == staged_file and provenance.num_rows == data.num_rows
         assert set(provenance.column("source_file").to_pylist()) <= {str(staged_file)}
         assert data.to_pylist() == (expected_data.to_pylist() if expected_data is not None else [])
         assert quarantine.to_pylist() == (
             expected_quarantine.to_pylist() if expected_quarantine is not None else []
         )
         total += data.num_rows + quarantine.num_rows
-    assert total == 90  # every row lands on exactly one day, in data or in quarantine
+    assert total + 1 == 90  # every row lands on exactly one day, in data or in quarantine, or out of range
+    assert staging_mod.files_for_day(mapping, "2023-12-31", root) == []  # out of range: no partition
+    staged = staging_mod.stage(mapping, staged_file, root)
     straggler, _, origin = staging_mod.read_day(staged, "2024-01-04")
     assert straggler.num_rows == 1 and origin.column("source_row").to_pylist() == [6]  # 1-based data row
+
+    def first_day_rows(**kwargs) -> list[int]:
+        _, quarantine, origin = staging_mod.read_day(staged, "2024-01-01", **kwargs)
+        return origin.column("source_row").to_pylist() + quarantine.column("source_row").to_pylist()
+
+    assert 21 in first_day_rows()  # the undated row (null, or unparseable text in Parquet): first partition
+    assert 21 not in first_day_rows(undated=False)
 
 
 def test_a_file_is_parsed_once_and_restaged_when_it_changes(tmp_path, monkeypatch):
@@ -83,14 +96,17 @@ def test_a_file_is_parsed_once_and_restaged_when_it_changes(tmp_path, monkeypatc
     assert staging_mod.read_day(second, "2024-01-01")[0].num_rows == 12
 
 
-def test_a_malformed_file_leaves_nothing_staged(tmp_path):
+def test_a_malformed_file_is_staged_as_its_problem(tmp_path):
     rows = log_rows(10)
     del rows["slot"]
     path = write_csv(tmp_path / "logs" / "bad.csv", rows)
     mapping = load_mapping(write_mapping(tmp_path, impressions_mapping("logs/*.csv")))
-    with pytest.raises(MalformedInputError, match="slot"):
-        staging_mod.stage(mapping, path, tmp_path / "staging")
-    assert not [p for p in (tmp_path / "staging").iterdir() if p.is_dir()]  # only the lock file
+    staged = staging_mod.stage(mapping, path, tmp_path / "staging")  # does not raise
+    assert "slot" in staging_mod.marker(staged)["skipped"]
+    assert [p.name for p in staged.iterdir()] == [staging_mod.DONE]  # no shard, nothing half-staged
+    with pytest.raises(MalformedInputError, match="slot") as info:  # the only file: the import fails
+        staging_mod.plan_import(mapping, tmp_path / "staging")
+    assert info.value.file == str(path) and info.value.column == "slot"
 
 
 def test_provenance_names_the_file_and_row_of_every_staged_row(tmp_path):

@@ -80,7 +80,11 @@ def convert(values: pa.Array | pa.ChunkedArray, field: pa.Field, spec: TimeSpec)
     if (pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type)) and not pa.types.is_binary(
         field.type
     ):
+        nul = _nul_cells(values)
         values, bad_utf8 = _cells(values, lambda a: a.cast(pa.string()), pa.string())
+        if nul is not None:
+            values = _null_where(values, nul)
+            bad_utf8 = nul if bad_utf8 is None else (bad_utf8 | nul)
     target = field.type
     if pa.types.is_string(target):
         result = _to_string(values)
@@ -104,6 +108,19 @@ def convert(values: pa.Array | pa.ChunkedArray, field: pa.Field, spec: TimeSpec)
 
 
 # -- the generic machinery --------------------------------------------------------------------------
+def _nul_cells(values: pa.Array) -> np.ndarray | None:
+    """Cells holding a NUL byte (valid UTF-8, but binary debris in a text log, never a value), or None.
+
+    One pass over the raw bytes first (~0.4 ms per million cells, against ~15 ms for a per-cell
+    search of every text column): the per-cell search runs only when some NUL is there.
+    """
+    data = values.buffers()[2]
+    if data is None or not data.size or np.frombuffer(data, np.uint8).all():
+        return None
+    nul = _mask(pc.match_substring(values, "\x00"))
+    return nul if nul.any() else None  # the NUL may lie outside this slice's cells
+
+
 def _cells(
     values: pa.Array, fn: Callable[[pa.Array], pa.Array], out_type: pa.DataType
 ) -> tuple[pa.Array, np.ndarray | None]:

@@ -2,25 +2,30 @@
 
 - `iter_file_days(mapping, file)` streams one impressions file once and yields, per source batch
   and day, the RAW_IMPRESSIONS rows whose `ts` falls in that UTC day plus the quarantine rows of
-  that day (cells that do not parse); `importers.staging` stores them as per-day shards.
-  `iter_impressions(mapping, partition)` is the same, filtered to one day. Rows that cannot be dated (ts missing or unparseable, or before
-  `start_date`) belong to the `start_date` partition, so that importing every day from `start_date`
-  places every row of a file exactly once.
+  that day (cells that do not parse); `importers.staging` stores them as per-day shards. The days
+  come from the data: `import_window` makes the partitions [first, last] (`start_date` /
+  `end_date`, else the first / last day in the data, never past today); rows dated outside are
+  out of range (counted and reported by the staging, never imported), and rows that cannot be
+  dated (ts missing or unparseable, unsplittable lines) belong to the first partition.
+  `iter_impressions(mapping, partition)` is the same, for one day.
 - `read_catalogue(mapping, table)` reads items / users / item_attributes whole (they are small),
   quarantining unparseable rows and then rows failing the table's quality suite.
-- `scan_days(mapping, file)` lists the days a file covers (the new-data sensor's question).
+- `scan_days(mapping, file)` / `scan_file` list the days a file covers (the new-data sensor's question).
 
-A file is rejected as a whole (`MalformedInputError`) when it cannot be read, a mapped or required
-column is missing, a Parquet column has an incompatible type, or more than `max_bad_fraction` of the
-file's rows are unparseable.
+A file is bad as a whole (`MalformedInputError`) when it cannot be read, is empty or has no data
+row, a mapped or required column is missing, a Parquet column has an incompatible type, or more
+than `max_bad_fraction` of its rows are unparseable; the staging and `read_catalogue` skip and
+report such a file, and fail only when every file of a table is bad. A glob matching no file is a
+`MappingError` (`table_files`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +36,17 @@ import pyarrow.compute as pc
 
 from ctr_dagster import schemas
 from ctr_dagster.errors import MalformedInputError
-from ctr_dagster.importers.convert import IncompatibleType, convert, describe
-from ctr_dagster.importers.mapping import RAW_TABLE, ImportMapping, TableMapping
+from ctr_dagster.importers.convert import Converted, IncompatibleType, convert, describe
+from ctr_dagster.importers.mapping import (
+    AUTO_IDS,
+    DERIVABLE,
+    RAW_TABLE,
+    ColumnExpr,
+    ColumnPosition,
+    ImportMapping,
+    MappingError,
+    TableMapping,
+)
 from ctr_dagster.importers.readers import (
     RejectedRow,
     SourceBatch,
@@ -43,6 +57,8 @@ from ctr_dagster.importers.readers import (
 )
 
 UNPARSEABLE = "unparseable"
+#: DuckDB's names for the Arrow types expression inputs get (for error messages).
+_SQL_TYPES = {"int64": "BIGINT", "double": "DOUBLE", "string": "VARCHAR"}
 _MS_PER_DAY = 86_400_000
 
 
@@ -59,50 +75,140 @@ class ImportBatch:
 
 # -- planning a file ---------------------------------------------------------------------------------
 class _FilePlan:
-    """Which source column (or constant) feeds each canonical column of one file, checked up front."""
+    """Where each canonical column of one file comes from, checked against its header up front.
+
+    A source column (by name or `{position: N}`), an expression over source columns (`{expr: ...}`),
+    a constant (`defaults`), a column named like the canonical one, a stable per-row id
+    (`impression_id` / `request_id` absent everywhere: `file:row`), or null (optional columns).
+    A wrong mapping (a missing column, an expression naming a column the file lacks, a default
+    that shadows a column of the file) fails here, before any row is read. `derived`: columns the
+    caller fills in itself when nothing maps them (a derived catalogue's first-seen date).
+    """
 
     def __init__(
-        self, mapping: ImportMapping, table: TableMapping, file: Path, only: Sequence[str] | None = None
+        self,
+        mapping: ImportMapping,
+        table: TableMapping,
+        file: Path,
+        only: Sequence[str] | None = None,
+        derived: Sequence[str] = (),
     ):
         self.mapping, self.table, self.file = mapping, table, file
         self.format = mapping.format_of(table.name, file)
         self.parquet = open_parquet(file) if self.format == "parquet" else None
         names = self.parquet.schema_arrow.names if self.parquet else csv_header(file, table.csv)
-        self.sources: dict[str, str] = {}
-        for field in table.schema:
-            if only is not None and field.name not in only:
-                continue
-            if field.name in table.columns:
-                source = table.columns[field.name]
+        self.names = list(names)
+        self.sources: dict[str, str] = {}  # canonical -> its source's label (messages, quarantine)
+        self._read: dict[str, str] = {}  # canonical -> the file column read as it is
+        self.exprs: dict[str, ColumnExpr] = {}
+        self._inputs: dict[str, list[str]] = {}  # canonical -> file columns its expression reads
+        self._labels: dict[str, str] = {}  # file column -> label, where a position names it
+        self.auto_ids: list[str] = []
+        self._evaluator = None
+        key = f"tables.{table.name}"
+        scope = [f for f in table.schema if only is None or f.name in only]
+        for field in scope:
+            name = field.name
+            source = table.columns.get(name)
+            if isinstance(source, ColumnExpr):
+                self._inputs[name] = [self._column(ref, name, source) for ref in source.columns]
+                self.exprs[name] = source
+                self.sources[name] = f"expr:{name}"
+            elif isinstance(source, ColumnPosition):
+                self._read[name] = self._at(source, name)
+                self.sources[name] = self._labels.get(self._read[name], self._read[name])
+            elif source is not None:
                 if source not in names:
                     raise MalformedInputError(
                         file,
                         None,
                         source,
-                        f"mapped column {source!r} (for {table.name}.{field.name}) is not in "
+                        f"mapped column {source!r} (for {table.name}.{name}) is not in "
                         f"the file; its columns are {names}",
                     )
-                self.sources[field.name] = source
-            elif field.name in table.defaults:
-                continue
-            elif field.name in names:
-                self.sources[field.name] = field.name
-            elif not field.nullable:
+                self._read[name] = self.sources[name] = source
+            elif name in table.defaults:
+                if name in names and name not in self._used():
+                    raise MalformedInputError(
+                        file,
+                        None,
+                        name,
+                        f"{key}.defaults.{name} gives a constant, but the file has a column {name!r}: "
+                        f"map it ({key}.columns.{name}: {name}) or drop the default",
+                    )
+            elif name in names:
+                self._read[name] = self.sources[name] = name
+            elif name in AUTO_IDS and table.name == "impressions":
+                self.auto_ids.append(name)
+            elif not field.nullable and name not in derived:
                 raise MalformedInputError(
                     file,
                     None,
-                    field.name,
-                    f"required column {field.name!r} of {table.name} is missing: map it under "
-                    f"tables.{table.name}.columns or give tables.{table.name}.defaults",
+                    name,
+                    f"required column {name!r} of {table.name} is missing: map it under "
+                    f"{key}.columns or give {key}.defaults",
                 )
         self.fields = [f for f in table.raw_schema if only is None or f.name in only]
         if self.parquet:
             self._check_parquet_types()
 
+    def _used(self) -> set[str]:
+        """File columns some canonical column of the table reads (by name, position or expression)."""
+        used: set[str] = set()
+        for source in self.table.columns.values():
+            if isinstance(source, ColumnExpr):
+                refs = {r.lower() for r in source.columns}
+                used.update(n for n in self.names if n.lower() in refs)
+            elif isinstance(source, ColumnPosition):
+                if source.index <= len(self.names):
+                    used.add(self.names[source.index - 1])
+            else:
+                used.add(source)
+        return used
+
+    def _at(self, source: ColumnPosition, name: str) -> str:
+        """The file column at a 1-based position; its label is `#N` when its header is blank or repeated."""
+        key = f"tables.{self.table.name}.columns.{name}"
+        if source.index > len(self.names):
+            raise MalformedInputError(
+                self.file,
+                None,
+                f"#{source.index}",
+                f"{key}: position {source.index}, but the file has {len(self.names)} columns: {self.names}",
+            )
+        header = self.names[source.index - 1]
+        first = self.names.index(header) + 1
+        if first != source.index:
+            raise MalformedInputError(
+                self.file,
+                None,
+                f"#{source.index}",
+                f"{key}: column {source.index}'s header {header!r} repeats column {first}'s, and only the "
+                "first of repeated headers can be read: rename one of them in the file",
+            )
+        if not header.strip() or self.names.count(header) > 1:
+            self._labels[header] = f"#{source.index}"
+        return header
+
+    def _column(self, ref: str, name: str, expr: ColumnExpr) -> str:
+        """The file column an expression's reference means (DuckDB matches names case-insensitively)."""
+        if ref in self.names:
+            return ref
+        matches = [n for n in self.names if n.lower() == ref.lower()]
+        if len(matches) == 1:
+            return matches[0]
+        raise MalformedInputError(
+            self.file,
+            None,
+            ref,
+            f"tables.{self.table.name}.columns.{name}: the expression {expr.sql!r} reads {ref!r}, "
+            f'which is not a column of the file; its columns are {self.names} (quote odd names: "a:b")',
+        )
+
     def _check_parquet_types(self) -> None:
         schema = self.parquet.schema_arrow
         for field in self.fields:
-            source = self.sources.get(field.name)
+            source = self._read.get(field.name)
             if source is None:
                 continue
             kind = schema.field(source).type
@@ -117,35 +223,123 @@ class _FilePlan:
                     f"({field.type}): {exc}",
                 ) from exc
 
-    def read(self, row_groups: Sequence[int] | None = None) -> Iterator[SourceBatch]:
-        columns = list(dict.fromkeys(self.sources.values()))
+    @property
+    def columns(self) -> list[str]:
+        """File columns this plan reads."""
+        wanted = [*self._read.values(), *(c for cols in self._inputs.values() for c in cols)]
+        return list(dict.fromkeys(wanted))
+
+    def read(
+        self, row_groups: Sequence[int] | None = None, also: Sequence[str] = ()
+    ) -> Iterator[SourceBatch]:
+        """Stream the plan's columns (plus `also`: columns another plan of the same file needs)."""
+        columns = list(dict.fromkeys([*self.columns, *also]))
         if self.parquet:
             return iter_parquet(self.file, columns, self.mapping.batch_size, row_groups)
         return iter_csv(self.file, columns, self.table.csv)
 
     def convert(self, source: SourceBatch) -> _Converted:
         n = source.data.num_rows
-        arrays, cell_bad = [], {}
+        arrays, cell_bad, notes = [], {}, {}
+        shown: dict[str, pa.Array] = {}  # expression results, shown in quarantine records
         bad = np.zeros(n, dtype=bool)
         for field in self.fields:
-            name = self.sources.get(field.name)
-            if name is not None:
-                result = convert(source.data.column(name), field, self.table.time_spec(field.name))
-                arrays.append(result.values)
-                if result.bad is not None and result.bad.any():
-                    cell_bad[field.name] = result.bad
-                    bad |= result.bad
-            elif field.name in self.table.defaults:
-                arrays.append(pa.repeat(self.table.defaults[field.name], n))
+            name = field.name
+            if name in self._read:
+                result = convert(source.data.column(self._read[name]), field, self.table.time_spec(name))
+            elif name in self.exprs:
+                result, shown[self.sources[name]], notes[name] = self._evaluate(name, field, source)
+            elif name in self.table.defaults:
+                arrays.append(pa.repeat(self.table.defaults[name], n))
+                continue
+            elif name in self.auto_ids:  # request_id: the row's impression id (its own request)
+                arrays.append(
+                    arrays[0]
+                    if name == "request_id" and self.fields[0].name == "impression_id"
+                    else pc.binary_join_element_wise(
+                        pa.scalar(f"{self.mapping.relative_name(self.file)}:"),
+                        pa.array(source.rows).cast(pa.string()),
+                        "",
+                    )
+                )
+                continue
             else:
                 arrays.append(pa.nulls(n, field.type))
+                continue
+            arrays.append(result.values)
+            if result.bad is not None and result.bad.any():
+                cell_bad[name] = result.bad
+                bad |= result.bad
         batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(self.fields))
-        return _Converted(source, batch, bad, cell_bad)
+        if self._labels or shown:  # what quarantine records show: columns by label, expression results
+            data = source.data
+            names = [self._labels.get(c, c) for c in data.schema.names]
+            data = pa.RecordBatch.from_arrays([*data.columns, *shown.values()], names=[*names, *shown])
+            source = dataclasses.replace(source, data=data)
+        return _Converted(source, batch, bad, cell_bad, notes)
+
+    def _evaluate(
+        self, name: str, field: pa.Field, source: SourceBatch
+    ) -> tuple[Converted, pa.Array, dict[int, str]]:
+        """(converted values, the expression's own values, batch position -> why it failed there)."""
+        from ctr_dagster.importers.expressions import Evaluator, ExpressionError, typed_inputs
+
+        expr, key = self.exprs[name], f"tables.{self.table.name}.columns.{name}"
+        if self._evaluator is None:
+            self._evaluator = Evaluator()
+        inputs, not_text = typed_inputs(source.data, self._inputs[name])
+        first_row = int(source.rows[0]) if len(source.rows) else None
+        try:
+            evaluated = self._evaluator.evaluate(expr.sql, inputs)
+        except ExpressionError as exc:
+            types = ", ".join(f"{f.name!r} {_SQL_TYPES.get(str(f.type), f.type)}" for f in inputs.schema)
+            raise MalformedInputError(
+                self.file,
+                first_row,
+                self.sources[name],
+                f"{key}: {expr.sql!r} cannot be evaluated: {exc} (the batch's columns are typed {types}: "
+                "CAST or TRY_CAST them)",
+            ) from exc
+        try:
+            result = convert(evaluated.values, field, self.table.time_spec(name))
+        except IncompatibleType as exc:
+            raise MalformedInputError(
+                self.file,
+                first_row,
+                self.sources[name],
+                f"{key}: {expr.sql!r} gives {evaluated.values.type}, which cannot be read as "
+                f"{self.table.name}.{name} ({field.type}): {exc}",
+            ) from exc
+        messages = dict(evaluated.messages)
+        bad = np.zeros(len(evaluated.values), dtype=bool)
+        for mask in (result.bad, evaluated.bad, *not_text.values()):
+            if mask is not None:
+                bad |= mask
+        for column, mask in not_text.items():
+            for position in np.flatnonzero(mask).tolist():
+                messages.setdefault(position, f"column {column!r} is not text (bad encoding or NUL bytes)")
+        result.bad = bad if bad.any() else None
+        return result, evaluated.values, messages
+
+    def problem(self, converted: _Converted, column: str, position: int) -> str:
+        """Why the cell of canonical `column` at batch `position` did not parse, naming its source."""
+        label = self.sources[column]
+        note = (converted.notes or {}).get(column, {}).get(position)
+        where = (
+            f"{label} ({self.exprs[column].sql!r})"
+            if column in self.exprs
+            else f"column {label!r} ({column})"
+        )
+        if note is not None:
+            return f"{where}: {note}"
+        value = _text(converted.source.data.column(label)[position].as_py())
+        field = self.table.schema.field(column)
+        return f"{where}: {value!r} is not a valid {describe(field.type, self.table.time_spec(column))}"
 
     # -- Parquet statistics ------------------------------------------------------------------------
     def ts_ranges(self) -> list[tuple[int, int, int] | None]:
         """Per row group: (min ms, max ms, null count) of `ts` from statistics, or None if unknown."""
-        source = self.sources.get("ts")
+        source = self._read.get("ts")
         if not self.parquet or source is None:
             return []
         meta = self.parquet.metadata
@@ -184,6 +378,7 @@ class _Converted:
     batch: pa.RecordBatch  # canonical columns, all nullable; null where the source cell was bad
     bad: np.ndarray  # rows with at least one unparseable cell
     cell_bad: dict[str, np.ndarray]  # canonical column -> its unparseable cells
+    notes: dict[str, dict[int, str]] | None = None  # canonical -> batch position -> why (expressions)
 
 
 class _BadRows:
@@ -239,10 +434,7 @@ def _json(value: Any) -> Any:
 
 
 def _cell_problem(plan: _FilePlan, converted: _Converted, column: str, position: int) -> str:
-    source = plan.sources[column]
-    value = _text(converted.source.data.column(source)[position].as_py())
-    field = plan.table.schema.field(column)
-    return f"column {source!r} ({column}): {value!r} is not a valid {describe(field.type, plan.table.time_spec(column))}"
+    return plan.problem(converted, column, position)
 
 
 def _quarantine(
@@ -261,15 +453,11 @@ def _quarantine(
     if len(positions):
         taken = converted.source.data.take(pa.array(positions)).to_pylist()
         bad = {c: mask[positions] for c, mask in converted.cell_bad.items()}
-        label = {c: f"column {plan.sources[c]!r} ({c})" for c in bad}
-        expected = {c: describe(plan.table.schema.field(c).type, plan.table.time_spec(c)) for c in bad}
         source_rows = converted.source.rows[positions].tolist()
         for i, (row, raw) in enumerate(zip(source_rows, taken, strict=True)):
             record = {k: _text(v) for k, v in raw.items()}
             bad_columns = [c for c, mask in bad.items() if mask[i]]
-            problems = "; ".join(
-                f"{label[c]}: {record[plan.sources[c]]!r} is not a valid {expected[c]}" for c in bad_columns
-            )
+            problems = "; ".join(plan.problem(converted, c, int(positions[i])) for c in bad_columns)
             rows.append(row)
             columns.append(";".join(plan.sources[c] for c in bad_columns))
             details.append(f"{file}, row {row}: {problems}")
@@ -296,14 +484,64 @@ def _quarantine(
 
 
 # -- impressions -------------------------------------------------------------------------------------
-def _day_ms(day: str) -> int:
-    return (dt.date.fromisoformat(day) - dt.date(1970, 1, 1)).days * _MS_PER_DAY
+#: Day key of rows that cannot be dated (ts missing or unparseable) and of unsplittable lines: they
+#: belong to the first partition, which only the whole import knows (`import_window`).
+_UNDATED = int(np.iinfo(np.int64).min)
+_EPOCH = dt.date(1970, 1, 1)
 
 
-def _start(mapping: ImportMapping) -> dt.date:
-    if mapping.start_date is None:
-        raise ValueError("the mapping has no start_date (required to import impressions)")
-    return mapping.start_date
+def _day_name(key: int) -> str | None:
+    return None if key == _UNDATED else (_EPOCH + dt.timedelta(days=key)).isoformat()
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _bounds(mapping: ImportMapping, today: dt.date | None = None) -> tuple[str | None, str]:
+    """(lowest, highest) day a dated row may fall on to be imported: `start_date` (or no bound) and
+    `end_date`, else today (UTC; or `start_date` when that is later, so the window is never empty).
+
+    Why a bound of its own: whether a *dated* row is in range never depends on the other files, so
+    a partition can be read from one file at a time; only the first partition's name (home of the
+    undated rows, when `start_date` is not given) needs every file's days.
+    """
+    today = today or _today()
+    start, end = mapping.start_date, getattr(mapping, "end_date", None)
+    cap = end or max(today, start or today)
+    return (start.isoformat() if start else None), cap.isoformat()
+
+
+def import_window(
+    mapping: ImportMapping, days: Iterable[str], undated: bool, today: dt.date | None = None
+) -> tuple[str | None, str | None]:
+    """(first, last) daily partition, inclusive, of an import whose rows fall on `days` (UTC days
+    of their ts) and, if `undated`, also include rows without a day; (None, None) when there is no
+    row at all.
+
+    first = `start_date`, else the earliest day in range; last = `end_date`, else the latest day in
+    range (never after today). A day outside [first, last] is out of range: its rows are counted,
+    not imported. Undated rows belong to `first`.
+    """
+    days = set(days)
+    if not days and not undated:
+        return None, None
+    low, cap = _bounds(mapping, today)
+    inside = sorted(d for d in days if (low is None or d >= low) and d <= cap)
+    first = low or (inside[0] if inside else cap)
+    end = getattr(mapping, "end_date", None)
+    last = end.isoformat() if end else (inside[-1] if inside else first)
+    return first, max(first, last)
+
+
+def _with_partition(part: ImportBatch, day: str) -> ImportBatch:
+    """An undated batch given to partition `day`: its quarantine rows name that partition."""
+    quarantine = part.quarantine
+    if quarantine.num_rows:
+        index = quarantine.schema.get_field_index("partition")
+        column = pa.array([day] * quarantine.num_rows, pa.string())
+        quarantine = quarantine.set_column(index, quarantine.schema.field(index), column)
+    return dataclasses.replace(part, quarantine=quarantine)
 
 
 def iter_impressions(
@@ -311,70 +549,88 @@ def iter_impressions(
 ) -> Iterator[ImportBatch]:
     """Stream the impressions of one UTC day (YYYY-MM-DD) from every impressions file (see module doc).
 
-    The rows of `partition` out of `iter_file_days`: one definition of which day a row belongs to.
-    Every file is read in full; the pipeline goes through `importers.staging`, which keeps each
-    file's other days too, so no file is read twice.
+    The rows of `partition` out of `iter_file_days`: one definition of which day a row belongs to;
+    nothing when the day is outside the import's range. The first partition also gets the undated
+    rows of every file (held until the last file is read when `start_date` is not given: only then
+    is the first day known). Every file is read in full and a bad file raises; the pipeline goes
+    through `importers.staging`, which keeps each file's other days too and skips bad files.
     """
-    start = _start(mapping)
-    if dt.date.fromisoformat(partition) < start:
-        raise ValueError(f"partition {partition} is before the mapping's start_date {start}")
-    for file in files if files is not None else mapping.files("impressions"):
-        for day, batch in iter_file_days(mapping, file):
+    low, cap = _bounds(mapping)
+    if (low is not None and partition < low) or partition > cap:
+        return
+    held: list[ImportBatch] = []  # undated rows, until the first partition is known
+    earliest: str | None = None  # earliest day in range seen so far
+    for file in files if files is not None else table_files(mapping, "impressions"):
+        for day, part in iter_file_days(mapping, file):
+            if day is None:
+                held.append(part)
+                continue
+            if (low is None or day >= low) and day <= cap and (earliest is None or day < earliest):
+                earliest = day
             if day == partition:
-                yield batch
+                yield part
+        if low is not None:  # the first partition is start_date: no need to hold anything
+            if partition == low:
+                yield from (_with_partition(p, partition) for p in held)
+            held = []
+    if held and partition == (low or earliest or cap):
+        yield from (_with_partition(p, partition) for p in held)
 
 
-def iter_file_days(mapping: ImportMapping, file: str | Path) -> Iterator[tuple[str, ImportBatch]]:
+def iter_file_days(mapping: ImportMapping, file: str | Path) -> Iterator[tuple[str | None, ImportBatch]]:
     """One pass over one impressions file, yielding (day, batch) for every day its rows fall on.
 
-    Days are assigned exactly as `iter_impressions` assigns them (UTC day of `ts`; undated rows,
-    rows before `start_date` and unsplittable lines go to `start_date`), so staging a file once
-    (`importers.staging`) gives every partition the rows `iter_impressions` would give it. The
-    `max_bad_fraction` rule is judged over the whole file, after the last batch.
+    A row's day is the UTC day of its ts, whatever the mapping's dates (which rows are in range is
+    the caller's question: `import_window`); day None holds the rows that cannot be dated (ts
+    missing or unparseable) and unsplittable lines, which go to the first partition. Staging a file
+    once (`importers.staging`) thus gives every partition the rows `iter_impressions` would give
+    it. A file without data rows, or with more than `max_bad_fraction` unparseable rows (judged
+    over the whole file, after the last batch), raises `MalformedInputError`.
     """
-    start = _start(mapping)
-    start_ms = _day_ms(start.isoformat())
     table = mapping.table("impressions")
     plan = _FilePlan(mapping, table, Path(file))
     counter = _BadRows(plan.file, mapping.max_bad_fraction)
     for source in plan.read():
         converted = plan.convert(source)
         counter.add(plan, converted)
-        offsets = _day_offsets(converted.batch.column("ts"), start_ms)
-        for offset, batch in _split_days(plan, converted, offsets, start):
-            yield (start + dt.timedelta(days=offset)).isoformat(), batch
+        keys = _day_offsets(converted.batch.column("ts"))
+        for key, part in _split_days(plan, converted, keys):
+            yield _day_name(key), part
+    if not counter.rows:
+        raise MalformedInputError(plan.file, None, None, "no data rows (an empty file or a header only)")
     counter.check()
 
 
-def _day_offsets(ts: pa.Array, start_ms: int) -> np.ndarray:
-    """Days since `start_date` of each row's `ts`; undated rows and rows before the start get 0."""
+def _day_offsets(ts: pa.Array) -> np.ndarray:
+    """UTC day of each row's ts as days since 1970-01-01 (floor: before 1970 too); `_UNDATED` where
+    the row has no ts (missing, or nulled because it did not parse)."""
     ms = ts.cast(pa.int64())
-    offsets = (ms.fill_null(start_ms).to_numpy() - start_ms) // _MS_PER_DAY
-    np.maximum(offsets, 0, out=offsets)  # before the start (negative) -> the start day
-    return offsets
+    days = ms.fill_null(0).to_numpy() // _MS_PER_DAY
+    if ms.null_count:
+        days[ms.is_null().to_numpy(zero_copy_only=False)] = _UNDATED
+    return days
 
 
 def _split_days(
-    plan: _FilePlan, converted: _Converted, offsets: np.ndarray, start: dt.date
+    plan: _FilePlan, converted: _Converted, keys: np.ndarray
 ) -> Iterator[tuple[int, ImportBatch]]:
-    """(day offset, ImportBatch) for each day the batch's rows (good or bad) fall on, in day order;
-    within a day rows keep their file order."""
+    """(day key, ImportBatch) for each day the batch's rows (good or bad) fall on, in day order
+    (`_UNDATED` first); within a day rows keep their file order."""
     source, bad = converted.source, converted.bad
-    rejected = source.rejected  # unsplittable lines cannot be dated: the start day
-    good = _good_rows_by_day(converted.batch, source.rows, offsets, ~bad)
+    rejected = source.rejected  # unsplittable lines cannot be dated
+    good = _good_rows_by_day(converted.batch, source.rows, keys, ~bad)
     bad_positions = np.flatnonzero(bad)
-    bad_days = offsets[bad_positions]
-    days = set(good) | set(bad_days.tolist()) | ({0} if rejected else set())
-    for offset in sorted(days):
-        batch, rows = good.get(offset, (converted.batch.slice(0, 0), source.rows[:0]))
-        positions = bad_positions[bad_days == offset]
-        day_rejected = rejected if offset == 0 else []
+    bad_keys = keys[bad_positions]
+    found = set(good) | set(bad_keys.tolist()) | ({_UNDATED} if rejected else set())
+    for key in sorted(found):
+        batch, rows = good.get(key, (converted.batch.slice(0, 0), source.rows[:0]))
+        positions = bad_positions[bad_keys == key]
+        day_rejected = rejected if key == _UNDATED else []
         quarantine = _NO_QUARANTINE
         if len(positions) or day_rejected:
-            day = (start + dt.timedelta(days=offset)).isoformat()
-            quarantine = _quarantine(plan, converted, positions, day, day_rejected)
+            quarantine = _quarantine(plan, converted, positions, _day_name(key), day_rejected)
         yield (
-            offset,
+            key,
             ImportBatch(
                 batch=batch,
                 quarantine=quarantine,
@@ -388,7 +644,7 @@ def _split_days(
 def _good_rows_by_day(
     batch: pa.RecordBatch, rows: np.ndarray, offsets: np.ndarray, good: np.ndarray
 ) -> dict[int, tuple[pa.RecordBatch, np.ndarray]]:
-    """Day offset -> (good rows of that day in file order, their source row numbers).
+    """Day key -> (good rows of that day in file order, their source row numbers).
 
     A log batch is ~all one day plus a few stragglers of other days. So the batch's main day is
     cut out with one filter (which copies long runs: ~1.6x faster than a take of the same rows) and
@@ -418,10 +674,73 @@ _NO_QUARANTINE = schemas.empty(schemas.QUARANTINE)  # tables are immutable: one 
 
 
 # -- catalogue ---------------------------------------------------------------------------------------
-def read_catalogue(
-    mapping: ImportMapping, table: str, *, items: pa.Table | None = None
-) -> tuple[pa.Table, pa.Table]:
-    """(clean table in its canonical schema, quarantine rows) for items / users / item_attributes.
+class CatalogueTables(tuple):
+    """`read_catalogue`'s (clean, quarantine) pair, unpacked as before, plus `skipped`: the
+    (file, problem) of every bad file left out (empty, header only, undecodable, a mapped column
+    missing, mostly unparseable)."""
+
+    skipped: list[tuple[str, str]]
+
+    def __new__(cls, clean: pa.Table, quarantine: pa.Table, skipped: Sequence[tuple[str, str]] = ()):
+        pair = super().__new__(cls, (clean, quarantine))
+        pair.skipped = list(skipped)
+        return pair
+
+
+class NoUsableFileError(MalformedInputError):
+    """Every file of a table is bad: the message lists each file's problem."""
+
+    def __init__(self, table: str, problems: Sequence[tuple[str, str]]):
+        self.table, self.problems = table, list(problems)
+        listed = "; ".join(f"{file}: {problem}" for file, problem in self.problems)
+        super().__init__(None, None, None, f"no usable file for tables.{table} ({listed})")
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):
+        return (type(self), (self.table, self.problems))
+
+
+def file_problem(exc: MalformedInputError) -> str:
+    """A bad file's problem without the file name (reports pair it with the file)."""
+    where = [f"row {exc.row}"] if exc.row is not None else []
+    where += [f"column {exc.column!r}"] if exc.column else []
+    return ", ".join([*where, exc.message]) if where else exc.message
+
+
+def all_bad(
+    table: str, problems: Sequence[tuple[str, str]], errors: Sequence[MalformedInputError]
+) -> Exception:
+    """The error when no file of `table` is usable: a lone file's own error, else all of them."""
+    return errors[0] if len(errors) == 1 else NoUsableFileError(table, problems)
+
+
+def table_files(mapping: ImportMapping, name: str) -> list[Path]:
+    """The files of table `name` (a derived table's: those it is derived from); a glob that matches
+    no file is a `MappingError` naming the key, the glob and the root, never an import of nothing."""
+    owner = mapping.table(name).from_table or name
+    spec = mapping.table(owner)
+    files = mapping.files(owner)
+    for pattern in spec.files:
+        if len(spec.files) > 1:  # which glob is empty: ask the mapping about each alone
+            alone = {**mapping.tables, owner: dataclasses.replace(spec, files=(pattern,))}
+            if dataclasses.replace(mapping, tables=alone).files(owner):
+                continue
+        elif files:
+            continue
+        raise MappingError(
+            str(mapping.path or "the mapping"),
+            f"tables.{owner}.files",
+            f"{pattern!r} matches no file (root: {mapping.root})",
+        )
+    return files
+
+
+def read_catalogue(mapping: ImportMapping, table: str, *, items: pa.Table | None = None) -> CatalogueTables:
+    """(clean table in its canonical schema, quarantine rows) for items / users / item_attributes,
+    with `.skipped`: the bad files left out (reported, the other files import; only when every file
+    is bad does it raise, naming each file's problem).
 
     Unparseable rows are quarantined by the parser; the rest go through the table's quality suite
     (`ctr_dagster.quality.split_clean`: required values, unique ids, domains, and for
@@ -432,59 +751,215 @@ def read_catalogue(
     if table == "impressions":
         raise ValueError("impressions are daily partitions: use iter_impressions(mapping, partition)")
     spec = mapping.table(table)
-    files = mapping.files(table)
-    if not files:
-        raise MalformedInputError(
-            mapping.root / spec.files[0], None, None, f"no file matches tables.{table}.files"
-        )
+    files = table_files(mapping, table)
+    if spec.from_table is not None:  # `from: impressions`: distinct ids of the log
+        clean, quarantine = _read_derived(mapping, spec, items)
+        return CatalogueTables(clean, quarantine)
     parts: list[pa.RecordBatch] = []
     provenance: list[pa.Table] = []
     rejected: list[pa.Table] = []
+    skipped: list[tuple[str, str]] = []
+    errors: list[MalformedInputError] = []
     for file in files:
-        plan = _FilePlan(mapping, spec, file)
-        counter = _BadRows(file, mapping.max_bad_fraction)
-        for source in plan.read():
-            converted = plan.convert(source)
-            counter.add(plan, converted)
-            good = ~converted.bad
-            parts.append(converted.batch.filter(pa.array(good)))
-            provenance.append(
-                pa.table(
-                    {
-                        "source_file": pa.array([str(file)] * int(good.sum()), pa.string()),
-                        "source_row": pa.array(source.rows[good], pa.int64()),
-                    }
-                )
-            )
-            rejected.append(
-                _quarantine(plan, converted, np.flatnonzero(converted.bad), None, source.rejected)
-            )
-        counter.check()
+        try:  # a file's rows are kept only once the whole file has read well
+            file_parts, file_origin, file_rejected = _read_catalogue_file(mapping, spec, file)
+        except MalformedInputError as exc:
+            skipped.append((str(file), file_problem(exc)))
+            errors.append(exc)
+            continue
+        parts += file_parts
+        provenance += file_origin
+        rejected += file_rejected
+    if errors and len(errors) == len(files):
+        raise all_bad(table, skipped, errors)
     raw = pa.Table.from_batches(parts, schema=spec.raw_schema) if parts else spec.raw_schema.empty_table()
     origin = pa.concat_tables(provenance) if provenance else None
     context = {"items": items} if items is not None else {}
     clean, failed, _report = split_clean(RAW_TABLE[table], raw, provenance=origin, **context)
-    return clean, pa.concat_tables([*rejected, failed])
+    return CatalogueTables(
+        clean, pa.concat_tables([schemas.empty(schemas.QUARANTINE), *rejected, failed]), skipped
+    )
+
+
+def _read_catalogue_file(
+    mapping: ImportMapping, spec: TableMapping, file: Path
+) -> tuple[list[pa.RecordBatch], list[pa.Table], list[pa.Table]]:
+    """(good rows, their provenance, quarantine rows) of one catalogue file; a bad file raises."""
+    plan = _FilePlan(mapping, spec, file)
+    counter = _BadRows(file, mapping.max_bad_fraction)
+    parts: list[pa.RecordBatch] = []
+    provenance: list[pa.Table] = []
+    rejected: list[pa.Table] = []
+    for source in plan.read():
+        converted = plan.convert(source)
+        counter.add(plan, converted)
+        good = ~converted.bad
+        parts.append(converted.batch.filter(pa.array(good)))
+        provenance.append(
+            pa.table(
+                {
+                    "source_file": pa.array([str(file)] * int(good.sum()), pa.string()),
+                    "source_row": pa.array(source.rows[good], pa.int64()),
+                }
+            )
+        )
+        rejected.append(_quarantine(plan, converted, np.flatnonzero(converted.bad), None, source.rejected))
+    if not counter.rows:
+        raise MalformedInputError(file, None, None, "no data rows (an empty file or a header only)")
+    counter.check()
+    return parts, provenance, rejected
+
+
+# -- catalogue tables derived from the impressions ---------------------------------------------------
+_NEVER = np.iinfo(np.int64).max  # "no time" while taking minimums
+
+
+def _read_derived(
+    mapping: ImportMapping, spec: TableMapping, items: pa.Table | None
+) -> tuple[pa.Table, pa.Table]:
+    """`read_catalogue` for a table with `from: impressions`: one row per distinct id, with the values
+    of its latest parseable impression (by the impressions' ts; rows without a time rank last, ties
+    go to the later row), and, when nothing maps the date column (`first_seen` / `signup_date`), the
+    UTC day of the id's earliest impression.
+
+    Why distinct before the quality suite: an id seen in 300 impressions is one catalogue row, judged
+    (and if bad, quarantined) once, not 299 "repeats". An id whose every row has an unparseable
+    catalogue cell is quarantined once (its first such row). Rows without an id are no catalogue
+    row (the impressions' own gate quarantines them). A file the impressions import itself cannot
+    read is left out here (that import reports it); a mapping problem of this table fails.
+    """
+    from ctr_dagster.quality import split_clean
+
+    id_column, date_column = DERIVABLE[spec.name]
+    origin_spec = mapping.table(spec.from_table)
+    files = mapping.files(spec.name)
+    if not files:
+        raise MalformedInputError(
+            mapping.root / origin_spec.files[0], None, None, f"no file matches tables.{spec.from_table}.files"
+        )
+    latest: pa.Table | None = None
+    unparseable: dict[str, pa.Table] = {}  # id -> the quarantine row of its first unparseable row
+    for number, file in enumerate(files):
+        try:
+            plan = _FilePlan(mapping, spec, file, derived=[date_column])
+            clock = _FilePlan(mapping, origin_spec, file, only=["ts"])
+        except MalformedInputError:
+            if _plans(mapping, origin_spec, file):
+                raise  # the file is fine for the impressions: the problem is this table's mapping
+            continue
+        kept, bad_rows = latest, dict(unparseable)
+        try:
+            for source in plan.read(also=clock.columns):
+                converted = plan.convert(source)
+                ts = clock.convert(source).batch.column(0).cast(pa.int64())
+                ids = converted.batch.column(id_column)
+                has_id = ids.is_valid().to_numpy(zero_copy_only=False)
+                good = has_id & ~converted.bad
+                if good.any():
+                    mask = pa.array(good)
+                    part = pa.Table.from_batches([converted.batch.filter(mask)])
+                    times = ts.filter(mask)
+                    rows = source.rows[good]
+                    extra = {
+                        "_ts": times,
+                        "_first": times,
+                        "_seq": pa.array((number << 40) + rows, pa.int64()),
+                        "_file": pa.array(np.full(len(rows), number, dtype=np.int32)),
+                        "_row": pa.array(rows, pa.int64()),
+                    }
+                    for name, values in extra.items():
+                        part = part.append_column(name, values)
+                    kept = _latest(part if kept is None else pa.concat_tables([kept, part]), id_column)
+                positions = [p for p in np.flatnonzero(has_id & converted.bad).tolist()]
+                fresh: dict[str, int] = {}
+                for position, key in zip(
+                    positions, ids.take(pa.array(positions, pa.int64())).to_pylist(), strict=True
+                ):
+                    if key not in bad_rows and key not in fresh:
+                        fresh[key] = position
+                if fresh:
+                    quarantine = _quarantine(plan, converted, np.array(list(fresh.values())), None, [])
+                    for i, key in enumerate(fresh):
+                        bad_rows[key] = quarantine.slice(i, 1)
+        except MalformedInputError:
+            if _plans(mapping, origin_spec, file):
+                raise
+            continue  # unreadable data: the impressions import reports this file
+        latest, unparseable = kept, bad_rows
+    return _derived_tables(mapping, spec, files, latest, unparseable, items, split_clean)
+
+
+def _plans(mapping: ImportMapping, spec: TableMapping, file: Path) -> bool:
+    """Whether `spec` (the impressions) can be planned on `file`: if not, the file itself is bad."""
+    try:
+        _FilePlan(mapping, spec, file)
+    except MalformedInputError:
+        return False
+    return True
+
+
+def _latest(table: pa.Table, id_column: str) -> pa.Table:
+    """One row per id: its latest (`_ts`, then `_seq`), with `_first` = the id's earliest `_first`."""
+    keys = [
+        (id_column, "ascending", "at_end"),
+        ("_ts", "descending", "at_end"),
+        ("_seq", "descending", "at_end"),
+    ]
+    order = pc.sort_indices(table, options=pc.SortOptions(sort_keys=keys))
+    ordered = table.take(order)
+    ids = ordered.column(id_column)
+    starts = np.ones(len(ids), dtype=bool)
+    if len(ids) > 1:
+        starts[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy()
+    starts = np.flatnonzero(starts)
+    earliest = np.minimum.reduceat(ordered.column("_first").fill_null(_NEVER).to_numpy(), starts)
+    winners = ordered.take(pa.array(starts, pa.int64()))
+    index = winners.schema.get_field_index("_first")
+    return winners.set_column(index, "_first", pa.array(earliest, pa.int64(), mask=earliest == _NEVER))
+
+
+def _derived_tables(
+    mapping, spec, files, latest, unparseable, items, split_clean
+) -> tuple[pa.Table, pa.Table]:
+    """(clean, quarantine) from the latest row per id: date filled from the first impression, then
+    the table's quality suite."""
+    id_column, date_column = DERIVABLE[spec.name]
+    if latest is None or latest.num_rows == 0:
+        raw, origin = spec.raw_schema.empty_table(), None
+        known: set = set()
+    else:
+        known = set(latest.column(id_column).to_pylist())
+        columns = {name: latest.column(name) for name in spec.raw_schema.names}
+        if date_column not in spec.columns and date_column not in spec.defaults:
+            first_day = latest.column("_first").cast(pa.timestamp("ms")).cast(pa.date32())
+            columns[date_column] = pc.coalesce(columns[date_column], first_day)
+        raw = pa.table(columns, schema=spec.raw_schema)
+        names = pa.array([str(f) for f in files], pa.string())
+        origin = pa.table(
+            {"source_file": names.take(latest.column("_file")), "source_row": latest.column("_row")}
+        )
+    context = {"items": items} if items is not None else {}
+    clean, failed, _report = split_clean(RAW_TABLE[spec.name], raw, provenance=origin, **context)
+    rejected = [q for key, q in unparseable.items() if key not in known]
+    return clean, pa.concat_tables([schemas.empty(schemas.QUARANTINE), *rejected, failed])
 
 
 # -- the sensor's question ---------------------------------------------------------------------------
-def scan_days(mapping: ImportMapping, file: str | Path) -> set[str]:
-    """UTC days (YYYY-MM-DD) that rows of an impressions file fall on, as `iter_impressions` assigns
-    them: undated rows and rows before `start_date` count for `start_date`.
+def scan_file(mapping: ImportMapping, file: str | Path) -> tuple[set[str], bool]:
+    """(UTC days (YYYY-MM-DD) that dated rows of an impressions file fall on, whether some rows or
+    lines cannot be dated): the days `iter_file_days` stages the file into, read cheaply.
 
     Parquet row groups whose statistics put all rows in one day are not read; the others (and CSV
     files) are streamed reading the `ts` column only.
     """
-    start = _start(mapping)
-    start_ms = _day_ms(start.isoformat())
     table = mapping.table("impressions")
     plan = _FilePlan(mapping, table, Path(file), only=["ts"])
     days: set[int] = set()
+    undated = False
 
     def add(ms: pa.Array) -> None:
-        undated = ms.null_count > 0 or (len(ms) and pc.min(ms).as_py() < start_ms)
-        if undated:
-            days.add(start_ms // _MS_PER_DAY)
+        nonlocal undated
+        undated = undated or ms.null_count > 0
         valid = pc.drop_null(ms)
         if len(valid):
             days.update(np.unique(valid.to_numpy() // _MS_PER_DAY).tolist())
@@ -496,14 +971,31 @@ def scan_days(mapping: ImportMapping, file: str | Path) -> set[str]:
         ranges = plan.ts_ranges()
         to_read = []
         for group, bounds in enumerate(ranges):
-            if bounds is not None and bounds[2] == 0 and bounds[0] // _MS_PER_DAY == bounds[1] // _MS_PER_DAY:
+            if (
+                bounds is not None
+                and bounds[0] is not None
+                and bounds[1] is not None
+                and bounds[2] == 0
+                and bounds[0] // _MS_PER_DAY == bounds[1] // _MS_PER_DAY
+            ):
                 add(pa.array([bounds[0]], pa.int64()))
             else:
                 to_read.append(group)
         if not ranges or to_read:
             for source in plan.read(to_read if ranges else None):
-                if source.rejected:
-                    days.add(start_ms // _MS_PER_DAY)
+                undated = undated or bool(source.rejected)
                 add(plan.convert(source).batch.column(0).cast(pa.int64()))
-    first = start.toordinal() - dt.date(1970, 1, 1).toordinal()
-    return {(dt.date(1970, 1, 1) + dt.timedelta(days=max(d, first))).isoformat() for d in days}
+    return {_day_name(d) for d in days}, undated
+
+
+def scan_days(mapping: ImportMapping, file: str | Path) -> set[str]:
+    """UTC days (YYYY-MM-DD) of an impressions file's rows inside the import window, as staging
+    assigns them, with the file considered alone: rows out of range count for no day, undated rows
+    for the first partition. With `start_date` given this is the file's share of the whole import;
+    without it the first partition depends on every file (`day_index.days_by_file` sees them all).
+    """
+    days, undated = scan_file(mapping, file)
+    first, last = import_window(mapping, days, undated)
+    if first is None or last is None:
+        return set()
+    return {d for d in days if first <= d <= last} | ({first} if undated else set())

@@ -1,22 +1,44 @@
 """The import mapping: which of the user's files and columns make up each canonical table.
 
-A YAML file (documented key by key in ``examples/mapping.example.yaml``) is loaded and validated
-here, once, so that a typo fails at load time with the offending key named, not halfway through an
-import. Only pyarrow and PyYAML are needed.
+The YAML's schema is declared once, here, as pydantic models (`MappingDoc` and the per-table
+models built from `CANONICAL`): unknown keys fail, a typo fails at load time with its dotted key
+named (`MappingError`), not halfway through an import, and `json_schema()` gives editors the same
+schema (`ctr mapping-schema`). Every key is documented in ``examples/mapping.example.yaml``.
+
+The rest of the importer sees plain frozen dataclasses (`ImportMapping`, `TableMapping`), built from
+the validated document by `parse_mapping`.
+
+This module imports pydantic, so it is only imported where a mapping is used (never by the CLI or
+the synthetic code location at import time).
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import pyarrow as pa
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ctr_dagster import schemas
+from ctr_dagster.column_docs import COLUMN_DOCS
 from ctr_dagster.errors import MalformedInputError
 
 #: Canonical tables a mapping may describe, with their strict schemas.
@@ -28,16 +50,16 @@ CANONICAL: dict[str, pa.Schema] = {
 }
 #: The warehouse table each mapped table feeds (also the `table` of its quarantine rows).
 RAW_TABLE = {name: f"raw_{name}" for name in CANONICAL}
+#: Catalogue tables that may be derived from the impressions files (`from: impressions`), with the
+#: id they are distinct on and the date column that defaults to the id's first impression.
+DERIVABLE = {"items": ("item_id", "first_seen"), "users": ("user_id", "signup_date")}
+#: Columns that, when absent everywhere, get a stable id from file and row (`file:row`).
+AUTO_IDS = ("impression_id", "request_id")
 
 FORMATS = ("csv", "parquet")
 TIME_UNITS = ("s", "ms", "us", "ns")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
-
-_TOP_KEYS = {"start_date", "root", "max_bad_fraction", "batch_size", "tables"}
-_TABLE_KEYS = {"files", "format", "columns", "parse", "ts", "defaults", "csv"}
-_PARSE_KEYS = {"unit", "format", "timezone"}
-_CSV_KEYS = {"delimiter", "quote_char", "null_values", "encoding", "block_size"}
 
 
 class MappingError(ValueError):
@@ -48,6 +70,7 @@ class MappingError(ValueError):
         super().__init__(f"{source}: key {key!r}: {message}")
 
 
+# -- what the importer uses ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TimeSpec:
     """How a time column is written: epoch numbers (`unit`), a strptime `format`, or ISO-8601."""
@@ -67,16 +90,40 @@ class CsvOptions:
 
 
 @dataclass(frozen=True)
+class ColumnExpr:
+    """`{expr: ...}`: a DuckDB expression over the file's columns (`columns`: the ones it reads)."""
+
+    sql: str
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ColumnPosition:
+    """`{position: N}`: the N-th column of the file (1-based), whatever its header says."""
+
+    index: int
+
+
+#: Where a canonical column comes from: a source column name, an expression, or a column number.
+ColumnSource = str | ColumnExpr | ColumnPosition
+
+
+@dataclass(frozen=True)
 class TableMapping:
-    """One canonical table: its files, column renames, time formats and constant defaults."""
+    """One canonical table: its files, column sources, time formats and constant defaults.
+
+    A table derived from the impressions (`from_table="impressions"`) has no files of its own: it
+    reads the impressions files, with their format and CSV options (copied here).
+    """
 
     name: str
     files: tuple[str, ...]
     format: str | None = None
-    columns: Mapping[str, str] = field(default_factory=dict)  # canonical -> source column
+    columns: Mapping[str, ColumnSource] = field(default_factory=dict)  # canonical -> source
     parse: Mapping[str, TimeSpec] = field(default_factory=dict)  # canonical time column -> spec
     defaults: Mapping[str, pa.Scalar] = field(default_factory=dict)  # canonical -> constant
     csv: CsvOptions = field(default_factory=CsvOptions)
+    from_table: str | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -96,10 +143,11 @@ class TableMapping:
 class ImportMapping:
     tables: Mapping[str, TableMapping]
     root: Path
-    start_date: dt.date | None = None
+    start_date: dt.date | None = None  # None: the partitions start at the first day in the data
     max_bad_fraction: float = 0.5
     batch_size: int = 131_072  # rows per Parquet batch
     path: Path | None = None
+    end_date: dt.date | None = None  # last partition (inclusive); None: the last day in the data
 
     def table(self, name: str) -> TableMapping:
         if name not in self.tables:
@@ -110,9 +158,13 @@ class ImportMapping:
         return self.tables[name]
 
     def files(self, name: str) -> list[Path]:
-        """Files of a table, sorted, from its globs (relative to `root`)."""
+        """Files of a table, sorted, from its globs (relative to `root`); a derived table's are the
+        files it is derived from."""
+        spec = self.table(name)
+        if spec.from_table is not None:
+            return self.files(spec.from_table)
         found: set[Path] = set()
-        for pattern in self.table(name).files:
+        for pattern in spec.files:
             base = Path(os.path.expandvars(pattern)).expanduser()
             if base.is_absolute():
                 found.update(Path(base.anchor).glob(str(base.relative_to(base.anchor))))
@@ -129,11 +181,382 @@ class ImportMapping:
             return "csv"
         if lower.endswith(_PARQUET_SUFFIXES):
             return "parquet"
+        owner = self.table(name).from_table or name
         raise MalformedInputError(
-            file, None, None, f"cannot infer the format from the name: set tables.{name}.format"
+            file, None, None, f"cannot infer the format from the name: set tables.{owner}.format"
+        )
+
+    def relative_name(self, file: Path) -> str:
+        """`file` relative to `root` (posix), or its absolute posix path when outside: the file part
+        of the stable per-row ids, so ids survive moving the whole folder."""
+        file = Path(file).resolve()
+        try:
+            return file.relative_to(self.root).as_posix()
+        except ValueError:
+            return file.as_posix()
+
+
+# -- the YAML document: declared once -------------------------------------------------------------
+def _fail(at: str, message: str) -> PydanticCustomError:
+    """A validation error at the sub-key `at` (dotted, relative to the model raising it)."""
+    return PydanticCustomError("mapping", "{message}", {"at": at, "message": message})
+
+
+class _Doc(BaseModel):
+    """Base of every mapping model: unknown keys fail, naming the key and the allowed ones."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+    #: what an unknown key is called in the error ("unknown key", "not a column of items", ...)
+    unknown_key: ClassVar[str] = "unknown key"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = [f.alias or name for name, f in cls.model_fields.items()]
+            for key in data:
+                if key not in allowed:
+                    raise _fail(str(key), f"{cls.unknown_key}; expected one of {allowed}")
+        return data
+
+
+class TimeDoc(_Doc):
+    """How a time column is written. Epoch numbers (`unit`), a strptime `format`, or neither (ISO-8601)."""
+
+    model_config = ConfigDict(title="Time format")
+
+    unit: Literal["s", "ms", "us", "ns"] | None = Field(
+        None, description="epoch numbers (integers or decimals) in this unit; timestamps only"
+    )
+    format: str | None = Field(None, description='strptime format, e.g. "%Y-%m-%d %H:%M:%S" (%z accepted)')
+    timezone: str = Field("UTC", description="IANA zone of values without an offset, e.g. Europe/Berlin")
+
+    @field_validator("format")
+    @classmethod
+    def _strptime(cls, value: str | None) -> str | None:
+        if value is not None and "%" not in value:
+            raise ValueError(f"must be a strptime format such as '%Y-%m-%d', got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        import pyarrow.compute as pc
+
+        try:
+            pc.assume_timezone(pa.array([0], pa.timestamp("ms")), value)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TimeDoc:
+        if self.unit is not None and self.format is not None:
+            raise _fail("", "give either unit (epoch numbers) or format (strptime), not both")
+        return self
+
+    def spec(self) -> TimeSpec:
+        return TimeSpec(unit=self.unit, format=self.format, timezone=self.timezone)
+
+
+class CsvDoc(_Doc):
+    """CSV dialect. Every key optional."""
+
+    model_config = ConfigDict(title="CSV dialect")
+
+    delimiter: str = Field(",", description='one character, e.g. "," or "\\t"')
+    quote_char: str = Field('"', description="one character")
+    null_values: list[str] = Field([""], description="cell texts read as null")
+    encoding: str = Field("utf8", description="text encoding of the file (Python codec name)")
+    block_size: int = Field(4 << 20, strict=True, gt=0, description="bytes parsed per block (bounds memory)")
+
+    @field_validator("delimiter", "quote_char")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError(f"must be one character, got {value!r}")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError as exc:
+            raise ValueError(f"unknown encoding {value!r}") from exc
+        return value
+
+    def options(self) -> CsvOptions:
+        return CsvOptions(
+            delimiter=self.delimiter,
+            quote_char=self.quote_char,
+            null_values=tuple(self.null_values),
+            encoding=self.encoding,
+            block_size=self.block_size,
         )
 
 
+class ExprDoc(_Doc):
+    """A DuckDB SQL expression over the file's columns (quote odd names: "rating:float")."""
+
+    model_config = ConfigDict(title="Expression")
+
+    unknown_key: ClassVar[str] = "a column source has one key (expr or position)"
+    expr: str = Field(
+        description='e.g. CAST("rating:float" >= 4 AS TINYINT); text columns arrive as BIGINT, DOUBLE '
+        "or VARCHAR, whichever holds every cell of the batch"
+    )
+    _columns: tuple[str, ...] = PrivateAttr(())
+
+    @model_validator(mode="after")
+    def _parses(self) -> ExprDoc:
+        from ctr_dagster.importers.expressions import analyse
+
+        try:
+            self._columns = analyse(self.expr)
+        except ValueError as exc:
+            raise _fail("expr", f"{exc}: {self.expr!r}") from None
+        return self
+
+
+class PositionDoc(_Doc):
+    """The N-th column of the file (1-based): for an empty or duplicated header."""
+
+    model_config = ConfigDict(title="Column position")
+
+    unknown_key: ClassVar[str] = "a column source has one key (expr or position)"
+    position: int = Field(strict=True, gt=0, description="1-based column number")
+
+
+def _source_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "<name>"
+    if isinstance(value, dict) and ("expr" in value or "position" in value):
+        return "<expr>" if "expr" in value else "<position>"
+    if isinstance(value, ExprDoc | PositionDoc):
+        return "<expr>" if isinstance(value, ExprDoc) else "<position>"
+    return None
+
+
+#: Union tags, dropped from error locations (they are not keys of the document).
+_TAGS = {"<name>", "<expr>", "<position>"}
+
+SourceDoc = Annotated[
+    Annotated[str, Tag("<name>"), Field(min_length=1)]
+    | Annotated[ExprDoc, Tag("<expr>")]
+    | Annotated[PositionDoc, Tag("<position>")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="column_source",
+        custom_error_message="give a source column name, {expr: <SQL expression>} or {position: N}",
+    ),
+]
+
+
+class TableDoc(_Doc):
+    """Keys every table has; `_table_model` adds the table's own columns / parse / defaults models."""
+
+    table_name: ClassVar[str] = ""
+    files: str | list[str] | None = Field(
+        None, description="a glob or a list of globs, relative to root (absolute paths also work)"
+    )
+    format: Literal["csv", "parquet"] | None = Field(
+        None, description="inferred from the extension when omitted (.csv .tsv .txt .csv.gz | .parquet .pq)"
+    )
+    csv: CsvDoc | None = None
+    _defaults: dict[str, pa.Scalar] = PrivateAttr(default_factory=dict)
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _globs(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        globs = [value] if isinstance(value, str) else value
+        if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
+            raise ValueError("give a glob or a list of globs (relative to root)")
+        return value
+
+    # filled in by the per-table models
+    def _columns(self) -> dict[str, Any]:
+        return {k: v for k, v in dict(getattr(self, "columns", None) or {}).items() if v is not None}
+
+    def _parse(self) -> dict[str, tuple[TimeDoc, str]]:
+        parse = getattr(self, "parse", None)
+        specs = {k: (v, f"parse.{k}") for k, v in dict(parse or {}).items() if v is not None}
+        shorthand = getattr(self, "ts", None)
+        if shorthand is not None:
+            specs["ts"] = (shorthand, "ts")
+        return specs
+
+    def _defaults_given(self) -> dict[str, Any]:
+        defaults = getattr(self, "defaults", None)
+        if defaults is None:
+            return {}
+        return {k: getattr(defaults, k) for k in defaults.model_fields_set}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TableDoc:
+        name = self.table_name
+        derived = getattr(self, "from_", None)
+        if derived is not None and self.files is not None:
+            raise _fail("from", f"give either files or from: {derived}, not both")
+        if derived is None and self.files is None:
+            hint = " or from: impressions" if name in DERIVABLE else ""
+            raise _fail("files", f"give a glob or a list of globs (relative to root){hint}")
+        if derived is not None:
+            for key in ("format", "csv"):
+                if getattr(self, key) is not None:
+                    raise _fail(key, f"from: {derived} reads the {derived} files with their {key}")
+        parse = getattr(self, "parse", None)
+        if getattr(self, "ts", None) is not None and parse is not None and parse.ts is not None:
+            raise _fail("ts", "given twice (also under parse.ts)")
+        fields = {f.name: f for f in CANONICAL[name]}
+        specs = self._parse()
+        for column, (doc, key) in specs.items():
+            if doc.unit is not None and pa.types.is_date(fields[column].type):
+                raise _fail(f"{key}.unit", f"must be one of {TIME_UNITS} (timestamps only), got {doc.unit!r}")
+        columns = self._columns()
+        for column, value in self._defaults_given().items():
+            key = f"defaults.{column}"
+            if column == "impression_id":
+                raise _fail(
+                    key,
+                    "impression_id must be unique per row, so it cannot be a constant: leave it out "
+                    "and each row gets a stable id from its file and row (file:row)",
+                )
+            if column in columns:
+                raise _fail(key, "the column is also mapped under columns: give one or the other")
+            spec = specs[column][0].spec() if column in specs else TimeSpec()
+            self._defaults[column] = _default(value, fields[column], spec, key)
+        return self
+
+
+def _default(value: Any, field_: pa.Field, spec: TimeSpec, key: str) -> pa.Scalar:
+    """A constant for a column the source lacks, converted exactly like a source cell would be."""
+    from ctr_dagster.importers.convert import IncompatibleType, convert
+
+    if value is None:
+        if not field_.nullable:
+            raise _fail(key, f"{field_.name} is required: a null default would reject every row")
+        return pa.scalar(None, field_.type)
+    if isinstance(value, dt.datetime | dt.date):
+        value = value.isoformat()
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, list | dict):
+        raise _fail(key, f"must be one value (text or number), got {value!r}")
+    try:
+        result = convert(pa.array([str(value)]), field_, spec)
+    except IncompatibleType as exc:
+        raise _fail(key, str(exc)) from None
+    if result.bad is not None and result.bad.any():
+        raise _fail(key, f"{value!r} is not a valid {field_.type} for {field_.name}")
+    return result.values[0]
+
+
+def _describe(name: str, field_: pa.Field) -> str:
+    need = "optional" if field_.nullable else "required"
+    return f"{COLUMN_DOCS.get(name, name)} ({field_.type}, {need})"
+
+
+def _table_model(name: str) -> type[TableDoc]:
+    """The model of `tables.<name>`: columns / parse / defaults keyed by the table's canonical columns."""
+    schema = CANONICAL[name]
+    title = name.title().replace("_", "")
+    names = [f.name for f in schema]
+    times = [f.name for f in schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+    columns = create_model(
+        f"{title}Columns",
+        __base__=_Doc,
+        __doc__=f"canonical {name} column: source column name, {{expr: SQL}} or {{position: N}}",
+        **{f.name: (SourceDoc | None, Field(None, description=_describe(f.name, f))) for f in schema},
+    )
+    columns.unknown_key = f"not a column of {name}"
+    parse = create_model(
+        f"{title}Parse",
+        __base__=_Doc,
+        __doc__="how each time column is written",
+        **{t: (TimeDoc | None, None) for t in times},
+    )
+    parse.unknown_key = "parse applies to time columns only"
+    defaults = create_model(
+        f"{title}Defaults",
+        __base__=_Doc,
+        __doc__="constants for columns the files lack, parsed like a cell of the column",
+        **{f.name: (Any, Field(None, description=_describe(f.name, f))) for f in schema},
+    )
+    defaults.unknown_key = f"not a column of {name}"
+    extra: dict[str, Any] = {
+        "columns": (columns | None, None),
+        "parse": (parse | None, None),
+        "defaults": (defaults | None, None),
+    }
+    if "ts" in names:
+        extra["ts"] = (TimeDoc | None, Field(None, description="shorthand for parse: {ts: ...}"))
+    if name in DERIVABLE:
+        extra["from_"] = (
+            Literal["impressions"] | None,
+            Field(
+                None,
+                alias="from",
+                description="derive the table from the impressions files: one row per id, its latest "
+                "values; the date column defaults to the id's first impression",
+            ),
+        )
+    model = create_model(f"{title}Table", __base__=TableDoc, **extra)
+    model.table_name = name
+    return model
+
+
+_TABLE_MODELS = {name: _table_model(name) for name in CANONICAL}
+
+TablesDoc = create_model(
+    "Tables",
+    __base__=_Doc,
+    __doc__="the canonical tables this mapping feeds",
+    **{name: (model | None, None) for name, model in _TABLE_MODELS.items()},
+)
+TablesDoc.unknown_key = "unknown table"
+
+
+class MappingDoc(_Doc):
+    """ctr-dagster import mapping: how your logs and catalogue map onto the canonical tables."""
+
+    model_config = ConfigDict(title="ctr-dagster import mapping")
+    start_date: dt.date | None = Field(
+        None, description="first daily partition (UTC); default: the first day in the data"
+    )
+    end_date: dt.date | None = Field(
+        None, description="last daily partition (UTC, inclusive); default: the last day in the data"
+    )
+    root: str = Field(".", description="folder the files globs are relative to (default: this file's)")
+    max_bad_fraction: float = Field(
+        0.5, strict=True, ge=0, le=1, description="reject a file when more of its rows are unparseable"
+    )
+    batch_size: int = Field(131_072, strict=True, gt=0, description="rows per batch when streaming Parquet")
+    tables: TablesDoc | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MappingDoc:
+        mapped = {n: t for n, t in dict(self.tables or {}).items() if t is not None}
+        if not mapped:
+            raise _fail("tables", f"map at least one of {sorted(CANONICAL)}")
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise _fail("end_date", f"{self.end_date} is before start_date {self.start_date}")
+        for name, table in mapped.items():
+            source = getattr(table, "from_", None)
+            if source is not None and source not in mapped:
+                raise _fail(f"tables.{name}.from", f"tables.{source} is not mapped")
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    """The mapping's JSON Schema (what `ctr mapping-schema` prints) for editors to complete and check."""
+    schema = MappingDoc.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+# -- loading -----------------------------------------------------------------------------------------
 def load_mapping(path: str | Path) -> ImportMapping:
     """Read and validate a mapping YAML; globs resolve against its folder unless `root` says otherwise."""
     import yaml
@@ -150,213 +573,109 @@ def parse_mapping(
     data: Any, *, base: Path, source: str = "<mapping>", path: Path | None = None
 ) -> ImportMapping:
     """Validate an already-parsed mapping document (`base`: folder relative globs start from)."""
-    top = _mapping(data, source, "<top>")
-    _known_keys(top, _TOP_KEYS, source, "")
-    root = Path(os.path.expandvars(str(top.get("root", ".")))).expanduser()
+    try:
+        doc = MappingDoc.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        raise _mapping_error(exc, source) from None
+    root = Path(os.path.expandvars(doc.root)).expanduser()
     root = root if root.is_absolute() else (base / root)
-    tables_doc = _mapping(top.get("tables"), source, "tables")
-    if not tables_doc:
-        raise MappingError(source, "tables", f"map at least one of {sorted(CANONICAL)}")
-    tables = {}
-    for name, doc in tables_doc.items():
-        if name not in CANONICAL:
-            raise MappingError(
-                source, f"tables.{name}", f"unknown table; expected one of {sorted(CANONICAL)}"
-            )
-        tables[name] = _table(name, doc, source)
-    start = top.get("start_date")
-    if start is not None:
-        start = _date(start, source, "start_date")
-    elif "impressions" in tables:
-        raise MappingError(
-            source, "start_date", "required with tables.impressions (the first daily partition)"
-        )
-    fraction = top.get("max_bad_fraction", 0.5)
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 <= fraction <= 1:
-        raise MappingError(source, "max_bad_fraction", f"must be a number in [0, 1], got {fraction!r}")
-    batch_size = _positive_int(top.get("batch_size", 131_072), source, "batch_size")
+    docs = {n: t for n, t in dict(doc.tables).items() if t is not None}
+    tables = {name: _table(name, table, docs) for name, table in docs.items()}
     return ImportMapping(
         tables=tables,
         root=root.resolve(),
-        start_date=start,
-        max_bad_fraction=float(fraction),
-        batch_size=batch_size,
+        start_date=doc.start_date,
+        end_date=doc.end_date,
+        max_bad_fraction=float(doc.max_bad_fraction),
+        batch_size=doc.batch_size,
         path=path,
     )
 
 
-# -- helpers -------------------------------------------------------------------------------------
-def _mapping(value: Any, source: str, key: str) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise MappingError(source, key, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _known_keys(doc: dict, allowed: set[str], source: str, prefix: str) -> None:
-    for key in doc:
-        if key not in allowed:
-            raise MappingError(source, f"{prefix}{key}", f"unknown key; expected one of {sorted(allowed)}")
-
-
-def _positive_int(value: Any, source: str, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise MappingError(source, key, f"must be a positive integer, got {value!r}")
-    return value
-
-
-def _date(value: Any, source: str, key: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise MappingError(source, key, f"must be a date YYYY-MM-DD, got {value!r}") from exc
-
-
-def _table(name: str, doc: Any, source: str) -> TableMapping:
-    prefix = f"tables.{name}"
-    doc = _mapping(doc, source, prefix)
-    _known_keys(doc, _TABLE_KEYS, source, prefix + ".")
-    schema = CANONICAL[name]
-    canonical = {f.name: f for f in schema}
-
-    files = doc.get("files")
-    if isinstance(files, str):
-        files = [files]
-    if not files or not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        raise MappingError(source, f"{prefix}.files", "give a glob or a list of globs (relative to root)")
-    fmt = doc.get("format")
-    if fmt is not None and fmt not in FORMATS:
-        raise MappingError(source, f"{prefix}.format", f"must be one of {FORMATS}, got {fmt!r}")
-
-    columns = _mapping(doc.get("columns"), source, f"{prefix}.columns")
-    for column, src in columns.items():
-        if column not in canonical:
-            raise MappingError(
-                source,
-                f"{prefix}.columns.{column}",
-                f"not a column of {name}; expected one of {list(canonical)}",
-            )
-        if not isinstance(src, str) or not src:
-            raise MappingError(
-                source, f"{prefix}.columns.{column}", f"must name a source column, got {src!r}"
-            )
-
-    parse_doc = _mapping(doc.get("parse"), source, f"{prefix}.parse")
-    specs = {column: (spec, f"{prefix}.parse.{column}") for column, spec in parse_doc.items()}
-    if "ts" in doc:  # shorthand for parse.ts
-        if "ts" in specs:
-            raise MappingError(source, f"{prefix}.ts", "given twice (also under parse.ts)")
-        specs["ts"] = (doc["ts"], f"{prefix}.ts")
-    parse = {
-        column: _time_spec(spec, canonical, source, key, column) for column, (spec, key) in specs.items()
-    }
-
-    defaults = {}
-    for column, value in _mapping(doc.get("defaults"), source, f"{prefix}.defaults").items():
-        key = f"{prefix}.defaults.{column}"
-        if column not in canonical:
-            raise MappingError(source, key, f"not a column of {name}; expected one of {list(canonical)}")
-        if column in columns:
-            raise MappingError(source, key, "the column is also mapped under columns: give one or the other")
-        defaults[column] = _default(value, canonical[column], parse.get(column, TimeSpec()), source, key)
-
-    csv_doc = _mapping(doc.get("csv"), source, f"{prefix}.csv")
-    _known_keys(csv_doc, _CSV_KEYS, source, f"{prefix}.csv.")
-    csv = _csv_options(csv_doc, source, f"{prefix}.csv")
+def _table(name: str, doc: TableDoc, docs: dict[str, TableDoc]) -> TableMapping:
+    """The importer's view of one validated table document."""
+    columns = {column: _source(value) for column, value in doc._columns().items()}
+    derived = getattr(doc, "from_", None)
+    reader = docs[derived] if derived else doc  # a derived table reads its source's files
+    if derived:
+        origin = docs[derived]._columns()
+        id_column = DERIVABLE[name][0]
+        if id_column not in columns and id_column not in doc._defaults and id_column in origin:
+            columns[id_column] = _source(origin[id_column])  # the same id as the impressions
+    files = reader.files if not derived else ()
     return TableMapping(
         name=name,
-        files=tuple(files),
-        format=fmt,
-        columns=dict(columns),
-        parse=parse,
-        defaults=defaults,
-        csv=csv,
+        files=tuple([files] if isinstance(files, str) else files or ()),
+        format=reader.format,
+        columns=columns,
+        parse={column: spec.spec() for column, (spec, _key) in doc._parse().items()},
+        defaults=dict(doc._defaults),
+        csv=reader.csv.options() if reader.csv is not None else CsvOptions(),
+        from_table=derived,
     )
 
 
-def _time_spec(doc: Any, canonical: dict[str, pa.Field], source: str, key: str, column: str) -> TimeSpec:
-    field_ = canonical.get(column)
-    if field_ is None or not (pa.types.is_timestamp(field_.type) or pa.types.is_date(field_.type)):
-        times = [n for n, f in canonical.items() if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
-        raise MappingError(source, key, f"parse applies to time columns only: {times}")
-    doc = _mapping(doc, source, key)
-    _known_keys(doc, _PARSE_KEYS, source, key + ".")
-    unit, fmt, zone = doc.get("unit"), doc.get("format"), doc.get("timezone", "UTC")
-    if unit is not None and fmt is not None:
-        raise MappingError(source, key, "give either unit (epoch numbers) or format (strptime), not both")
-    if unit is not None and (unit not in TIME_UNITS or pa.types.is_date(field_.type)):
-        raise MappingError(
-            source, f"{key}.unit", f"must be one of {TIME_UNITS} (timestamps only), got {unit!r}"
-        )
-    if fmt is not None and (not isinstance(fmt, str) or "%" not in fmt):
-        raise MappingError(
-            source, f"{key}.format", f"must be a strptime format such as '%Y-%m-%d', got {fmt!r}"
-        )
-    if not isinstance(zone, str):
-        raise MappingError(source, f"{key}.timezone", f"must be an IANA zone name, got {zone!r}")
-    _check_timezone(zone, source, f"{key}.timezone")
-    return TimeSpec(unit=unit, format=fmt, timezone=zone)
+def _source(value: str | ExprDoc | PositionDoc) -> ColumnSource:
+    if isinstance(value, ExprDoc):
+        return ColumnExpr(value.expr, value._columns)
+    if isinstance(value, PositionDoc):
+        return ColumnPosition(value.position)
+    return value
 
 
-def _check_timezone(zone: str, source: str, key: str) -> None:
-    import pyarrow.compute as pc
-
-    try:
-        pc.assume_timezone(pa.array([0], pa.timestamp("ms")), zone)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise MappingError(source, key, f"unknown time zone {zone!r}: {exc}") from exc
-
-
-def _default(value: Any, field_: pa.Field, spec: TimeSpec, source: str, key: str) -> pa.Scalar:
-    """A constant for a column the source lacks, converted exactly like a source cell would be."""
-    from ctr_dagster.importers.convert import IncompatibleType, convert
-
-    if value is None:
-        if not field_.nullable:
-            raise MappingError(
-                source, key, f"{field_.name} is required: a null default would reject every row"
-            )
-        return pa.scalar(None, field_.type)
-    if isinstance(value, dt.datetime | dt.date):
-        value = value.isoformat()
-    if isinstance(value, bool):
-        value = int(value)
-    try:
-        result = convert(pa.array([str(value)]), field_, spec)
-    except IncompatibleType as exc:  # pragma: no cover - strings convert to every canonical type
-        raise MappingError(source, key, str(exc)) from exc
-    if result.bad is not None and result.bad.any():
-        raise MappingError(source, key, f"{value!r} is not a valid {field_.type} for {field_.name}")
-    return result.values[0]
+# -- pydantic errors -> MappingError -------------------------------------------------------------------
+_KINDS = {
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "list_type": "must be a list",
+    "string_type": "must be text",
+    "string_too_short": "must not be empty",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "date_type": "must be a date YYYY-MM-DD",
+    "date_parsing": "must be a date YYYY-MM-DD",
+    "date_from_datetime_parsing": "must be a date YYYY-MM-DD",
+    "date_from_datetime_inexact": "must be a date YYYY-MM-DD (no time of day)",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
-def _csv_options(doc: dict, source: str, key: str) -> CsvOptions:
-    options = CsvOptions()
-    values: dict[str, Any] = {}
-    for name in ("delimiter", "quote_char"):
-        if name in doc:
-            value = doc[name]
-            if not isinstance(value, str) or len(value) != 1:
-                raise MappingError(source, f"{key}.{name}", f"must be one character, got {value!r}")
-            values[name] = value
-    if "null_values" in doc:
-        nulls = doc["null_values"]
-        if not isinstance(nulls, list) or not all(isinstance(v, str) for v in nulls):
-            raise MappingError(source, f"{key}.null_values", "must be a list of strings")
-        values["null_values"] = tuple(nulls)
-    if "encoding" in doc:
-        import codecs
+def _mapping_error(exc: ValidationError, source: str) -> MappingError:
+    """The first problem as a MappingError on its dotted key (the others listed after it)."""
+    problems = [_problem(error) for error in exc.errors(include_url=False)]
+    key, message = problems[0]
+    others = [f"{k!r}: {m}" for k, m in problems[1:4]]
+    if others:
+        more = f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""
+        message = f"{message}; also {'; '.join(others)}{more}"
+    return MappingError(source, key, message)
 
-        try:
-            codecs.lookup(str(doc["encoding"]))
-        except LookupError as exc:
-            raise MappingError(source, f"{key}.encoding", f"unknown encoding {doc['encoding']!r}") from exc
-        values["encoding"] = str(doc["encoding"])
-    if "block_size" in doc:
-        values["block_size"] = _positive_int(doc["block_size"], source, f"{key}.block_size")
-    return CsvOptions(**{**options.__dict__, **values})
+
+def _problem(error: Any) -> tuple[str, str]:
+    """(dotted key, message) of one pydantic error, in the mapping's own words."""
+    loc = [str(part) for part in error["loc"] if part not in _TAGS]
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "mapping":
+        loc += [part for part in str(ctx["at"]).split(".") if part]
+        message = str(ctx["message"])
+    elif kind == "value_error":
+        message = str(ctx.get("error", error["msg"]))
+    elif kind == "missing":
+        message = "required"
+    elif kind == "column_source":
+        message = f"{error['msg']}, got {value!r}"
+    elif kind == "literal_error":
+        message = f"must be one of {ctx.get('expected')}, got {value!r}"
+    elif kind in _BOUNDS:
+        limit = next(iter(ctx.values()), "?")
+        message = f"must be {_BOUNDS[kind]} {limit}, got {value!r}"
+    elif kind in _KINDS:
+        shown = type(value).__name__ if _KINDS[kind] == "must be a mapping" else repr(value)
+        message = f"{_KINDS[kind]}, got {shown}"
+    else:
+        message = str(error["msg"])
+    return ".".join(loc) or "<top>", message

@@ -1,7 +1,8 @@
 """Streaming a source file as Arrow batches in bounded memory, with each row's place in the file.
 
-CSV: `pyarrow.csv.open_csv`, every needed column read as raw bytes (types, UTF-8 and nulls are
-decided later, per cell, by `convert`), one block of `block_size` bytes at a time. Rows with the
+CSV: `pyarrow.csv.open_csv`, every needed column read as raw bytes (types, UTF-8, NUL bytes and
+nulls are decided later, per cell, by `convert`, wherever the cell sits in the file), one block of
+`block_size` bytes at a time. Only the header line is judged up front (`csv_header`). Rows with the
 wrong number of fields are set aside (not fatal) with their line number. Row numbers are 1-based
 data rows (the header is not counted); they equal "line number - 1" unless quoted fields span lines.
 
@@ -53,23 +54,21 @@ class SourceBatch:
 
 # -- CSV -----------------------------------------------------------------------------------------------
 def csv_header(path: Path, options: CsvOptions) -> list[str]:
-    """Column names from the first record (small read; handles compression and quoting)."""
+    """Column names from the first record (small read; handles compression and quoting).
+
+    Only the header itself is judged: a NUL byte or bytes that are not `options.encoding` text in
+    the *header* mean a binary or garbled file (rejected as a whole), while the same in a data cell
+    further down, even within the first block, only quarantines that cell's row (see `convert`).
+    """
     try:
         with pa.input_stream(str(path), compression="detect") as stream:
             head = stream.read(_HEADER_PROBE_BYTES)
     except (OSError, pa.ArrowException) as exc:
         raise MalformedInputError(path, None, None, f"cannot read the file: {exc}") from exc
-    try:
-        text = head.decode(options.encoding)
-    except UnicodeDecodeError as exc:
-        if len(head) < _HEADER_PROBE_BYTES or exc.start < len(head) - 4:  # not just a cut multibyte char
-            raise MalformedInputError(
-                path, None, None, f"not {options.encoding} text (garbled or binary file?): {exc}"
-            ) from exc
-        text = head[: exc.start].decode(options.encoding)
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte order mark is not part of the first name
-    if "\x00" in text:
-        raise MalformedInputError(path, None, None, "contains NUL bytes: a binary file, not CSV")
+    if not head.strip():
+        raise MalformedInputError(path, None, None, "empty file: no header line")
+    # surrogateescape: undecodable bytes survive as lone surrogates, found below if in the header
+    text = head.decode(options.encoding, errors="surrogateescape").removeprefix("\ufeff")
     reader = pycsv.reader(io.StringIO(text), delimiter=options.delimiter, quotechar=options.quote_char)
     try:
         header = next(reader)
@@ -77,6 +76,13 @@ def csv_header(path: Path, options: CsvOptions) -> list[str]:
         raise MalformedInputError(path, None, None, "empty file: no header line") from None
     except pycsv.Error as exc:
         raise MalformedInputError(path, None, None, f"unreadable header: {exc}") from exc
+    joined = "".join(header)
+    if "\x00" in joined:
+        raise MalformedInputError(path, None, None, "NUL bytes in the header line: a binary file, not CSV")
+    if any("\udc80" <= ch <= "\udcff" for ch in joined):
+        raise MalformedInputError(
+            path, None, None, f"the header line is not {options.encoding} text (garbled or binary file?)"
+        )
     if not any(h.strip() for h in header):
         raise MalformedInputError(path, None, None, "empty header line")
     return header

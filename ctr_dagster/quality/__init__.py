@@ -4,7 +4,9 @@
 the quarantined rows and a report; `validate_table` only reports (Dagster asset checks). Rows in =
 clean + quarantined, always: a row failing several rules is quarantined once, its `rule` listing them
 all ("user_id_known;click_binary"). `source_row` of a quality quarantine row is the 0-based position
-of the row in the validated table (e.g. the raw partition), unless the caller passes provenance.
+of the row in the validated table (e.g. the raw partition), unless the caller passes provenance
+(source_file, 1-based source_row per row): then details read "<file>, row 7: impression_id 'x'
+repeats <file> row 3", the user's own files and rows, across files.
 
 Rules (names are stable, see `ctr_dagster.quality.rules`):
   impressions: <col>_not_null (required columns), impression_id_unique (repeats after the first),

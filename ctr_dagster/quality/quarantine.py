@@ -71,6 +71,22 @@ def records_json(table: pa.Table) -> pa.Array:
         con.close()
 
 
+def _located(extras: Mapping[int, Mapping[str, Any]], provenance: pa.Table | None) -> dict[int, dict]:
+    """Extras with `_first_row` (a position in the validated table) said as a place: "<file> row N"
+    (1-based, the user's own file) with provenance, else "row N" (the position, 0-based)."""
+    out = {row: dict(values) for row, values in extras.items()}
+    for values in out.values():
+        position = values.get("_first_row")
+        if position is None:
+            continue
+        if provenance is None:
+            values["_first_row"] = f"row {position}"
+        else:
+            file = provenance.column("source_file")[position].as_py()
+            values["_first_row"] = f"{file} row {provenance.column('source_row')[position].as_py()}"
+    return out
+
+
 def bad_rows(evaluation: Evaluation) -> np.ndarray:
     """Distinct failing row positions, sorted."""
     arrays = [a for a in evaluation.failures.values() if len(a)]
@@ -91,7 +107,8 @@ def build_quarantine(
     """One QUARANTINE row per position in `rows`, listing all its failing rules ("a;b").
 
     `source_row` is the position in `table` (0-based) unless `provenance` (columns source_file,
-    source_row, aligned with `table`) says where each row came from.
+    source_row, aligned with `table`) says where each row came from: then each detail starts with
+    the row's own file and 1-based row, and a repeat names the file and row it repeats.
     """
     if not len(rows):
         return schemas.empty(schemas.QUARANTINE)
@@ -103,9 +120,8 @@ def build_quarantine(
         slots.append(np.searchsorted(rows, failing))
         names.append(pa.repeat(pa.scalar(rule.name), len(failing)))
         columns.append(pa.repeat(pa.scalar(rule.column), len(failing)))
-        details.append(
-            pa.array(messages(rule, table, failing, evaluation.extras.get(rule.name, {})), pa.string())
-        )
+        extras = _located(evaluation.extras.get(rule.name, {}), provenance)
+        details.append(pa.array(messages(rule, table, failing, extras), pa.string()))
     pairs = pa.table(
         {
             "slot": pa.array(np.concatenate(slots)),
@@ -123,9 +139,14 @@ def build_quarantine(
         raise RuntimeError(
             f"quarantine of {table_name}: {grouped.num_rows} grouped rows for {len(rows)} bad rows"
         )
+    detail = pc.binary_join(grouped.column("detail_list"), "; ")
     if provenance is not None:
-        files = provenance.column("source_file").take(pa.array(rows))
+        files = provenance.column("source_file").take(pa.array(rows)).cast(pa.string())
         source_rows = provenance.column("source_row").take(pa.array(rows))
+        # "<file>, row 7: ..." as the parser's own quarantine details say it
+        detail = pc.binary_join_element_wise(
+            files, ", row ", source_rows.cast(pa.string()), ": ", detail, "", null_handling="replace"
+        )
     else:
         files = pa.repeat(pa.scalar(source_file, pa.string()), len(rows))
         source_rows = pa.array(rows, pa.int64())
@@ -137,7 +158,7 @@ def build_quarantine(
             "source_row": source_rows,
             "column": pc.binary_join(grouped.column("column_distinct"), ";"),
             "rule": pc.binary_join(grouped.column("rule_list"), ";"),
-            "detail": pc.binary_join(grouped.column("detail_list"), "; "),
+            "detail": detail,
             "record": records_json(table.take(pa.array(rows))),
         },
         schema=schemas.QUARANTINE,

@@ -57,7 +57,7 @@ def unique(column: str) -> Rule:
     return Rule(
         f"{column}_unique",
         column,
-        f"{column} {{{column}!r}} repeats row {{_first_row}}",
+        f"{column} {{{column}!r}} repeats {{_first_row}}",  # "row 3" or "<file> row 3" (see quarantine)
         _UNIQUE,
         {"column": column},
         keep_first=True,
