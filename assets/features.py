@@ -49,6 +49,16 @@ def training_dataset(
         if oracle_test_auc is not None:
             stats["oracle_auc_test"] = oracle_test_auc
     context.log.info(f"training_dataset: {result.table.num_rows} rows, oracle test AUC={oracle_test_auc}")
+    evidence = split_evidence(result.table)
+    for name, figures in evidence.items():
+        stats.update({f"{name}_{k}": v for k, v in figures.items()})
+        if figures["users"] < 30 or figures["auc_se"] > 0.02:
+            context.log.warning(
+                f"the {name} split is small: {figures['rows']:.0f} rows from {figures['users']:.0f} users, "
+                f"{figures['positives']:.0f} positives; one AUC has a standard error of about "
+                f"{figures['auc_se']:.3f} and across few users it mostly ranks users, so model differences "
+                "below ~2 standard errors are noise (widen the window or import more days)"
+            )
     vocab_rows = [
         {"vocabulary": name, "size": u.size, "added": u.added, "version": u.version}
         for name, u in result.vocabs.items()
@@ -63,3 +73,27 @@ def training_dataset(
             "vocabularies": dg.MetadataValue.md(markdown_table(vocab_rows)),
         }
     )
+
+
+def split_evidence(table) -> dict[str, dict[str, float]]:
+    """Rows, users, positives and the AUC's standard error under the null (Hanley-McNeil at 0.5:
+    sqrt((P + N + 1) / (12 P N))) of the valid and test splits: how much a leaderboard on them can say."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for name in ("valid", "test"):
+        rows = table.filter(pc.equal(table.column("split"), name))
+        positives = int(pc.sum(rows.column("label")).as_py() or 0)
+        negatives = rows.num_rows - positives
+        se = (
+            ((positives + negatives + 1) / (12 * positives * negatives)) ** 0.5
+            if positives and negatives
+            else 1.0
+        )
+        out[name] = {
+            "rows": float(rows.num_rows),
+            "users": float(len(pc.unique(rows.column("user_id")))),
+            "positives": float(positives),
+            "auc_se": round(se, 4),
+        }
+    return out

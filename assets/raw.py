@@ -66,10 +66,15 @@ def _materialize_catalogue(context: dg.AssetExecutionContext, source, warehouse:
     }
     if catalogue.quarantine.num_rows:
         context.log.warning(f"{catalogue.quarantine.num_rows} catalogue rows quarantined")
+    for table, file, problem in catalogue.skipped_files:
+        context.log.warning(f"{table}: file {file} skipped: {problem}")
     for name, table in tables.items():
         path = wh.write(name, table)
         context.log.info(f"{name}: {table.num_rows} rows -> {path}")
         extra = {"source": catalogue.origin}
+        skipped = [f"{file}: {problem}" for t, file, problem in catalogue.skipped_files if f"raw_{t}" == name]
+        if skipped:
+            extra["skipped_files"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in skipped))
         yield dg.MaterializeResult(asset_key=name, metadata={**table_summary(table, str(path)), **extra})
     context_tables = {"items": tables["raw_items"], "users": tables["raw_users"]}
     for name in _CATALOGUE_CHECKED:
@@ -128,6 +133,7 @@ def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: Wareh
     wh = warehouse.get()
     day = context.partition_key
     batches = list(source.day(day))
+    accounting = _import_accounting(context, source) if source.kind == "import" else {}
 
     def gather(part: str, schema) -> pa.Table:
         """One table from every batch's `part` (batches may be none, or lack the part)."""
@@ -158,6 +164,7 @@ def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: Wareh
             **table_summary(impressions, str(path)),
             **numbers({"unparseable_rows": unparseable.num_rows}),
             "source": batches[0].origin if batches else "none",
+            **accounting,
         },
     )
     yield dg.MaterializeResult(asset_key="oracle_impressions", metadata=oracle_meta)
@@ -171,3 +178,29 @@ def _materialize_day(context: dg.AssetExecutionContext, source, warehouse: Wareh
         severity=dg.AssetCheckSeverity.WARN,
         metadata=report.as_metadata(),
     )
+
+
+def _import_accounting(context: dg.AssetExecutionContext, source) -> dict:
+    """What the import as a whole left out, on every imported day (and in its log): files skipped as
+    bad, and rows dated outside the partitions (counted, never silently parked)."""
+    plan = source.import_plan()
+    meta: dict = {
+        "import_window": f"{plan.first} .. {plan.last}",
+        **numbers(
+            {"import_out_of_range_rows": sum(plan.out_of_range.values()), "import_rows_read": plan.rows_read}
+        ),
+    }
+    if plan.out_of_range:
+        days = sorted(plan.out_of_range)
+        context.log.warning(
+            f"{sum(plan.out_of_range.values())} imported row(s) dated outside the partitions "
+            f"{plan.first} .. {plan.last} (on {days[0]} .. {days[-1]}): counted, not imported"
+        )
+        meta["import_out_of_range_days"] = ", ".join(
+            f"{d}: {n}" for d, n in sorted(plan.out_of_range.items())[:20]
+        )
+    if plan.skipped:
+        for file, problem in plan.skipped:
+            context.log.warning(f"impressions file {file} skipped: {problem}")
+        meta["import_skipped_files"] = dg.MetadataValue.md("\n".join(f"- {f}: {p}" for f, p in plan.skipped))
+    return meta

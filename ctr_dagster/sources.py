@@ -63,8 +63,15 @@ class Source:
             config = self.world_config()
             start = dt.date.fromisoformat(str(config.start_date))
             return start.isoformat(), (start + dt.timedelta(days=config.n_days)).isoformat()
-        plan = self.import_plan()
-        if plan.first is None:  # no data yet: one placeholder day so the definitions still load
+        from ctr_dagster.errors import MalformedInputError
+        from ctr_dagster.importers import MappingError
+
+        try:
+            plan = self.import_plan()
+        except (MappingError, MalformedInputError):
+            plan = None  # an empty inbox (or no usable file yet) must not stop the code location loading;
+            # the import itself (`ctr run`, a raw_day run) reports the error
+        if plan is None or plan.first is None:  # no data yet: one placeholder day so the definitions load
             first = str(self.mapping().start_date or dt.datetime.now(dt.UTC).date())
             return first, (dt.date.fromisoformat(first) + dt.timedelta(days=1)).isoformat()
         return plan.first, (dt.date.fromisoformat(plan.last) + dt.timedelta(days=1)).isoformat()

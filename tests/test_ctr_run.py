@@ -138,7 +138,8 @@ tables:
 
 
 def write_news_log(folder: Path, rows: int = 1_200) -> tuple[Path, set[str]]:
-    """A news impression log: ms timestamps, slot positions, an impression id, clicks."""
+    """A news impression log (ms timestamps, slot positions, an impression id, clicks) and its
+    news table (id, category, title), as MIND-style sets ship them."""
     rng = np.random.default_rng(5)
     start_ms = int(dt.datetime(2019, 11, 11, tzinfo=dt.UTC).timestamp() * 1000)
     appeal = rng.normal(0, 1, 90)
@@ -152,6 +153,11 @@ def write_news_log(folder: Path, rows: int = 1_200) -> tuple[Path, set[str]]:
         clicked = int(rng.random() < 1 / (1 + np.exp(-(appeal[news] - 0.3 * slot))))
         lines.append(f"imp{i},U{int(rng.integers(0, 120))},{ms},N{news},{slot},{clicked}")
     (folder / "behaviors.csv").write_text("\n".join(lines) + "\n")
+    topics = ["sports", "finance", "lifestyle", "news", "weather"]
+    news = ["NewsID\tCategory\tTitle"] + [
+        f"N{n}\t{topics[n % 5]}\t{topics[n % 5].title()} story number {n}" for n in range(90)
+    ]
+    (folder / "news.tsv").write_text("\n".join(news) + "\n")
     mapping = folder / "mapping.yaml"
     mapping.write_text(
         """
@@ -162,9 +168,10 @@ tables:
     parse: {ts: {unit: ms}}
     defaults: {treatment: 0, conversion: 0}
   items:
-    from: impressions
-    columns: {item_id: NewsID}
-    defaults: {category: news, title: "", price: 0}
+    files: news.tsv
+    csv: {delimiter: "\\t"}
+    columns: {item_id: NewsID, category: Category, title: Title}
+    defaults: {price: 0, first_seen: 2019-01-01}
   users:
     from: impressions
     columns: {user_id: UserID}
@@ -205,3 +212,32 @@ def test_demo_refuses_the_import_source_and_points_to_ctr_run(tmp_path):
 def test_ctr_run_reports_a_missing_mapping_file(tmp_path):
     out = run_cli(tmp_path, "run", "--mapping", str(tmp_path / "nope.yaml"))
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_ctr_run_skips_bad_files_and_accounts_for_every_row(tmp_path):
+    """Bad files beside a good one, a NUL cell, an undecodable cell and a row dated 2099: the good
+    rows import, each bad file is reported, and rows read = clean + quarantined + out of range."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mapping, days = write_ratings(data)
+    text = mapping.read_text().replace("files: ml-100k.inter", 'files: "*.inter"')
+    mapping.write_text(text)
+    good = (data / "ml-100k.inter").read_bytes().splitlines(keepends=True)
+    header, first = good[0], good[1].split(b"\t")
+    extra = [
+        b"\t".join([b"7\x00", first[1], b"5", first[3]]),  # NUL inside a cell
+        b"\t".join([b"8", b"\xff\xfe", b"4", first[3]]),  # not UTF-8
+        b"\t".join([b"9", first[1], b"4", b"4102444800\n"]),  # 2100-01-01: after today
+    ]
+    (data / "ml-100k.inter").write_bytes(b"".join([*good, *extra]))
+    (data / "empty.inter").write_bytes(b"")
+    (data / "header_only.inter").write_bytes(header)
+    (data / "binary.inter").write_bytes(bytes(range(256)) * 8)
+    summary = run_json(tmp_path, mapping)
+    skipped = "\n".join(summary["skipped_files"])
+    for name in ("empty.inter", "header_only.inter", "binary.inter"):
+        assert name in skipped
+    assert summary["out_of_range"] == 1
+    assert summary["rows_read"] == len(good) - 1 + len(extra)
+    assert summary["quarantined"] >= 2
+    assert_full_leaderboard(summary, days)

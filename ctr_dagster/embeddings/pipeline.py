@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctr_dagster import schemas
+from ctr_dagster.embeddings import cache as cache_mod
 from ctr_dagster.embeddings import usefulness
 from ctr_dagster.embeddings.cache import from_fixed_list, to_fixed_list
 from ctr_dagster.embeddings.encoding import EncodeOutcome, run_encoder
@@ -198,6 +199,24 @@ def labels_by_attribute(items: pa.Table, labels: pa.Table | None) -> dict[str, l
     return out
 
 
+def _with_content(encoders: Sequence[EncoderSpec], items: pa.Table, log: Callable[[str], None]) -> list:
+    """The encoders whose input columns hold content for some item; the others are skipped with a
+    log line, not run to fail (an imported catalogue without images is normal, not an error)."""
+    kept = []
+    for spec in encoders:
+        columns = getattr(spec.cls, "columns", None) or cache_mod.MODALITY_COLUMNS.get(spec.cls.modality, ())
+        present = [
+            c for c in columns if c in items.column_names and items.column(c).null_count < items.num_rows
+        ]
+        if columns and not present:
+            log(
+                f"encoder {spec.cls.name} skipped: no item has {spec.cls.modality} content (column(s) {list(columns)})"
+            )
+            continue
+        kept.append(spec)
+    return kept
+
+
 def build_item_embeddings(
     items: pa.Table,
     attributes: pa.Table | None,
@@ -235,6 +254,8 @@ def build_item_embeddings(
         fit_attributes = attributes.filter(
             pc.invert(pc.is_in(attributes.column("item_id"), value_set=held_ids))
         )
+
+    encoders = _with_content(encoders, items, log)
 
     def step_for(spec: EncoderSpec) -> Callable[[Step], EncodeOutcome]:
         def step(step: Step) -> EncodeOutcome:
