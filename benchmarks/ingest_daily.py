@@ -50,6 +50,9 @@ def write_files(folder: Path, profile_name: str) -> list[str]:
     days = world.dates()
     for day in days:
         table = world.day(day).impressions
+        table = table.drop_columns(
+            [c for c in ("history_item_ids",) if c in table.column_names]
+        )  # CSV: no lists
         pacsv.write_csv(table, folder / f"logs-{day}.csv")
         pq.write_table(table, folder / f"logs-{day}.parquet")
     marker.write_text(json.dumps(days))
@@ -59,7 +62,7 @@ def write_files(folder: Path, profile_name: str) -> list[str]:
 def import_all(folder: Path, days: list[str], fmt: str, staging: Path) -> int:
     """Stage every file and read every partition's shards; returns the rows seen (data + quarantine)."""
     from ctr_dagster.importers import parse_mapping
-    from ctr_dagster.importers.staging import files_for_day, read_day
+    from ctr_dagster.importers.staging import files_for_day, plan_import, read_day
 
     mapping = parse_mapping(
         {
@@ -69,7 +72,7 @@ def import_all(folder: Path, days: list[str], fmt: str, staging: Path) -> int:
         base=folder,
     )
     rows = 0
-    for day in days:
+    for day in plan_import(mapping, staging).days:  # the days in the data (corrupt rows add a few)
         for _file, staged in files_for_day(mapping, day, staging):
             data, quarantine, provenance = read_day(staged, day)
             assert provenance.num_rows == data.num_rows

@@ -241,3 +241,19 @@ def test_ctr_run_skips_bad_files_and_accounts_for_every_row(tmp_path):
     assert summary["rows_read"] == len(good) - 1 + len(extra)
     assert summary["quarantined"] >= 2
     assert_full_leaderboard(summary, days)
+
+
+def test_the_failure_summary_gives_the_steps_own_error():
+    """Not Dagster's wrapper ("Error occurred while executing op ..."), but the cause."""
+    import dagster as dg
+
+    from assets.run import _failures
+
+    @dg.asset
+    def broken_step() -> None:
+        raise LookupError("oracle_impressions has no score for 3 of 3 test rows")
+
+    result = dg.materialize([broken_step], raise_on_error=False)
+    assert _failures(result) == [
+        "broken_step: LookupError: oracle_impressions has no score for 3 of 3 test rows"
+    ]
