@@ -332,9 +332,10 @@ class _FilePlan:
         )
         if note is not None:
             return f"{where}: {note}"
-        value = _text(converted.source.data.column(label)[position].as_py())
+        raw = converted.source.data.column(label)[position].as_py()
+        value = _text(raw)
         field = self.table.schema.field(column)
-        return f"{where}: {value!r} is not a valid {describe(field.type, self.table.time_spec(column))}"
+        return f"{where}: {value!r} {_why_bad(raw)}{describe(field.type, self.table.time_spec(column))}"
 
     # -- Parquet statistics ------------------------------------------------------------------------
     def ts_ranges(self) -> list[tuple[int, int, int] | None]:
@@ -425,6 +426,18 @@ def _text(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="backslashreplace")
     return value
+
+
+def _why_bad(raw: Any) -> str:
+    """The start of a bad cell's explanation: the byte-level cause when there is one."""
+    if isinstance(raw, bytes | str) and ("\x00" in raw if isinstance(raw, str) else b"\x00" in raw):
+        return "holds a NUL byte, so it is not a valid "
+    if isinstance(raw, bytes):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"is not UTF-8 text (byte {raw[exc.start]:#04x} at {exc.start}), so it is not a valid "
+    return "is not a valid "
 
 
 def _json(value: Any) -> Any:
