@@ -72,7 +72,8 @@ class Source:
             plan = None  # an empty inbox (or no usable file yet) must not stop the code location loading;
             # the import itself (`ctr run`, a raw_day run) reports the error
         if plan is None or plan.first is None:  # no data yet: one placeholder day so the definitions load
-            first = str(self.mapping().start_date or dt.datetime.now(dt.UTC).date())
+            yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # today is not complete yet
+            first = str(self.mapping().start_date or yesterday)
             return first, (dt.date.fromisoformat(first) + dt.timedelta(days=1)).isoformat()
         return plan.first, (dt.date.fromisoformat(plan.last) + dt.timedelta(days=1)).isoformat()
 

@@ -92,3 +92,48 @@ def test_the_home_names_every_folder_once(tmp_path):
     home = Settings(home=tmp_path).ctr_home
     assert home.warehouse == tmp_path / "warehouse" and home.champion == tmp_path / "champion"
     assert len({home.warehouse, home.artifacts, home.models, home.records, home.work, home.champion}) == 6
+
+
+def _import_settings(tmp_path: Path, log: str | None) -> Settings:
+    (tmp_path / "logs").mkdir(exist_ok=True)
+    if log is not None:
+        (tmp_path / "logs" / "a.csv").write_text(log)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        "tables:\n  impressions:\n    files: logs/*.csv\n    parse: {ts: {unit: s}}\n"
+        "    defaults: {position: 1, treatment: 0, conversion: 0}\n"
+    )
+    return Settings(source="import", mapping=mapping, home=tmp_path / "home")
+
+
+def test_imported_partitions_span_the_days_in_the_data_not_a_calendar(tmp_path):
+    """A 1997 log: partitions from its first to its last day (not 1997 .. today), in the UI too."""
+    from assets.resources import daily_partitions
+
+    day = 86_400
+    start = 874_724_710  # 1997-09-20
+    rows = [f"e{i},{start + d * day},u{i},i{i},{i % 2}" for i, d in enumerate([0, 0, 1, 3])]
+    settings = _import_settings(tmp_path, "impression_id,ts,user_id,item_id,click\n" + "\n".join(rows) + "\n")
+    source = Source(settings)
+    assert source.partition_window() == ("1997-09-20", "1997-09-24")
+    assert source.import_plan().days == ["1997-09-20", "1997-09-21", "1997-09-23"]  # what `ctr run` runs
+    assert daily_partitions(settings).get_partition_keys() == [
+        "1997-09-20",
+        "1997-09-21",
+        "1997-09-22",
+        "1997-09-23",
+    ]
+    # imported state is kept apart from the demo's, per mapping file
+    assert settings.ctr_home.root.parent == settings.home / "import"
+
+
+def test_an_empty_inbox_does_not_stop_the_code_location_loading(tmp_path):
+    from assets.definitions import build_definitions
+
+    settings = _import_settings(tmp_path, None)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    assert (
+        len(graph.get(__import__("dagster").AssetKey("raw_impressions")).partitions_def.get_partition_keys())
+        == 1
+    )
