@@ -197,6 +197,35 @@ def test_position_addresses_a_column_with_an_empty_header(tmp_path):
         impressions(load_mapping(mapping_file(tmp_path, doc)))
 
 
+def test_a_file_without_a_header_line_is_read_by_position(tmp_path):
+    """MovieLens' own u.data: user, item, rating, unix time, tab-separated, no header line."""
+    lines = [f"196\t242\t3\t{EPOCH}", f"186\t302\t5\t{EPOCH + 9}", "22\t377", f"244\t51\t4\t{EPOCH + 99}"]
+    write(tmp_path, "u.data", "\n".join(lines) + "\n")
+    doc = {
+        "tables": {
+            "impressions": {
+                "files": "u.data",
+                "format": "csv",
+                "csv": {"delimiter": "\t", "header": False},
+                "columns": {
+                    "user_id": {"position": 1},
+                    "item_id": "column2",
+                    "ts": {"position": 4},
+                    "click": {"expr": "CAST(column3 >= 4 AS TINYINT)"},
+                },
+                "ts": {"unit": "s"},
+                "defaults": {"position": 1, "treatment": 0, "conversion": 0},
+            }
+        }
+    }
+    table, quarantine = impressions(load_mapping(mapping_file(tmp_path, doc)))
+    assert table["user_id"].to_pylist() == ["196", "186", "244"]  # the first line is data, not a header
+    assert table["click"].to_pylist() == [0, 1, 1]
+    assert table["impression_id"].to_pylist() == ["u.data:1", "u.data:2", "u.data:4"]
+    (short,) = quarantine.to_pylist()
+    assert short["source_row"] == 3 and "expected 4 fields" in short["detail"]
+
+
 def test_position_refuses_a_repeated_header_it_cannot_read(tmp_path):
     write(tmp_path, "log.csv", f"uid,sku,when,x,x\nu1,s1,{EPOCH},1,0\n")
     doc = {

@@ -87,6 +87,7 @@ class CsvOptions:
     null_values: tuple[str, ...] = ("",)
     encoding: str = "utf8"
     block_size: int = 4 << 20  # bytes per parsed block: bounds memory, ~60k rows of a narrow log
+    header: bool = True  # False: no header line; columns are column1, column2, ...
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,11 @@ class CsvDoc(_Doc):
     null_values: list[str] = Field([""], description="cell texts read as null")
     encoding: str = Field("utf8", description="text encoding of the file (Python codec name)")
     block_size: int = Field(4 << 20, strict=True, gt=0, description="bytes parsed per block (bounds memory)")
+    header: bool = Field(
+        True,
+        description="false: the file has no header line (e.g. MovieLens u.data); its columns are named "
+        "column1, column2, ... (or addressed with {position: N})",
+    )
 
     @field_validator("delimiter", "quote_char")
     @classmethod
@@ -293,6 +299,7 @@ class CsvDoc(_Doc):
             null_values=tuple(self.null_values),
             encoding=self.encoding,
             block_size=self.block_size,
+            header=self.header,
         )
 
 

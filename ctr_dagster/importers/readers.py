@@ -83,6 +83,8 @@ def csv_header(path: Path, options: CsvOptions) -> list[str]:
         raise MalformedInputError(
             path, None, None, f"the header line is not {options.encoding} text (garbled or binary file?)"
         )
+    if not options.header:  # the first line is data: name its fields by position
+        return [f"column{i}" for i in range(1, len(header) + 1)]
     if not any(h.strip() for h in header):
         raise MalformedInputError(path, None, None, "empty header line")
     return header
@@ -106,14 +108,19 @@ def _iter_csv_serial(path: Path, columns: Sequence[str], options: CsvOptions) ->
     rejected: list[RejectedRow] = []
     reported = 0
 
+    skipped_lines = 1 if options.header else 0  # line number -> data row (the header is line 1)
+
     def on_invalid_row(row) -> str:
-        number = row.number - 1 if row.number is not None else None  # line -> data row (header is line 1)
+        number = row.number - skipped_lines if row.number is not None else None
         message = f"expected {row.expected_columns} fields, found {row.actual_columns}"
         rejected.append(RejectedRow(number, row.text, message))
         return "skip"
 
     read_options = csv.ReadOptions(
-        block_size=options.block_size, use_threads=False, encoding=options.encoding
+        block_size=options.block_size,
+        use_threads=False,
+        encoding=options.encoding,
+        column_names=None if options.header else csv_header(path, options),
     )
     parse_options = csv.ParseOptions(
         delimiter=options.delimiter, quote_char=options.quote_char, invalid_row_handler=on_invalid_row
