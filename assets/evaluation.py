@@ -18,7 +18,10 @@ from ctr_dagster.settings import Settings
 class EvaluationConfig(dg.Config):
     """The champion gate's policy (see `ctr_dagster.champion.GatePolicy`)."""
 
+    confidence: float = GatePolicy.confidence
     margin: float = GatePolicy.margin
+    logloss_tolerance: float = GatePolicy.logloss_tolerance
+    ece_tolerance: float = GatePolicy.ece_tolerance
     slice_tolerance: float = GatePolicy.slice_tolerance
     min_auc: float = GatePolicy.min_auc
     min_slice_rows: int = GatePolicy.min_slice_rows
@@ -98,11 +101,12 @@ def _evaluate(
         "test_rows": doc["dataset"]["test_rows"],
         "gauc_weighting": doc["gauc_weighting"],
         "best_model": doc["candidate"]["name"] if doc["candidate"] else "none",
+        "selected_by": doc["selected_by"],
     }
     if doc["oracle"]:
         meta["oracle/auc"] = dg.MetadataValue.float(doc["oracle"]["auc"])
     for row in doc["models"]:
-        for metric in engine.RANKED_METRICS:
+        for metric in (*engine.RANKED_METRICS, "valid_auc"):
             if row.get(metric) is not None:
                 meta[f"{row['name']}/{metric}"] = dg.MetadataValue.float(float(row[metric]))
     return dg.MaterializeResult(metadata=meta)
@@ -125,22 +129,31 @@ def champion_gate_check(evaluation: dg.AssetsDefinition) -> dg.AssetChecksDefini
 
 def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     from ctr_dagster import evaluation as engine
-    from ctr_dagster.champion import ChampionStore, decide
 
     home = warehouse.ctr_home
     doc = engine.latest(home)
     if doc is None:
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no evaluation document"})
-    decision = decide(doc, ChampionStore(home.champion).current(), GatePolicy(**doc["gate_policy"]))
+    decision = engine.gate_decision(warehouse.get(), home, default_registry(), doc, log=context.log.info)
     engine.save_gate(decision.as_dict(), doc, home)
     for reason in decision.reasons:
-        context.log.warning(f"champion gate: {reason}")
+        (context.log.info if decision.passed else context.log.warning)(f"champion gate: {reason}")
     meta = {
         "action": decision.action,
         "candidate": decision.candidate["name"] if decision.candidate else "none",
+        "selected_by": (decision.candidate or {}).get("selected_by", "none"),
         "champion": decision.champion["name"] if decision.champion else "none",
         "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "none"),
     }
+    if decision.comparison:
+        c = decision.comparison
+        meta["test"] = c.get("test", "none")
+        meta["rows_used"] = str(c.get("rows_used"))
+        for key in ("z", "p_value", "delta"):
+            if c.get(key) is not None:
+                meta[key] = dg.MetadataValue.float(float(c[key]))
+        if c.get("ci"):
+            meta["ci"] = f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
     meta.update({f"slice_delta/{k}": dg.MetadataValue.float(v) for k, v in decision.slice_deltas.items()})
     return dg.AssetCheckResult(passed=decision.passed, metadata=meta)
 
@@ -149,13 +162,13 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
 def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
     from ctr_dagster import evaluation as engine
-    from ctr_dagster.champion import ChampionStore, current_user, decide, history_rows
+    from ctr_dagster.champion import ChampionStore, current_user, history_rows
     from ctr_dagster.evaluation import display
 
     home = warehouse.ctr_home
     store = ChampionStore(home.champion)
     doc = engine.latest(home)
-    decision = decide(doc, store.current(), GatePolicy(**doc["gate_policy"]))
+    decision = engine.gate_decision(warehouse.get(), home, default_registry(), doc, log=context.log.info)
     if not decision.passed:  # the blocking check normally stops us before this
         raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
     if decision.action == "promote":
@@ -164,7 +177,9 @@ def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) ->
         context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
     else:
         entry = store.current()
-        context.log.info(f"{entry['name']} stays champion (it is also tonight's best model)")
+        context.log.info(
+            f"{entry['name']} stays champion: {'; '.join(decision.reasons) or 'it is also the best model'}"
+        )
     rows = [{**r, "auc": display(r["auc"])} for r in history_rows(store.history()[-10:][::-1])]
     return dg.MaterializeResult(
         metadata={

@@ -27,10 +27,20 @@ from ctr_dagster.locks import exclusive
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """When a challenger may replace the champion (all AUCs on the same, current test split)."""
+    """When a challenger may replace the champion (all compared on the same test rows).
 
-    #: The challenger's AUC must exceed the champion's by at least this much.
-    margin: float = 0.001
+    The challenger is the best model by *validation* AUC; on the test rows after the champion's own
+    training data, DeLong's paired one-sided test must say it beats the champion at `confidence`.
+    """
+
+    #: One-sided confidence of the paired test (promote when p < 1 - confidence).
+    confidence: float = 0.95
+    #: Practical minimum on top of significance: the AUC gain must also reach this (0: any
+    #: significant gain).
+    margin: float = 0.0
+    #: The challenger's logloss / ECE may not exceed the champion's by more than these.
+    logloss_tolerance: float = 0.005
+    ece_tolerance: float = 0.01
     #: No slice (user activity bucket, new users, new items) may lose more AUC than this.
     slice_tolerance: float = 0.01
     #: Quality floor: never promote a model below this AUC, champion or not.
@@ -48,20 +58,27 @@ class GateDecision:
     champion: dict[str, Any] | None
     reasons: list[str] = field(default_factory=list)
     slice_deltas: dict[str, float] = field(default_factory=dict)
+    #: The paired test on the same rows: test, statistic, z, p_value, delta, ci, rows, baseline artifact.
+    comparison: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def decide(evaluation: dict[str, Any], current: dict[str, Any] | None, policy: GatePolicy) -> GateDecision:
-    """Gate the evaluation's best model against the current champion.
+def decide(
+    evaluation: dict[str, Any],
+    current: dict[str, Any] | None,
+    policy: GatePolicy,
+    comparison: dict[str, Any] | None = None,
+) -> GateDecision:
+    """Gate the evaluation's candidate (best validation AUC) against the *current* champion.
 
-    `evaluation["candidate"]` is the best fresh model (its AUC and slice AUCs on the test split);
-    `evaluation["champion_baseline"]` is the current champion's artifact re-scored on that same
-    split (None when there is no champion or it could not be re-scored).
+    `comparison` is the paired test of the candidate against the current champion's artifact on the
+    test rows after the champion's training data (`evaluation.gate_comparison`), made when the gate
+    runs, so a rollback between evaluation and promotion is judged against the champion in place.
+    `evaluation["champion_baseline"]` gives the champion's slice AUCs on the full test split.
     """
     candidate = evaluation.get("candidate")
-    baseline = evaluation.get("champion_baseline")
     if candidate is None:
         return GateDecision(False, "block", None, current, ["no model was trained successfully"])
     reasons: list[str] = []
@@ -69,19 +86,40 @@ def decide(evaluation: dict[str, Any], current: dict[str, Any] | None, policy: G
         reasons.append(f"{candidate['name']} AUC {candidate['auc']} is below the floor {policy.min_auc}")
     if current and candidate.get("artifact") == current.get("artifact"):
         return GateDecision(not reasons, "keep" if not reasons else "block", candidate, current, reasons)
-    deltas: dict[str, float] = {}
-    if current and baseline is None:
+    if current is None:
+        return GateDecision(not reasons, "promote" if not reasons else "block", candidate, None, reasons)
+    if comparison is None:
         reasons.append(
-            f"the current champion {current['name']} ({current.get('artifact')}) could not be re-scored on "
-            "this test split, so the challenger cannot be compared with it; roll back or retrain it"
+            f"the current champion {current['name']} ({current.get('artifact')}) could not be compared with "
+            f"{candidate['name']} on the same test rows (not re-scorable, or one class); roll back or retrain it"
         )
-    elif current and baseline is not None:
-        needed = baseline["auc"] + policy.margin
-        if candidate["auc"] < needed:
+        return GateDecision(False, "block", candidate, current, reasons, comparison=comparison)
+    if comparison.get("rows", 0) == 0:
+        reasons.append(
+            f"no test rows lie after champion {current['name']}'s own training data "
+            f"({comparison.get('rows_used')}), so it cannot be judged fairly: the champion is kept"
+        )
+        return GateDecision(True, "keep", candidate, current, reasons, comparison=comparison)
+    alpha = 1 - policy.confidence
+    interval = comparison["ci"]
+    verdict = (
+        f"{comparison['test']}: {candidate['name']} - {current['name']} AUC = {comparison['delta']:+.4f}, "
+        f"{policy.confidence:.0%} CI [{interval[0]:+.4f}, {interval[1]:+.4f}], z = {comparison['z']:.2f}, "
+        f"p = {comparison['p_value']:.4f} on {comparison['rows']} rows ({comparison.get('rows_used')})"
+    )
+    if comparison["p_value"] >= alpha:
+        reasons.append(f"not significantly better (needs p < {alpha:.3f}): {verdict}")
+    if comparison["delta"] < policy.margin:
+        reasons.append(f"the AUC gain is below the margin {policy.margin}: {verdict}")
+    for metric, tolerance in (("logloss", policy.logloss_tolerance), ("ece", policy.ece_tolerance)):
+        mine, theirs = comparison.get(f"{metric}_a"), comparison.get(f"{metric}_b")
+        if mine is not None and theirs is not None and mine - theirs > tolerance:
             reasons.append(
-                f"{candidate['name']} AUC {candidate['auc']:.4f} does not beat champion {current['name']} "
-                f"AUC {baseline['auc']:.4f} by the margin {policy.margin} (needs {needed:.4f})"
+                f"{metric} degrades: {mine:.4f} vs champion {theirs:.4f} (more than the tolerance {tolerance})"
             )
+    deltas: dict[str, float] = {}
+    baseline = evaluation.get("champion_baseline") or {}
+    if baseline.get("artifact") == str(current.get("artifact")):
         for name, base in baseline.get("slices", {}).items():
             mine = candidate.get("slices", {}).get(name)
             if not mine or mine["auc"] is None or base["auc"] is None:
@@ -95,9 +133,10 @@ def decide(evaluation: dict[str, Any], current: dict[str, Any] | None, policy: G
                     f"slice {name}: AUC {mine['auc']:.4f} vs champion {base['auc']:.4f} "
                     f"({delta:+.4f} beyond the tolerance {policy.slice_tolerance})"
                 )
-    return GateDecision(
-        not reasons, "promote" if not reasons else "block", candidate, current, reasons, deltas
-    )
+    if not reasons:
+        reasons.append(f"promoted: {verdict}")
+        return GateDecision(True, "promote", candidate, current, reasons, deltas, comparison)
+    return GateDecision(False, "block", candidate, current, reasons, deltas, comparison)
 
 
 class ChampionStore:
@@ -139,7 +178,13 @@ class ChampionStore:
                 # the plugin that loads the artifact (differs from `name` for a distilled student)
                 "plugin": candidate.get("plugin") or candidate["name"],
                 "artifact": candidate.get("artifact"),
-                "metrics": {k: candidate.get(k) for k in ("auc", "gauc", "logloss", "ece") if k in candidate},
+                "metrics": {
+                    k: candidate.get(k)
+                    for k in ("valid_auc", "auc", "gauc", "logloss", "ece")
+                    if k in candidate
+                },
+                # the last timestamp its training saw: the gate later judges it only on rows after this
+                "trained_until": candidate.get("trained_until"),
                 "promoted_at": _now(),
                 "promoted_by": who or current_user(),
                 "run_id": run_id,

@@ -278,7 +278,11 @@ def leaderboard_text(doc: dict) -> str:
     if compared:
         lines.append("with vs without (each variant beside the model it modifies):")
         lines.append(_table([{k: _fmt(v) for k, v in r.items()} for r in compared], COMPARISON_COLUMNS))
-    lines.append(f"GAUC weighting: {doc['gauc_weighting']}")
+    lines.append(f"GAUC weighting: {doc['gauc_weighting']}; auc_95ci: DeLong; vs_champion: paired DeLong")
+    if doc.get("candidate"):
+        lines.append(
+            f"candidate: {doc['candidate']['name']} (selected by {doc['candidate'].get('selected_by')})"
+        )
     champ = doc.get("champion")
     lines.append(
         f"champion: {champ['name']} (AUC at promotion {_fmt(champ['metrics'].get('auc'))}, "

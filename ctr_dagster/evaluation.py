@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import atomic, metrics
+from ctr_dagster import atomic, metrics, significance
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import read_status
 from ctr_dagster.registry import PluginInfo, Registry
@@ -35,7 +35,36 @@ from ctr_dagster.warehouse import Warehouse
 #: Metrics of every ranked model that the leaderboard shows and Dagster plots over time.
 RANKED_METRICS = ("auc", "gauc", "logloss", "ece", "oracle_gap")
 #: Columns of the leaderboard table, in display order (the JSON rows carry more).
-LEADERBOARD_COLUMNS = ["rank", "model", "task", *RANKED_METRICS, "auc_new_items", "auc_new_users", "status"]
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "model",
+    "task",
+    "valid_auc",
+    "auc",
+    "auc_95ci",
+    "vs_champion",
+    *RANKED_METRICS[1:],
+    "auc_new_items",
+    "auc_new_users",
+    "status",
+]
+
+
+def _interval(ci: list[float] | None, signed: bool = False) -> str | None:
+    if not ci:
+        return None
+    fmt = "{:+.4f}" if signed else "{:.4f}"
+    return f"[{fmt.format(ci[0])}, {fmt.format(ci[1])}]"
+
+
+def _versus(row: dict[str, Any], champion: dict[str, Any] | None) -> str | None:
+    """The difference to the champion with its paired interval, or 'champion' for the champion itself."""
+    if champion and row.get("artifact") == champion.get("artifact"):
+        return "champion"
+    found = row.get("vs_champion")
+    if not found:
+        return None
+    return f"{found['delta']:+.4f} {_interval(found['ci'], signed=True)}"
 
 
 def display(value: Any) -> Any:
@@ -87,30 +116,81 @@ def _oracle_scores(wh: Warehouse, test: pa.Table) -> np.ndarray | None:
     return _aligned(test, oracle.column("impression_id"), oracle.column("p_click"), "oracle_impressions")
 
 
-def _model_scores(wh: Warehouse, name: str, test: pa.Table) -> np.ndarray:
+def _model_scores(wh: Warehouse, name: str, rows: pa.Table, split: str = "test") -> np.ndarray:
     table = wh.read(f"predictions_{name}")
-    table = table.filter(pc.equal(table.column("split"), "test"))
-    return _aligned(test, table.column("impression_id"), table.column("score"), f"predictions_{name}")
+    table = table.filter(pc.equal(table.column("split"), split))
+    return _aligned(rows, table.column("impression_id"), table.column("score"), f"predictions_{name}")
 
 
-def _champion_baseline(
+def _valid_auc(wh: Warehouse, name: str, valid: pa.Table) -> float | None:
+    """The model's AUC on the validation split: what the candidate is chosen by (never test)."""
+    try:
+        scores = _model_scores(wh, name, valid, "valid")
+    except LookupError:
+        return None
+    return metrics.auc(valid.column("label").to_numpy(), scores)
+
+
+def trained_until(dataset: pa.Table) -> str | None:
+    """The last timestamp a model trained on `dataset` has seen (train and valid rows): later rows are
+    fair test rows for it, earlier ones may be its own training data."""
+    seen = dataset.filter(pc.not_equal(dataset.column("split"), "test")).column("ts")
+    latest = pc.max(seen).as_py() if len(seen) else None
+    return latest.isoformat() if latest is not None else None
+
+
+def fair_rows(test: pa.Table, champion: dict[str, Any] | None) -> tuple[np.ndarray, str]:
+    """Mask of the test rows after the champion's own training data, and a sentence saying which."""
+    until = (champion or {}).get("trained_until")
+    if not until:
+        return np.ones(test.num_rows, dtype=bool), (
+            "all test rows (the champion's training span is unknown: it was promoted before it was recorded)"
+        )
+    cut = pa.scalar(dt.datetime.fromisoformat(until), test.schema.field("ts").type)
+    mask = pc.greater(test.column("ts"), cut).to_numpy(zero_copy_only=False)
+    return (
+        mask,
+        f"{int(mask.sum())} of {test.num_rows} test rows after the champion's training data (> {until})",
+    )
+
+
+def compare(
+    test: pa.Table, mask: np.ndarray, scores: np.ndarray, baseline: np.ndarray, confidence: float
+) -> dict[str, Any] | None:
+    """Paired DeLong comparison (and logloss / ECE of both) on the masked test rows; None if one class."""
+    labels = test.column("label").to_numpy()[mask]
+    result = significance.paired_comparison(labels, scores[mask], baseline[mask], confidence)
+    if result is None:
+        return None
+    out = result.as_dict()
+    for side, values in (("a", scores[mask]), ("b", baseline[mask])):
+        out[f"logloss_{side}"] = metrics.logloss(labels, values)
+        out[f"ece_{side}"] = metrics.calibration(labels, values).ece
+    return out
+
+
+def champion_scores(
+    wh: Warehouse,
+    home: Home,
     current: dict[str, Any] | None,
-    ranked: list[dict[str, Any]],
     registry: Registry,
     test: pa.Table,
     log: Callable[[str], None],
-) -> dict[str, Any] | None:
-    """The current champion's metrics on this test split (re-scored from its artifact if needed)."""
+) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """The current champion's metrics and per-row scores on this test split: from its predictions when
+    it is one of the models trained on this dataset, else re-scored from its artifact."""
     if current is None:
-        return None
-    for row in ranked:
-        if row.get("artifact") == current.get("artifact"):
-            return {
-                "name": row["name"],
-                "artifact": row["artifact"],
-                "auc": row["auc"],
-                "slices": row["slices"],
-            }
+        return None, None
+    data_sha = file_sha256(wh.path("training_dataset"))
+    for name in {current["name"], current.get("plugin") or current["name"]}:
+        status = read_status(home, name)
+        fresh = status and status.get("status") == "ok" and status.get("data_sha256") == data_sha
+        if fresh and status.get("artifact") == current.get("artifact"):
+            try:
+                scores = _model_scores(wh, name, test)
+            except (LookupError, FileNotFoundError):
+                break
+            return _baseline(current, _metrics_row(test, scores)), scores
     loader = current.get("plugin") or current["name"]
     plugin = next((p for p in registry.good("model") if p.name == loader), None)
     artifact = Path(current.get("artifact") or "")
@@ -119,15 +199,26 @@ def _champion_baseline(
             f"champion {current['name']} cannot be re-scored: plugin installed={plugin is not None}, "
             f"artifact present={artifact.is_dir()}"
         )
-        return None
+        return None, None
     model = plugin.cls.load(artifact)
-    scores = np.asarray(model.predict(test), dtype=np.float64)
+    scores = np.asarray(model.predict(_without_labels(test)), dtype=np.float64)
     found = _metrics_row(test, scores)
     log(f"champion {current['name']} re-scored from {artifact}: test AUC {found['auc']}")
+    return _baseline(current, found), scores
+
+
+def _without_labels(table: pa.Table) -> pa.Table:
+    """What a model may see at predict time: never the label or the conversion."""
+    return table.drop_columns([c for c in ("label", "conversion") if c in table.column_names])
+
+
+def _baseline(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": current["name"],
-        "artifact": str(artifact),
+        "artifact": str(current.get("artifact")),
         "auc": found["auc"],
+        "logloss": found["logloss"],
+        "ece": found["ece"],
         "slices": found["slices"],
     }
 
@@ -204,13 +295,20 @@ def evaluate(
     store = ChampionStore(home.champion)
     dataset_path = wh.path("training_dataset")
     data_sha = file_sha256(dataset_path)
-    test = _test_split(wh.read("training_dataset"))
+    dataset = wh.read("training_dataset")
+    test = _test_split(dataset)
+    valid = dataset.filter(pc.equal(dataset.column("split"), "valid"))
     if test.num_rows == 0:
         raise ValueError(f"{dataset_path} has no test rows: nothing to evaluate")
     labels = test.column("label").to_numpy()
+    data_until = trained_until(dataset)
+    scored: dict[str, np.ndarray] = {}
 
     oracle_scores = _oracle_scores(wh, test)
     oracle = _metrics_row(test, oracle_scores) if oracle_scores is not None else None
+    if oracle is not None:
+        interval = significance.auc_interval(labels, oracle_scores)
+        oracle["auc_ci"] = interval.as_list() if interval else None
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     ranked: list[dict[str, Any]] = []
@@ -248,13 +346,18 @@ def evaluate(
         except (LookupError, FileNotFoundError) as exc:
             unranked.append({**base, "status": "failed", "error": str(exc)})
             continue
+        interval = significance.auc_interval(labels, scores)
         row = {
             **base,
             "status": "ok",
+            "valid_auc": _valid_auc(wh, name, valid),
             **_metrics_row(test, scores),
+            "auc_ci": interval.as_list() if interval else None,
             "artifact": status.get("artifact"),
             "record": status.get("record"),
+            "trained_until": data_until,
         }
+        scored[name] = scores
         if oracle is not None and row["auc"] is not None:
             row["oracle_gap"] = oracle["auc"] - row["auc"]
         ranked.append(row)
@@ -273,11 +376,18 @@ def evaluate(
             }
         )
 
-    ranked.sort(key=lambda r: -(r["auc"] if r["auc"] is not None else -1.0))
+    # Ranked and chosen by validation AUC; the test columns are reported, never chosen on.
+    ranked.sort(key=lambda r: -(r["valid_auc"] if r["valid_auc"] is not None else -1.0))
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
-    ctr_rows = [r for r in ranked if r["task"] == "ctr" and r["auc"] is not None]
+    ctr_rows = [r for r in ranked if r["task"] == "ctr" and r["valid_auc"] is not None]
     current = store.current()
+    baseline, baseline_scores = champion_scores(wh, home, current, registry, test, log)
+    if baseline_scores is not None:
+        mask, which = fair_rows(test, current)
+        for row in ranked:
+            found = compare(test, mask, scored[row["name"]], baseline_scores, significance.DEFAULT_CONFIDENCE)
+            row["vs_champion"] = found and {**found, "champion": current["name"], "rows_used": which}
     doc: dict[str, Any] = {
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "profile": profile,
@@ -297,7 +407,8 @@ def evaluate(
         if oracle is not None
         else NO_ORACLE["import" if profile == "import" else "synthetic"],
         "candidate": _candidate(ctr_rows[0]) if ctr_rows else None,
-        "champion_baseline": _champion_baseline(current, ranked, registry, test, log),
+        "selected_by": "highest validation AUC among the ranked CTR models (test is reported, never chosen on)",
+        "champion_baseline": baseline,
         "champion": current and {k: v for k, v in current.items() if k != "previous"},
         "gate_policy": asdict(policy),
     }
@@ -307,9 +418,67 @@ def evaluate(
     return doc
 
 
+def gate_comparison(
+    wh: Warehouse,
+    home: Home,
+    registry: Registry,
+    doc: dict[str, Any],
+    current: dict[str, Any] | None,
+    policy: GatePolicy,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """The candidate against the champion in place *now*, on the same test rows after the champion's
+    own training data: the paired test the gate decides on (None when there is nothing to compare)."""
+    candidate = doc.get("candidate")
+    if candidate is None or current is None or candidate.get("artifact") == current.get("artifact"):
+        return None
+    if file_sha256(wh.path("training_dataset")) != doc["dataset"]["sha256"]:
+        log("the training dataset changed since this evaluation: re-run the evaluation before the gate")
+        return None
+    test = _test_split(wh.read("training_dataset"))
+    _, baseline = champion_scores(wh, home, current, registry, test, log)
+    if baseline is None:
+        return None
+    scores = _model_scores(wh, candidate["name"], test)
+    mask, which = fair_rows(test, current)
+    where = {
+        "rows_used": which,
+        "champion": current["name"],
+        "baseline_artifact": str(current.get("artifact")),
+    }
+    if not mask.any():
+        return {"rows": 0, **where}
+    found = compare(test, mask, scores, baseline, policy.confidence)
+    return found and {**found, **where}
+
+
+def gate_decision(
+    wh: Warehouse, home: Home, registry: Registry, doc: dict[str, Any], log: Callable[[str], None] = print
+):
+    """The champion gate for `doc` against the current champion (see `champion.decide`)."""
+    from ctr_dagster.champion import decide
+
+    current = ChampionStore(home.champion).current()
+    policy = GatePolicy(**doc["gate_policy"])
+    return decide(doc, current, policy, gate_comparison(wh, home, registry, doc, current, policy, log))
+
+
 def _candidate(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "plugin", "task", "artifact", "auc", "gauc", "logloss", "ece", "slices")
-    return {k: row.get(k) for k in keys}
+    keys = (
+        "name",
+        "plugin",
+        "task",
+        "artifact",
+        "valid_auc",
+        "auc",
+        "auc_ci",
+        "gauc",
+        "logloss",
+        "ece",
+        "slices",
+        "trained_until",
+    )
+    return {**{k: row.get(k) for k in keys}, "selected_by": "validation AUC"}
 
 
 def save(doc: dict[str, Any], home: Home) -> Path:
@@ -375,7 +544,10 @@ def leaderboard_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "rank": r["rank"],
                 "model": r["name"],
                 "task": r["task"],
+                "valid_auc": r.get("valid_auc"),
                 **{m: r.get(m) for m in RANKED_METRICS},
+                "auc_95ci": _interval(r.get("auc_ci")),
+                "vs_champion": _versus(r, doc.get("champion")),
                 "auc_new_items": (r["slices"].get("new_items") or {}).get("auc"),
                 "auc_new_users": (r["slices"].get("new_users") or {}).get("auc"),
                 "status": "ok",
@@ -389,6 +561,7 @@ def leaderboard_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "model": "oracle (true p_click)",
                 "task": "ctr",
                 **{m: o.get(m) for m in RANKED_METRICS if m != "oracle_gap"},
+                "auc_95ci": _interval(o.get("auc_ci")),
                 "oracle_gap": 0.0,
                 "auc_new_items": (o["slices"].get("new_items") or {}).get("auc"),
                 "auc_new_users": (o["slices"].get("new_users") or {}).get("auc"),

@@ -19,7 +19,25 @@ def _doc(candidate: dict | None, baseline: dict | None = None) -> dict:
     return {"candidate": candidate, "champion_baseline": baseline}
 
 
-POLICY = GatePolicy(margin=0.005, slice_tolerance=0.01, min_auc=0.6, min_slice_rows=200)
+POLICY = GatePolicy(confidence=0.95, slice_tolerance=0.01, min_auc=0.6, min_slice_rows=200)
+
+
+def _comparison(delta: float, p_value: float, rows: int = 5000, **extra) -> dict:
+    return {
+        "test": "DeLong paired (one-sided)",
+        "statistic": "z",
+        "z": 2.0,
+        "p_value": p_value,
+        "delta": delta,
+        "ci": [delta - 0.004, delta + 0.004],
+        "rows": rows,
+        "rows_used": "all test rows",
+        "logloss_a": 0.40,
+        "logloss_b": 0.40,
+        "ece_a": 0.01,
+        "ece_b": 0.01,
+        **extra,
+    }
 
 
 def test_first_champion_needs_only_the_quality_floor():
@@ -29,34 +47,57 @@ def test_first_champion_needs_only_the_quality_floor():
     assert "below the floor 0.6" in blocked.reasons[0]
 
 
-def test_challenger_must_beat_the_champion_by_the_margin():
+def test_a_challenger_is_promoted_only_when_the_paired_test_says_it_is_better():
     current = {"name": "old", "artifact": "/old/1"}
-    baseline = _row("old", 0.700, "/old/1")
-    assert decide(_doc(_row("new", 0.706, "/new/1"), baseline), current, POLICY).passed
-    short = decide(_doc(_row("new", 0.704, "/new/1"), baseline), current, POLICY)
-    assert not short.passed and "by the margin 0.005 (needs 0.7050)" in short.reasons[0]
+    doc = _doc(_row("new", 0.706, "/new/1"), _row("old", 0.700, "/old/1"))
+    won = decide(doc, current, POLICY, _comparison(0.006, p_value=0.01))
+    assert (won.passed, won.action) == (True, "promote")
+    assert won.comparison["test"] == "DeLong paired (one-sided)" and "p = 0.0100" in won.reasons[0]
+    noise = decide(doc, current, POLICY, _comparison(0.006, p_value=0.20))
+    assert not noise.passed and "not significantly better (needs p < 0.050)" in noise.reasons[0]
+    assert "CI [+0.0020, +0.0100]" in noise.reasons[0]
+    strict = decide(doc, current, GatePolicy(confidence=0.999, min_auc=0.6), _comparison(0.006, p_value=0.01))
+    assert not strict.passed  # the confidence is configurable
+
+
+def test_logloss_and_ece_may_not_degrade_beyond_their_tolerances():
+    current = {"name": "old", "artifact": "/old/1"}
+    doc = _doc(_row("new", 0.75, "/new/1"), _row("old", 0.70, "/old/1"))
+    worse_logloss = decide(doc, current, POLICY, _comparison(0.05, 0.001, logloss_a=0.45))
+    assert not worse_logloss.passed and any("logloss degrades" in r for r in worse_logloss.reasons)
+    worse_ece = decide(doc, current, POLICY, _comparison(0.05, 0.001, ece_a=0.05))
+    assert not worse_ece.passed and any("ece degrades" in r for r in worse_ece.reasons)
 
 
 def test_a_slice_regression_beyond_tolerance_blocks_even_a_better_model():
     current = {"name": "old", "artifact": "/old/1"}
     baseline = _row("old", 0.70, "/old/1")
+    better = _comparison(0.05, 0.001)
     worse_new_items = {**SLICES, "new_items": {"rows": 500, "auc": 0.68}}
-    decision = decide(_doc(_row("new", 0.75, "/new/1", worse_new_items), baseline), current, POLICY)
+    decision = decide(_doc(_row("new", 0.75, "/new/1", worse_new_items), baseline), current, POLICY, better)
     assert not decision.passed
     assert decision.slice_deltas["new_items"] == pytest.approx(-0.02)
     assert any("slice new_items" in r for r in decision.reasons)
     # a small slice (50 rows < min_slice_rows) is too noisy to veto, however bad
     tiny_slice_bad = {**SLICES, "activity:0": {"rows": 50, "auc": 0.30}}
-    assert decide(_doc(_row("new", 0.75, "/new/1", tiny_slice_bad), baseline), current, POLICY).passed
+    assert decide(_doc(_row("new", 0.75, "/new/1", tiny_slice_bad), baseline), current, POLICY, better).passed
 
 
-def test_the_champion_itself_is_kept_and_an_unscorable_champion_blocks():
+def test_the_champion_itself_is_kept_and_an_uncomparable_champion_blocks():
     current = {"name": "old", "artifact": "/old/1"}
     keep = decide(_doc(_row("old", 0.70, "/old/1"), _row("old", 0.70, "/old/1")), current, POLICY)
     assert (keep.passed, keep.action) == (True, "keep")
-    lost = decide(_doc(_row("new", 0.90, "/new/1"), None), current, POLICY)
-    assert not lost.passed and "could not be re-scored" in lost.reasons[0]
+    lost = decide(_doc(_row("new", 0.90, "/new/1"), None), current, POLICY, None)
+    assert not lost.passed and "could not be compared" in lost.reasons[0]
     assert decide(_doc(None), current, POLICY).reasons == ["no model was trained successfully"]
+
+
+def test_with_no_test_rows_after_the_champions_training_data_the_champion_is_kept():
+    current = {"name": "old", "artifact": "/old/1"}
+    doc = _doc(_row("new", 0.90, "/new/1"), _row("old", 0.70, "/old/1"))
+    decision = decide(doc, current, POLICY, {"rows": 0, "rows_used": "0 of 500 test rows after ..."})
+    assert (decision.passed, decision.action) == (True, "keep")
+    assert "cannot be judged fairly" in decision.reasons[0]
 
 
 def test_promotions_keep_history_and_rollback_restores_the_previous(tmp_path):
@@ -78,6 +119,7 @@ def test_promotions_keep_history_and_rollback_restores_the_previous(tmp_path):
         ("rollback", "a", "bob"),
     ]
     assert events[1]["metrics"] == {"auc": 0.72} and events[1]["replaced"]["name"] == "a"
+    assert "trained_until" in events[1]
     assert events[2]["replaced"] == {"name": "b", "artifact": "/b/1"}
 
 
