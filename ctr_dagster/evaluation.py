@@ -257,11 +257,21 @@ def comparisons(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "auc": r["auc"],
                 "baseline_auc": base["auc"],
                 "auc_lift": r["auc"] - base["auc"],
+                "lift_95ci": _interval((r.get("vs_base") or {}).get("ci"), signed=True),
+                "verdict": _verdict(r.get("vs_base")),
                 "gauc_lift": None if None in (r["gauc"], base["gauc"]) else r["gauc"] - base["gauc"],
                 "logloss_change": r["logloss"] - base["logloss"],
             }
         )
     return rows
+
+
+def _verdict(paired: dict[str, Any] | None) -> str | None:
+    """Whether a lift is a finding or noise (the paired 95 % interval excludes zero or not)."""
+    if not paired:
+        return None
+    low, high = paired["ci"]
+    return "better" if low > 0 else "worse" if high < 0 else "noise"
 
 
 COMPARISON_COLUMNS = [
@@ -271,6 +281,8 @@ COMPARISON_COLUMNS = [
     "auc",
     "baseline_auc",
     "auc_lift",
+    "lift_95ci",
+    "verdict",
     "gauc_lift",
     "logloss_change",
 ]
@@ -381,6 +393,11 @@ def evaluate(
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
     ctr_rows = [r for r in ranked if r["task"] == "ctr" and r["valid_auc"] is not None]
+    everything = np.ones(test.num_rows, dtype=bool)
+    for row in ranked:  # each variant against the model it modifies, paired on the same rows
+        base = row.get("variant_of")
+        if base in scored:
+            row["vs_base"] = compare(test, everything, scored[row["name"]], scored[base], 0.95)
     current = store.current()
     baseline, baseline_scores = champion_scores(wh, home, current, registry, test, log)
     if baseline_scores is not None:

@@ -159,3 +159,27 @@ def test_leaderboard_json_carries_intervals_selection_and_the_gate(registry, tra
     assert len(gate["ci"]) == 2 and report["gate"]["reasons"]
     text = evaluation.leaderboard_rows(report)
     assert next(r for r in text if r["model"] == "ctrfix_student")["vs_champion"] == "champion"
+
+
+def test_a_variants_lift_says_whether_it_is_noise():
+    def row(name, auc, base=None, ci=None):
+        paired = {"ci": ci, "delta": 0.0} if ci else None
+        return {
+            "name": name,
+            "auc": auc,
+            "gauc": 0.6,
+            "logloss": 0.4,
+            "variant_of": base,
+            "variant": "+ x",
+            "vs_base": paired,
+        }
+
+    doc = {
+        "models": [
+            row("base", 0.700),
+            row("noisy", 0.702, "base", [-0.003, 0.007]),
+            row("real", 0.720, "base", [0.010, 0.030]),
+        ]
+    }
+    verdicts = {r["model"]: (r["verdict"], r["lift_95ci"]) for r in evaluation.comparisons(doc)}
+    assert verdicts == {"noisy": ("noise", "[-0.0030, +0.0070]"), "real": ("better", "[+0.0100, +0.0300]")}
