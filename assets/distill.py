@@ -1,10 +1,11 @@
 """Distillation stage: an asset factory, one `distilled/<student>` asset per student plugin.
 
 A student plugin (``role = "student"``, ``teacher = "<model>"``) is trained from its teacher's soft
-predictions plus the labels; the loss weights are launchpad config beside the student's own. The
-same student trained alone is its ordinary `models/<student>` asset, so the leaderboard shows the
-distilled one, the lone one and the teacher together; this asset's metadata compares them and their
-scoring latency.
+predictions plus the labels; the loss weights and the temperature grid (the temperature is chosen
+on validation AUC, never on test) are launchpad config beside the student's own. The same student
+trained alone is its ordinary `models/<student>` asset, so the leaderboard shows the distilled one,
+the lone one and the teacher together; this asset's metadata compares them (a lift only against a
+lone student trained on the same dataset) and their scoring latency.
 """
 
 import dagster as dg
@@ -17,7 +18,7 @@ from ctr_dagster.registry import PluginInfo, default_registry
 
 
 def _distill_config(student: PluginInfo) -> type[dg.Config]:
-    from ctr_dagster.distillation import DistillationWeights
+    from ctr_dagster.distillation import TEMPERATURES, DistillationWeights
 
     defaults = DistillationWeights()
     return pydantic.create_model(
@@ -25,7 +26,14 @@ def _distill_config(student: PluginInfo) -> type[dg.Config]:
         __base__=_launchpad_config(student),
         label_weight=(float, defaults.label_weight),
         teacher_weight=(float, defaults.teacher_weight),
-        temperature=(float, defaults.temperature),
+        temperatures=(
+            list[float],
+            pydantic.Field(
+                default=list(TEMPERATURES),
+                description="temperatures tried (one student fit each); the best validation AUC wins, "
+                "ties to the smaller",
+            ),
+        ),
     )
 
 
@@ -51,10 +59,9 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
 
         values = config.model_dump()
         weights = DistillationWeights(
-            label_weight=values.pop("label_weight"),
-            teacher_weight=values.pop("teacher_weight"),
-            temperature=values.pop("temperature"),
+            label_weight=values.pop("label_weight"), teacher_weight=values.pop("teacher_weight")
         )
+        temperatures = values.pop("temperatures")
         seed, _warm_start, values = split_engine_fields(student, values)
         wh, home = warehouse.get(), warehouse.ctr_home
         result = distill_and_store(
@@ -67,6 +74,7 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
             seed=seed,
             log=context.log.info,
             run_id=context.run.run_id,
+            temperatures=temperatures,
         )
         compared = comparison(student, teacher, result, wh, home)
         context.log.info(f"distillation: {compared}")
@@ -77,7 +85,11 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
                 "latency p50 ms": compared["student_latency_ms"]["p50"],
                 "latency p99 ms": compared["student_latency_ms"]["p99"],
             },
-            {"model": f"{student.name} (alone)", "test AUC": compared["student_alone_auc"]},
+            {
+                "model": f"{student.name} (alone)",
+                "test AUC": compared["student_alone_auc"],
+                "note": compared["lift_note"] or "",
+            },
         ]
         if "teacher_latency_ms" in compared:
             rows.append(
@@ -86,19 +98,31 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
                     "test AUC": compared["teacher_auc"],
                     "latency p50 ms": compared["teacher_latency_ms"]["p50"],
                     "latency p99 ms": compared["teacher_latency_ms"]["p99"],
+                    "note": compared["gap_note"] or "",
                 }
             )
+        selection = result.selection
         metadata = result.metadata()
         metadata.update(
             {
-                "comparison": dg.MetadataValue.md(markdown_table(rows)),
+                "comparison": dg.MetadataValue.md(
+                    markdown_table(rows, ["model", "test AUC", "latency p50 ms", "latency p99 ms", "note"])
+                ),
                 "teacher": teacher.name,
-                "loss_weights": dg.MetadataValue.json(vars(weights)),
+                "loss_weights": dg.MetadataValue.json(
+                    {**weights.as_dict(), "temperature": selection["temperature"]}
+                ),
+                "temperature": float(selection["temperature"]),
+                "temperature_chosen_by": selection["chosen_by"],
+                "temperature_grid_valid_auc": dg.MetadataValue.json(selection["valid_auc"]),
             }
         )
         for key in ("gap_to_teacher", "lift_over_alone", "teacher_auc", "student_alone_auc"):
             if compared[key] is not None:
                 metadata[key] = float(compared[key])
+        for key in ("lift_note", "gap_note"):
+            if compared[key]:
+                metadata[key] = compared[key]
         metadata["student_latency_p50_ms"] = compared["student_latency_ms"]["p50"]
         if "teacher_latency_ms" in compared:
             metadata["teacher_latency_p50_ms"] = compared["teacher_latency_ms"]["p50"]

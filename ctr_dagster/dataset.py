@@ -38,7 +38,6 @@ __all__ = [
 SEQ_LEN_METADATA = b"ctr.max_seq_len"
 
 MS_PER_DAY = 86_400_000
-_USER_SHIFT = np.int64(1) << np.int64(41)  # ~70 years of milliseconds per user key block
 
 #: Fields that get a versioned vocabulary, and the raw column each is built from.
 VOCAB_FIELDS = ("user", "item", "category", "device", "region", "age_group")
@@ -57,6 +56,85 @@ def _lookup(
     return {column: pc.take(table.column(column), positions) for column in columns}
 
 
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _bounds(*arrays: np.ndarray) -> tuple[int, int] | None:
+    """(min, max) over the non-empty arrays as Python ints (no int64 overflow); None if all are empty."""
+    present = [a for a in arrays if len(a)]
+    if not present:
+        return None
+    return min(int(a.min()) for a in present), max(int(a.max()) for a in present)
+
+
+def check_packable(n_users: int, block: int) -> None:
+    """Raise when `n_users` blocks of `block` keys cannot all be numbered inside int64.
+
+    Why a guard: numpy wraps int64 overflow silently, and a wrapped key sorts into another user's
+    block, which would hand one user's clicks to another's sequence."""
+    if n_users * block - 1 > _INT64_MAX:
+        raise OverflowError(
+            f"behaviour sequences: {n_users} users x {block} distinct times do not fit one int64 sort key "
+            f"(largest key {n_users * block - 1} > {_INT64_MAX}); split the window into smaller builds"
+        )
+
+
+@dataclass(frozen=True)
+class _KeyPacking:
+    """One int64 sort key per (user, time): ``(user - user_lo) * block + (ts - ts_lo)``.
+
+    Why: a single key lets `np.searchsorted` find every row's clicks at once. Users and times are
+    rebased to the smallest value present, and `block` is the span of times actually present, so the
+    key fits whatever the number of users or the epoch of the timestamps (a fixed shift of 2^41 ms
+    wrapped beyond ~4.19M users or for times after 2039). When even the rebased span does not fit
+    (a huge span times many users), times and users are replaced by their dense ranks (order and
+    ties kept, so "strictly before" is unchanged) at the cost of one extra sort; `check_packable`
+    raises if that still cannot fit.
+    """
+
+    user_lo: int
+    ts_lo: int
+    block: int
+    #: Dense-rank fallback: the sorted distinct users / times that ranks index into (None: rebasing).
+    user_values: np.ndarray | None = None
+    ts_values: np.ndarray | None = None
+
+    @classmethod
+    def of(
+        cls, row_users: np.ndarray, row_ts: np.ndarray, click_users: np.ndarray, click_ts: np.ndarray
+    ) -> _KeyPacking:
+        users, times = _bounds(row_users, click_users), _bounds(row_ts, click_ts)
+        if users is None or times is None:
+            return cls(0, 0, 1)
+        n_users, block = users[1] - users[0] + 1, times[1] - times[0] + 1
+        if n_users * block - 1 <= _INT64_MAX:
+            return cls(users[0], times[0], block)
+        user_values = np.unique(np.concatenate([row_users, click_users]).astype(np.int64))
+        ts_values = np.unique(np.concatenate([row_ts, click_ts]).astype(np.int64))
+        check_packable(len(user_values), len(ts_values))
+        return cls(0, 0, len(ts_values), user_values, ts_values)
+
+    def _user_code(self, users: np.ndarray) -> np.ndarray:
+        users = users.astype(np.int64, copy=False)
+        if self.user_values is not None:
+            return np.searchsorted(self.user_values, users).astype(np.int64)
+        return users - np.int64(self.user_lo)
+
+    def _ts_code(self, ts: np.ndarray) -> np.ndarray:
+        ts = ts.astype(np.int64, copy=False)
+        if self.ts_values is not None:
+            return np.searchsorted(self.ts_values, ts).astype(np.int64)
+        return ts - np.int64(self.ts_lo)
+
+    def keys(self, users: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Keys of (user, time) pairs: clicks and rows share one numbering (both were bounded)."""
+        return self._user_code(users) * np.int64(self.block) + self._ts_code(ts)
+
+    def user_starts(self, users: np.ndarray) -> np.ndarray:
+        """The smallest key of each user's block (their earliest possible click)."""
+        return self._user_code(users) * np.int64(self.block)
+
+
 def behaviour_sequences(
     row_users: np.ndarray,
     row_ts: np.ndarray,
@@ -71,8 +149,9 @@ def behaviour_sequences(
     Users are integer codes, times int64 ms. Returns (offsets-derived lengths, list arrays of each
     `click_values` entry in chronological order plus `age_s` (seconds before the row) and `rel_pos`, total prior click count).
     """
+    packing = _KeyPacking.of(row_users, row_ts, click_users, click_ts)
     order = np.lexsort((click_ts, click_users))
-    keys = click_users[order].astype(np.int64) * _USER_SHIFT + click_ts[order]
+    keys = packing.keys(click_users[order], click_ts[order])
     sorted_values = {name: values[order] for name, values in click_values.items()}
     sorted_ts = click_ts[order]
 
@@ -80,10 +159,10 @@ def behaviour_sequences(
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in [*click_values, "age_s", "rel_pos"]}
     steps = np.arange(max_seq_len, dtype=np.int64)
     for start in range(0, len(row_users), chunk_rows):
-        users = row_users[start : start + chunk_rows].astype(np.int64)
+        users = row_users[start : start + chunk_rows]
         ts = row_ts[start : start + chunk_rows]
-        end = np.searchsorted(keys, users * _USER_SHIFT + ts, side="left")
-        first = np.searchsorted(keys, users * _USER_SHIFT, side="left")
+        end = np.searchsorted(keys, packing.keys(users, ts), side="left")
+        first = np.searchsorted(keys, packing.user_starts(users), side="left")
         count = end - first
         length = np.minimum(count, max_seq_len)
         idx = end[:, None] - max_seq_len + steps[None, :]

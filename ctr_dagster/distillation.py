@@ -2,27 +2,34 @@
 
 Any model plugin with ``role = "student"`` and ``teacher = "<model name>"`` can be distilled. The
 engine loads the teacher's current artifact (it must be fresh: trained on today's training
-dataset), scores the train split with it, and trains the student under its own entry
-``<student>_distilled`` with ``FitContext.inputs["distillation"]``::
+dataset), scores the train split with it (features only, as every engine call of `predict`), and
+trains the student under its own entry ``<student>_distilled`` with ``FitContext.inputs["distillation"]``::
 
     {"teacher": "din", "teacher_scores": float32[n_train],   # aligned with the train rows
      "label_weight": 1.0, "teacher_weight": 1.0, "temperature": 2.0}   # DistillationWeights
 
 How a student uses it is its own business; students built on the engine's torch trainer
 (`ctr_dagster.training`) get the standard loss
-``label_weight·BCE(z, y) + teacher_weight·T²·BCE(z/T, σ(z_teacher/T))`` for free. The same
-student is also trained alone by the ordinary model stage, so the leaderboard shows what the
-teacher adds, and the stage measures the scoring latency of student and teacher side by side
-(the reason to distil at all).
+``label_weight·BCE(z, y) + teacher_weight·T²·BCE(z/T, σ(z_teacher/T))`` for free.
+
+The temperature is chosen on the validation split, never on test: the student is fitted once per
+temperature of a small grid (`TEMPERATURES`, launchpad config of ``distilled/<student>``), the
+best validation AUC wins (ties: the smaller T), and only the winner is scored on test and stored;
+the grid's validation AUCs travel with the result (`Selection`). The same student is also trained
+alone by the ordinary model stage, so the leaderboard shows what the teacher adds; `comparison`
+reports that lift only when the lone student was trained on the same training dataset, and the
+scoring latency of student and teacher side by side (the reason to distil at all).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +39,15 @@ from ctr_dagster.training.config import DistillationWeights  # the one typed def
 if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions: the code location
     import pyarrow as pa  # imports this module (to pair students with teachers) at load time
 
-    from ctr_dagster.modeling import TrainResult
+    from ctr_dagster.modeling import Fitted, TrainResult
     from ctr_dagster.settings import Home
     from ctr_dagster.warehouse import Warehouse
 
 #: The entry name under which a distilled student is stored, evaluated and ranked.
 SUFFIX = "_distilled"
+
+#: The temperatures tried by default (each is one fit of the student; the best validation AUC wins).
+TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0)
 
 #: Columns that describe the user and the request (kept fixed when building a one-user candidate set).
 USER_COLUMNS = (
@@ -94,6 +104,43 @@ def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse, home: Home
     return artifact
 
 
+@dataclass(frozen=True)
+class Selection:
+    """How the distilled student's temperature was chosen: validation AUC per grid point, the winner."""
+
+    valid_auc: dict[float, float | None]
+    temperature: float
+    chosen_by: str = "valid_auc"
+    fit_seconds: dict[float, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "chosen_by": self.chosen_by,
+            "temperature": self.temperature,
+            "valid_auc": {f"{t:g}": auc for t, auc in self.valid_auc.items()},
+            "fit_seconds": {f"{t:g}": round(s, 3) for t, s in self.fit_seconds.items()},
+        }
+
+
+def temperature_grid(temperatures: Sequence[float]) -> tuple[float, ...]:
+    """The distinct temperatures, ascending (so a tie goes to the smaller), each validated."""
+    grid = tuple(sorted({float(t) for t in temperatures}))
+    if not grid:
+        raise ValueError("the distillation temperature grid is empty: give at least one temperature")
+    for t in grid:
+        DistillationWeights(temperature=t)  # raises with the reason when t is not > 0 and finite
+    return grid
+
+
+def best_on_valid(valid_auc: dict[float, float | None]) -> float:
+    """The temperature with the best validation AUC; ties go to the smaller T, and an undefined AUC
+    (a one-class validation split) never wins over a defined one."""
+    defined = [t for t in valid_auc if valid_auc[t] is not None]
+    if not defined:
+        return min(valid_auc)
+    return max(defined, key=lambda t: (valid_auc[t], -t))
+
+
 def distill_and_store(
     student: PluginInfo,
     teacher: PluginInfo,
@@ -105,50 +152,91 @@ def distill_and_store(
     seed: int = 0,
     log: Callable[[str], None] = print,
     run_id: str | None = None,
+    temperatures: Sequence[float] = TEMPERATURES,
 ) -> TrainResult:
-    """Train `student` on labels + `teacher`'s soft predictions; stored as ``<student>_distilled``."""
+    """Train `student` on labels + `teacher`'s soft predictions; stored as ``<student>_distilled``.
+
+    One fit per temperature in `temperatures` (the grid replaces `weights.temperature`), each with
+    its own checkpoint folder; the best validation AUC wins (ties: smaller T) and only the winner is
+    scored on test and stored. The result's `selection` and its reproducibility record say how.
+    """
     import numpy as np
 
-    from ctr_dagster.modeling import train_and_store, write_status
-
-    try:
-        teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse, home))
-    except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
-        write_status(
-            home,
-            entry_name(student.name),
-            {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id},
-        )
-        raise
-
-    def soft_labels(train: pa.Table) -> dict[str, Any]:
-        started = time.perf_counter()
-        scores = np.asarray(teacher_model.predict(train), dtype=np.float32)
-        if scores.shape != (train.num_rows,) or not np.all(np.isfinite(scores)):
-            raise ValueError(f"teacher {teacher.name} gave shape {scores.shape} / non-finite soft labels")
-        log(
-            f"{entry_name(student.name)}: teacher {teacher.name} scored {train.num_rows} train rows "
-            f"in {time.perf_counter() - started:.1f}s (mean soft label {scores.mean():.4f})"
-        )
-        return {
-            "distillation": {
-                "teacher": teacher.name,
-                "teacher_scores": scores,
-                **weights.as_dict(),
-            }
-        }
-
-    return train_and_store(
-        student,
-        config_values,
-        warehouse,
-        home,
-        seed=seed,
-        log=log,
-        run_id=run_id,
-        entry=entry_name(student.name),
-        extra_inputs=soft_labels,
+    from ctr_dagster.modeling import (
+        Splits,
+        features_only,
+        fit_context,
+        fit_model,
+        prepare_inputs,
+        record_failure,
+        store_trained,
+        valid_auc,
     )
+
+    name = entry_name(student.name)
+    try:
+        grid = temperature_grid(temperatures)
+        teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse, home))
+        splits = Splits.read(warehouse)
+        started = time.perf_counter()
+        soft = np.asarray(teacher_model.predict(features_only(splits.train)), dtype=np.float32)
+        if soft.shape != (splits.train.num_rows,) or not np.all(np.isfinite(soft)):
+            raise ValueError(f"teacher {teacher.name} gave shape {soft.shape} / non-finite soft labels")
+        log(
+            f"{name}: teacher {teacher.name} scored {splits.train.num_rows} train rows "
+            f"in {time.perf_counter() - started:.1f}s (mean soft label {soft.mean():.4f})"
+        )
+        inputs = prepare_inputs(student, warehouse, log)
+        best: tuple[float, Fitted] | None = None
+        aucs: dict[float, float | None] = {}
+        seconds: dict[float, float] = {}
+        for t in grid:
+            tried = dataclasses.replace(weights, temperature=t)
+            ctx = fit_context(
+                student,
+                warehouse,
+                home,
+                name,
+                seed=seed,
+                log=log,
+                inputs={
+                    **inputs,
+                    "distillation": {"teacher": teacher.name, "teacher_scores": soft, **tried.as_dict()},
+                },
+                workdir=home.work / name / f"temperature-{t:g}",
+            )
+            fitted = fit_model(student, config_values, splits, ctx, name)
+            aucs[t], seconds[t] = valid_auc(fitted, splits, name), fitted.fit_seconds
+            log(f"{name}: temperature {t:g}: valid AUC {aucs[t]}")
+            if best_on_valid(aucs) == t:
+                best = (t, fitted)  # keep only the leader in memory
+        assert best is not None
+        selection = Selection(valid_auc=aucs, temperature=best[0], fit_seconds=seconds)
+        chosen = dataclasses.replace(weights, temperature=best[0])
+        log(f"{name}: chose temperature {best[0]:g} on validation AUC ({selection.as_dict()['valid_auc']})")
+        result = store_trained(
+            student,
+            best[1],
+            splits,
+            warehouse,
+            home,
+            name,
+            seed=seed,
+            log=log,
+            run_id=run_id,
+            record_extra={
+                "distillation": {
+                    "teacher": teacher.name,
+                    **chosen.as_dict(),
+                    "selection": selection.as_dict(),
+                }
+            },
+        )
+    except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
+        record_failure(home, name, exc, run_id)
+        raise
+    result.selection = selection.as_dict()
+    return result
 
 
 def one_user_candidates(table: pa.Table, n: int = 1000) -> pa.Table:
@@ -206,21 +294,40 @@ def scoring_latency_ms(
     }
 
 
+def fresh_metric(
+    status: dict[str, Any] | None, who: str, data_sha256: str
+) -> tuple[float | None, str | None]:
+    """(test AUC, None) of a model whose status is ok for the dataset `data_sha256`, else (None, why).
+
+    Why: a lift or gap between two models means something only on the same training dataset; a
+    stale one is reported as stale, never as a number."""
+    if status is None:
+        return None, f"{who} has never been trained"
+    if status.get("status") != "ok":
+        return None, f"{who} failed its last training ({status.get('error')})"
+    if status.get("data_sha256") != data_sha256:
+        return None, f"stale: {who} was trained on another training_dataset (materialize it again to compare)"
+    return (status.get("metrics") or {}).get("test_auc"), None
+
+
 def comparison(
     student: PluginInfo, teacher: PluginInfo, result: TrainResult, warehouse: Warehouse, home: Home
 ) -> dict[str, Any]:
-    """Student (distilled and alone) vs teacher: test AUCs, gaps and scoring latency."""
+    """Student (distilled and alone) vs teacher: test AUCs, gaps and scoring latency.
+
+    The lift over the lone student and the gap to the teacher are given only when that model was
+    trained on the same training dataset as the distilled student (`*_note` says why not)."""
     import pyarrow.compute as pc
 
-    from ctr_dagster.modeling import read_status
+    from ctr_dagster.modeling import features_only, read_status
 
-    teacher_status = read_status(home, teacher.name) or {}
-    alone = read_status(home, student.name) or {}
+    data_sha = result.record["data"]["sha256"]
+    teacher_status = read_status(home, teacher.name)
+    teacher_auc, teacher_note = fresh_metric(teacher_status, f"models/{teacher.name}", data_sha)
+    alone_auc, alone_note = fresh_metric(read_status(home, student.name), f"models/{student.name}", data_sha)
     distilled_auc = result.scores.get("test_auc")
-    teacher_auc = (teacher_status.get("metrics") or {}).get("test_auc")
-    alone_auc = (alone.get("metrics") or {}).get("test_auc") if alone.get("status") == "ok" else None
     test = warehouse.read("training_dataset")
-    test = test.filter(pc.equal(test.column("split"), "test"))
+    test = features_only(test.filter(pc.equal(test.column("split"), "test")))
     candidates = one_user_candidates(test)
     out: dict[str, Any] = {
         "student": student.name,
@@ -230,10 +337,11 @@ def comparison(
         "student_alone_auc": alone_auc,
         "gap_to_teacher": None if None in (teacher_auc, distilled_auc) else teacher_auc - distilled_auc,
         "lift_over_alone": None if None in (alone_auc, distilled_auc) else distilled_auc - alone_auc,
+        "gap_note": teacher_note,
+        "lift_note": alone_note,
         "student_latency_ms": scoring_latency_ms(student.cls.load(result.artifact_dir), candidates),
     }
-    if teacher_status.get("artifact") and Path(teacher_status["artifact"]).is_dir():
-        out["teacher_latency_ms"] = scoring_latency_ms(
-            teacher.cls.load(Path(teacher_status["artifact"])), candidates
-        )
+    artifact = (teacher_status or {}).get("artifact")
+    if artifact and Path(artifact).is_dir():
+        out["teacher_latency_ms"] = scoring_latency_ms(teacher.cls.load(Path(artifact)), candidates)
     return out

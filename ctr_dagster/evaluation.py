@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from ctr_dagster import atomic, metrics, significance
 from ctr_dagster.champion import ChampionStore, GatePolicy
-from ctr_dagster.modeling import read_status
+from ctr_dagster.modeling import features_only, read_status
 from ctr_dagster.registry import PluginInfo, Registry
 from ctr_dagster.reproducibility import file_sha256
 from ctr_dagster.settings import Home
@@ -201,15 +201,10 @@ def champion_scores(
         )
         return None, None
     model = plugin.cls.load(artifact)
-    scores = np.asarray(model.predict(_without_labels(test)), dtype=np.float64)
+    scores = np.asarray(model.predict(features_only(test)), dtype=np.float64)
     found = _metrics_row(test, scores)
     log(f"champion {current['name']} re-scored from {artifact}: test AUC {found['auc']}")
     return _baseline(current, found), scores
-
-
-def _without_labels(table: pa.Table) -> pa.Table:
-    """What a model may see at predict time: never the label or the conversion."""
-    return table.drop_columns([c for c in ("label", "conversion") if c in table.column_names])
 
 
 def _baseline(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:

@@ -32,10 +32,31 @@ from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
+from ctr_dagster.schemas import ORACLE_IMPRESSIONS
 from ctr_dagster.settings import Home
 from ctr_dagster.warehouse import Warehouse
 
 PREDICTIONS = pa.schema([("impression_id", pa.string()), ("split", pa.string()), ("score", pa.float32())])
+
+#: The targets, under the TRAINING table's names and the raw log's (`click`). A model fits on them and
+#: is scored against them, but `predict` never receives them (`features_only`).
+LABEL_COLUMNS: tuple[str, ...] = ("label", "click", "conversion")
+#: The synthetic world's true probabilities (ORACLE_IMPRESSIONS): never a feature, should a table
+#: ever carry them.
+ORACLE_COLUMNS: tuple[str, ...] = tuple(f.name for f in ORACLE_IMPRESSIONS if f.name != "impression_id")
+#: Every column `features_only` removes. `treatment` (the coupon arm of the request) is a feature, not
+#: a label: uplift and CTR models may read it.
+HIDDEN_AT_PREDICT: tuple[str, ...] = LABEL_COLUMNS + ORACLE_COLUMNS
+
+
+def features_only(table: pa.Table) -> pa.Table:
+    """`table` without its label and oracle columns: what every engine call of `model.predict` gets.
+
+    Why: a plugin that read the label at predict time would pass every check and top the
+    leaderboard; handing it a table without them makes that impossible rather than merely forbidden.
+    """
+    hidden = [name for name in HIDDEN_AT_PREDICT if name in table.column_names]
+    return table.drop_columns(hidden) if hidden else table
 
 
 @dataclass
@@ -47,6 +68,8 @@ class TrainResult:
     fit_seconds: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
     record_path: Path | None = None
+    #: How a stage chose between several fits (distillation: the temperature on validation AUC).
+    selection: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -150,6 +173,97 @@ def prepare_inputs(plugin: PluginInfo, warehouse: Warehouse, log: Callable[[str]
     return inputs
 
 
+@dataclass(frozen=True)
+class Splits:
+    """The training dataset's three splits, read once, and the file they came from (its sha is the
+    record's data hash)."""
+
+    data_path: Path
+    train: pa.Table
+    valid: pa.Table
+    test: pa.Table
+
+    @classmethod
+    def read(cls, warehouse: Warehouse) -> Splits:
+        dataset = warehouse.read("training_dataset")
+        train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
+        return cls(warehouse.path("training_dataset"), train, valid, test)
+
+    def rows(self) -> dict[str, int]:
+        return {"train": self.train.num_rows, "valid": self.valid.num_rows, "test": self.test.num_rows}
+
+
+@dataclass
+class Fitted:
+    """A model fitted by `fit_model`, not stored yet (the distillation stage fits several, keeps one)."""
+
+    model: Any
+    config: Any
+    ctx: FitContext
+    fit_seconds: float
+
+
+def fit_context(
+    plugin: PluginInfo,
+    warehouse: Warehouse,
+    home: Home,
+    name: str,
+    *,
+    seed: int = 0,
+    init_from: Path | None = None,
+    log: Callable[[str], None] = print,
+    inputs: dict[str, Any] | None = None,
+    workdir: Path | None = None,
+) -> FitContext:
+    """The FitContext of one fit; `inputs` (default: `prepare_inputs`) lets a caller prepare them once
+    for several fits, `workdir` (default ``<home>/work/<name>``) keeps their checkpoints apart."""
+    from ctr_dagster.training.device import device_name  # torch-free unless a GPU device node exists
+
+    return FitContext(
+        seed=seed,
+        device=device_name(),
+        # Stable per-entry folder: torch plugins checkpoint there each epoch and resume after a crash.
+        workdir=workdir or home.work / name,
+        cardinalities=cardinalities(warehouse),
+        log=log,
+        init_from=init_from,
+        inputs=dict(prepare_inputs(plugin, warehouse, log) if inputs is None else inputs),
+    )
+
+
+def fit_model(
+    plugin: PluginInfo, config_values: dict[str, Any], splits: Splits, ctx: FitContext, name: str
+) -> Fitted:
+    """Build the plugin from its config values and fit it on train (valid for early stopping)."""
+    config = config_from_dict(plugin.cls, config_values)
+    model = plugin.cls(config)
+    ctx.log(
+        f"{name}: fitting on {splits.train.num_rows} rows (valid {splits.valid.num_rows}) with "
+        f"{config_to_dict(config)}" + (f", warm start from {ctx.init_from}" if ctx.init_from else "")
+    )
+    started = time.perf_counter()
+    model.fit(splits.train, splits.valid, ctx)
+    return Fitted(model, config, ctx, time.perf_counter() - started)
+
+
+def score(model: Any, part: pa.Table, name: str, split_name: str) -> np.ndarray:
+    """`model.predict` on `part`'s features only (never a label), checked for shape and finiteness."""
+    pred = np.asarray(model.predict(features_only(part)), dtype=np.float64)
+    if pred.shape != (part.num_rows,) or not np.all(np.isfinite(pred)):
+        raise ValueError(f"{name}.predict returned shape {pred.shape} / non-finite scores on {split_name}")
+    return pred
+
+
+def valid_auc(fitted: Fitted, splits: Splits, name: str) -> float | None:
+    """AUC on the validation split: what a stage may choose between fits by (never the test split)."""
+    return auc(splits.valid.column("label").to_numpy(), score(fitted.model, splits.valid, name, "valid"))
+
+
+def record_failure(home: Home, name: str, exc: BaseException, run_id: str | None) -> None:
+    """The entry's status becomes failed, with the error: the leaderboard lists it and says why."""
+    write_status(home, name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
+
+
 def train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
@@ -165,72 +279,47 @@ def train_and_store(
 ) -> TrainResult:
     """Fit, score valid/test, store the artifact, the predictions, the record and the status.
 
-    `entry` names what is stored (default: the plugin's name); the distillation stage trains a
-    student plugin under its own entry (``<student>_distilled``) with `extra_inputs(train)` added to
-    `FitContext.inputs` (the teacher's soft labels), so both versions sit side by side.
+    `entry` names what is stored (default: the plugin's name); `extra_inputs(train)` is added to
+    `FitContext.inputs`. (The distillation stage uses the steps below directly: it fits a student
+    once per temperature and stores the one with the best validation AUC.)
 
     On any exception the status becomes ``failed`` (with the error) and the exception propagates:
     the asset fails and the previous artifact stays on disk, untouched.
     """
     name = entry or plugin.name
     try:
-        return _train_and_store(
-            plugin, config_values, warehouse, home, seed, init_from, log, run_id, name, extra_inputs
-        )
+        splits = Splits.read(warehouse)
+        ctx = fit_context(plugin, warehouse, home, name, seed=seed, init_from=init_from, log=log)
+        if extra_inputs is not None:
+            ctx.inputs.update(extra_inputs(splits.train))
+        fitted = fit_model(plugin, config_values, splits, ctx, name)
+        return store_trained(plugin, fitted, splits, warehouse, home, name, seed=seed, log=log, run_id=run_id)
     except BaseException as exc:
-        write_status(
-            home, name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id}
-        )
+        record_failure(home, name, exc, run_id)
         raise
 
 
-def _train_and_store(
+def store_trained(
     plugin: PluginInfo,
-    config_values: dict[str, Any],
+    fitted: Fitted,
+    splits: Splits,
     warehouse: Warehouse,
     home: Home,
-    seed: int,
-    init_from: Path | None,
-    log: Callable[[str], None],
-    run_id: str | None,
     name: str,
-    extra_inputs: Callable[[pa.Table], dict[str, Any]] | None,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    run_id: str | None = None,
+    record_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
-    data_path = warehouse.path("training_dataset")
-    dataset = warehouse.read("training_dataset")
-    train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
-    config = config_from_dict(plugin.cls, config_values)
-    model = plugin.cls(config)
-    from ctr_dagster.training.device import device_name  # torch-free unless a GPU device node exists
+    """Score valid/test (features only), store the artifact, predictions, record and ok status.
 
-    ctx = FitContext(
-        seed=seed,
-        device=device_name(),
-        # Stable per-entry folder: torch plugins checkpoint there each epoch and resume after a crash.
-        workdir=home.work / name,
-        cardinalities=cardinalities(warehouse),
-        log=log,
-        init_from=init_from,
-        inputs=prepare_inputs(plugin, warehouse, log),
-    )
-    if extra_inputs is not None:
-        ctx.inputs.update(extra_inputs(train))
-    log(
-        f"{name}: fitting on {train.num_rows} rows (valid {valid.num_rows}) with {config_to_dict(config)}"
-        + (f", warm start from {init_from}" if init_from else "")
-    )
-    started = time.perf_counter()
-    model.fit(train, valid, ctx)
-    fit_seconds = time.perf_counter() - started
-
+    `record_extra` adds top-level keys to the reproducibility record (e.g. the distillation settings
+    and how they were chosen)."""
     scores: dict[str, float | None] = {}
     predictions = []
-    for split_name, part in (("valid", valid), ("test", test)):
-        pred = np.asarray(model.predict(part), dtype=np.float64)
-        if pred.shape != (part.num_rows,) or not np.all(np.isfinite(pred)):
-            raise ValueError(
-                f"{name}.predict returned shape {pred.shape} / non-finite scores on {split_name}"
-            )
+    for split_name, part in (("valid", splits.valid), ("test", splits.test)):
+        pred = score(fitted.model, part, name, split_name)
         scores[f"{split_name}_auc"] = auc(part.column("label").to_numpy(), pred)
         predictions.append(
             pa.table(
@@ -242,23 +331,24 @@ def _train_and_store(
                 schema=PREDICTIONS,
             )
         )
-    artifact = store_artifact(model, name, home.artifacts)
+    artifact = store_artifact(fitted.model, name, home.artifacts)
     warehouse.write(f"predictions_{name}", pa.concat_tables(predictions))
     log(f"{name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
-    result = TrainResult(name, artifact, config_to_dict(config), scores, fit_seconds)
+    result = TrainResult(name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds)
     record = reproducibility.build_record(
         model=name,
         distribution=plugin.dist,
         plugin_class=plugin.cls,
         config=result.config,
         seed=seed,
-        device=ctx.device,
-        data_path=data_path,
-        data_rows={"train": train.num_rows, "valid": valid.num_rows, "test": test.num_rows},
+        device=fitted.ctx.device,
+        data_path=splits.data_path,
+        data_rows=splits.rows(),
         artifact=artifact,
         metrics=scores,
-        fit_seconds=fit_seconds,
+        fit_seconds=fitted.fit_seconds,
     )
+    record.update(record_extra or {})
     result.record = record
     result.record_path = reproducibility.write_record(record, home.records)
     write_status(

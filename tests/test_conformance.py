@@ -171,12 +171,33 @@ def test_good_plugin_passes_every_check():
         (bad.BatchNormalizedModel, "single_row", "1-row batch vs full batch"),
         (bad.FitReturnsNoneModel, "fit_returns_model", "fit must return the trained model"),
         (bad.UnserializableConfigModel, "config", "not JSON-serializable"),
+        (bad.LabelPeekingModel, "label_blind", "predictions change when the labels are shuffled"),
+        (bad.LabelReadingModel, "predict_output", "predict read 'label', which the engine never hands it"),
     ],
 )
 def test_kit_catches_bad_plugins(plugin, check, fragment):
     failed = _failed(plugin)
     assert check in failed, failed
     assert fragment in failed[check]
+
+
+def test_predict_gets_features_only_and_must_be_label_blind():
+    """Issue 14: a plugin that reads the label at predict time used to pass every check (and top the
+    leaderboard). The kit now hands predict the features only, like the engine, and fails a plugin
+    whose scores move when the labels are attached or shuffled; an honest plugin passes."""
+    from ctr_dagster.modeling import HIDDEN_AT_PREDICT
+
+    honest = testing.ModelHarness(GoodModel, n_rows=1500)
+    assert not set(HIDDEN_AT_PREDICT) & set(honest.test_features.column_names)
+    assert "treatment" in honest.test_features.column_names  # a request feature, not a label
+    honest.check_label_blind()
+    shuffled = testing.shuffled_labels(honest.test, seed=0)
+    assert shuffled.drop_columns(["label", "conversion"]).equals(honest.test_features)
+    assert not shuffled.column("label").equals(honest.test.column("label"))
+    cheat = testing.ModelHarness(bad.LabelPeekingModel, n_rows=1500)
+    cheat.check_better_than_chance()  # features only: the cheat's scores are honest ones
+    with pytest.raises(ConformanceError, match=r"\[label_blind\] predictions change when the labels"):
+        cheat.check_label_blind()
 
 
 def test_contract_check_names_the_violation():

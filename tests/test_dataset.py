@@ -228,3 +228,68 @@ def test_a_sequence_shipped_with_the_log_replaces_the_rebuilt_one():
     assert result.table.column("hist_rel_pos").to_pylist()[3] == [2, 1]
     assert result.table.column("hist_age_s").to_pylist()[0] == [-1.0, -1.0]
     assert result.table.column("hist_age_s").to_pylist()[1] != [-1.0]
+
+
+def _sequences_by_hand(row_users, row_ts, click_users, click_ts, items, max_seq_len):
+    """The definition, one row at a time: the user's clicks strictly before the row, oldest first."""
+    out = []
+    for user, ts in zip(row_users.tolist(), row_ts.tolist(), strict=True):
+        mine = sorted(
+            (int(t), i)
+            for i, (u, t) in enumerate(zip(click_users.tolist(), click_ts.tolist(), strict=True))
+            if u == user and t < ts
+        )
+        out.append([int(items[i]) for _, i in mine][-max_seq_len:] if max_seq_len else [])
+    return out
+
+
+# 2^41 ms after the epoch is 2039-09-07: the old fixed key shift (user * 2^41 + ts) spilt over there.
+_AFTER_2039 = 2**41 + 1_000
+
+
+@pytest.mark.parametrize(
+    "row_users, row_ts, click_users, click_ts",
+    [
+        # timestamps after 2039: user 1 must not inherit user 0's clicks
+        (
+            [0, 1, 1],
+            [_AFTER_2039 + 50, _AFTER_2039 + 60, _AFTER_2039 + 70],
+            [0, 0, 1],
+            [_AFTER_2039 + 1, _AFTER_2039 + 2, _AFTER_2039 + 65],
+        ),
+        # user codes around 2^22 (the old limit: ~4.19M users in a window) with 2026 timestamps
+        (
+            [2**22 - 1, 2**22, 2**22 + 1, 5_000_000, 0],
+            [1_790_000_000_900] * 5,
+            [2**22 - 1, 2**22, 2**22, 5_000_000, 0, 2**22 + 1],
+            [
+                1_790_000_000_100,
+                1_790_000_000_200,
+                1_790_000_000_300,
+                1_790_000_000_400,
+                1_790_000_000_500,
+                1_790_000_000_950,
+            ],
+        ),
+        # a key space that not even rebasing fits (2^40 users x 2^30 ms): the dense-rank fallback
+        ([0, 2**40, 2**40], [2**30, 2**30, 5], [2**40, 0, 2**40], [1, 2**30 - 1, 0]),
+    ],
+    ids=["after-2039", "users-around-2^22", "dense-rank-fallback"],
+)
+def test_sequence_keys_never_overflow(row_users, row_ts, click_users, click_ts):
+    """Issue 14: `user * 2^41 + ts` wrapped silently in int64 beyond ~4.19M users or after 2039,
+    mixing users' histories; every boundary case must match the row-by-row definition."""
+    arrays = [np.array(a, dtype=np.int64) for a in (row_users, row_ts, click_users, click_ts)]
+    items = np.arange(100, 100 + len(click_users))
+    lengths, lists, counts = behaviour_sequences(*arrays, {"item": items}, max_seq_len=3)
+    expected = _sequences_by_hand(*arrays, items, 3)
+    assert lists["item"].to_pylist() == expected
+    assert lengths.tolist() == [len(e) for e in expected]
+
+
+def test_unpackable_sequence_keys_raise_instead_of_wrapping():
+    from ctr_dagster.dataset import check_packable
+
+    check_packable(2**22, 2**41)  # the old layout's limit exactly fits
+    with pytest.raises(OverflowError, match="do not fit one int64 sort key"):
+        check_packable(2**22 + 1, 2**41)

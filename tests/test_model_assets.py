@@ -130,3 +130,32 @@ def test_warm_start_uses_the_champion_artifact_only_for_the_champion_plugin(good
     store.promote({"name": "other", "artifact": str(artifact), "auc": 0.8}, who="test")
     assert warm_start_dir(good_plugin, home, lines.append) is None
     assert "the champion is other, not ctrfix_good" in lines[-1]
+
+
+def test_predict_never_sees_a_label(good_plugin, tmp_path, monkeypatch):
+    """Issue 14: the engine scored valid/test with tables that still held `label` and `conversion`, so a
+    plugin reading them would have topped the leaderboard. Every engine call of predict gets
+    `modeling.features_only(table)`: no label, conversion or oracle column; `treatment` (a request
+    feature) stays."""
+    seen: list[list[str]] = []
+    real_predict = good_plugin.cls.predict
+
+    def spy(self, batch):
+        seen.append(batch.column_names)
+        return real_predict(self, batch)
+
+    monkeypatch.setattr(good_plugin.cls, "predict", spy)
+    home = Home(tmp_path / "home")
+    wh = Warehouse(home.warehouse)
+    table = make_training_table(1000, seed=1)
+    wh.write("training_dataset", table)
+    result = train_and_store(good_plugin, {}, wh, home, log=lambda s: None)
+    assert len(seen) == 2  # valid, then test
+    for columns in seen:
+        assert not {"label", "conversion"} & set(columns)
+        assert "treatment" in columns and "hist_item_idx" in columns
+    assert result.scores["test_auc"] > 0.55  # still scored against the labels
+    from ctr_dagster.modeling import HIDDEN_AT_PREDICT, features_only
+
+    assert {"label", "click", "conversion", "p_click"} <= set(HIDDEN_AT_PREDICT)
+    assert features_only(table).column_names == [c for c in table.column_names if c not in HIDDEN_AT_PREDICT]

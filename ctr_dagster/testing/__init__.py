@@ -20,7 +20,8 @@ Modules:
   `make_extractor_inputs`); cached per process (tables are immutable).
 * `checks`: the checks as plain functions raising `ConformanceError` (an AssertionError):
   `check_contract`, `check_config`, `assert_scores_valid`, `find_pickles` / `assert_no_pickles`,
-  `uplift_gain`, and `auc` (the engine's one AUC, `ctr_dagster.metrics.auc`).
+  `check_label_blind` / `shuffled_labels`, `uplift_gain`, and `auc` (the engine's one AUC,
+  `ctr_dagster.metrics.auc`).
 * `harness`: `ModelHarness` fits a model once and runs every model check; `check_model(plugin)`
   returns a `CheckResult` per check, so the kit works outside pytest too (e.g. from the CLI).
 * `conformance`: the pytest base classes.
@@ -38,8 +39,10 @@ from ctr_dagster.testing.checks import (
     auc,
     check_config,
     check_contract,
+    check_label_blind,
     check_report,
     find_pickles,
+    shuffled_labels,
     uplift_gain,
 )
 from ctr_dagster.testing.conformance import EncoderConformance, ExtractorConformance, ModelConformance
@@ -70,6 +73,7 @@ __all__ = [
     "auc",
     "check_config",
     "check_contract",
+    "check_label_blind",
     "check_report",
     "check_model",
     "find_pickles",
@@ -81,6 +85,7 @@ __all__ = [
     "make_items_table",
     "make_oracle_item_attributes_table",
     "make_training_table",
+    "shuffled_labels",
     "synthetic_training_table",
     "training_cardinalities",
     "uplift_gain",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,9 @@ __all__ = [
     "auc",
     "check_config",
     "check_contract",
+    "check_label_blind",
     "find_pickles",
+    "shuffled_labels",
     "uplift_gain",
 ]
 
@@ -118,6 +120,52 @@ def uplift_gain(scores: np.ndarray, outcome: np.ndarray, treatment: np.ndarray) 
         return float(outcome[idx][t].mean() - outcome[idx][~t].mean())
 
     return uplift(order[:half]) - uplift(order[half:])
+
+
+def shuffled_labels(table: pa.Table, seed: int = 0) -> pa.Table:
+    """`table` with each label / oracle column it holds (`modeling.HIDDEN_AT_PREDICT`) permuted
+    across rows by a seeded generator: same features, same label rates, labels that mean nothing."""
+    from ctr_dagster.modeling import HIDDEN_AT_PREDICT
+
+    order = pa.array(np.random.default_rng(seed).permutation(table.num_rows))
+    for name in HIDDEN_AT_PREDICT:
+        if name in table.column_names:
+            at = table.column_names.index(name)
+            table = table.set_column(at, name, table.column(name).take(order))
+    return table
+
+
+def check_label_blind(
+    predict: Callable[[pa.Table], Any],
+    with_labels: pa.Table,
+    blind_scores: np.ndarray,
+    tolerance: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Predictions must not depend on the labels: `predict` on `with_labels` (label / conversion /
+    oracle columns attached) and on the same rows with those columns shuffled must both equal
+    `blind_scores`, the scores of the features-only table.
+
+    Why both: the engine never hands `predict` a label (`modeling.features_only`), but a plugin that
+    reads one when it is there would still be cheating in any caller that forgets to drop it, and
+    its scores would move with the labels.
+    """
+    shuffled = shuffled_labels(with_labels, seed)
+    true_scores = np.asarray(predict(with_labels))
+    _assert_close(
+        "label_blind",
+        true_scores,
+        np.asarray(predict(shuffled)),
+        tolerance,
+        "predictions change when the labels are shuffled (predict must never read label / conversion)",
+    )
+    _assert_close(
+        "label_blind",
+        blind_scores,
+        true_scores,
+        tolerance,
+        "predictions change when the labels are attached (predict must never read label / conversion)",
+    )
 
 
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")

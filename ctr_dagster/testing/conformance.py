@@ -89,6 +89,9 @@ class ModelConformance:
     def test_predict_does_not_mutate_input(self) -> None:
         self.harness().check_no_input_mutation()
 
+    def test_predict_never_reads_labels(self) -> None:
+        self.harness().check_label_blind()
+
 
 class EncoderConformance:
     """Subclass as `class TestMyEncoder(EncoderConformance): plugin = MyEncoder`.

@@ -6,7 +6,9 @@ returns the model; `predict` gives a float array of shape (n,), finite, in [0, 1
 uplift models); better than chance on held-out rows (AUC > `min_auc`; positive uplift gain for
 uplift models); save/load round trip in a fresh directory gives identical predictions; saved files
 are not pickles; two fits with the same `FitContext.seed` give identical predictions; a 1-row batch
-works and matches the full-batch score; `predict` does not mutate its input.
+works and matches the full-batch score; `predict` does not mutate its input; `predict` is label-blind
+(the kit, like the engine, hands it features only, and its scores must not move when the labels are
+attached or shuffled).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pyarrow.compute as pc
 
 from ctr_dagster.contracts import FitContext, config_from_dict
 from ctr_dagster.metrics import auc
+from ctr_dagster.modeling import HIDDEN_AT_PREDICT, features_only
 from ctr_dagster.testing.checks import (
     CheckResult,
     ConformanceError,
@@ -33,6 +36,7 @@ from ctr_dagster.testing.checks import (
     assert_scores_valid,
     check_config,
     check_contract,
+    check_label_blind,
     uplift_gain,
 )
 from ctr_dagster.testing.data import make_fit_inputs, make_training_table, training_cardinalities
@@ -55,6 +59,7 @@ class ModelHarness:
         "deterministic_under_seed",
         "single_row",
         "no_input_mutation",
+        "label_blind",
     )
 
     def __init__(
@@ -101,7 +106,13 @@ class ModelHarness:
 
     @cached_property
     def test(self) -> pa.Table:
+        """The test rows with their labels (for scoring); `predict` gets `test_features`."""
         return self._split("test")
+
+    @cached_property
+    def test_features(self) -> pa.Table:
+        """The test rows as the engine hands them to `predict`: no label, conversion or oracle column."""
+        return features_only(self.test)
 
     @property
     def task(self) -> str:
@@ -147,9 +158,23 @@ class ModelHarness:
         model, result = self._fit
         return result if isinstance(result, self.plugin) else model
 
+    def predict(self, model: Any, batch: pa.Table) -> np.ndarray:
+        """`model.predict(batch)`; a KeyError on a label column becomes a ConformanceError saying why."""
+        try:
+            return np.asarray(model.predict(batch))
+        except KeyError as exc:
+            hidden = [name for name in HIDDEN_AT_PREDICT if name in str(exc)]
+            if hidden:
+                raise _fail(
+                    "label_blind",
+                    f"predict read {hidden[0]!r}, which the engine never hands it (predict gets features "
+                    f"only: {', '.join(HIDDEN_AT_PREDICT)} are removed): {exc}",
+                ) from exc
+            raise
+
     @cached_property
     def test_scores(self) -> np.ndarray:
-        return np.asarray(self.fitted.predict(self.test))
+        return self.predict(self.fitted, self.test_features)
 
     # checks -----------------------------------------------------------------------------------
     def check_contract(self) -> None:
@@ -208,7 +233,7 @@ class ModelHarness:
             _assert_close(
                 "save_load",
                 self.test_scores,
-                loaded.predict(self.test),
+                self.predict(loaded, self.test_features),
                 self.tolerance,
                 "predictions after load",
             )
@@ -228,14 +253,14 @@ class ModelHarness:
         _assert_close(
             "determinism",
             self.test_scores,
-            np.asarray(again.predict(self.test)),
+            self.predict(again, self.test_features),
             self.tolerance,
             f"two fits with FitContext.seed={self.seed}",
         )
 
     def check_single_row(self) -> None:
-        row = self.test.slice(0, 1)
-        scores = assert_scores_valid(np.asarray(self.fitted.predict(row)), 1, self.task)
+        row = self.test_features.slice(0, 1)
+        scores = assert_scores_valid(self.predict(self.fitted, row), 1, self.task)
         _assert_close(
             "single_row",
             self.test_scores[:1],
@@ -245,11 +270,20 @@ class ModelHarness:
         )
 
     def check_no_input_mutation(self) -> None:
-        batch = self.test.slice(0, min(64, self.test.num_rows))
+        batch = self.test_features.slice(0, min(64, self.test.num_rows))
         before = _snapshot(batch)
         self.fitted.predict(batch)
         if _snapshot(batch) != before:
             raise _fail("no_mutation", "predict modified its input batch")
+
+    def check_label_blind(self) -> None:
+        check_label_blind(
+            lambda batch: self.predict(self.fitted, batch),
+            self.test,
+            self.test_scores,
+            self.tolerance,
+            self.seed,
+        )
 
     # runner -----------------------------------------------------------------------------------
     def run_all(self) -> list[CheckResult]:
