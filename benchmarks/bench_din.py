@@ -146,7 +146,9 @@ def train_ours(info, config, train: pa.Table, valid: pa.Table, test: pa.Table, m
         fit_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     epochs = getattr(config, _field(config, "epochs") or "", None) or args.epochs
     started = time.perf_counter()
-    scores = np.asarray(model.predict(test), dtype=np.float64)
+    from ctr_dagster.modeling import features_only
+
+    scores = np.asarray(model.predict(features_only(test)), dtype=np.float64)  # predict never sees a label
     predict_s = time.perf_counter() - started
     labels = test.column("label").to_numpy()
     figures = {
@@ -183,7 +185,9 @@ def candidates_table(test: pa.Table, n: int = 1000) -> pa.Table:
     item_side = {"item_id", "item_idx", "category_idx", "price", "item_age_days", "position", "is_new_item"}
     user = test.slice(anchor, 1).take(np.zeros(n, dtype=np.int64))
     columns = [items.column(c) if c in item_side else user.column(c) for c in test.column_names]
-    return pa.Table.from_arrays(columns, schema=test.schema)
+    from ctr_dagster.modeling import features_only
+
+    return features_only(pa.Table.from_arrays(columns, schema=test.schema))  # as serving sees it: no label
 
 
 def latency(model, table: pa.Table, reps: int, warmup: int = 20) -> dict:

@@ -40,7 +40,9 @@ def _train(train, valid, test, cardinalities, amp: bool, epochs: int) -> dict:
     started = time.perf_counter()
     model.fit(train, valid, FitContext(seed=0, device="cuda", cardinalities=cardinalities, log=print))
     fit_s = time.perf_counter() - started
-    test_auc = auc(test.column("label").to_numpy(), model.predict(test))
+    from ctr_dagster.modeling import features_only
+
+    test_auc = auc(test.column("label").to_numpy(), model.predict(features_only(test)))
     return {
         "amp": model.summary["amp"],
         "samples_per_s": round(model.summary["samples_per_s"], 1),
