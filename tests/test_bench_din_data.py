@@ -73,7 +73,9 @@ def test_export_npz_holds_the_same_rows_with_buckets(tmp_path, table):
 def test_candidates_table_is_one_user_times_distinct_items(table):
     test = table.filter(pc.equal(table.column("split"), "test"))
     cand = bench_din.candidates_table(test, n=25)
-    assert cand.schema == test.schema and cand.num_rows == 25
+    from ctr_dagster.modeling import features_only
+
+    assert cand.schema == features_only(test).schema and cand.num_rows == 25  # served without labels
     assert len(set(cand.column("item_idx").to_pylist())) == 25
     for column in ("user_idx", "hist_item_idx", "hist_category_idx", "ts", "device_idx"):
         assert len({str(v) for v in cand.column(column).to_pylist()}) == 1, column
