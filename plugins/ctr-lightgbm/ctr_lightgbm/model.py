@@ -54,9 +54,11 @@ class LightgbmConfig:
     cat_smooth: float = 20.0
     cat_l2: float = 10.0
     min_data_per_group: int = 50
-    # Id statistics (item / user / user x category shows and smoothed click rates, out-of-fold on train).
+    # Id statistics (item / user / user x category shows and smoothed click rates). On the train rows
+    # they come from the past only: `stats_folds` contiguous time blocks, block k counted on blocks < k
+    # (10: best valid AUC on `small` of 3/5/10/20, tied with 20; see the README).
     use_stats: bool = True
-    stats_folds: int = 5
+    stats_folds: int = 10
     stats_smoothing: float = 20.0  # pseudo-impressions at the global rate (item, user)
     user_cat_smoothing: float = 10.0  # pseudo-impressions at the user's rate (user x category)
     use_item_idx: bool = False  # item ids as a LightGBM categorical: overfits on `small` (see README)
@@ -186,7 +188,6 @@ class LightgbmModel:
         if spec.use_stats:
             state, train_stats = stats.fit(
                 train,
-                seed=ctx.seed,
                 folds=cfg.stats_folds,
                 smoothing=cfg.stats_smoothing,
                 user_cat_smoothing=cfg.user_cat_smoothing,

@@ -1,10 +1,18 @@
 """Count and click-rate statistics of ids, learned on the train split and stored with the model.
 
 Per item, per user and per (user, category) the train split gives impressions ("shows") and clicks;
-the model sees them as smoothed click rates and log counts. On the training rows themselves the
-statistics are out-of-fold (each row's come from the other folds, scaled back to the full split),
-so a row's own label never feeds its features (no target leakage); at predict time the full train
-statistics are used. The tables are plain lists, so they serialize to JSON.
+the model sees them as smoothed click rates and log counts. At predict time (valid, test, serving)
+the full train statistics are used: everything that happened before the scored rows.
+
+On the training rows themselves the statistics come from the PAST only (time-ordered, expanding
+folds): the rows are cut by `ts` into `folds` contiguous blocks of about equal size (rows sharing a
+timestamp stay together) and a row of block k gets the counts of blocks 0..k-1, so a row's features
+never depend on its own label or on any later row (block 0 gets the smoothing priors only, as a new
+id at serving). Random folds would let a train row see labels from later days while valid and test
+rows only see the past: that leak inflates the training fit and breaks the train / serving match.
+The one quantity taken from the whole split is the smoothing prior (the global click rate), so an id
+without evidence gets the same value in training and at serving. The tables are plain lists, so
+they serialize to JSON.
 """
 
 from __future__ import annotations
@@ -97,10 +105,66 @@ def _zprice(table: pa.Table, state: dict) -> np.ndarray:
     return out
 
 
+def time_blocks(ts: np.ndarray, blocks: int) -> np.ndarray:
+    """Block (0..blocks-1) of each row: contiguous time ranges of about equal row counts.
+
+    Cut at row quantiles of `ts`; rows sharing a timestamp share a block, so a row in a lower block
+    is strictly earlier than every row in a higher one (some blocks may be empty when ties are long).
+    """
+    ts = np.asarray(ts, dtype=np.int64)
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cuts = np.sort(ts)[(np.arange(1, blocks) * len(ts)) // blocks]
+    return np.searchsorted(cuts, ts, side="right").astype(np.int64)
+
+
+def past_sums(key: np.ndarray, block: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row: the sums of `weights` (float[n] or float[n, m]) over the rows with its key in a
+    strictly earlier block; rows with key < 0 get 0.
+
+    One sort by (key, block) and prefix sums (no loop over keys or blocks). Integer weights give exact
+    integer sums (float64 holds them exactly), so unrelated rows never move by a rounding error.
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    out = np.zeros(weights.shape)
+    ok = np.flatnonzero(key >= 0)
+    if len(ok) == 0:
+        return out
+    run = key[ok] * (int(block.max(initial=0)) + 1) + block[ok]  # (key, block) as one sortable integer
+    sort = np.argsort(run, kind="stable")
+    order, r = ok[sort], run[sort]
+    k, w = key[order], weights[order]
+    before = np.cumsum(w, axis=0) - w  # exclusive prefix sums in (key, block) order
+    index = np.arange(len(order))
+    key_start = np.maximum.accumulate(np.where(np.r_[True, k[1:] != k[:-1]], index, 0))
+    run_start = np.maximum.accumulate(np.where(np.r_[True, r[1:] != r[:-1]], index, 0))
+    out[order] = before[run_start] - before[key_start]
+    return out
+
+
+def _table(key: np.ndarray, label: np.ndarray) -> dict[str, list[int]]:
+    """The stored sparse table of one kind: sorted keys with their train shows and clicks."""
+    ok = key >= 0
+    stored, inverse, shows = np.unique(key[ok], return_inverse=True, return_counts=True)
+    clicks = np.bincount(inverse, weights=label[ok], minlength=len(stored))
+    return {  # integer counts: compact, exact JSON
+        "keys": stored.tolist(),
+        "shows": shows.astype(np.int64).tolist(),
+        "clicks": np.rint(clicks).astype(np.int64).tolist(),
+    }
+
+
 def fit(
-    train: pa.Table, *, seed: int, folds: int, smoothing: float, user_cat_smoothing: float
+    train: pa.Table, *, folds: int, smoothing: float, user_cat_smoothing: float
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """(JSON-serializable state, out-of-fold features of the train rows: float64[n, len(FEATURES)])."""
+    """(JSON-serializable state, past-only features of the train rows: float64[n, len(FEATURES)]).
+
+    `folds` is the number of contiguous time blocks of the expanding folds (see the module doc).
+    """
+    if folds < 2:
+        # One block would leave every train row with the priors only; leave-one-out would leak the
+        # future (and, within an id, give clicked rows a visibly lower rate).
+        raise ValueError(f"stats_folds must be >= 2, got {folds}")
     n = train.num_rows
     label = train.column("label").to_numpy().astype(np.float64)
     cat = _ints(train, "category_idx")
@@ -119,33 +183,13 @@ def fit(
         "tables": {},
     }
     keys = _keys(train, stride)
-    if folds < 2:
-        # (Leave-one-out would leak: within an id, clicked rows would get a visibly lower rate.)
-        raise ValueError(f"stats_folds must be >= 2, got {folds}")
-    fold = np.random.default_rng(seed).integers(0, folds, n)
-    scale = folds / (folds - 1)
+    block = time_blocks(train.column("ts").cast(pa.int64()).to_numpy(), folds)
+    shows_clicks = np.column_stack([np.ones(n), label])
     counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for kind in KINDS:
-        key = keys[kind]
-        ok = key >= 0
-        size = int(key.max(initial=0)) + 1
-        shows = np.bincount(key[ok], minlength=size).astype(np.float64)
-        clicks = np.bincount(key[ok], weights=label[ok], minlength=size)
-        stored = np.flatnonzero(shows)
-        state["tables"][kind] = {  # integer counts: compact, exact JSON
-            "keys": stored.tolist(),
-            "shows": shows[stored].astype(np.int64).tolist(),
-            "clicks": np.rint(clicks[stored]).astype(np.int64).tolist(),
-        }
-        # Out-of-fold counts, scaled by folds/(folds-1) to the size of the whole train split.
-        row_s, row_c = np.zeros(n), np.zeros(n)
-        for f in range(folds):
-            rows = ok & (fold == f)
-            in_s = np.bincount(key[rows], minlength=size).astype(np.float64)
-            in_c = np.bincount(key[rows], weights=label[rows], minlength=size)
-            row_s[rows] = (shows - in_s)[key[rows]] * scale
-            row_c[rows] = (clicks - in_c)[key[rows]] * scale
-        counts[kind] = (row_s, row_c)
+        state["tables"][kind] = _table(keys[kind], label)
+        past = past_sums(keys[kind], block, shows_clicks)
+        counts[kind] = (past[:, 0], past[:, 1])
     return state, _features(counts, _zprice(train, state), state)
 
 

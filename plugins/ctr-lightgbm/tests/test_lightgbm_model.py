@@ -122,12 +122,109 @@ def test_statistics_of_a_training_row_never_see_its_own_label(splits: dict[str, 
     flipped = train.set_column(
         train.schema.get_field_index("label"), "label", pa.array(label, type=pa.int8())
     )
-    state, before = stats.fit(train, seed=0, folds=5, smoothing=20.0, user_cat_smoothing=10.0)
-    state_after, after = stats.fit(flipped, seed=0, folds=5, smoothing=20.0, user_cat_smoothing=10.0)
+    state, before = stats.fit(train, **STATS)
+    state_after, after = stats.fit(flipped, **STATS)
     assert state["prior"] == state_after["prior"]
-    np.testing.assert_array_equal(before[j], after[j])  # out-of-fold: row j's own label is not used
+    np.testing.assert_array_equal(before[j], after[j])  # past only: row j's own label is not used
     # ...while predict-time statistics (the full train tables) do include it.
     assert not np.array_equal(stats.transform(train, state)[j], stats.transform(flipped, state_after)[j])
+
+
+STATS = {"folds": 5, "smoothing": 20.0, "user_cat_smoothing": 10.0}
+
+
+def with_labels(table: pa.Table, label: np.ndarray) -> pa.Table:
+    return table.set_column(table.schema.get_field_index("label"), "label", pa.array(label, type=pa.int8()))
+
+
+def column(matrix: np.ndarray, name: str) -> np.ndarray:
+    return matrix[:, stats.FEATURES.index(name)]
+
+
+def test_train_statistics_never_see_later_rows(splits: dict[str, pa.Table]) -> None:
+    """Random folds let early train rows count labels of later days; expanding time folds must not."""
+    train = splits["train"]
+    ts = train.column("ts").cast(pa.int64()).to_numpy()
+    label = train.column("label").to_numpy().copy()
+    latest = ts >= np.quantile(ts, 0.8)  # the last block of 5 (and a bit more)
+    # Flip as many clicks to non-clicks as the reverse among the latest rows: the prior stays put.
+    ones, zeros = np.flatnonzero(latest & (label == 1)), np.flatnonzero(latest & (label == 0))
+    flip = min(len(ones), len(zeros))
+    assert flip >= 20
+    label[ones[:flip]], label[zeros[:flip]] = 0, 1
+    perturbed = with_labels(train, label)
+    state, before = stats.fit(train, **STATS)
+    state_after, after = stats.fit(perturbed, **STATS)
+    assert state["prior"] == state_after["prior"]
+    earlier = ~latest
+    # The earlier rows share users and items with the perturbed ones (so a leak would show)...
+    user = train.column("user_idx").to_numpy()
+    assert np.isin(user[earlier], user[latest]).sum() > 100
+    # ...yet none of their features moves.
+    np.testing.assert_array_equal(before[earlier], after[earlier])
+    # Serving (valid/test) counts every train row, so there the perturbation is visible.
+    valid = splits["valid"]
+    assert not np.array_equal(stats.transform(valid, state), stats.transform(valid, state_after))
+
+
+def test_train_statistics_come_from_earlier_time_blocks_by_hand() -> None:
+    # One user, one item, one category; 8 impressions 1 ms apart; 4 blocks of 2 rows.
+    labels = [1, 0, 1, 1, 0, 0, 1, 0]
+    rows = [
+        {"ts": t, "label": y, "user_idx": 5, "item_idx": 9, "category_idx": 3, "price": 10.0}
+        for t, y in enumerate(labels)
+    ]
+    table = hand_made(rows)
+    # Shuffled rows: blocks follow `ts`, not the row order.
+    order = np.array([6, 2, 7, 0, 5, 3, 1, 4])
+    state, f = stats.fit(table.take(order), folds=4, smoothing=20.0, user_cat_smoothing=10.0)
+    prior = state["prior"]
+    assert prior == pytest.approx(0.5)
+    past_shows = np.array([0, 0, 2, 2, 4, 4, 6, 6], dtype=np.float64)[order]
+    past_clicks = np.array([0, 0, 1, 1, 3, 3, 3, 3], dtype=np.float64)[order]
+    np.testing.assert_allclose(column(f, "item_log_shows"), np.log1p(past_shows))
+    np.testing.assert_allclose(column(f, "item_ctr"), (past_clicks + 20 * prior) / (past_shows + 20))
+    np.testing.assert_allclose(column(f, "user_cat_log_clicks"), np.log1p(past_clicks))
+    # Block 0 has no past: the priors only, as an id never seen at serving.
+    first = np.isin(order, [0, 1])
+    np.testing.assert_allclose(column(f, "user_ctr")[first], prior)
+    np.testing.assert_allclose(column(f, "user_cat_ctr")[first], prior)
+
+
+def test_rows_sharing_a_timestamp_share_a_block() -> None:
+    ts = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    block = stats.time_blocks(ts, 4)
+    np.testing.assert_array_equal(block, [1, 1, 1, 1, 2, 2, 3, 3])  # block 0 empty: long tie
+    # So rows at the same timestamp never see each other's labels.
+    past = stats.past_sums(np.zeros(8, dtype=np.int64), block, np.ones(8))
+    np.testing.assert_array_equal(past, [0, 0, 0, 0, 4, 4, 6, 6])
+
+
+def test_past_sums_match_a_brute_force_count() -> None:
+    rng = np.random.default_rng(0)
+    key = rng.integers(-1, 6, 300)
+    block = rng.integers(0, 7, 300)
+    weights = rng.integers(0, 2, 300).astype(np.float64)
+    expected = [weights[(key == key[i]) & (block < block[i])].sum() if key[i] >= 0 else 0 for i in range(300)]
+    np.testing.assert_array_equal(stats.past_sums(key, block, weights), expected)
+
+
+def test_valid_and_test_statistics_use_every_train_row(splits: dict[str, pa.Table]) -> None:
+    train, test = splits["train"], splits["test"]
+    state, train_features = stats.fit(train, **STATS)
+    f = stats.transform(test, state)
+    train_items = train.column("item_idx").to_numpy()
+    train_labels = train.column("label").to_numpy().astype(np.float64)
+    items = test.column("item_idx").to_numpy()
+    shows = np.array([(train_items == i).sum() for i in items], dtype=np.float64)
+    clicks = np.array([train_labels[train_items == i].sum() for i in items])
+    assert (shows > 0).any()
+    np.testing.assert_allclose(column(f, "item_log_shows"), np.log1p(shows))
+    np.testing.assert_allclose(column(f, "item_ctr"), (clicks + 20 * state["prior"]) / (shows + 20))
+    # The latest train rows are scored with counts of the earlier blocks only: fewer than serving's.
+    latest = int(np.argmax(train.column("ts").cast(pa.int64()).to_numpy()))
+    served = stats.transform(train.slice(latest, 1), state)[0]
+    assert column(train_features, "user_log_shows")[latest] < served[stats.FEATURES.index("user_log_shows")]
 
 
 # fit / predict ---------------------------------------------------------------------------------
