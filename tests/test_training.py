@@ -356,6 +356,163 @@ def test_lazy_adam_is_sparse_adam_faster():
     assert torch.equal(ours.weight[299], untouched)  # rows outside every batch never move
 
 
+# -- regularization: DIN's mini-batch-aware L2, no device-dependent decay of embedding tables --------
+
+
+class _TableNet(torch.nn.Module):
+    """One embedding table read by the target id and its history, then a linear layer: a model whose
+    embedding rows outside the batch must never move."""
+
+    def __init__(self, rows: int = 1200, dim: int = 4):
+        super().__init__()
+        self.table = torch.nn.Embedding(rows, dim, padding_idx=0)
+        torch.nn.init.normal_(self.table.weight, std=0.5)
+        with torch.no_grad():
+            self.table.weight[0].zero_()
+        self.out = torch.nn.Linear(2 * dim, 1)
+
+    def embedding_inputs(self):
+        return [(self.table, ("item_idx", "hist_item_idx"))]
+
+    def forward(self, batch):
+        target = self.table(batch["item_idx"])
+        history = self.table(batch["hist_item_idx"]).sum(1)
+        return self.out(torch.cat([target, history], 1)).squeeze(1)
+
+
+def _hand_built_batch() -> dict[str, torch.Tensor]:
+    return {
+        "item_idx": torch.tensor([2, 3, 2, 5]),
+        "hist_item_idx": torch.tensor([[0, 2, 3], [0, 0, 4], [2, 2, 6], [0, 0, 0]]),
+        "label": torch.tensor([1.0, 0.0, 1.0, 0.0]),
+    }
+
+
+def test_mini_batch_aware_l2_is_the_papers_formula_on_a_hand_built_example():
+    """DIN section 4.3: penalty_m = lambda * sum_j alpha_mj / n_j * ||w_j||^2, n_j = samples holding j."""
+    from ctr_dagster.training.regularization import MiniBatchAwareL2, occurrence_counts
+
+    net = _TableNet(rows=8)
+    train = _hand_built_batch()
+    # id 2: rows 0 (target and history) and 2 (target, twice in history) -> 2 samples; id 3: rows 0, 1
+    counts = occurrence_counts(train, ("item_idx", "hist_item_idx"), 8)
+    assert counts.tolist() == [3, 0, 2, 2, 1, 1, 1, 0]  # id 0 = padding: ignored by the regularizer
+    reg = MiniBatchAwareL2.from_train(net, train, strength=0.3)
+    batch = {k: v[:2] for k, v in train.items()}  # rows 0 and 1: ids 2, 3, 4 occur (alpha = 1)
+    w = net.table.weight.detach()
+    expected = 0.3 * (w[2].pow(2).sum() / 2 + w[3].pow(2).sum() / 2 + w[4].pow(2).sum() / 1)
+    assert float(reg(batch).detach()) == pytest.approx(float(expected), rel=1e-6)
+    assert float(reg({k: v[3:] for k, v in train.items()}).detach()) == pytest.approx(
+        0.3 * float(w[5].pow(2).sum())
+    )
+
+
+@pytest.mark.parametrize("form", ["mask", "dense lookup", "sparse lookup"])
+def test_mini_batch_aware_l2_gradient_touches_only_the_rows_in_the_batch(form, monkeypatch):
+    """All three forms: a small dense table (presence mask), a big dense one (GPU: distinct ids
+    looked up) and a sparse one (CPU lazy Adam: a sparse gradient) -- the same gradient."""
+    from ctr_dagster.training import regularization
+    from ctr_dagster.training.regularization import MiniBatchAwareL2
+
+    if form == "dense lookup":
+        monkeypatch.setattr(regularization, "MASK_MAX_ROWS", 0)
+    sparse = form == "sparse lookup"
+    net = _TableNet(rows=8)
+    net.table.sparse = sparse
+    train = _hand_built_batch()
+    reg = MiniBatchAwareL2.from_train(net, train, strength=0.3)
+    penalty = reg({k: v[:2] for k, v in train.items()})
+    w = net.table.weight.detach()
+    formula = 0.3 * (w[2].pow(2).sum() / 2 + w[3].pow(2).sum() / 2 + w[4].pow(2).sum())
+    assert float(penalty.detach()) == pytest.approx(float(formula), rel=1e-6)
+    penalty.backward()
+    grad = net.table.weight.grad
+    assert grad.is_sparse == sparse
+    grad = grad.coalesce().to_dense() if sparse else grad
+    n = torch.tensor([1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0])[:, None]
+    expected = torch.zeros_like(w)
+    expected[[2, 3, 4]] = 2 * 0.3 * w[[2, 3, 4]] / n[[2, 3, 4]]  # d/dw of 0.3 ||w_j||^2 / n_j
+    torch.testing.assert_close(grad, expected, rtol=1e-6, atol=1e-7)
+
+
+def _table_world(n: int = 256, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Ids 2..399 of a 1,200-row table (rows >= 400 never occur), a label that depends on them."""
+    g = torch.Generator().manual_seed(seed)
+    item = torch.randint(2, 400, (n,), generator=g)
+    hist = torch.randint(2, 400, (n, 5), generator=g)
+    hist[:, :2] = 0  # padded slots
+    label = ((item + hist.sum(1)) % 3 == 0).float()
+    return {"item_idx": item, "hist_item_idx": hist, "label": label}
+
+
+def _train_table_net(sparse: bool, batch_size: int, epochs: int, **config) -> tuple[_TableNet, list[float]]:
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.training.config import TrainerConfig
+
+    torch.manual_seed(0)
+    net = _TableNet()
+    cfg = TrainerConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=1e-2,
+        lr_schedule="constant",
+        patience=0,
+        log_every=0,
+        sparse_embeddings=sparse,
+        **config,
+    )
+    summary = Trainer(cfg).fit(net, _table_world(), {}, FitContext(seed=0, log=lambda s: None))
+    return net, [r["train_loss"] for r in summary.history]
+
+
+def test_embedding_regularization_is_the_same_on_the_lazy_cpu_path_and_the_dense_gpu_path():
+    """weight_decay never touches embedding tables, mba_l2 is in the loss: the sparse lazy Adam (CPU)
+    and the dense Adam (CUDA/DDP: `sparse_embeddings` off) give the same losses and weights. Full
+    batches, so every present row is present at every step (with several batches the two Adams
+    still differ by design: dense Adam's momentum moves a row in steps where it is absent)."""
+    config = {"weight_decay": 0.05, "mba_l2": 0.5}
+    torch.manual_seed(0)
+    init = _TableNet().table.weight.detach().clone()
+    lazy, lazy_losses = _train_table_net(True, 256, 3, **config)
+    dense, dense_losses = _train_table_net(False, 256, 3, **config)
+    np.testing.assert_allclose(lazy_losses, dense_losses, rtol=0, atol=1e-6)
+    for a, b in zip(lazy.parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert not lazy.table.sparse  # switched back after the fit
+    moved = (dense.table.weight.detach() != init).any(1)
+    assert moved[2:400].any() and not moved[400:].any()  # rows absent from every batch never move
+    assert not (lazy.table.weight.detach() != init)[400:].any()
+
+
+def test_weight_decay_and_mba_l2_leave_the_rows_outside_the_batches_alone_on_the_dense_path():
+    """Several mini-batches on the dense (GPU) path with weight decay and mba_l2: rows never in a
+    batch stay put (the old dense Adam decayed all 1,200 rows); the penalty changes the result."""
+    torch.manual_seed(0)
+    init = _TableNet().table.weight.detach().clone()
+    plain, _ = _train_table_net(False, 64, 2)
+    regularized, _ = _train_table_net(False, 64, 2, weight_decay=0.1, mba_l2=1.0)
+    assert torch.equal(regularized.table.weight.detach()[400:], init[400:])
+    assert regularized.table.weight[2:400].norm() < plain.table.weight[2:400].norm()  # it shrinks
+
+
+def test_mba_l2_needs_the_module_to_declare_its_tables_and_is_validated():
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.training.config import TrainerConfig
+
+    with pytest.raises(ValueError, match="mba_l2 must be"):
+        TrainerConfig(mba_l2=-1.0)
+    with pytest.raises(ValueError, match="weight_decay must be"):
+        TrainerConfig(weight_decay=float("nan"))
+
+    class Undeclared(_TableNet):
+        embedding_inputs = None
+
+    with pytest.raises(ValueError, match="declares no embedding_inputs"):
+        Trainer(TrainerConfig(epochs=1, mba_l2=0.1, log_every=0)).fit(
+            Undeclared(), _table_world(), {}, FitContext(log=lambda s: None)
+        )
+
+
 # -- distillation --------------------------------------------------------------------------------
 
 

@@ -12,8 +12,9 @@ first use; the torch-free ones (`FeatureSpec`, `TrainerConfig`, `TorchConfig`, `
 Modules: `spec` (FeatureSpec), `config` (TrainerConfig, DistillationWeights), `batching` (Arrow ->
 tensors), `device` (CUDA/CPU, AMP), `checkpoint` (weights-only state files), `trainer` (Trainer: the
 loop in named steps), `state` (LoopState, Callback), `optim` (Adam / lazy Adam, lr schedules,
-clipping), `lazy_adam`, `ddp` (torchrun process group, sharding), `plugin` (TorchModel), `launch`
-(`python -m ctr_dagster.training.launch`: one model under torchrun, reporting through Dagster Pipes).
+clipping), `lazy_adam`, `regularization` (DIN's mini-batch-aware L2 on embedding tables), `ddp`
+(torchrun process group, sharding), `plugin` (TorchModel), `launch` (`python -m
+ctr_dagster.training.launch`: one model under torchrun, reporting through Dagster Pipes).
 """
 
 from __future__ import annotations

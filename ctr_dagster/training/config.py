@@ -25,6 +25,15 @@ class TrainerConfig:
     * `patience`: early stopping after this many epochs without a better valid AUC; the best
       epoch's weights are restored at the end (0 disables early stopping, the best is still kept).
     * `grad_clip_norm`: global gradient-norm clip (FuxiCTR: 10); 0 disables it.
+    * `weight_decay`: Adam's L2 on the network's dense weights (MLPs, attention, projections), never
+      on embedding tables, on every device (it used to decay every embedding row on CUDA and none
+      with the CPU's lazy Adam).
+    * `mba_l2`: strength of the mini-batch-aware L2 on embedding tables (DIN, Zhou et al. KDD'18,
+      section 4.3; `ctr_dagster.training.regularization`): each batch adds ``mba_l2 * sum_j ||w_j||^2
+      / n_j`` over the ids j occurring in it, n_j = the number of train rows holding id j. Part of
+      the loss, so CPU (lazy sparse Adam) and GPU (dense Adam) apply it identically, and only rows
+      present in the batch move. 0 (the engine's default) turns it off; the module must declare its
+      tables with ``embedding_inputs()``.
     * `amp`: mixed precision (bf16 where supported, else fp16 with a GradScaler) -- CUDA only.
     * `log_every`: a progress line every this many batches (0: only per-epoch lines).
     * `sparse_embeddings`: on CPU (single process), embedding tables get sparse gradients and a lazy
@@ -41,6 +50,7 @@ class TrainerConfig:
     batch_size: int = 2048
     lr: float = 1e-3
     weight_decay: float = 0.0
+    mba_l2: float = 0.0
     lr_schedule: str = "plateau"
     lr_decay: float = 0.1
     min_lr: float = 1e-6
@@ -63,6 +73,10 @@ class TrainerConfig:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        for name in ("weight_decay", "mba_l2"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
 
 #: Scoring rows per forward pass when `eval_batch_size` is 0 (see `TrainerConfig`).

@@ -2,10 +2,15 @@
 
 Adam everywhere. On CPU in a single process the large embedding tables (>= `SPARSE_MIN_ROWS` rows)
 get sparse gradients and a lazy Adam (`lazy_adam.LazyAdam`, the update of `torch.optim.SparseAdam` /
-TF's LazyAdam: only the rows a batch touches move), the other weights dense Adam (with
-`weight_decay`); a dense Adam step over 100k-row tables would otherwise cost more than the forward
-and backward passes. On CUDA and under DDP every weight gets dense Adam (NCCL has no sparse
-all-reduce).
+TF's LazyAdam: only the rows a batch touches move), the other weights dense Adam; a dense Adam step
+over 100k-row tables would otherwise cost more than the forward and backward passes. On CUDA and
+under DDP every weight gets dense Adam (NCCL has no sparse all-reduce).
+
+`weight_decay` goes to the network's dense weights only, never to an embedding table, whatever the
+device: a decay in the optimiser would shrink every row on the dense (GPU) path and none on the lazy
+(CPU) one. Embedding tables are regularized by the mini-batch-aware L2 in the loss (`mba_l2`,
+`regularization`), which both paths apply identically. With zero gradient and zero moments a dense
+Adam step leaves a row where it is, so a row never present in a batch stays put on both paths.
 
 Schedules (`TrainerConfig.lr_schedule`): "cosine" is a function of the global step only (so a
 resumed run continues it exactly), "plateau" multiplies by `lr_decay` after every epoch without a
@@ -45,14 +50,24 @@ def sparse_embeddings(module: torch.nn.Module) -> list[Any]:
     return tables
 
 
+def embedding_weights(module: torch.nn.Module) -> list[Any]:
+    """Every embedding table's weight (`nn.Embedding` and subclasses): exempt from `weight_decay`."""
+    from torch import nn
+
+    return [m.weight for m in module.modules() if isinstance(m, nn.Embedding)]
+
+
 def make_optimizers(
-    params: list[Any], sparse_tables: list[Any], config: TrainerConfig
+    params: list[Any], sparse_tables: list[Any], config: TrainerConfig, no_decay: list[Any] = ()
 ) -> list[torch.optim.Optimizer]:
-    """Dense Adam over `params` except the sparse tables' weights, plus one LazyAdam over those."""
+    """Dense Adam over `params` except the sparse tables' weights, plus one LazyAdam over those.
+
+    `no_decay` (the embedding tables' weights) get no `weight_decay` on the dense path either.
+    """
 
     sparse_ids = {id(t.weight) for t in sparse_tables}
     dense = [p for p in params if id(p) not in sparse_ids]
-    optimizers: list[torch.optim.Optimizer] = [dense_adam(dense, config)]
+    optimizers: list[torch.optim.Optimizer] = [dense_adam(dense, config, no_decay)]
     if sparse_tables:
         from ctr_dagster.training.lazy_adam import LazyAdam
 
@@ -60,21 +75,31 @@ def make_optimizers(
     return optimizers
 
 
-def dense_adam(params: list[Any], config: TrainerConfig) -> torch.optim.Optimizer:
+def dense_adam(params: list[Any], config: TrainerConfig, no_decay: list[Any] = ()) -> torch.optim.Optimizer:
     """Adam with the fused kernel (one pass over all weights per step) where torch has one for
-    these tensors (float32/16 on CPU or CUDA), else the multi-tensor (foreach) form. Same update."""
+    these tensors (float32/16 on CPU or CUDA), else the multi-tensor (foreach) form. Same update.
+
+    Two parameter groups: `weight_decay` for the network's weights, none for those in `no_decay`."""
     import torch
 
+    exempt = {id(p) for p in no_decay}
+    decayed = [p for p in params if id(p) not in exempt]
+    plain = [p for p in params if id(p) in exempt]
+    groups: list[Any] = [
+        {"params": group, "weight_decay": wd}
+        for group, wd in ((decayed, config.weight_decay), (plain, 0.0))
+        if group
+    ]
     fusable = bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16)
         for p in params
     )
     if fusable:
         try:
-            return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+            return torch.optim.Adam(groups, lr=config.lr, fused=True)
         except (RuntimeError, ValueError):  # a torch build without the fused kernel for this device
             pass
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=bool(params))
+    return torch.optim.Adam(groups or params, lr=config.lr, foreach=bool(params))
 
 
 def set_lr(optimizers: list[Any], value: float) -> None:

@@ -9,7 +9,8 @@ summary). The loop's bookkeeping between epochs is a `LoopState` (`ctr_dagster.t
 `train_epoch`: a (seed, epoch)-determined permutation of the train rows and mini-batches sliced from
 tensors converted once (`batching`). `train_step`: forward under autocast on CUDA (bf16, or fp16
 with a GradScaler), loss (the plugin's, default BCE on logits, plus any ``aux_loss`` the module
-returns, plus the distillation term below), backward, global-norm gradient clipping, Adam step.
+returns, plus the distillation term below, plus the mini-batch-aware L2 on the embedding rows present
+in the batch when `mba_l2` > 0, `regularization`), backward, global-norm gradient clipping, Adam step.
 Optimisers and schedules (plateau / cosine / constant; sparse lazy Adam for large embedding tables on
 CPU) are in `optim`.
 
@@ -131,6 +132,7 @@ class TrainingRun:
     optimizers: list[Any]
     scaler: Any
     distillation: DistillationWeights | None
+    regularizer: Any  # MiniBatchAwareL2 when mba_l2 > 0, else None
     ckpt_dir: Path | None
     summary: TrainSummary
     rows_seen: int = 0  # all epochs of this process's run, for the throughput
@@ -306,6 +308,11 @@ class Trainer:
         extra["data"] = data_digest(train, valid)
         extra["distillation"] = distillation.as_dict() if distillation is not None else None
         summary.run_key = run_key(cfg, {**extra, **(key_extra or {})})
+        regularizer = None
+        if cfg.mba_l2 > 0:  # n_j over the whole train split, before it moves to the device
+            from ctr_dagster.training.regularization import MiniBatchAwareL2
+
+            regularizer = MiniBatchAwareL2.from_train(module, train, cfg.mba_l2)
         if device.type != "cpu":
             bytes_total = sum(v.numel() * v.element_size() for v in train.values())
             if bytes_total < 2 * 1024**3:  # small enough: keep the whole split on the GPU
@@ -337,6 +344,7 @@ class Trainer:
             optimizers=optimizers,
             scaler=torch.amp.GradScaler("cuda", enabled=amp == torch.float16),
             distillation=distillation,
+            regularizer=regularizer,
             ckpt_dir=Path(workdir) / "checkpoints" if workdir else None,
             summary=summary,
         )
@@ -348,7 +356,8 @@ class Trainer:
         params = [p for p in module.parameters() if p.requires_grad]
         if self.config.sparse_embeddings and device.type == "cpu" and not env.active:
             self._sparse_tables = optim.sparse_embeddings(module)
-        return params, optim.make_optimizers(params, self._sparse_tables, self.config)
+        tables = optim.embedding_weights(module)
+        return params, optim.make_optimizers(params, self._sparse_tables, self.config, no_decay=tables)
 
     def _resume(self, run: TrainingRun) -> LoopState:
         """The state to start from: the checkpoint's when it belongs to this run key, else a fresh one."""
@@ -428,6 +437,8 @@ class Trainer:
             loss = d.label_weight * loss + d.teacher_weight * soft
         if aux is not None:
             loss = loss + aux.float()
+        if run.regularizer is not None:  # DIN's mini-batch-aware L2: rows present in this batch only
+            loss = loss + run.regularizer(batch)
         value = float(ddp.all_mean(loss.detach(), run.env))
         if not math.isfinite(value):
             raise NonFiniteLossError(epoch, b, value)

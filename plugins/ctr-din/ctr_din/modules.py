@@ -243,11 +243,25 @@ class DinNet(nn.Module):
             nn.init.xavier_normal_(self.item_projection.weight)
             token += d
         self.token_dim = token
-        self.attention = ActivationUnit(
-            token, list(config.attention_units), config.attention_activation, config.use_softmax
-        )
+        self.pooling = str(getattr(config, "pooling", "attention"))
+        # "sum": the ablation without target attention (every behaviour weighted 1), same tables and tower
+        self.attention: ActivationUnit | None = None
+        if self.pooling == "attention":
+            self.attention = ActivationUnit(
+                token, list(config.attention_units), config.attention_activation, config.use_softmax
+            )
+        elif self.pooling != "sum":
+            raise ValueError(f"pooling must be 'attention' or 'sum', got {self.pooling!r}")
         tower_in = d * len(self.context_fields) + 2 * token + len(spec.dense)
         self.tower = MLP(tower_in, list(config.tower_units), config.tower_activation, config.dropout, out=1)
+
+    def embedding_inputs(self) -> list[tuple[nn.Embedding, tuple[str, ...]]]:
+        """Each embedding table with the batch columns indexing it, for the trainer's mini-batch-aware
+        L2 (DIN section 4.3): the item and category tables serve the target and the behaviours."""
+        return [
+            (table, (name, f"hist_{name}") if f"hist_{name}" in self.spec.sequence else (name,))
+            for name, table in self.embeddings.items()
+        ]
 
     def item_token(self, items: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
         parts = [self.embeddings["item_idx"](items), self.embeddings["category_idx"](categories)]
@@ -283,7 +297,11 @@ class DinNet(nn.Module):
         if self._one_history(items, cats):
             q = self.item_token(batch["item_idx"], batch["category_idx"])
             real = mask[0]
-            pooled = self.attention.forward_shared(q, self.item_token(items[0, real], cats[0, real]))
+            keys = self.item_token(items[0, real], cats[0, real])
+            if self.attention is None:
+                pooled = keys.sum(0).expand(q.shape[0], -1)
+            else:
+                pooled = self.attention.forward_shared(q, keys)
         else:  # target and behaviours in one lookup per table
             rows, slots, flat = real_slots(mask)
             q, keys = self.tokens(
@@ -292,7 +310,10 @@ class DinNet(nn.Module):
                 items.reshape(-1).index_select(0, flat),
                 cats.reshape(-1).index_select(0, flat),
             )
-            pooled = self.attention.forward_packed(q, keys, rows, slots, mask.shape[1])[0]
+            if self.attention is None:
+                pooled = q.new_zeros(q.shape).index_add_(0, rows, keys)
+            else:
+                pooled = self.attention.forward_packed(q, keys, rows, slots, mask.shape[1])[0]
         parts = [self.embeddings[name](batch[name]) for name in self.context_fields]
         parts += [q, pooled, batch["dense"]]
         return self.tower(torch.cat(parts, dim=1)).squeeze(1)

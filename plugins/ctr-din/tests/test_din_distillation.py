@@ -12,12 +12,14 @@ from ctr_dagster.testing import synthetic_training_table, training_cardinalities
 from ctr_din.model import DinConfig, DinModel, DinStudentConfig, DinStudentModel
 
 
-@pytest.fixture(scope="module")
-def tiny_table() -> pa.Table:
-    return synthetic_training_table("tiny")
-
-
-def test_distilled_student_beats_the_lone_student_and_trails_the_teacher(tiny_table):
+@pytest.mark.parametrize("world_seed", [7, 1, 2, 3])
+def test_distilled_student_beats_the_lone_student_and_trails_the_teacher(world_seed):
+    """Four `tiny` worlds (7 = the profile's default). Measured (DIN defaults incl. mba_l2=0.3, model
+    seed 0): distilled - lone student test AUC = +0.0075, +0.0054, +0.0127, +0.0022 on world seeds
+    7 / 1 / 2 / 3 (mean +0.0070, sample standard deviation 0.0044: every seed is asserted, not the
+    mean); distilled - teacher = -0.012, -0.027, -0.023, -0.057. About 5 s per seed."""
+    overrides = {} if world_seed == 7 else {"seed": world_seed}
+    tiny_table: pa.Table = synthetic_training_table("tiny", **overrides)
     train, valid, test = (
         tiny_table.filter(pc.equal(tiny_table.column("split"), s)) for s in ("train", "valid", "test")
     )
@@ -37,6 +39,5 @@ def test_distilled_student_beats_the_lone_student_and_trails_the_teacher(tiny_ta
     )
     teacher_auc, alone_auc, student_auc = (auc(labels, m.predict(test)) for m in (teacher, alone, student))
     print(f"teacher {teacher_auc:.4f}  student alone {alone_auc:.4f}  distilled {student_auc:.4f}")
-    # Measured here: teacher 0.794, alone 0.782, distilled 0.790 (seeds 1-3: +0.008 to +0.017).
     assert student_auc > alone_auc, (student_auc, alone_auc)
     assert student_auc < teacher_auc + 0.01  # a 5-behaviour, 8-wide student does not outgrow its teacher

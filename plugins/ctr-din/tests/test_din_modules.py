@@ -11,7 +11,7 @@ from ctr_dagster.testing import make_training_table, training_cardinalities
 from ctr_dagster.training.spec import FeatureSpec
 
 from ctr_din.model import DinConfig, DinModel
-from ctr_din.modules import ActivationUnit, Dice, DinNet, SmallTable
+from ctr_din.modules import ActivationUnit, Dice, DinNet, SmallTable, real_slots
 
 
 @pytest.fixture(autouse=True)
@@ -197,6 +197,38 @@ def test_scoring_one_users_candidates_matches_row_by_row():
     assert scores.shape == (n,) and len(np.unique(scores)) > 10
     single = np.array([model.predict(candidates.slice(i, 1))[0] for i in range(0, n, 97)])
     np.testing.assert_allclose(scores[::97], single, rtol=1e-5, atol=1e-6)
+
+
+def test_sum_pooling_ablation_has_no_attention_and_sums_the_real_behaviours():
+    """pooling="sum": every real behaviour weighted 1 (the target-attention ablation); both scoring
+    paths agree, and the rest of the network is the attention model's."""
+    spec = _spec()
+    config = DinConfig(embedding_dim=4, tower_units=[16], pooling="sum")
+    net = DinNet(spec, config).eval()
+    assert net.attention is None
+    with_attention = DinNet(spec, DinConfig(embedding_dim=4, tower_units=[16]))
+    assert net.tower.net[0].in_features == with_attention.tower.net[0].in_features
+    table = make_training_table(300, seed=1)
+    from ctr_dagster.training.batching import BatchEncoder
+
+    batch = BatchEncoder.fit(table, spec).tensors(table)
+    row = int(torch.nonzero(batch["hist_len"] > 2)[0])
+    one = {k: v[row : row + 1].expand(28, *v.shape[1:]).clone() for k, v in batch.items()}
+    one["item_idx"] = torch.arange(2, 30)
+    with torch.inference_mode():
+        shared = net(one)  # one history for every row: the shared-history path
+        packed = torch.stack([net({k: v[i : i + 1] for k, v in one.items()})[0] for i in range(28)])
+        torch.testing.assert_close(shared, packed, rtol=1e-5, atol=1e-5)
+        mask = batch["hist_mask"][row]
+        keys = net.item_token(batch["hist_item_idx"][row][mask], batch["hist_category_idx"][row][mask])
+        rows, slots, flat = real_slots(batch["hist_mask"])
+        pooled = net.item_token(
+            batch["hist_item_idx"].reshape(-1)[flat], batch["hist_category_idx"].reshape(-1)[flat]
+        )
+        summed = torch.zeros(len(batch["hist_len"]), net.token_dim).index_add_(0, rows, pooled)
+        torch.testing.assert_close(summed[row], keys.sum(0))
+    with pytest.raises(ValueError, match="pooling"):
+        DinConfig(pooling="max")
 
 
 def test_configs_reject_bad_values():
