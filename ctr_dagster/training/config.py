@@ -107,8 +107,9 @@ class DistillationWeights:
 
     label_weight: float = 1.0
     teacher_weight: float = 1.0
-    #: Softens both sides. 2 beat 1 on `tiny` for din -> din_student (AUC +0.008 vs +0.003 over the
-    #: lone student, seed 0; see plugins/ctr-din/tests).
+    #: Softens both sides. The distillation stage chooses it on validation AUC from its grid
+    #: (`distillation`, launchpad `temperatures`, default 1, 2, 4); this value applies only where no
+    #: temperature is passed (a plugin trained directly with these weights).
     temperature: float = 2.0
 
     def __post_init__(self) -> None:
