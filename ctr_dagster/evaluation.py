@@ -175,13 +175,13 @@ def champion_scores(
     current: dict[str, Any] | None,
     registry: Registry,
     test: pa.Table,
+    data_sha: str,
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any] | None, np.ndarray | None]:
     """The current champion's metrics and per-row scores on this test split: from its predictions when
     it is one of the models trained on this dataset, else re-scored from its artifact."""
     if current is None:
         return None, None
-    data_sha = file_sha256(wh.path("training_dataset"))
     for name in {current["name"], current.get("plugin") or current["name"]}:
         status = read_status(home, name)
         fresh = status and status.get("status") == "ok" and status.get("data_sha256") == data_sha
@@ -394,7 +394,7 @@ def evaluate(
         if base in scored:
             row["vs_base"] = compare(test, everything, scored[row["name"]], scored[base], 0.95)
     current = store.current()
-    baseline, baseline_scores = champion_scores(wh, home, current, registry, test, log)
+    baseline, baseline_scores = champion_scores(wh, home, current, registry, test, data_sha, log)
     if baseline_scores is not None:
         mask, which = fair_rows(test, current)
         for row in ranked:
@@ -448,7 +448,7 @@ def gate_comparison(
         log("the training dataset changed since this evaluation: re-run the evaluation before the gate")
         return None
     test = _test_split(wh.read("training_dataset"))
-    _, baseline = champion_scores(wh, home, current, registry, test, log)
+    _, baseline = champion_scores(wh, home, current, registry, test, doc["dataset"]["sha256"], log)
     if baseline is None:
         return None
     scores = _model_scores(wh, candidate["name"], test)
