@@ -49,6 +49,7 @@ class ItemAttributesConfig(dg.Config):
         "raw_items",
         "raw_item_attributes",
         "raw_attribute_taxonomy",
+        "raw_attribute_negatives",
         "oracle_item_attributes",
         "training_dataset",
     ],
@@ -71,7 +72,7 @@ def item_attributes(
         ExtractorSpec,
         build_item_attributes,
     )
-    from ctr_dagster.extraction import EVALUATION_COLUMNS
+    from ctr_dagster.extraction_scoring import DISPLAY_COLUMNS, display_comparisons, display_rows
 
     wh, home = warehouse.get(), warehouse.ctr_home
     installed, wanted, broken = select_plugins("extractor", config.extractors, context.log.warning)
@@ -88,6 +89,7 @@ def item_attributes(
         oracle=optional("oracle_item_attributes"),
         taxonomy=optional("raw_attribute_taxonomy"),
         training=optional("training_dataset"),
+        negatives=optional("raw_attribute_negatives"),
         seed=config.seed,
         enrich_with=config.enrich_with,
         downstream=config.downstream,
@@ -110,8 +112,17 @@ def item_attributes(
                 **numbers(result.numbers()),
                 "evaluation": dg.MetadataValue.md(
                     f"Against the {result.evaluation_source} ({result.truth_rows} held-out truths); only "
-                    "(item, attribute) pairs the fitting catalogue lacks count; unseen = value absent from "
-                    "it (zero-shot).\n\n" + markdown_table(result.evaluation, EVALUATION_COLUMNS)
+                    "(item, attribute) pairs the fitting catalogue lacks count"
+                    + ("" if result.evaluation_source == "oracle" else ", and only labelled ones")
+                    + "; unseen = value absent from it (zero-shot); no_value = pairs known to have no "
+                    f"value (abstained = share left empty); 95 % intervals resample items. "
+                    f"{result.candidate_note}.\n\n"
+                    + markdown_table(display_rows(result.evaluation), DISPLAY_COLUMNS)
+                ),
+                "vs_baseline": dg.MetadataValue.md(
+                    "Each extractor against the stronger baseline (title matching, text-only ablation) "
+                    "per slice, paired over the same item resamples; `noise` = the interval holds 0.\n\n"
+                    + markdown_table(display_comparisons(result.comparisons))
                 ),
                 "extractors": dg.MetadataValue.md(markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS)),
             },

@@ -1,5 +1,9 @@
 """Raw stage: the catalogue (items, attributes, users) and daily raw impressions, from the source.
 
+The catalogue also holds the published attribute taxonomy (`raw_attribute_taxonomy`) and the
+attribute negatives (`raw_attribute_negatives`: (item, attribute) pairs known absent, from MAVE
+files; empty for sources without them).
+
 The source is the synthetic marketplace or the user's own files (`ctr_dagster.sources.Source`, made
 from the `Settings` the definitions are built for); the oracle tables (ground truth) exist only for
 the synthetic world and stay apart from the features.
@@ -15,6 +19,7 @@ CATALOGUE_TABLES = (
     "raw_items",
     "raw_item_attributes",
     "raw_attribute_taxonomy",
+    "raw_attribute_negatives",
     "raw_users",
     "oracle_item_attributes",
     "quarantine_catalogue",
@@ -41,7 +46,8 @@ def catalogue_asset(settings: Settings) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec("quality_suite", asset=name) for name in _CATALOGUE_CHECKED],
     )
     def raw_catalogue(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-        """Item catalogue, structured attributes, users (and the attribute oracle for synthetic data).
+        """Item catalogue, structured attributes (and their known negatives), the published attribute
+        taxonomy, users (and the attribute oracle for synthetic data).
 
         Catalogue rows that fail to parse or fail their table's rules land in `quarantine_catalogue`.
         """
@@ -60,6 +66,7 @@ def _materialize_catalogue(context: dg.AssetExecutionContext, source, warehouse:
         "raw_items": catalogue.items,
         "raw_item_attributes": catalogue.item_attributes,
         "raw_attribute_taxonomy": catalogue.attribute_taxonomy,
+        "raw_attribute_negatives": catalogue.attribute_negatives,
         "raw_users": catalogue.users,
         "oracle_item_attributes": catalogue.oracle_item_attributes,
         "quarantine_catalogue": catalogue.quarantine,

@@ -3,13 +3,16 @@
 `build_item_attributes` is to the attribute stage what `embeddings.pipeline.build_item_embeddings`
 is to the embedding stage: the whole stage's work, no Dagster. It sets up what the extractors are
 fitted on and judged against (`extraction.evaluation_setup`: the oracle, or a holdout on imported
-data), offers them the inputs the contract names (`FitContext.inputs`: "candidates" = the
-catalogue's values plus the source's published taxonomy, never the oracle; "interactions" = the
-train split of the training dataset, when there is one), runs every extractor through
+data), offers them the inputs the contract names (`FitContext.inputs`: "candidates" = the values of
+the catalogue they are fitted on plus the source's published taxonomy, never the oracle and never a
+held-out value; "interactions" = the train split of the training dataset, when there is one;
+"negatives" = the fitting items' known no-value pairs, when the source has any), runs every
+extractor through
 `plugin_runs.run_plugins` (failures isolated and reported; each plugin's own report collected under
-`report_root/<name>/`), builds the enriched table, scores every successful extractor (P/R/F1 overall
-/ seen / unseen) and measures the downstream CTR AUC with and without the enrichment. The result
-holds the table and everything the asset shows.
+`report_root/<name>/`), builds the enriched table, scores every successful extractor
+(`extraction_scoring`: P/R/F1 overall / seen / unseen with item-bootstrap intervals, abstention on
+known no-value pairs, each extractor against the stronger baseline) and measures the downstream CTR
+AUC with and without the enrichment. The result holds the table and everything the asset shows.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctr_dagster import extraction
+from ctr_dagster import extraction, extraction_scoring
 from ctr_dagster.contracts import FitContext, config_from_dict
 from ctr_dagster.extraction import ExtractorRun
 from ctr_dagster.plugin_runs import PluginRuns, Step, run_plugins
@@ -55,8 +58,10 @@ class ExtractorSpec:
 class AttributesResult:
     table: pa.Table  # schemas.ITEM_ATTRIBUTES_ENRICHED: catalogue rows + the best extracted values
     runs: PluginRuns[ExtractorRun]  # every selected extractor (broken ones included)
-    evaluation: list[dict[str, Any]]  # P/R/F1 rows (extraction.EVALUATION_COLUMNS)
+    evaluation: list[dict[str, Any]]  # P/R/F1 rows (extraction_scoring.EVALUATION_COLUMNS)
+    comparisons: list[dict[str, Any]]  # vs the stronger baseline (extraction_scoring.COMPARISON_COLUMNS)
     evaluation_source: str  # "oracle" or "holdout"
+    candidate_note: str  # where the candidate values came from (and what that means for "unseen")
     truth_rows: int  # held-out truths the extractors are judged against
     catalogue_rows: int
     downstream: dict[str, float]  # auc_catalogue, auc_enriched, auc_gain, train_rows, test_rows
@@ -78,7 +83,11 @@ class AttributesResult:
     def evaluation_table(self) -> pa.Table | None:
         import pyarrow as pa
 
-        return pa.Table.from_pylist(self.evaluation) if self.evaluation else None
+        if not self.evaluation:
+            return None
+        return pa.Table.from_pylist(
+            [{c: r.get(c) for c in extraction_scoring.EVALUATION_COLUMNS} for r in self.evaluation]
+        )
 
     def numbers(self) -> dict[str, float | int]:
         """Flat numeric metadata (plotted over runs in the UI); plugin reports are rendered apart."""
@@ -86,19 +95,47 @@ class AttributesResult:
         out |= {f"downstream/{k}": v for k, v in self.downstream.items()}
         out |= {f"seconds/fit_{r.name}": round(r.fit_seconds, 3) for r in self.runs if r.status != "broken"}
         out |= {f"seconds/{k}": round(v, 3) for k, v in self.seconds.items()}
-        out |= {f"f1/{e['extractor']}/{e['slice']}": e["f1"] for e in self.evaluation}
+        out |= {f"f1/{e['extractor']}/{e['slice']}": e["f1"] for e in self.evaluation if e["f1"] is not None}
+        out |= {
+            f"abstained/{e['extractor']}": e["abstained"]
+            for e in self.evaluation
+            if e["abstained"] is not None
+        }
         return out
 
 
 def extractor_inputs(
-    attributes: pa.Table, taxonomy: pa.Table | None, training: pa.Table | None
+    fit_attributes: pa.Table,
+    taxonomy: pa.Table | None,
+    training: pa.Table | None,
+    negatives: pa.Table | None = None,
 ) -> dict[str, pa.Table]:
     """What the engine offers extractors (`contracts.KNOWN_EXTRACTOR_INPUTS`): the candidate values
-    (catalogue + published taxonomy; never the oracle) and, with a training dataset, its train split."""
-    inputs = {"candidates": extraction.taxonomy(attributes, taxonomy)}
+    (the *fitting* catalogue's values + the published taxonomy: a value held out for evaluation is a
+    candidate only if the source publishes it, as a real taxonomy would, next to its distractors),
+    with a training dataset its train split, and the fitting items' known no-value pairs."""
+    inputs = {"candidates": extraction.taxonomy(fit_attributes, taxonomy)}
     if training is not None:
         inputs["interactions"] = extraction.interactions_from_training(training)
+    if negatives is not None and negatives.num_rows:
+        inputs["negatives"] = negatives.select(["item_id", "attribute"])
     return inputs
+
+
+def candidate_note(setup: extraction.EvaluationSetup, taxonomy: pa.Table | None) -> str:
+    """One sentence on where candidates came from, so an unseen-value score of 0 is read right."""
+    if taxonomy is not None and taxonomy.num_rows:
+        return (
+            f"candidates: the fitting catalogue's values plus the published taxonomy ({taxonomy.num_rows} "
+            "values; its values no item has are distractors)"
+        )
+    if setup.source == "holdout":
+        return (
+            "candidates: the fitting catalogue's values only (the source publishes no taxonomy), so a "
+            "held-out value is no extractor's candidate and the unseen slice scores 0 by construction; "
+            "give the mapping an `attribute_taxonomy` to measure zero-shot extraction"
+        )
+    return "candidates: the fitting catalogue's values"
 
 
 def build_item_attributes(
@@ -109,6 +146,7 @@ def build_item_attributes(
     oracle: pa.Table | None = None,
     taxonomy: pa.Table | None = None,
     training: pa.Table | None = None,
+    negatives: pa.Table | None = None,
     seed: int = 0,
     enrich_with: Sequence[str] | None = None,
     downstream: bool = True,
@@ -124,7 +162,8 @@ def build_item_attributes(
 
     `items` / `attributes`: ITEMS and the structured ITEM_ATTRIBUTES; `oracle`: ORACLE_ITEM_ATTRIBUTES
     (synthetic data) or None; `taxonomy`: the source's published (attribute, value) list or None;
-    `training`: the TRAINING table or None (then no interactions input and no downstream AUC).
+    `training`: the TRAINING table or None (then no interactions input and no downstream AUC);
+    `negatives`: ATTRIBUTE_NEGATIVES (known no-value pairs) or None.
     `broken`: registry.BrokenPlugin records of selected extractors (reported as "broken" runs).
     Raises RuntimeError, listing every error, when extractors were selected and none worked.
     """
@@ -133,9 +172,16 @@ def build_item_attributes(
     if training is None:
         warn("no training dataset: extractors get no interactions input, and no downstream AUC")
     setup = extraction.evaluation_setup(
-        attributes, oracle, seed=seed, av_share=holdout_av_share, row_share=holdout_row_share
+        attributes,
+        oracle,
+        seed=seed,
+        negatives=negatives,
+        av_share=holdout_av_share,
+        row_share=holdout_row_share,
     )
-    inputs = extractor_inputs(attributes, taxonomy, training)
+    inputs = extractor_inputs(setup.fit_attributes, taxonomy, training, setup.fit_negatives)
+    note = candidate_note(setup, taxonomy)
+    log(note)
 
     def step_for(spec: ExtractorSpec) -> Callable[[Step], pa.Table]:
         name = spec.cls.name
@@ -163,11 +209,15 @@ def build_item_attributes(
 
     enriched = extraction.enrich(attributes, runs.runs, use=list(enrich_with) if enrich_with else None)
     started = time.perf_counter()
-    evaluation = [
-        row
-        for run in runs.ok
-        for row in extraction.evaluate(run.name, run.predictions, setup.truth, setup.fit_attributes)
-    ]
+    scores = extraction_scoring.score_extractors(
+        {run.name: run.predictions for run in runs.ok},
+        setup.truth,
+        setup.fit_attributes,
+        setup.truth_negatives,
+        complete=setup.complete,
+        baselines=[spec.cls.name for spec in extractors if getattr(spec.cls, "baseline", False)],
+        seed=seed,
+    )
     seconds["evaluation"] = time.perf_counter() - started
     gains: dict[str, float] = {}
     if downstream and training is not None:
@@ -185,8 +235,10 @@ def build_item_attributes(
     return AttributesResult(
         table=enriched,
         runs=runs,
-        evaluation=evaluation,
+        evaluation=scores.rows,
+        comparisons=scores.comparisons,
         evaluation_source=setup.source,
+        candidate_note=note,
         truth_rows=setup.truth.num_rows,
         catalogue_rows=attributes.num_rows,
         downstream=gains,

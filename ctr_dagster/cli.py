@@ -418,3 +418,59 @@ def main() -> None:  # pragma: no cover - `python -m ctr_dagster.cli`
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@app.command("attributes")
+def attributes(
+    train: list[Path] = typer.Option(
+        ..., "--train", help="MAVE-style JSONL the extractors are fitted on (repeatable)."
+    ),
+    test: list[Path] = typer.Option(
+        ..., "--test", help="MAVE-style JSONL of new products they are scored on (repeatable)."
+    ),
+    taxonomy: Path = typer.Option(
+        None,
+        "--taxonomy",
+        help="Published (attribute, value) list (CSV attribute,value / JSONL / MAVE): the candidate "
+        "values beyond the train file's, distractors included. Without it, values the train file "
+        "never uses cannot be predicted.",
+    ),
+    extractor: list[str] = typer.Option(
+        [], "--extractor", "-e", help="Extractor plugin to run (repeatable); default: every installed one."
+    ),
+    text: str = typer.Option("title", "--text", help="Product text: title or title+description."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Fit every extractor on one product file's values, score extraction on another file's products.
+
+    P/R/F1 overall, on values the train file uses (seen) and on values it does not (unseen), with
+    95 % intervals over products; abstention on the test file's negatives (MAVE's empty-evidence
+    attributes); each extractor against the stronger baseline (title matching, text-only ablation).
+    Only the test file's labelled (product, attribute) pairs are judged.
+    """
+    from ctr_dagster.attribute_files import AttributeFilesError, score_files
+    from ctr_dagster.errors import MalformedInputError
+    from ctr_dagster.extraction_scoring import DISPLAY_COLUMNS, display_comparisons, display_rows
+
+    def log(line: str) -> None:
+        typer.echo(line, err=True)
+
+    try:
+        scores = score_files(
+            train, test, taxonomy=taxonomy, extractors=extractor, text=text, seed=seed, log=log
+        )
+    except (AttributeFilesError, MalformedInputError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(scores.as_json(), indent=2, default=str))
+        return
+    typer.echo("  ".join(f"{k}={v}" for k, v in scores.counts.items()))
+    typer.echo(_table(display_rows(scores.rows), list(DISPLAY_COLUMNS)))
+    compared = display_comparisons(scores.comparisons)
+    if compared:
+        typer.echo("\nagainst the stronger baseline (paired over the same product resamples):")
+        typer.echo(_table(compared, list(compared[0])))
+    for note in scores.notes:
+        typer.echo(f"note: {note}")

@@ -61,8 +61,11 @@ KNOWN_INPUTS = frozenset({"sequence", "item_embeddings", "item_attributes", "tre
 #: Inputs an extractor may declare in `requires` (handed over in `FitContext.inputs`):
 #: "interactions": a table (user_id, item_id, ts, click, conversion) of training-period impressions,
 #: for co-view / co-buy structure; "candidates": a table (attribute, value), the value taxonomy,
-#: i.e. every pair the extractor may predict, including values no catalogue row has yet (zero-shot).
-KNOWN_EXTRACTOR_INPUTS = frozenset({"interactions", "candidates"})
+#: i.e. every pair the extractor may predict, including values no catalogue row has yet (zero-shot):
+#: the fitting catalogue's values plus the source's published taxonomy, never a held-out value;
+#: "negatives": a table (item_id, attribute) of fitting items known to have no value for the
+#: attribute (MAVE's empty-evidence attributes), so an extractor can learn when to abstain.
+KNOWN_EXTRACTOR_INPUTS = frozenset({"interactions", "candidates", "negatives"})
 
 
 @dataclass
@@ -140,7 +143,9 @@ class ExtractorPlugin(Protocol):
     the engine then calls `fit(items, attributes, ctx)` with a `FitContext` whose `inputs` hold those
     of the tables it has (imported data may have no interactions: an extractor copes with a missing
     one), plus `seed`, `device`, `log`. Extractors without `requires` keep the two-argument fit.
-    Optional: `summary` / `report(directory)` to show what it built (`PluginReporting`).
+    Optional: `summary` / `report(directory)` to show what it built (`PluginReporting`), and the
+    class attribute `baseline = True` for a reference method (title matching, a text-only ablation):
+    the attribute stage then judges every other extractor against the stronger baseline.
     """
 
     name: ClassVar[str]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctr_dagster import extraction_scoring as scoring
 from ctr_dagster.plugin_runs import PluginRun, Step, run_plugin
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -39,21 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from ctr_dagster.contracts import FitContext
 
 CATALOGUE = "catalogue"  # `extractor` value of rows that come from the structured catalogue
-SLICES: tuple[str, ...] = ("overall", "seen", "unseen")
-EVALUATION_COLUMNS: tuple[str, ...] = (
-    "extractor",
-    "slice",
-    "precision",
-    "recall",
-    "f1",
-    "tp",
-    "predicted",
-    "true",
-)
-
-
-def _norm(value: object) -> str:
-    return str(value).strip().casefold()
+SLICES = scoring.SLICES
+EVALUATION_COLUMNS = scoring.EVALUATION_COLUMNS
+_norm = scoring.norm
+_triples = scoring.triples
 
 
 # -- inputs ------------------------------------------------------------------------------------------
@@ -94,19 +84,42 @@ class EvaluationSetup:
     fit_attributes: pa.Table  # ITEM_ATTRIBUTES the extractors are fitted on
     truth: pa.Table  # (item_id, attribute, value) the extractors are judged against
     source: str  # "oracle" or "holdout"
+    #: True: every (item, attribute) pair outside the fitting catalogue is judged (the oracle knows
+    #: them all); False: only labelled ones (held-out values, held-out negatives)
+    complete: bool = True
+    fit_negatives: pa.Table | None = None  # (item_id, attribute) known to have no value, for fitting
+    truth_negatives: pa.Table | None = None  # the same, held out: abstention is judged on them
 
 
 def evaluation_setup(
-    attributes: pa.Table, oracle: pa.Table | None, seed: int = 0, **holdout_args: Any
+    attributes: pa.Table,
+    oracle: pa.Table | None,
+    seed: int = 0,
+    negatives: pa.Table | None = None,
+    **holdout_args: Any,
 ) -> EvaluationSetup:
-    """Oracle when there is one (synthetic data), else a `holdout` of the catalogue (imported data)."""
+    """Oracle when there is one (synthetic data), else a `holdout` of the catalogue (imported data).
+
+    `negatives` (ATTRIBUTE_NEGATIVES, e.g. MAVE's empty-evidence attributes): with an oracle they
+    are all given to the extractors; with a holdout the same row share is held out with the values,
+    so abstention is judged on pairs the extractors never saw labelled."""
+    import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     if oracle is not None and oracle.num_rows:
         missing = oracle.filter(pc.invert(oracle.column("in_catalogue")))
-        return EvaluationSetup(attributes, missing.select(["item_id", "attribute", "value"]), "oracle")
+        truth = missing.select(["item_id", "attribute", "value"])
+        return EvaluationSetup(attributes, truth, "oracle", complete=True, fit_negatives=negatives)
     fit, truth = holdout(attributes, seed=seed, **holdout_args)
-    return EvaluationSetup(fit, truth, "holdout")
+    fit_neg = held_neg = None
+    if negatives is not None and negatives.num_rows:
+        share = holdout_args.get("row_share", 0.1)
+        held = np.random.default_rng([seed, 1]).random(negatives.num_rows) < share
+        fit_neg, held_neg = negatives.filter(pa.array(~held)), negatives.filter(pa.array(held))
+    return EvaluationSetup(
+        fit, truth, "holdout", complete=False, fit_negatives=fit_neg, truth_negatives=held_neg
+    )
 
 
 def holdout(
@@ -206,15 +219,18 @@ def fit_and_extract(
     attributes: pa.Table,
     ctx: FitContext,
     report_dir: Path | None = None,
+    extract_on: pa.Table | None = None,
 ) -> pa.Table:
     """One extractor's work inside a plugin step: fit (with `ctx` when it declares `requires`), extract
-    on `items`, check the output, collect its report (`report(report_dir)` when both exist)."""
+    on `extract_on` (default: `items`, the catalogue it was fitted on; `ctr attributes` passes the
+    test file's new products), check the output, collect its report (`report(report_dir)`)."""
     from ctr_dagster.contracts import extractor_fit
 
+    targets = items if extract_on is None else extract_on
     with step.phase("fit"):
         fitted = extractor_fit(extractor, items, attributes, ctx)
     with step.phase("extract"):
-        predictions = check_predictions(fitted.extract(items), items, name)
+        predictions = check_predictions(fitted.extract(targets), targets, name)
     step.collect_report(fitted, report_dir)
     return predictions
 
@@ -251,45 +267,19 @@ def _triples(table: pa.Table) -> list[tuple[str, str, str]]:
     )
 
 
-def evaluate(name: str, predictions: pa.Table, truth: pa.Table, known: pa.Table) -> list[dict[str, Any]]:
-    """P/R/F1 rows (one per slice) of `predictions` against `truth`, on pairs `known` lacks.
-
-    A prediction for an (item, attribute) pair that `known` (the fitting catalogue) already has is
-    not an extraction and is ignored; every other predicted (item, attribute, value) counts, right
-    or wrong. "seen" / "unseen": whether the (attribute, value) pair occurs in `known`.
-    """
-    known_slots = set(
-        zip(known.column("item_id").to_pylist(), known.column("attribute").to_pylist(), strict=True)
-    )
-    seen_values = {(a, v) for _, a, v in _triples(known)}
-    predicted = {t for t in _triples(predictions) if (t[0], t[1]) not in known_slots}
-    true = {t for t in _triples(truth) if (t[0], t[1]) not in known_slots}
-    rows = []
-    for slice_name in SLICES:
-        if slice_name == "overall":
-            p, t = predicted, true
-        else:
-            want = slice_name == "seen"
-            p = {x for x in predicted if ((x[1], x[2]) in seen_values) == want}
-            t = {x for x in true if ((x[1], x[2]) in seen_values) == want}
-        rows.append(prf_row(name, slice_name, len(p & t), len(p), len(t)))
-    return rows
-
-
-def prf_row(name: str, slice_name: str, tp: int, predicted: int, true: int) -> dict[str, Any]:
-    precision = tp / predicted if predicted else 0.0
-    recall = tp / true if true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "extractor": name,
-        "slice": slice_name,
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1, 4),
-        "tp": tp,
-        "predicted": predicted,
-        "true": true,
-    }
+def evaluate(
+    name: str,
+    predictions: pa.Table,
+    truth: pa.Table,
+    known: pa.Table,
+    negatives: pa.Table | None = None,
+    *,
+    complete: bool = True,
+) -> list[dict[str, Any]]:
+    """P/R/F1 rows of one extractor (`extraction_scoring.score_extractors`, which says what is judged:
+    pairs `known` lacks; with `complete=False` only the labelled ones)."""
+    scores = scoring.score_extractors({name: predictions}, truth, known, negatives, complete=complete)
+    return scores.rows
 
 
 # -- enrichment ------------------------------------------------------------------------------------

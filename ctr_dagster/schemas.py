@@ -43,6 +43,15 @@ ATTRIBUTE_TAXONOMY = pa.schema(
     [pa.field("attribute", pa.string(), nullable=False), pa.field("value", pa.string(), nullable=False)]
 )
 
+#: Negative attribute labels (MAVE's attributes with an empty evidence list): the item is known
+#: NOT to state / have `attribute`. One row per (item, attribute); never also a catalogue value.
+ATTRIBUTE_NEGATIVES = pa.schema(
+    [
+        pa.field("item_id", pa.string(), nullable=False),
+        pa.field("attribute", pa.string(), nullable=False),
+    ]
+)
+
 USERS = pa.schema(
     [
         pa.field("user_id", pa.string(), nullable=False),
@@ -208,6 +217,7 @@ TABLES: dict[str, pa.Schema] = {
     "raw_items": ITEMS,
     "raw_item_attributes": ITEM_ATTRIBUTES,
     "raw_attribute_taxonomy": ATTRIBUTE_TAXONOMY,
+    "raw_attribute_negatives": ATTRIBUTE_NEGATIVES,
     "raw_users": USERS,
     "raw_impressions": RAW_IMPRESSIONS,
     "clean_impressions": IMPRESSIONS,

@@ -31,6 +31,15 @@ class Catalogue:
     origin: str
     #: (table, file, problem) of every bad catalogue file left out (the table's other files import)
     skipped_files: tuple[tuple[str, str, str], ...] = ()
+    #: (item, attribute) pairs known absent (ATTRIBUTE_NEGATIVES: MAVE's attributes with no evidence);
+    #: None is read as empty (the synthetic world and imports without MAVE negatives have none)
+    attribute_negatives: pa.Table | None = None
+
+    def __post_init__(self) -> None:
+        if self.attribute_negatives is None:
+            from ctr_dagster import schemas
+
+            object.__setattr__(self, "attribute_negatives", schemas.empty(schemas.ATTRIBUTE_NEGATIVES))
 
 
 @dataclass(frozen=True)
@@ -126,19 +135,28 @@ class Source:
                 quarantine=schemas.empty(schemas.QUARANTINE),
                 origin=self.settings.label,
                 attribute_taxonomy=self.attribute_taxonomy(),
+                attribute_negatives=schemas.empty(schemas.ATTRIBUTE_NEGATIVES),
             )
-        from ctr_dagster.importers import read_catalogue
+        from ctr_dagster.importers import read_attribute_taxonomy, read_catalogue
 
         mapping = self.mapping()
         tables, rejected, skipped = {}, [], []
+        negatives = schemas.empty(schemas.ATTRIBUTE_NEGATIVES)
+        mave_cache: dict = {}  # items and item_attributes from the same MAVE files: read once
         for name in ("items", "item_attributes", "users"):
             if name == "item_attributes" and name not in mapping.tables:  # optional: none known
                 tables[name] = schemas.empty(schemas.ITEM_ATTRIBUTES)
                 continue
-            result = read_catalogue(mapping, name)
+            result = read_catalogue(mapping, name, mave_cache=mave_cache)
             tables[name], quarantine = result
             rejected.append(quarantine)
             skipped += [(name, file, problem) for file, problem in result.skipped]
+            if name == "item_attributes":
+                negatives = result.negatives
+        del mave_cache
+        taxonomy = read_attribute_taxonomy(mapping)
+        rejected.append(taxonomy[1])
+        skipped += [("attribute_taxonomy", file, problem) for file, problem in taxonomy.skipped]
         return Catalogue(
             items=tables["items"],
             item_attributes=tables["item_attributes"],
@@ -146,8 +164,9 @@ class Source:
             oracle_item_attributes=schemas.empty(schemas.ORACLE_ITEM_ATTRIBUTES),
             quarantine=pa.concat_tables(rejected),
             origin=self.settings.label,
-            attribute_taxonomy=self.attribute_taxonomy(),
+            attribute_taxonomy=taxonomy[0],
             skipped_files=tuple(skipped),
+            attribute_negatives=negatives,
         )
 
     def attribute_taxonomy(self) -> pa.Table:
@@ -156,14 +175,18 @@ class Source:
         The synthetic world publishes its value vocabulary (every value any category may use, incl.
         values no listed item has in the structured catalogue yet): the candidate set a zero-shot
         extractor ranks, as MAVE's attribute-value schema is. It says nothing about which item has
-        which value. Imported data has no taxonomy file yet: extractors see the catalogue's values.
+        which value. Imported data has one when the mapping names it (`attribute_taxonomy`: CSV / TSV /
+        JSONL value lists or a MAVE file, `importers.taxonomy`); without it, an empty table, and
+        extractors see the catalogue's values.
         """
         import pyarrow as pa
 
         from ctr_dagster import schemas
 
         if self.kind != "synthetic":
-            return schemas.empty(schemas.ATTRIBUTE_TAXONOMY)
+            from ctr_dagster.importers import read_attribute_taxonomy
+
+            return read_attribute_taxonomy(self.mapping())[0]
         from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
 
         pairs = [(a, v) for a in ATTRIBUTES for v in all_values(a)]

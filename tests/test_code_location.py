@@ -39,6 +39,7 @@ def test_definitions_resolve_with_versions_and_checks(tiny_settings):
         "raw_items",
         "raw_item_attributes",
         "raw_attribute_taxonomy",
+        "raw_attribute_negatives",
         "raw_users",
         "oracle_item_attributes",
         "raw_impressions",

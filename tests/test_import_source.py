@@ -65,6 +65,7 @@ CATALOGUE = [
     "raw_items",
     "raw_item_attributes",
     "raw_attribute_taxonomy",
+    "raw_attribute_negatives",
     "raw_users",
     "oracle_item_attributes",
     "quarantine_catalogue",

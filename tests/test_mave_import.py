@@ -141,3 +141,82 @@ def test_unreadable_input_raises_naming_the_file(tmp_path):
         read_mave(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="text must be one of"):
         read_mave(tmp_path / "missing.jsonl", text="everything")
+
+
+def test_negatives_are_kept_beside_the_positives_of_their_line(tmp_path):
+    title = "Red cotton shirt"
+    mixed = _product(
+        "N1",
+        title,
+        "Shirts",
+        [
+            {"key": "Color", "evidences": [_evidence(title, "Red")]},
+            {"key": "Sleeve Style", "evidences": []},  # negative
+            {"key": "Material", "evidences": []},  # negative, then positive below: the positive wins
+            {"key": "Material", "evidences": [_evidence(title, "cotton")]},
+            {"key": "Sleeve Style", "evidences": []},  # the same negative twice: one row
+        ],
+    )
+    only_negatives = _product(
+        "N2", "Plain mug", "Mugs", [{"key": "Color", "evidences": []}, {"key": "Capacity", "evidences": []}]
+    )
+    label_only = {  # MAVE's label-only layout: no paragraphs, values without spans, negatives
+        "id": "N3",
+        "category": "Shirts",
+        "attributes": [{"key": "Color", "evidences": [{"value": "Blue"}]}, {"key": "Neck", "evidences": []}],
+    }
+    value_without_span = _product(  # paragraphs, but an evidence with no span at all: not checked
+        "N4", "Green shirt", "Shirts", [{"key": "Color", "evidences": [{"value": "Green"}]}]
+    )
+    path = tmp_path / "mixed.jsonl"
+    _write(path, [mixed, only_negatives, "", label_only, value_without_span])
+    out = read_mave(path)
+    assert out.lines == 4 and out.quarantine.num_rows == 0
+    assert out.items.column("item_id").to_pylist() == ["N1", "N2", "N3", "N4"]  # N2: only negatives
+    assert out.negatives.schema.equals(schemas.ATTRIBUTE_NEGATIVES)
+    assert list(zip(*out.negatives.to_pydict().values(), strict=True)) == [
+        ("N1", "Sleeve Style"),
+        ("N2", "Color"),
+        ("N2", "Capacity"),
+        ("N3", "Neck"),
+    ]
+    assert list(zip(*out.item_attributes.to_pydict().values(), strict=True)) == [
+        ("N1", "Color", "Red"),
+        ("N1", "Material", "cotton"),
+        ("N3", "Color", "Blue"),
+        ("N4", "Color", "Green"),
+    ]
+    plain = tmp_path / "plain.jsonl"
+    _write(plain, [GOOD])
+    assert read_mave(plain).negatives.num_rows == 0
+
+
+def test_bad_evidences_are_still_rejected_naming_file_line_and_field(tmp_path):
+    lines = [
+        {"id": "E1", "category": "Shirts", "attributes": [{"key": "Color"}]},  # no evidences at all
+        {"id": "E2", "category": "Shirts", "attributes": [{"key": "Color", "evidences": "Blue"}]},
+        {"id": "E3", "category": "Shirts", "attributes": [{"key": "Color", "evidences": [{}]}]},
+        _product(
+            "E4", "Blue shirt", attributes=[{"key": "Color", "evidences": [{"value": "Blue", "pid": 0}]}]
+        ),
+        {"id": "E5", "category": "Shirts", "attributes": [{"key": "Color", "evidences": []}, {"key": ""}]},
+        {"id": "E6", "category": "Shirts", "attributes": [{"key": "Color", "evidences": []}]},  # fine
+    ]
+    path = tmp_path / "evidences.jsonl"
+    _write(path, lines)
+    out = read_mave(path)
+    assert out.lines == 6 and out.items.column("item_id").to_pylist() == ["E6"]
+    assert out.items.num_rows + out.quarantine.num_rows == out.lines
+    q = out.quarantine.to_pydict()
+    assert q["source_row"] == [1, 2, 3, 4, 5]
+    assert q["rule"] == ["bad_field"] * 5
+    assert q["column"] == [
+        "attributes[0].evidences",
+        "attributes[0].evidences",
+        "attributes[0].evidences[0].value",
+        "attributes[0].evidences[0].begin",  # a span given in part
+        "attributes[1].key",
+    ]
+    assert set(q["source_file"]) == {str(path)}
+    assert q["detail"][0].startswith(f"{path}, line 1: ") and "must be a list" in q["detail"][0]
+    assert out.negatives.to_pylist() == [{"item_id": "E6", "attribute": "Color"}]  # rejected lines give none

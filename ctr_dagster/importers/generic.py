@@ -9,7 +9,11 @@
   dated (ts missing or unparseable, unsplittable lines) belong to the first partition.
   `iter_impressions(mapping, partition)` is the same, for one day.
 - `read_catalogue(mapping, table)` reads items / users / item_attributes whole (they are small),
-  quarantining unparseable rows and then rows failing the table's quality suite.
+  quarantining unparseable rows and then rows failing the table's quality suite. Items and
+  item_attributes may instead come from MAVE-style JSONL (`format: mave`, `importers.mave`): lines
+  judged by the MAVE reader, item_attributes with their negatives (`CatalogueTables.negatives`).
+- `read_attribute_taxonomy(mapping)` reads the published value list (`attribute_taxonomy`,
+  `importers.taxonomy`), bad lines quarantined, bad files skipped and reported.
 - `scan_days(mapping, file)` / `scan_file` list the days a file covers (the new-data sensor's question).
 
 A file is bad as a whole (`MalformedInputError`) when it cannot be read, is empty or has no data
@@ -690,29 +694,38 @@ _NO_QUARANTINE = schemas.empty(schemas.QUARANTINE)  # tables are immutable: one 
 class CatalogueTables(tuple):
     """`read_catalogue`'s (clean, quarantine) pair, unpacked as before, plus `skipped`: the
     (file, problem) of every bad file left out (empty, header only, undecodable, a mapped column
-    missing, mostly unparseable)."""
+    missing, mostly unparseable), and `negatives` (ATTRIBUTE_NEGATIVES): the (item, attribute)
+    pairs known absent, from item_attributes read from MAVE (`format: mave`); else empty."""
 
     skipped: list[tuple[str, str]]
+    negatives: pa.Table
 
-    def __new__(cls, clean: pa.Table, quarantine: pa.Table, skipped: Sequence[tuple[str, str]] = ()):
+    def __new__(
+        cls,
+        clean: pa.Table,
+        quarantine: pa.Table,
+        skipped: Sequence[tuple[str, str]] = (),
+        negatives: pa.Table | None = None,
+    ):
         pair = super().__new__(cls, (clean, quarantine))
         pair.skipped = list(skipped)
+        pair.negatives = schemas.empty(schemas.ATTRIBUTE_NEGATIVES) if negatives is None else negatives
         return pair
 
 
 class NoUsableFileError(MalformedInputError):
     """Every file of a table is bad: the message lists each file's problem."""
 
-    def __init__(self, table: str, problems: Sequence[tuple[str, str]]):
-        self.table, self.problems = table, list(problems)
+    def __init__(self, table: str, problems: Sequence[tuple[str, str]], key: str | None = None):
+        self.table, self.problems, self.key = table, list(problems), key
         listed = "; ".join(f"{file}: {problem}" for file, problem in self.problems)
-        super().__init__(None, None, None, f"no usable file for tables.{table} ({listed})")
+        super().__init__(None, None, None, f"no usable file for {key or 'tables.' + table} ({listed})")
 
     def __str__(self) -> str:
         return self.message
 
     def __reduce__(self):
-        return (type(self), (self.table, self.problems))
+        return (type(self), (self.table, self.problems, self.key))
 
 
 def file_problem(exc: MalformedInputError) -> str:
@@ -723,10 +736,13 @@ def file_problem(exc: MalformedInputError) -> str:
 
 
 def all_bad(
-    table: str, problems: Sequence[tuple[str, str]], errors: Sequence[MalformedInputError]
+    table: str,
+    problems: Sequence[tuple[str, str]],
+    errors: Sequence[MalformedInputError],
+    key: str | None = None,
 ) -> Exception:
     """The error when no file of `table` is usable: a lone file's own error, else all of them."""
-    return errors[0] if len(errors) == 1 else NoUsableFileError(table, problems)
+    return errors[0] if len(errors) == 1 else NoUsableFileError(table, problems, key)
 
 
 def table_files(mapping: ImportMapping, name: str) -> list[Path]:
@@ -750,14 +766,22 @@ def table_files(mapping: ImportMapping, name: str) -> list[Path]:
     return files
 
 
-def read_catalogue(mapping: ImportMapping, table: str, *, items: pa.Table | None = None) -> CatalogueTables:
+def read_catalogue(
+    mapping: ImportMapping,
+    table: str,
+    *,
+    items: pa.Table | None = None,
+    mave_cache: dict | None = None,
+) -> CatalogueTables:
     """(clean table in its canonical schema, quarantine rows) for items / users / item_attributes,
     with `.skipped`: the bad files left out (reported, the other files import; only when every file
-    is bad does it raise, naming each file's problem).
+    is bad does it raise, naming each file's problem), and `.negatives` (item_attributes from MAVE).
 
     Unparseable rows are quarantined by the parser; the rest go through the table's quality suite
     (`ctr_dagster.quality.split_clean`: required values, unique ids, domains, and for
-    item_attributes the known item ids when `items` is given).
+    item_attributes the known item ids when `items` is given). A table with `format: mave` is read
+    by `_read_mave_table` instead. `mave_cache`: a dict shared by the calls of one catalogue read, so
+    items and item_attributes from the same MAVE files read them once (and report bad lines once).
     """
     from ctr_dagster.quality import split_clean
 
@@ -765,6 +789,8 @@ def read_catalogue(mapping: ImportMapping, table: str, *, items: pa.Table | None
         raise ValueError("impressions are daily partitions: use iter_impressions(mapping, partition)")
     spec = mapping.table(table)
     files = table_files(mapping, table)
+    if spec.format == "mave":
+        return _read_mave_table(mapping, spec, files, mave_cache)
     if spec.from_table is not None:  # `from: impressions`: distinct ids of the log
         clean, quarantine = _read_derived(mapping, spec, items)
         return CatalogueTables(clean, quarantine)
@@ -821,6 +847,95 @@ def _read_catalogue_file(
         raise MalformedInputError(file, None, None, "no data rows (an empty file or a header only)")
     counter.check()
     return parts, provenance, rejected
+
+
+def _without_bad_files(
+    table: str, files: Sequence[Path], read: Any, key: str | None = None
+) -> tuple[Any, list[tuple[str, str]]]:
+    """(`read(usable files)`, skipped (file, problem)): a file `read` rejects as a whole
+    (`MalformedInputError` naming it) is left out and the others read again; when none is left,
+    the error names every file's problem."""
+    good, skipped, errors = list(files), [], []
+    while True:
+        try:
+            return read(good), skipped
+        except MalformedInputError as exc:
+            bad = next((f for f in good if exc.file is not None and str(f) == exc.file), None)
+            if bad is None:
+                raise
+            good.remove(bad)
+            skipped.append((str(bad), file_problem(exc)))
+            errors.append(exc)
+            if not good:
+                raise all_bad(table, skipped, errors, key) from None
+
+
+def _read_mave_table(
+    mapping: ImportMapping, spec: TableMapping, files: list[Path], cache: dict | None
+) -> CatalogueTables:
+    """`read_catalogue` for `format: mave` (items or item_attributes; `importers.mave.read_mave`).
+
+    The MAVE reader judges every line (required fields, spans, unique ids) and quarantines bad ones
+    whole, so the tables' quality suites do not run again. Items take `first_seen` / `price` from
+    the table's defaults (else 1970-01-01 and 0). Item_attributes carry MAVE's negatives. With a
+    shared `cache`, a second table read from the same files (same paths, sizes, mtimes) reuses the
+    first read and reports no quarantine rows of its own: a rejected line is reported once, under the
+    table read first.
+    """
+    from ctr_dagster.importers.mave import read_mave
+
+    signature = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    cached = (cache or {}).get(signature)
+    if cached is not None and (spec.name != "items" or cached[0] == spec.mave_text):
+        result, skipped = cached[1], cached[2]
+        quarantine = schemas.empty(schemas.QUARANTINE)  # reported with the table read first
+    else:
+        result, skipped = _without_bad_files(
+            spec.name, files, lambda good: read_mave(good, text=spec.mave_text)
+        )
+        if cache is not None:
+            cache[signature] = (spec.mave_text, result, skipped)
+        quarantine = result.quarantine
+        table_column = pa.array([RAW_TABLE[spec.name]] * quarantine.num_rows, pa.string())
+        index = quarantine.schema.get_field_index("table")
+        quarantine = quarantine.set_column(index, quarantine.schema.field(index), table_column)
+    if spec.name == "item_attributes":
+        return CatalogueTables(result.item_attributes, quarantine, skipped, result.negatives)
+    items = result.items
+    for column in ("first_seen", "price"):
+        default = spec.defaults.get(column)
+        if default is not None and default.is_valid:
+            index = items.schema.get_field_index(column)
+            field_ = items.schema.field(index)
+            items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
+    return CatalogueTables(items, quarantine, skipped)
+
+
+def read_attribute_taxonomy(mapping: ImportMapping) -> CatalogueTables:
+    """(ATTRIBUTE_TAXONOMY, quarantine) of the mapping's published taxonomy (`attribute_taxonomy`,
+    read by `importers.taxonomy.read_taxonomy`), with `.skipped` (bad files left out; raises only
+    when none is usable); empty tables when the mapping names none. A glob that matches no file is
+    a `MappingError` on `attribute_taxonomy.files`."""
+    from ctr_dagster.importers.taxonomy import read_taxonomy
+
+    spec = mapping.attribute_taxonomy
+    if spec is None:
+        return CatalogueTables(schemas.empty(schemas.ATTRIBUTE_TAXONOMY), schemas.empty(schemas.QUARANTINE))
+    for pattern in spec.files:
+        if not mapping.glob((pattern,)):
+            raise MappingError(
+                str(mapping.path or "the mapping"),
+                "attribute_taxonomy.files",
+                f"{pattern!r} matches no file (root: {mapping.root})",
+            )
+    files = mapping.glob(spec.files)
+    (taxonomy, quarantine), skipped = _without_bad_files(
+        "attribute_taxonomy",
+        files,
+        lambda good: read_taxonomy(good, format=spec.format),
+        key="attribute_taxonomy.files",
+    )
+    return CatalogueTables(taxonomy, quarantine, skipped)
 
 
 # -- catalogue tables derived from the impressions ---------------------------------------------------

@@ -57,6 +57,12 @@ DERIVABLE = {"items": ("item_id", "first_seen"), "users": ("user_id", "signup_da
 AUTO_IDS = ("impression_id", "request_id")
 
 FORMATS = ("csv", "parquet")
+#: Tables that may be read from MAVE-style attribute JSONL (`format: mave`, `importers.mave`), and
+#: the `defaults` each accepts (the columns MAVE does not have).
+MAVE_TABLES = {"items": ("first_seen", "price"), "item_attributes": ()}
+MAVE_TEXT_MODES = ("title", "title+description")
+#: Formats of a published attribute taxonomy (`attribute_taxonomy`, `importers.taxonomy`).
+TAXONOMY_FORMATS = ("csv", "tsv", "jsonl")
 TIME_UNITS = ("s", "ms", "us", "ns")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".csv.bz2", ".csv.zst", ".tsv.gz")
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
@@ -125,6 +131,7 @@ class TableMapping:
     defaults: Mapping[str, pa.Scalar] = field(default_factory=dict)  # canonical -> constant
     csv: CsvOptions = field(default_factory=CsvOptions)
     from_table: str | None = None
+    mave_text: str = "title"  # format mave, items: the title text (`importers.mave.TEXT_MODES`)
 
     @property
     def schema(self) -> pa.Schema:
@@ -141,6 +148,14 @@ class TableMapping:
 
 
 @dataclass(frozen=True)
+class TaxonomyMapping:
+    """The published attribute-value taxonomy: its files (globs) and their format (None: inferred)."""
+
+    files: tuple[str, ...]
+    format: str | None = None
+
+
+@dataclass(frozen=True)
 class ImportMapping:
     tables: Mapping[str, TableMapping]
     root: Path
@@ -149,6 +164,7 @@ class ImportMapping:
     batch_size: int = 131_072  # rows per Parquet batch
     path: Path | None = None
     end_date: dt.date | None = None  # last partition (inclusive); None: the last day in the data
+    attribute_taxonomy: TaxonomyMapping | None = None  # the published value list, when there is one
 
     def table(self, name: str) -> TableMapping:
         if name not in self.tables:
@@ -164,8 +180,12 @@ class ImportMapping:
         spec = self.table(name)
         if spec.from_table is not None:
             return self.files(spec.from_table)
+        return self.glob(spec.files)
+
+    def glob(self, patterns: tuple[str, ...]) -> list[Path]:
+        """The files the globs match (relative to `root`; absolute globs and ~ / $VARS work), sorted."""
         found: set[Path] = set()
-        for pattern in spec.files:
+        for pattern in patterns:
             base = Path(os.path.expandvars(pattern)).expanduser()
             if base.is_absolute():
                 found.update(Path(base.anchor).glob(str(base.relative_to(base.anchor))))
@@ -360,6 +380,32 @@ SourceDoc = Annotated[
 ]
 
 
+def _globs(value: Any) -> Any:
+    """`files`: a glob or a non-empty list of globs."""
+    if value is None:
+        return value
+    globs = [value] if isinstance(value, str) else value
+    if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
+        raise ValueError("give a glob or a list of globs (relative to root)")
+    return value
+
+
+_FORMAT_HELP = "inferred from the extension when omitted (.csv .tsv .txt .csv.gz | .parquet .pq)"
+_MAVE_FIELDS = "a MAVE file's fields are fixed (id, category, paragraphs, attributes)"
+
+
+class MaveDoc(_Doc):
+    """Options of a table read from MAVE-style attribute JSONL (format: mave)."""
+
+    model_config = ConfigDict(title="MAVE options")
+
+    text: Literal["title", "title+description"] = Field(
+        "title",
+        description="the items' title: the title paragraph, or title + description paragraphs "
+        "(HyperPAVE's title&description)",
+    )
+
+
 class TableDoc(_Doc):
     """Keys every table has; `_table_model` adds the table's own columns / parse / defaults models."""
 
@@ -367,21 +413,14 @@ class TableDoc(_Doc):
     files: str | list[str] | None = Field(
         None, description="a glob or a list of globs, relative to root (absolute paths also work)"
     )
-    format: Literal["csv", "parquet"] | None = Field(
-        None, description="inferred from the extension when omitted (.csv .tsv .txt .csv.gz | .parquet .pq)"
-    )
+    format: Literal["csv", "parquet"] | None = Field(None, description=_FORMAT_HELP)
     csv: CsvDoc | None = None
     _defaults: dict[str, pa.Scalar] = PrivateAttr(default_factory=dict)
 
     @field_validator("files", mode="before")
     @classmethod
     def _globs(cls, value: Any) -> Any:
-        if value is None:
-            return value
-        globs = [value] if isinstance(value, str) else value
-        if not isinstance(globs, list) or not globs or not all(isinstance(g, str) and g for g in globs):
-            raise ValueError("give a glob or a list of globs (relative to root)")
-        return value
+        return _globs(value)
 
     # filled in by the per-table models
     def _columns(self) -> dict[str, Any]:
@@ -401,6 +440,22 @@ class TableDoc(_Doc):
             return {}
         return {k: getattr(defaults, k) for k in defaults.model_fields_set}
 
+    def _mave_consistent(self) -> None:
+        """`format: mave`: files only (no columns / parse / csv), defaults only for what MAVE lacks."""
+        name = self.table_name
+        if self.format != "mave":
+            if getattr(self, "mave", None) is not None:
+                raise _fail("mave", "MAVE options apply to format: mave only")
+            return
+        for key in ("columns", "parse", "csv"):
+            if getattr(self, key, None) is not None:
+                raise _fail(key, f"{_MAVE_FIELDS}: nothing to map (leave {key} out)")
+        allowed = MAVE_TABLES[name]
+        for column in self._defaults_given():
+            if column not in allowed:
+                hint = f"only {list(allowed)} may be given" if allowed else "none may be given"
+                raise _fail(f"defaults.{column}", f"{_MAVE_FIELDS}; {hint}")
+
     @model_validator(mode="after")
     def _consistent(self) -> TableDoc:
         name = self.table_name
@@ -414,6 +469,7 @@ class TableDoc(_Doc):
             for key in ("format", "csv"):
                 if getattr(self, key) is not None:
                     raise _fail(key, f"from: {derived} reads the {derived} files with their {key}")
+        self._mave_consistent()
         parse = getattr(self, "parse", None)
         if getattr(self, "ts", None) is not None and parse is not None and parse.ts is not None:
             raise _fail("ts", "given twice (also under parse.ts)")
@@ -500,6 +556,22 @@ def _table_model(name: str) -> type[TableDoc]:
     }
     if "ts" in names:
         extra["ts"] = (TimeDoc | None, Field(None, description="shorthand for parse: {ts: ...}"))
+    if name in MAVE_TABLES:
+        extra["format"] = (
+            Literal["csv", "parquet", "mave"] | None,
+            Field(
+                None,
+                description=f"{_FORMAT_HELP}; mave: MAVE-style attribute JSONL (one product per line: id, "
+                "category, paragraphs, attributes[{key, evidences}]), read whole: no columns / parse / csv"
+                + (
+                    "; an attribute with no evidence becomes a negative (raw_attribute_negatives)"
+                    if name == "item_attributes"
+                    else "; first_seen and price from defaults (else 1970-01-01 and 0)"
+                ),
+            ),
+        )
+    if name == "items":
+        extra["mave"] = (MaveDoc | None, Field(None, description="options of format: mave"))
     if name in DERIVABLE:
         extra["from_"] = (
             Literal["impressions"] | None,
@@ -526,6 +598,32 @@ TablesDoc = create_model(
 TablesDoc.unknown_key = "unknown table"
 
 
+class TaxonomyDoc(_Doc):
+    """The marketplace's published attribute-value vocabulary (every value an attribute may take)."""
+
+    model_config = ConfigDict(title="Attribute taxonomy")
+
+    files: str | list[str] = Field(
+        description="a glob or a list of globs, relative to root: CSV / TSV with a header naming "
+        "attribute and value, JSONL {attribute, value} lines, or MAVE-style JSONL (every key and "
+        "evidence value of it)"
+    )
+    format: Literal["csv", "tsv", "jsonl"] | None = Field(
+        None,
+        description="inferred from the extension when omitted (.csv | .tsv .tab | .jsonl .ndjson .json, "
+        "optionally compressed), else from the first line",
+    )
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _globs(cls, value: Any) -> Any:
+        return _globs(value)
+
+    def spec(self) -> TaxonomyMapping:
+        files = [self.files] if isinstance(self.files, str) else self.files
+        return TaxonomyMapping(files=tuple(files), format=self.format)
+
+
 class MappingDoc(_Doc):
     """ctr-dagster import mapping: how your logs and catalogue map onto the canonical tables."""
 
@@ -542,6 +640,11 @@ class MappingDoc(_Doc):
     )
     batch_size: int = Field(131_072, strict=True, gt=0, description="rows per batch when streaming Parquet")
     tables: TablesDoc | None = None  # type: ignore[valid-type]
+    attribute_taxonomy: TaxonomyDoc | None = Field(
+        None,
+        description="the published attribute-value taxonomy (raw_attribute_taxonomy): the candidate "
+        "values extractors rank; without it they see the catalogue's values",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MappingDoc:
@@ -596,6 +699,7 @@ def parse_mapping(
         max_bad_fraction=float(doc.max_bad_fraction),
         batch_size=doc.batch_size,
         path=path,
+        attribute_taxonomy=doc.attribute_taxonomy.spec() if doc.attribute_taxonomy else None,
     )
 
 
@@ -619,6 +723,7 @@ def _table(name: str, doc: TableDoc, docs: dict[str, TableDoc]) -> TableMapping:
         defaults=dict(doc._defaults),
         csv=reader.csv.options() if reader.csv is not None else CsvOptions(),
         from_table=derived,
+        mave_text=doc.mave.text if getattr(doc, "mave", None) is not None else "title",
     )
 
 

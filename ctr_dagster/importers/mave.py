@@ -1,4 +1,4 @@
-"""MAVE-style attribute JSONL -> canonical ITEMS + ITEM_ATTRIBUTES (+ quarantine).
+"""MAVE-style attribute JSONL -> canonical ITEMS + ITEM_ATTRIBUTES + ATTRIBUTE_NEGATIVES (+ quarantine).
 
 MAVE (Yang et al., WSDM'22; google-research-datasets/MAVE, the data HyperPAVE evaluates on) stores
 one product per line::
@@ -6,23 +6,36 @@ one product per line::
     {"id": "B0002H0A3S", "category": "Guitar Strings",
      "paragraphs": [{"text": "D'Addario EJ26 Phosphor Bronze ...", "source": "title"}, ...],
      "attributes": [{"key": "Winding Material",
-                     "evidences": [{"value": "Phosphor Bronze", "pid": 0, "begin": 15, "end": 30}]}]}
+                     "evidences": [{"value": "Phosphor Bronze", "pid": 0, "begin": 15, "end": 30}]},
+                    {"key": "Core Material", "evidences": []}]}
+
+An attribute whose `evidences` list is empty is a *negative* example (MAVE's negatives): the
+product does not state / have that attribute. It is kept as such, never a reason to drop the line.
 
 `read_mave` streams such files line by line (plain or compressed, pyarrow detects it) and returns:
 
 * `items` (ITEMS): `item_id` = id, `category`, `title` = the first paragraph whose source is "title"
   (else the first paragraph; "" when the line has none, as in MAVE's label-only files), or title +
   description paragraphs with `text="title+description"` (HyperPAVE's "title&description");
-  `price` 0.0 and `first_seen` = the `first_seen` argument, which MAVE does not have;
+  `price` = the `price` argument (0.0) and `first_seen` = the `first_seen` argument, which MAVE does
+  not have;
 * `item_attributes` (ITEM_ATTRIBUTES): one row per distinct (id, key, value) of the evidences;
+* `negatives` (ATTRIBUTE_NEGATIVES): one row per distinct (id, key) whose evidence list is empty,
+  unless the same line also gives that key a non-empty evidence list (the positive wins);
 * `quarantine` (QUARANTINE): every rejected line with its file, 1-based line number, the offending
   field (e.g. ``attributes[0].evidences[1].end``), the rule and the raw line.
 
+Label-only lines are accepted: without `paragraphs` the spans are not checked (an evidence may be
+just ``{"value": ...}``), and an evidence that gives none of `pid` / `begin` / `end` is a value
+without a span even when the line has paragraphs. A line may hold only negatives (it still yields
+an item).
+
 A line is rejected when it is not JSON (`unparseable`), lacks or mistypes a required field
-(`bad_field`), has an evidence span that does not spell its value in the referenced paragraph
-(`bad_span`; checked only when the line has paragraphs), or repeats an earlier id (`duplicate_id`).
-Blank lines are skipped. Lines read = items + quarantined + blank, always. An unreadable file raises
-`MalformedInputError` naming it.
+(`bad_field`; e.g. an attribute without an `evidences` list, or a span given in part), has an
+evidence span that does not spell its value in the referenced paragraph (`bad_span`; checked only
+when the line has paragraphs), or repeats an earlier id (`duplicate_id`). Blank lines are skipped.
+Lines read = items + quarantined + blank, always. An unreadable file raises `MalformedInputError`
+naming it.
 """
 
 from __future__ import annotations
@@ -32,7 +45,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -55,6 +68,7 @@ class MaveImport:
     item_attributes: pa.Table  # schemas.ITEM_ATTRIBUTES
     quarantine: pa.Table  # schemas.QUARANTINE
     lines: int  # non-blank lines read
+    negatives: pa.Table  # schemas.ATTRIBUTE_NEGATIVES: (item, attribute) pairs with no evidence
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -98,8 +112,21 @@ def _int(obj: dict, key: str, where: str) -> int:
     return value
 
 
-def parse_line(text: str, mode: str = "title") -> tuple[str, str, str, list[tuple[str, str]]]:
-    """(id, category, title, [(attribute, value), ...] distinct in order) of one MAVE line, or `_Reject`."""
+class MaveLine(NamedTuple):
+    """One parsed MAVE line."""
+
+    item_id: str
+    category: str
+    title: str
+    pairs: list[tuple[str, str]]  # (attribute, value), distinct, in order
+    negatives: list[str]  # attributes with an empty evidence list only, distinct, in order
+
+
+_SPAN = ("pid", "begin", "end")
+
+
+def parse_line(text: str, mode: str = "title") -> MaveLine:
+    """The `MaveLine` of one MAVE line, or `_Reject`."""
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -127,21 +154,29 @@ def parse_line(text: str, mode: str = "title") -> tuple[str, str, str, list[tupl
     if not isinstance(attributes, list):
         raise _Reject("bad_field", "attributes", f"attributes must be a list, got {attributes!r}")
     pairs: dict[tuple[str, str], None] = {}
+    empty: dict[str, None] = {}
     for a, attribute in enumerate(attributes):
         where = f"attributes[{a}]"
         if not isinstance(attribute, dict):
             raise _Reject("bad_field", where, f"{where} must be an object, got {attribute!r}")
         key = _string(attribute, "key", f"{where}.key")
         evidences = attribute.get("evidences")
-        if not isinstance(evidences, list) or not evidences:
-            raise _Reject("bad_field", f"{where}.evidences", f"{where}.evidences must be a non-empty list")
+        if not isinstance(evidences, list):
+            raise _Reject(
+                "bad_field",
+                f"{where}.evidences",
+                f"{where}.evidences must be a list ([] for a negative), got {evidences!r}",
+            )
+        if not evidences:  # MAVE's negative: the product does not state this attribute
+            empty[key] = None  # type: ignore[index]
+            continue
         for e, evidence in enumerate(evidences):
             at = f"{where}.evidences[{e}]"
             if not isinstance(evidence, dict):
                 raise _Reject("bad_field", at, f"{at} must be an object, got {evidence!r}")
             value = _string(evidence, "value", f"{at}.value")
-            if texts:
-                pid, begin, end = (_int(evidence, k, f"{at}.{k}") for k in ("pid", "begin", "end"))
+            if texts and any(k in evidence for k in _SPAN):  # no span at all: a label-only value
+                pid, begin, end = (_int(evidence, k, f"{at}.{k}") for k in _SPAN)
                 if not 0 <= pid < len(texts):
                     raise _Reject(
                         "bad_span", f"{at}.pid", f"{at}.pid={pid} but the line has {len(texts)} paragraph(s)"
@@ -154,8 +189,10 @@ def parse_line(text: str, mode: str = "title") -> tuple[str, str, str, list[tupl
                         f"{at}: paragraph {pid}[{begin}:{end}] is {span!r}, not the value {value!r}",
                     )
             pairs[(key, value)] = None  # type: ignore[index]
+    positive = {key for key, _ in pairs}
+    negatives = [key for key in empty if key not in positive]
     title = _title(texts, sources, mode)
-    return item_id, category, title, list(pairs)  # type: ignore[return-value]
+    return MaveLine(item_id, category, title, list(pairs), negatives)  # type: ignore[arg-type]
 
 
 def _title(texts: list[str], sources: list[str | None], mode: str) -> str:
@@ -174,6 +211,7 @@ def read_mave(
     *,
     text: str = "title",
     first_seen: dt.date = dt.date(1970, 1, 1),
+    price: float = 0.0,
 ) -> MaveImport:
     """Every line of the MAVE-style JSONL file(s), in order, as canonical tables (see the module doc)."""
     if text not in TEXT_MODES:
@@ -181,6 +219,7 @@ def read_mave(
     files = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
     items: dict[str, list[Any]] = {"item_id": [], "category": [], "title": []}
     attrs: dict[str, list[str]] = {"item_id": [], "attribute": [], "value": []}
+    negatives: dict[str, list[str]] = {"item_id": [], "attribute": []}
     rejected: list[dict[str, Any]] = []
     seen: dict[str, tuple[Path, int]] = {}
     lines = 0
@@ -192,7 +231,7 @@ def read_mave(
                 continue
             lines += 1
             try:
-                item_id, category, title, pairs = parse_line(line, text)
+                item_id, category, title, pairs, absent = parse_line(line, text)
                 if item_id in seen:
                     first_file, first_line = seen[item_id]
                     raise _Reject(
@@ -222,11 +261,14 @@ def read_mave(
                 attrs["item_id"].append(item_id)
                 attrs["attribute"].append(attribute)
                 attrs["value"].append(value)
+            for attribute in absent:
+                negatives["item_id"].append(item_id)
+                negatives["attribute"].append(attribute)
     n = len(items["item_id"])
     items_table = pa.table(
         {
             **items,
-            "price": pa.array([0.0] * n, pa.float32()),
+            "price": pa.array([price] * n, pa.float32()),
             "first_seen": pa.array([first_seen] * n, pa.date32()),
             "image_png": pa.array([None] * n, pa.binary()),
         }
@@ -238,4 +280,5 @@ def read_mave(
         ),
         quarantine=pa.Table.from_pylist(rejected, schema=schemas.QUARANTINE),
         lines=lines,
+        negatives=schemas.conform(pa.table(negatives), schemas.ATTRIBUTE_NEGATIVES, source="mave negatives"),
     )

@@ -237,7 +237,9 @@ def make_extractor_inputs(
     * "interactions": (user_id, item_id, ts, click, conversion) of the kit world's train split,
       restricted to those items (`extraction.interactions_from_training`);
     * "candidates": the world's published value taxonomy (every (attribute, value) any category may
-      use, zero-shot values included), as the attribute stage hands it over.
+      use, zero-shot values included), as the attribute stage hands it over;
+    * "negatives": (item_id, attribute) pairs known to have no value: every attribute of the world
+      that an item's category does not use.
     """
     from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
 
@@ -254,4 +256,27 @@ def make_extractor_inputs(
         inputs["candidates"] = pa.table(
             {"attribute": pa.array([a for a, _ in pairs]), "value": pa.array([v for _, v in pairs])}
         )
+    if "negatives" in requires:
+        inputs["negatives"] = _negatives_of(make_items_table(n_items, seed))
     return inputs
+
+
+def _negatives_of(items: pa.Table) -> pa.Table:
+    """(item_id, attribute) for every world attribute the item's category does not use."""
+    from ctr_dagster.datagen.vocab import ATTRIBUTES, HELDOUT_CATEGORIES, REGULAR_CATEGORIES
+
+    uses = {spec.name: set(spec.attributes) for spec in REGULAR_CATEGORIES + HELDOUT_CATEGORIES}
+    rows = [
+        (item, a)
+        for item, category in zip(
+            items.column("item_id").to_pylist(), items.column("category").to_pylist(), strict=True
+        )
+        for a in ATTRIBUTES
+        if a not in uses.get(category, set(ATTRIBUTES))
+    ]
+    return pa.table(
+        {
+            "item_id": pa.array([i for i, _ in rows], pa.string()),
+            "attribute": pa.array([a for _, a in rows], pa.string()),
+        }
+    )

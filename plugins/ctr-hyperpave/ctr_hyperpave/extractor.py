@@ -66,12 +66,22 @@ class HyperpaveConfig:
     valid_avs: int = 6  # AV nodes held out (with all their edges) for validation
     valid_seen_share: float = 0.1  # share of the other edges held out (seen-value validation)
     isolate_share: float = 0.2  # share of training AVs passing no message in a step
+    # share of products passing no AV message in a step: extraction mostly asks about products with
+    # few or no known values (new listings, another file's products), so training must see them
+    isolate_product_share: float = 0.3
     min_av_edges: int = 2  # an AV needs this many catalogue edges to be a validation AV
     eval_every: int = 10
     patience: int = 6  # evaluations without a better validation F1 before stopping
     text_skip: bool = True  # add the frozen text similarity to the pair score
     use_graph: bool = True  # False: ablation without the graph part of the score
     score: str = "cosine"  # graph part of the score: "cosine" (the paper's text) or "dot" (the code)
+    # graph part also reads the frozen text of the product's also_view / also_buy partners against
+    # the AV text (what the hypergraph convolution of frozen BERT features gives the paper's model)
+    neighbour_text: bool = True
+    # "tuned": answer when the top value's probability reaches a threshold chosen on validation
+    # (slots with and without a value); "logit": the code's rule, logit > 0
+    decision: str = "tuned"
+    valid_negative_share: float = 0.3  # known no-value pairs held out to validate abstention
     multi_label: bool = False
     max_partners: int = 20  # longest also_view / also_buy list per product
     # torch intra-op threads while fitting / extracting (0 = torch's default). The graph is small:
@@ -84,7 +94,8 @@ class HyperpaveExtractor:
 
     name = "hyperpave"
     Config = HyperpaveConfig
-    requires = frozenset({"interactions", "candidates"})
+    requires = frozenset({"interactions", "candidates", "negatives"})
+    baseline = False
 
     def __init__(self, config: HyperpaveConfig | None = None):
         self.config = config or HyperpaveConfig()
@@ -130,6 +141,27 @@ class HyperpaveExtractor:
             raise RuntimeError("hyperpave: extract() called before fit()")
         with _torch_threads(self.config.threads):
             return extract_rows(self.config, self._state, items)
+
+
+@dataclass
+class HyperpaveTextConfig(HyperpaveConfig):
+    use_graph: bool = False  # the ablation: frozen title-vs-value text similarity, learned scale only
+
+
+class HyperpaveTextExtractor(HyperpaveExtractor):
+    """`hyperpave_text`: HyperPAVE without its graph (`use_graph=False`), shipped as a baseline.
+
+    The same candidates, negatives, validation split and decision rule as `hyperpave`, but the score
+    is the frozen title / "attr is value" text similarity alone: whatever `hyperpave` adds over it is
+    what the hypergraph adds. The attribute stage judges every non-baseline extractor against the
+    stronger of this and title matching."""
+
+    name = "hyperpave_text"
+    Config = HyperpaveTextConfig
+    baseline = True
+
+    def __init__(self, config: HyperpaveConfig | None = None):
+        super().__init__(config or HyperpaveTextConfig())
 
 
 @contextmanager

@@ -25,6 +25,12 @@ Follows the released code (gjiaying/HyperPAVE: `code/Hypergraph.py`, `code/GNN.p
   Development runs on `small` (seed 0, zero-shot F1): learned skip + dot 0.07, learned skip +
   cosine 0.39, frozen text term + dot 0.75, frozen text term + cosine 0.84. `use_graph=False` drops
   the graph part (ablation: what the hypergraph adds to the text match).
+* Neighbourhood text (`neighbour_text=True`, part of the graph score): a learned multiple of the
+  similarity between the AV text and the mean frozen text of the product's also_view / also_buy
+  co-members (itself excluded). It is the hypergraph convolution of the frozen text with Θ = I, the
+  zero-shot counterpart of the frozen title term: a value the product's own title does not state
+  but its co-viewed products' titles do scores high even for an AV node without edges, which the
+  learned part (trained on connected AVs) does not transfer to. See the plugin README for its effect.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class GraphTensors:
     sizes: dict[str, int]
     mx: torch.Tensor  # [n_nodes, d_in]
     mean_adj: dict[str, torch.Tensor]  # edge type -> dense row-normalized [n_dst, n_src]
+    neighbour_text: torch.Tensor  # [n_products, d_in] unit mean text of co-members (0: none)
 
 
 def _offsets(hg: Hypergraph) -> tuple[dict[str, int], dict[str, int], int]:
@@ -133,12 +140,47 @@ def fused_propagation(hg: Hypergraph, x: np.ndarray, cache: dict | None = None) 
     return total
 
 
+def neighbour_text(hg: Hypergraph, x: np.ndarray) -> np.ndarray:
+    """float32 [n_products, d]: per product, the mean frozen text (rows of `x`, products first) of its
+    co-members in also_view / also_buy hyperedges, itself excluded, scaled to unit norm (0 without
+    co-members). Sparse products only: O(memberships²) within the small partner hyperedges."""
+    import scipy.sparse as sp
+
+    n = len(hg.products)
+    together = sp.csr_matrix((n, n), dtype=np.float32)
+    for family in ("also_view", "also_buy"):
+        inc = hg.hyperedges[family]
+        if not inc.n_edges:
+            continue
+        h = sp.csr_matrix((np.ones(inc.n_members, np.float32), (inc.node, inc.edge)), shape=(n, inc.n_edges))
+        h.data[:] = 1.0
+        together = together + (h @ h.T).tocsr()
+    together = together.tolil()
+    together.setdiag(0)
+    together = together.tocsr()
+    together.eliminate_zeros()
+    out = np.asarray(together @ x[:n], dtype=np.float32)
+    norm = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norm, out=np.zeros_like(out), where=norm > 0)
+
+
 def graph_tensors(
-    hg: Hypergraph, x: np.ndarray, device: str = "cpu", cache: dict | None = None
+    hg: Hypergraph, x: np.ndarray, device: str = "cpu", cache: dict | None = None, text_only: bool = False
 ) -> GraphTensors:
-    """`GraphTensors` of `hg` for node features `x` (float32 [n_nodes, d_in], global order)."""
+    """`GraphTensors` of `hg` for node features `x` (float32 [n_nodes, d_in], global order).
+    `text_only`: just the node layout (the text-only ablation reads no graph)."""
     offsets, sizes, _ = _offsets(hg)
+    if text_only:
+        empty = torch.zeros(0)
+        return GraphTensors(offsets, sizes, empty, {}, empty)
     mx = torch.from_numpy(fused_propagation(hg, x, cache)).to(device)
+    key = ("neighbour_text", id(hg.hyperedges["also_view"]), id(hg.hyperedges["also_buy"]))
+    if cache is not None and key in cache:
+        neighbours = cache[key]
+    else:
+        neighbours = torch.from_numpy(neighbour_text(hg, x)).to(device)
+        if cache is not None:  # the partner families do not depend on the AV edges
+            cache[key] = neighbours
     products = np.arange(sizes["product"], dtype=np.int64)
     pairs = {
         "in": (hg.product_category, products),  # (dst, src)
@@ -153,7 +195,7 @@ def graph_tensors(
         np.add.at(adj, (dst, src), 1.0)
         adj /= np.maximum(adj.sum(axis=1, keepdims=True), 1.0)
         mean_adj[name] = torch.from_numpy(adj).to(device)
-    return GraphTensors(offsets, sizes, mx, mean_adj)
+    return GraphTensors(offsets, sizes, mx, mean_adj, neighbours)
 
 
 class HyperPAVENet(nn.Module):
@@ -173,6 +215,7 @@ class HyperPAVENet(nn.Module):
         text_skip: bool = True,
         cosine: bool = True,
         use_graph: bool = True,
+        neighbour_text: bool = True,
     ):
         super().__init__()
         self.encoder = nn.Linear(d_in, hidden, bias=False)  # shared by all node types (the paper's BERT)
@@ -188,8 +231,10 @@ class HyperPAVENet(nn.Module):
         self.text_skip = text_skip
         self.use_graph = use_graph  # False: ablation, the score is the text part alone
         self.cosine = cosine
+        self.neighbour_text = neighbour_text and use_graph
         self.scale = nn.Parameter(torch.tensor(5.0))  # logit = scale · cos + ... + offset
         self.text_scale = nn.Parameter(torch.tensor(5.0))
+        self.neighbour_scale = nn.Parameter(torch.tensor(2.0))
         self.offset = nn.Parameter(torch.tensor(-1.0))
 
     def split(self, z: torch.Tensor, g: GraphTensors) -> dict[str, torch.Tensor]:
@@ -203,14 +248,18 @@ class HyperPAVENet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, g: GraphTensors) -> dict[str, torch.Tensor]:
-        """Node embeddings per type; "text_<type>" entries carry the frozen input text vectors."""
+        """Node embeddings per type; "text_<type>" entries carry the frozen input text vectors,
+        "neighbours" the products' co-member text. Without the graph only the text entries exist."""
+        text = self.split(x, g)
+        if not self.use_graph:
+            return {f"text_{t}": v for t, v in text.items()}
         h0 = self.split(self.theta(self.encoder(self.dropout(g.mx))) + self.hyper_bias, g)
         h1 = {
             t: torch.relu(v) for t, v in self.sage(0, {t: self.dropout(v) for t, v in h0.items()}, g).items()
         }
         out = self.sage(1, h1, g)
-        text = self.split(x, g)
         out.update({f"text_{t}": v for t, v in text.items()})
+        out["neighbours"] = g.neighbour_text
         return out
 
     def logits(self, h: dict[str, torch.Tensor], product: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
@@ -227,14 +276,18 @@ class HyperPAVENet(nn.Module):
         def inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return (a * b).sum(-1) if pairwise else a @ b.T
 
-        hp, ha = h["product"][product], h["av"][av]
-        if self.cosine:
-            graph = self.scale * inner(
-                nn.functional.normalize(hp, dim=-1), nn.functional.normalize(ha, dim=-1)
-            )
-        else:
-            graph = inner(hp, ha)
-        score = (graph if self.use_graph else torch.zeros_like(graph)) + self.offset
+        score = self.offset
+        if self.use_graph:
+            hp, ha = h["product"][product], h["av"][av]
+            if self.cosine:
+                graph = self.scale * inner(
+                    nn.functional.normalize(hp, dim=-1), nn.functional.normalize(ha, dim=-1)
+                )
+            else:
+                graph = inner(hp, ha)
+            score = score + graph
+            if self.neighbour_text:
+                score = score + self.neighbour_scale * inner(h["neighbours"][product], h["text_av"][av])
         if self.text_skip:
             score = score + self.text_scale * inner(h["text_product"][product], h["text_av"][av])
         return score

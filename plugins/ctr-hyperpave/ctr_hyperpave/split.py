@@ -79,15 +79,24 @@ def zero_shot_split(
 
 @dataclass(frozen=True)
 class Slots:
-    """(product, attribute) questions with their true AV, grouped by attribute for scoring."""
+    """(product, attribute) questions with their true AV (-1: the product has no value for it),
+    grouped by attribute for scoring."""
 
     product: np.ndarray  # int64
     attribute: list[str]
-    truth: np.ndarray  # int64 AV index
+    truth: np.ndarray  # int64 AV index, -1 = no value
 
 
-def slots_of(edges: np.ndarray, hg: Hypergraph) -> Slots:
-    return Slots(edges[0].copy(), [hg.avs[a][0] for a in edges[1].tolist()], edges[1].copy())
+def slots_of(
+    edges: np.ndarray, hg: Hypergraph, no_value: tuple[np.ndarray, list[str]] | None = None
+) -> Slots:
+    """Slots of held-out product-AV edges, plus (product, attribute) pairs known to have no value."""
+    product, attribute, truth = edges[0].copy(), [hg.avs[a][0] for a in edges[1].tolist()], edges[1].copy()
+    if no_value is not None and len(no_value[0]):
+        product = np.concatenate([product, np.asarray(no_value[0], np.int64)])
+        attribute = attribute + list(no_value[1])
+        truth = np.concatenate([truth, np.full(len(no_value[0]), -1, np.int64)])
+    return Slots(product, attribute, truth)
 
 
 def candidates_by_attribute(hg: Hypergraph) -> dict[str, np.ndarray]:

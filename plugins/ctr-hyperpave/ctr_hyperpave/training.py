@@ -47,18 +47,32 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     hg = build_hypergraph(items, attributes, interactions, candidates, max_partners=cfg.max_partners)
     graph_seconds = time.perf_counter() - started
     split = zero_shot_split(hg, cfg.valid_avs, cfg.min_av_edges, ctx.seed, cfg.valid_seen_share)
+    no_value = negative_pairs(hg, ctx.inputs.get("negatives"))
+    held_negative = rng.random(len(no_value[0])) < cfg.valid_negative_share
+    train_no_value = (no_value[0][~held_negative], no_value[1][~held_negative])
     x_np = _features(hg, _title_map(items), cfg.feature_dim)
     x = torch.from_numpy(x_np).to(ctx.device)
     model = net.HyperPAVENet(
-        x.shape[1], cfg.hidden, cfg.dropout, cfg.text_skip, cfg.score == "cosine", cfg.use_graph
+        x.shape[1],
+        cfg.hidden,
+        cfg.dropout,
+        cfg.text_skip,
+        cfg.score == "cosine",
+        cfg.use_graph,
+        cfg.neighbour_text,
     )
     model = model.to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_av = split.train_av(len(hg.avs))
     sampler = NegativeSampler(hg, split.train_edges, train_av)
     cache: dict = {}  # also_view / also_buy propagation, computed once
-    valid_graph = net.graph_tensors(hg.with_av_edges(split.train_edges), x_np, ctx.device, cache)
-    valid_slots = slots_of(np.concatenate([split.valid_edges, split.valid_seen_edges], axis=1), hg)
+    text_only = not cfg.use_graph
+    valid_graph = net.graph_tensors(hg.with_av_edges(split.train_edges), x_np, ctx.device, cache, text_only)
+    valid_slots = slots_of(
+        np.concatenate([split.valid_edges, split.valid_seen_edges], axis=1),
+        hg,
+        no_value=(no_value[0][held_negative], no_value[1][held_negative]),
+    )
     zero_shot_slot = np.arange(len(valid_slots.truth)) < split.valid_edges.shape[1]
     step = 0
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None}
@@ -76,9 +90,17 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         if cfg.isolate_share > 0:  # these AVs pass no message this step: the zero-shot condition
             isolated = rng.random(len(hg.avs)) < cfg.isolate_share
             msg = msg[:, ~isolated[msg[1]]]
-        g = net.graph_tensors(hg.with_av_edges(msg), x_np, ctx.device, cache)
+        if cfg.isolate_product_share > 0:  # these products show no value: a new product's condition
+            bare = rng.random(len(hg.products)) < cfg.isolate_product_share
+            msg = msg[:, ~bare[msg[0]]]
+        g = net.graph_tensors(hg.with_av_edges(msg), x_np, ctx.device, cache, text_only)
         pos_p, pos_a = sup[0], sup[1]
         neg_p, neg_a, neg_w = sampler.sample(pos_p, pos_a, cfg.neg_ratio, rng)
+        if len(train_no_value[0]):  # a product without the attribute: none of its values fits
+            pick = rng.integers(len(train_no_value[0]), size=min(len(train_no_value[0]), n_sup))
+            abs_p, abs_a = sampler.absent(train_no_value[0][pick], train_no_value[1][pick], rng)
+            neg_p, neg_a = np.concatenate([neg_p, abs_p]), np.concatenate([neg_a, abs_a])
+            neg_w = np.concatenate([neg_w, np.ones(len(abs_p), np.float32)])
         product = torch.from_numpy(np.concatenate([pos_p, neg_p])).to(ctx.device)
         av = torch.from_numpy(np.concatenate([pos_a, neg_a])).to(ctx.device)
         target = torch.cat([torch.ones(len(pos_p)), torch.zeros(len(neg_p))]).to(ctx.device)
@@ -93,7 +115,9 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         optimizer.step()
         loss_value = float(loss.item())
         if len(valid_slots.truth) and (step % cfg.eval_every == 0 or step == cfg.steps):
-            metrics = validate(model, x, valid_graph, split.train_edges, hg, valid_slots, zero_shot_slot)
+            metrics = validate(
+                model, x, valid_graph, split.train_edges, hg, valid_slots, zero_shot_slot, cfg.decision
+            )
             if metrics["select"] > best.get("select", -1.0):
                 best = {
                     **metrics,
@@ -118,6 +142,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         "threshold": float(best["threshold"]),
         "threshold_isolated": float(best.get("threshold_isolated", best["threshold"])),
         "applicable": _applicable_attributes(hg),
+        "no_value": {(hg.products[p], a) for p, a in zip(*no_value, strict=True)},
         "device": ctx.device,
     }
     summary = {
@@ -131,11 +156,13 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         "threshold_isolated": _json_number(best.get("threshold_isolated", best["threshold"])),
         "valid_avs": [" is ".join(hg.avs[a]) for a in split.valid_av.tolist()],
         "valid_slots": int(len(valid_slots.truth)),
+        "valid_no_value_slots": int(np.sum(valid_slots.truth < 0)),
+        "decision": cfg.decision,
         "zero_shot_candidates": int(len(split.unseen_av)),
         **{
             f"valid_{k}": round(float(v), 4)
             for k, v in best.items()
-            if k in ("f1", "f1_zero_shot", "f1_seen", "precision", "recall", "macro_f1", "map")
+            if k in ("f1", "f1_zero_shot", "f1_seen", "precision", "recall", "macro_f1", "map", "abstained")
         },
     }
     ctx.log(f"hyperpave: {summary}")
@@ -143,8 +170,18 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
 
 
 def validate(
-    model, x, graph, graph_edges: np.ndarray, hg: Hypergraph, slots, zero_shot_slot: np.ndarray
+    model,
+    x,
+    graph,
+    graph_edges: np.ndarray,
+    hg: Hypergraph,
+    slots,
+    zero_shot_slot: np.ndarray,
+    decision: str = "tuned",
 ) -> dict[str, float]:
+    """Validation figures of the current model. Slots with truth -1 have no value (known negatives):
+    answering one is a wrong answer, leaving it empty is right, so the thresholds learn to abstain.
+    `decision`: "tuned" chooses the two thresholds for F1 here; "logit" keeps the code's logit > 0."""
     import torch
 
     from ctr_hyperpave.split import best_thresholds, candidates_by_attribute, macro_f1
@@ -170,20 +207,30 @@ def validate(
         best = prob.argmax(axis=1)
         top_av[rows] = cands[best]
         top_score[rows] = prob[np.arange(len(rows)), best]
-        truth_col = np.searchsorted(cands, slots.truth[rows])
-        truth_prob = prob[np.arange(len(rows)), truth_col]
+        truth_col = np.searchsorted(cands, np.maximum(slots.truth[rows], 0))
+        truth_prob = prob[np.arange(len(rows)), np.minimum(truth_col, len(cands) - 1)]
         reciprocal[rows] = 1.0 / (1.0 + (prob > truth_prob[:, None]).sum(axis=1))
+    valued = slots.truth >= 0
     correct = top_av == slots.truth
     isolated_av = np.bincount(graph_edges[1], minlength=len(hg.avs)) == 0
     isolated = isolated_av[top_av]
-    t_conn, t_iso, f1, precision, recall = best_thresholds(top_score, correct, isolated, len(slots.truth))
+    n_truth = int(valued.sum())
+    t_conn, t_iso, f1, precision, recall = best_thresholds(top_score, correct, isolated, n_truth)
+    if decision == "logit":  # the code's rule: answer when the logit is > 0
+        t_conn = t_iso = 0.5
+        answered = top_score >= 0.5
+        tp = float(np.sum(correct & answered))
+        precision = tp / max(float(answered.sum()), 1.0)
+        recall = tp / max(float(n_truth), 1.0)
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     answered = top_score >= np.where(isolated, t_iso, t_conn)
     parts = {}
+    # no-value slots count against precision in the seen part (their products are in the graph)
     for name, mask in (("zero_shot", zero_shot_slot), ("seen", ~zero_shot_slot)):
-        if mask.any():
+        if (mask & valued).any():
             tp = float(np.sum(correct & answered & mask))
             p_ = tp / max(float(np.sum(answered & mask)), 1.0)
-            r_ = tp / float(mask.sum())
+            r_ = tp / float((mask & valued).sum())
             parts[f"f1_{name}"] = 2 * p_ * r_ / (p_ + r_) if p_ + r_ else 0.0
     values = list(parts.values())
     return {
@@ -196,8 +243,9 @@ def validate(
         "f1": f1,
         "precision": precision,
         "recall": recall,
-        "macro_f1": macro_f1(top_av, slots.truth, answered),
-        "map": float(reciprocal.mean()),  # label-ranking AP of one true label = 1 / its rank
+        "macro_f1": macro_f1(top_av[valued], slots.truth[valued], answered[valued]),
+        "map": float(reciprocal[valued].mean()) if n_truth else 0.0,  # AP of one true label = 1 / rank
+        "abstained": float(1.0 - answered[~valued].mean()) if (~valued).any() else float("nan"),
     }
 
 
@@ -228,7 +276,10 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
         raise RuntimeError("hyperpave: AV nodes changed between fit and extract")
     x_np = _features(hg, _title_map(graph_items), cfg.feature_dim)
     with torch.no_grad():
-        h = st["model"](torch.from_numpy(x_np).to(st["device"]), net.graph_tensors(hg, x_np, st["device"]))
+        h = st["model"](
+            torch.from_numpy(x_np).to(st["device"]),
+            net.graph_tensors(hg, x_np, st["device"], text_only=not cfg.use_graph),
+        )
     isolated_av = np.bincount(hg.product_av[1], minlength=len(hg.avs)) == 0
     position = {p: i for i, p in enumerate(hg.products)}
     want = [position[i] for i in items.column("item_id").to_pylist()]
@@ -240,7 +291,7 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
         members = [
             (n, p)
             for n, (p, c) in enumerate(zip(want, categories, strict=True))
-            if a in st["applicable"].get(c, all_attributes)
+            if a in st["applicable"].get(c, all_attributes) and (hg.products[p], a) not in st["no_value"]
         ]
         if not members or not len(cands):
             continue
@@ -287,6 +338,28 @@ def _features(hg: Hypergraph, title_of: dict[str, str], dim: int) -> np.ndarray:
     return hashed_text(texts, dim)
 
 
+def negative_pairs(hg: Hypergraph, negatives: pa.Table | None) -> tuple[np.ndarray, np.ndarray]:
+    """(product indices, attributes) of the known no-value pairs of products in the graph whose
+    attribute has candidate values and no catalogue value for that product (a value wins)."""
+    if negatives is None or not negatives.num_rows:
+        return np.zeros(0, np.int64), np.zeros(0, object)
+    position = {p: i for i, p in enumerate(hg.products)}
+    attributes = {a for a, _ in hg.avs}
+    has = {(int(p), hg.avs[a][0]) for p, a in hg.product_av.T.tolist()}
+    pairs = sorted(
+        {
+            (position[i], a)
+            for i, a in zip(
+                negatives.column("item_id").to_pylist(),
+                negatives.column("attribute").to_pylist(),
+                strict=True,
+            )
+            if i in position and a in attributes and (position[i], a) not in has
+        }
+    )
+    return np.array([p for p, _ in pairs], np.int64), np.array([a for _, a in pairs], object)
+
+
 def _applicable_attributes(hg: Hypergraph) -> dict[str, set[str]]:
     """Attributes each category uses in the catalogue (a held-out value still has a known attribute)."""
     out: dict[str, set[str]] = {c: set() for c in hg.categories}
@@ -326,6 +399,18 @@ class NegativeSampler:
             neg_p.append(product)
             neg_a.append(pick)
         p, a = np.concatenate(neg_p), np.concatenate(neg_a)
+        return p, a, self.weights(p, a)
+
+    def absent(
+        self, product: np.ndarray, attributes: list[str] | np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One training AV of each pair's attribute, for products known not to have the attribute."""
+        pick = [
+            pool[rng.integers(len(pool))] if len(pool := self.same.get(a, ())) else -1 for a in attributes
+        ]
+        keep = np.array(pick, np.int64) >= 0
+        return product[keep], np.array(pick, np.int64)[keep]
+
+    def weights(self, p: np.ndarray, a: np.ndarray) -> np.ndarray:
         keys = (p * self.n_av + a).tolist()
-        weight = np.array([0.0 if key in self.known else 1.0 for key in keys], dtype=np.float32)
-        return p, a, weight
+        return np.array([0.0 if key in self.known else 1.0 for key in keys], dtype=np.float32)

@@ -39,6 +39,7 @@ class TitleMatchExtractor:
 
     name = "title_match"
     Config = TitleMatchConfig
+    baseline = True  # the dictionary reference every other extractor is judged against
 
     def __init__(self, config: TitleMatchConfig | None = None):
         self.config = config or TitleMatchConfig()
