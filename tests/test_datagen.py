@@ -6,6 +6,7 @@ All on the `tiny` profile; each knob test builds its own small world with the kn
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import re
 
@@ -29,8 +30,9 @@ from ctr_dagster.datagen import (
     sequence_component,
     sequence_weights,
 )
+from ctr_dagster.datagen.catalogue import LINE_ATTRIBUTES, LINE_SIZE
 from ctr_dagster.datagen.images import dominant_colour
-from ctr_dagster.datagen.vocab import COLOUR_RGB, ZERO_SHOT_VALUES
+from ctr_dagster.datagen.vocab import COLOUR_RGB, ZERO_SHOT_VALUES, all_values
 
 
 def knobs(**strengths: float) -> Signals:
@@ -295,7 +297,9 @@ def test_position_bias(world: World) -> None:
         return np.array([values[position == k].mean() for k in range(1, w.config.slate_size + 1)])
 
     on = mean_p_by_position(world)
-    assert np.all(np.diff(on) < 0) and on[0] > 1.5 * on[-1]
+    assert on[0] > 1.5 * on[-1]
+    # decreasing like -log(position); tiny's per-position means are noisy to ~0.005 in p
+    assert np.corrcoef(on, -np.log(np.arange(1, len(on) + 1)))[0, 1] > 0.95
     off = mean_p_by_position(tiny(signals=knobs(position_bias=0.0)))
     assert off.max() < 1.15 * off.min()
 
@@ -340,8 +344,9 @@ def test_catalogue_completeness(world: World) -> None:
     in_image = oracle.column("in_image").to_numpy(zero_copy_only=False)
     zero_shot = oracle.column("zero_shot").to_numpy(zero_copy_only=False)
     attribute = np.array(oracle.column("attribute").to_pylist())
+    hidden = oracle_hidden_by_line(world, oracle)
     assert 0.2 <= 1 - known[~zero_shot].mean() <= 0.45  # ~30%, more for new items; zero-shot: never known
-    assert in_title[~known].mean() >= 0.65
+    assert in_title[~known & ~hidden].mean() >= 0.65  # the neighbourhood knob hides some on purpose
     assert in_image[attribute == "colour"].all() and not in_image[attribute == "brand"].any()
     assert world.item_attributes().num_rows == known.sum()
     assert set(world.items().column("category").to_pylist()) == {s.name for s in world.catalogue.specs}
@@ -406,6 +411,125 @@ def test_power_law_activity(world: World, days: list[DayData]) -> None:
     clicked = raw.filter(pc.equal(raw.column("click"), 1))
     clicks = np.bincount(index_of(clicked.column("user_id")), minlength=world.config.n_users)
     assert np.median(clicks) <= 3 and (clicks <= 2).mean() >= 0.3 and clicks.max() >= 30
+
+
+# -- the neighbourhood knob: product lines, hidden values, co-views ---------------------------------
+
+
+def oracle_hidden_by_line(w: World, oracle: pa.Table) -> np.ndarray:
+    """`Catalogue.hidden_by_line` aligned with the rows of the oracle attribute table."""
+    item = index_of(oracle.column("item_id"))
+    attribute = oracle.column("attribute").to_pylist()
+    return np.array([w.catalogue.hidden_by_line[a][i] for i, a in zip(item, attribute, strict=True)])
+
+
+def fingerprint(table: pa.Table) -> str:
+    """Digest of a table's values; images by their pixels (independent of the PNG encoder)."""
+    digest = hashlib.sha256()
+    for name in table.column_names:
+        values = table.column(name).to_pylist()
+        if name == "image_png":
+            values = [
+                hashlib.sha256(np.asarray(Image.open(io.BytesIO(v)).convert("RGB")).tobytes()).hexdigest()
+                for v in values
+            ]
+        digest.update(name.encode() + repr(values).encode())
+    return digest.hexdigest()[:16]
+
+
+#: Fingerprints of the default tiny world taken before the `neighbourhood` knob existed: at strength
+#: 0 the knob must leave the world exactly so. Change them only with a deliberate change of the world.
+WORLD_WITHOUT_NEIGHBOURHOOD = {
+    "items": "8d22cbb0c240cf3c",
+    "item_attributes": "18eab272f43fb5ab",
+    "oracle_item_attributes": "2b84ec85485ed6f6",
+    "impressions": "b5ce2df6257358ba",
+}
+
+
+@pytest.fixture(scope="module")
+def no_lines() -> World:
+    return tiny(signals=knobs(neighbourhood=0.0))
+
+
+def test_neighbourhood_zero_is_the_world_without_the_knob(world: World, no_lines: World) -> None:
+    with pytest.raises(ValueError, match="Signals.neighbourhood"):
+        Signals(neighbourhood=-1.0)
+    got = {name: fingerprint(getattr(no_lines, name)()) for name in ("items", "item_attributes")}
+    got["oracle_item_attributes"] = fingerprint(no_lines.oracle_item_attributes())
+    got["impressions"] = fingerprint(no_lines.day(no_lines.dates()[0]).impressions)
+    assert got == WORLD_WITHOUT_NEIGHBOURHOOD
+    assert np.all(no_lines.catalogue.line == -1)
+    assert not any(mask.any() for mask in no_lines.catalogue.hidden_by_line.values())
+    # at strength 1 the knob leaves what it does not plant alone
+    for column in ("item_id", "category", "price", "first_seen"):
+        assert world.items().column(column).equals(no_lines.items().column(column)), column
+    for attribute in ("brand", "colour"):
+        assert np.array_equal(world.catalogue.values[attribute], no_lines.catalogue.values[attribute])
+
+
+def test_neighbourhood_lines_share_values_and_hide_them(world: World) -> None:
+    cat = world.catalogue
+    line, n_lines = cat.line, int(cat.line.max()) + 1
+    assert line.min() == 0
+    sizes = np.bincount(line)
+    assert sizes.min() >= LINE_SIZE[0] and sizes.max() <= LINE_SIZE[1] + LINE_SIZE[0] - 1
+    first = np.unique(line, return_index=True)[1]
+    assert np.array_equal(cat.category, cat.category[first][line])  # a line lies in one category
+    titles = world.items().column("title").to_pylist()
+    hidden_total = hidden_zero_shot = 0
+    for attribute in LINE_ATTRIBUTES:
+        values, has = cat.values[attribute], cat.values[attribute] >= 0
+        assert np.array_equal(values, values[first][line])  # mates share the value (or its absence)
+        assert np.array_equal(cat.zero_shot[attribute], cat.zero_shot[attribute][first][line])
+        anchored = np.bincount(line, weights=cat.in_title[attribute], minlength=n_lines) > 0
+        assert np.all(anchored[line[has]])  # every line has a member whose title states the value
+        hidden = cat.hidden_by_line[attribute]
+        assert hidden.sum() >= 0.25 * has.sum()
+        assert not (cat.in_title[attribute] | cat.in_image[attribute])[hidden].any()
+        names = all_values(attribute)
+        for i in np.flatnonzero(hidden):
+            assert not re.search(rf"\b{names[values[i]]}\b", titles[i], flags=re.IGNORECASE), titles[i]
+        hidden_total += hidden.sum()
+        hidden_zero_shot += (hidden & cat.zero_shot[attribute]).sum()
+    assert hidden_zero_shot > 0  # held-out lines hide zero-shot values: only neighbours state them
+    oracle = world.oracle_item_attributes()
+    assert oracle_hidden_by_line(world, oracle).sum() == hidden_total
+    # latents cluster by line: users who like one member like the others
+    cos = cat.unit @ cat.unit.T
+    same_cat = cat.category[:, None] == cat.category[None, :]
+    mates = (line[:, None] == line[None, :]) & ~np.eye(cat.n, dtype=bool)
+    assert cos[mates].mean() > cos[same_cat & ~mates & ~np.eye(cat.n, dtype=bool)].mean() + 0.1
+
+
+def co_clicks(w: World, line: np.ndarray) -> dict[str, float]:
+    """Line-mate shares of slates and of co-clicked pairs (same request; same user and UTC day)."""
+    widget_slates, same_request, same_day = [], [], []
+    for date in w.dates():
+        raw = generated(w.day(date))
+        request = np.unique(raw.column("request_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
+        user = np.unique(raw.column("user_id").to_numpy(zero_copy_only=False), return_inverse=True)[1]
+        item, click = index_of(raw.column("item_id")), raw.column("click").to_numpy() == 1
+        for r in np.unique(request):
+            widget_slates.append(np.bincount(line[item[request == r]]).max() >= 4)
+        for key, out in ((request, same_request), (user, same_day)):
+            for k in np.unique(key[click]):
+                group = np.unique(item[click & (key == k)])
+                a, b = np.triu_indices(len(group), 1)
+                out.extend(line[group[a]] == line[group[b]])
+    return {
+        "widget_slates": float(np.mean(widget_slates)),
+        "same_request": float(np.mean(same_request)),
+        "same_day": float(np.mean(same_day)),
+    }
+
+
+def test_neighbourhood_line_mates_are_co_viewed_and_co_clicked(world: World, no_lines: World) -> None:
+    on, off = co_clicks(world, world.catalogue.line), co_clicks(no_lines, world.catalogue.line)
+    assert on["widget_slates"] > 0.25 and on["widget_slates"] > 3 * off["widget_slates"]
+    assert on["same_request"] > 3 * off["same_request"]
+    # over a user's whole day the other co-clicks grow quadratically with their clicks: a smaller margin
+    assert on["same_day"] > 1.4 * off["same_day"]
 
 
 # -- corruption --------------------------------------------------------------------------------------

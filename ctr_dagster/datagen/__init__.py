@@ -6,10 +6,10 @@ The generative story
 the attributes brand / colour / material / style, each with its value vocabulary. An item's latent
 vector is its category centre plus noise. About 30% of attribute values are missing from the
 structured catalogue (more for new items); most missing values are still stated in the title, and
-colour and material are always visible in the 32x32 PNG image (fill colour = colour, shape =
-category, texture = material). Titles are readable English from several templates with filler
-words and state exactly the values the oracle flags `in_title`. Some items appear after day 0
-(`first_seen`) and are never shown before it.
+colour and material are visible in the 32x32 PNG image (fill colour = colour, shape = category,
+texture = material), except the line values the `neighbourhood` knob hides. Titles are readable
+English from several templates with filler words and state exactly the values the oracle flags
+`in_title`. Some items appear after day 0 (`first_seen`) and are never shown before it.
 
 *Users.* Each user has a region, an age group, a latent interest vector (leaning towards 1-3
 categories), a favourite colour and material, and a lognormal (power-law-like) activity: many
@@ -55,6 +55,17 @@ p_conv (given a click) under control/treated.
 training category uses; these values are new to the taxonomy, so they are never in the structured
 catalogue (only titles/images) and are flagged `zero_shot` in the oracle. -> zero-shot link
 prediction (HyperPAVE).
+
+*Neighbourhood* (knob `neighbourhood`): within each category, items form product lines of ~5-9
+members that share their material and style values (zero-shot values included) and whose latent
+vectors are pulled towards a line centre, so users who like one member like the others. Each
+member hides its line value from its title and image with probability 0.6 (one anchor per line,
+its most popular member stating it, always states it), and 30% of slates carry a "more from this line"
+widget (a user's widgets of one day feature one line), so line mates are viewed and clicked by the
+same user on the same day. Many values are then stated only by an item's co-view / co-buy
+neighbours, not by its own title or image; `Catalogue.line` and `Catalogue.hidden_by_line` hold the
+truth. -> hypergraph attribute-value extraction over also_view / also_buy hyperedges (HyperPAVE),
+against which a text-only extractor is the ablation.
 
 *Corruption* (`corruption_rate`): raw impressions only get null user ids, unknown items, positions
 <= 0, timestamps outside the day, conversions without click, click=2 and duplicate impression ids;

@@ -4,6 +4,10 @@ Attribute truth lives here once; the structured catalogue, the titles, the image
 attribute table are all views of it. Values of held-out categories may come from a vocabulary no
 training category uses (zero-shot); such values are new to the taxonomy, so the structured
 catalogue never lists them and only the title/image can reveal them.
+
+The `neighbourhood` knob groups each category's items into product lines that share their material
+and style values and whose latents cluster; many members hide the line value from their own title
+and image, the line's flagship (its most popular member stating the value) always states it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,25 @@ NEW_ITEM_MISSING_BOOST = 0.2  # new listings are less complete in the structured
 IN_TITLE_IF_MISSING = 0.8
 IN_TITLE_IF_KNOWN = 0.45
 
+# -- the `neighbourhood` knob: product lines (drawn from the `lines` stream, so strength 0 draws
+# nothing and leaves the world exactly as without the knob) ------------------------------------
+#: Members per line (uniform; a short remainder joins the category's last line). 5-9: enough mates
+#: that a co-view neighbourhood often holds one stating a hidden value (and that a line fills a
+#: widget), few enough that a line stays a tight cluster rather than a sub-category.
+LINE_SIZE = (5, 9)
+#: Attributes a line shares (where the category has them); brand and colour stay per item, so the
+#: price model (brand) and the image colour tests are untouched.
+LINE_ATTRIBUTES: tuple[str, ...] = ("material", "style")
+#: Share of members (anchors excepted) whose line value is hidden from title and image, times the
+#: strength: 0.6 makes the hidden values common (HyperPAVE has something to recover) while about a
+#: quarter of the members, plus each line's anchor, still state the value in the title.
+LINE_HIDE_SHARE = 0.6
+#: Share of an item's latent offset variance (from its category centre) that comes from its line at
+#: strength 1: line mates' offsets correlate at ~LINE_PULL (users who like one member like the
+#: others) while the total offset variance, hence the category structure, the affinity spread and
+#: the CTR level, stays as without the knob.
+LINE_PULL = 0.8
+
 
 @dataclass(frozen=True)
 class Catalogue:
@@ -57,6 +80,8 @@ class Catalogue:
     zero_shot: dict[str, np.ndarray]
     titles: list[str]
     images: list[bytes]
+    line: np.ndarray  # int32 [n], product line (`neighbourhood` knob), -1 when the knob is 0
+    hidden_by_line: dict[str, np.ndarray]  # attribute -> bool [n], value hidden by the knob
 
     @property
     def n(self) -> int:
@@ -129,6 +154,21 @@ def build_catalogue(config: WorldConfig) -> Catalogue:
                 zero_shot[attribute][members[novel]] = True
             values[attribute][members] = picks
 
+    strength = config.signals.neighbourhood
+    line = np.full(n, -1, dtype=np.int32)
+    line_rng = rng_for(config.seed, "lines")  # draws only when strength > 0
+    if strength > 0:
+        line, leader = _draw_lines(line_rng, category, n_cat)
+        for attribute in LINE_ATTRIBUTES:  # every member takes its leader's value (zero-shot or not)
+            has = values[attribute] >= 0
+            values[attribute] = np.where(has, values[attribute][leader[line]], -1).astype(np.int32)
+            zero_shot[attribute] = has & zero_shot[attribute][leader[line]]
+        pull = min(1.0, LINE_PULL * strength)
+        offset = latent - centres[category]
+        line_offset = line_rng.normal(size=(len(leader), d)) * (ITEM_NOISE / np.sqrt(d))
+        latent = centres[category] + np.sqrt(1.0 - pull) * offset + np.sqrt(pull) * line_offset[line]
+        unit = latent / np.linalg.norm(latent, axis=1, keepdims=True)
+
     log_price = np.log([specs[c].price for c in category]) + rng.normal(0.0, 0.45, size=n)
     brand_names = all_values("brand")
     for i in np.flatnonzero(values["brand"] >= 0):
@@ -150,7 +190,19 @@ def build_catalogue(config: WorldConfig) -> Catalogue:
         in_title[attribute] = has & (rng.random(n) < title_p)
         in_image[attribute] = has & (attribute in ("colour", "material"))
 
-    titles_, images_ = _render(config, rng, specs, category, values, in_title)
+    hidden_by_line = {a: np.zeros(n, dtype=bool) for a in ATTRIBUTES}
+    if strength > 0:
+        hide_p = min(1.0, LINE_HIDE_SHARE * strength)
+        for attribute in LINE_ATTRIBUTES:
+            has = values[attribute] >= 0
+            anchor = _anchors(line, in_title[attribute], popularity) & has
+            stated = in_title[attribute] | anchor
+            hide = has & ~anchor & (line_rng.random(n) < hide_p)
+            hidden_by_line[attribute] = hide & (stated | in_image[attribute])  # visible before
+            in_title[attribute] = stated & ~hide
+            in_image[attribute] = in_image[attribute] & ~hide
+
+    titles_, images_ = _render(config, rng, specs, category, values, in_title, in_image)
     return Catalogue(
         specs=specs,
         heldout=heldout,
@@ -169,7 +221,40 @@ def build_catalogue(config: WorldConfig) -> Catalogue:
         zero_shot=zero_shot,
         titles=titles_,
         images=images_,
+        line=line,
+        hidden_by_line=hidden_by_line,
     )
+
+
+def _draw_lines(rng: np.random.Generator, category: np.ndarray, n_cat: int) -> tuple[np.ndarray, np.ndarray]:
+    """(line of each item, leader item of each line): each category's items in random order, cut
+    into runs of LINE_SIZE members (a short remainder joins the previous line)."""
+    line = np.full(len(category), -1, dtype=np.int32)
+    leader: list[int] = []
+    lo, hi = LINE_SIZE
+    for c in range(n_cat):
+        members = rng.permutation(np.flatnonzero(category == c))
+        sizes: list[int] = []
+        while sum(sizes) < len(members):
+            sizes.append(int(rng.integers(lo, hi + 1)))
+        sizes[-1] -= sum(sizes) - len(members)
+        if len(sizes) > 1 and sizes[-1] < lo:
+            tail = sizes.pop()
+            sizes[-1] += tail
+        for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True):
+            line[members[start : start + size]] = len(leader)
+            leader.append(int(members[start]))
+    return line, np.array(leader, dtype=np.int64)
+
+
+def _anchors(line: np.ndarray, stated: np.ndarray, popularity: np.ndarray) -> np.ndarray:
+    """One member per line that always states the line value in its title: the line's flagship, i.e.
+    its most popular member among those whose title already states the value (else overall)."""
+    order = np.lexsort((-popularity, ~stated, line))
+    first = np.r_[True, line[order][1:] != line[order][:-1]]
+    out = np.zeros(len(line), dtype=bool)
+    out[order[first]] = True
+    return out
 
 
 def _render(
@@ -179,6 +264,7 @@ def _render(
     category: np.ndarray,
     values: dict[str, np.ndarray],
     in_title: dict[str, np.ndarray],
+    in_image: dict[str, np.ndarray],
 ) -> tuple[list[str], list[bytes]]:
     """Titles and PNG images of every item (PNG bytes memoized per identical rendering)."""
     n = len(category)
@@ -204,7 +290,8 @@ def _render(
             )
         )
         material = values["material"][i]
-        texture = material_texture(names["material"][material]) if material >= 0 else "plain"
+        shown = material >= 0 and in_image["material"][i]  # a hidden line material: plain texture
+        texture = material_texture(names["material"][material]) if shown else "plain"
         key = (
             names["colour"][values["colour"][i]],
             spec.shape,

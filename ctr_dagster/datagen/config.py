@@ -32,6 +32,7 @@ class Signals:
     drift: float = 1.0
     position_bias: float = 1.0
     scaling: float = 1.0
+    neighbourhood: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

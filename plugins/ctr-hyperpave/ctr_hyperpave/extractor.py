@@ -81,9 +81,12 @@ class HyperpaveConfig:
     # "tuned": answer when the top value's probability reaches a threshold chosen on validation
     # (slots with and without a value); "logit": the code's rule, logit > 0
     decision: str = "tuned"
+    fusion: str = "all"  # hypergraph fusion: "all" (every family) or "user" (the code's default)
     valid_negative_share: float = 0.3  # known no-value pairs held out to validate abstention
     multi_label: bool = False
     max_partners: int = 20  # longest also_view / also_buy list per product
+    session_minutes: int = 30  # a user's clicks in one such window are one also_view group
+    min_co_views: int = 2  # shared sessions an also_view partner needs
     # torch intra-op threads while fitting / extracting (0 = torch's default). The graph is small:
     # on 2 busy cores, 2 threads made each step ~10x slower than 1 (synchronisation, not compute).
     threads: int = 1

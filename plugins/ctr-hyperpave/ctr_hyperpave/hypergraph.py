@@ -10,7 +10,8 @@ gjiaying/HyperPAVE, `code/main.py` and `code/Hypergraph.py`):
 * hyperedge families:
   - ``also_view``: one hyperedge per product whose co-viewed list holds >= 2 other catalogue items,
     containing the product and that list. The synthetic world has no "also viewed" lists, so we
-    derive them from the interaction logs: items clicked by the same user on the same UTC day.
+    derive them from the interaction logs: items clicked by the same user in the same session
+    (`SESSION_MINUTES`), kept when co-clicked in >= `MIN_CO_VIEWS` sessions, ranked by cosine.
   - ``also_buy``: the same from conversions, grouped by user over the whole period (purchases are
     ~10x rarer than clicks; a per-day grouping leaves almost no co-purchases).
   - ``product_aspect``: one per product: the product and its AV nodes (every product has one, as in
@@ -45,6 +46,10 @@ INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "ts", "click", "co
 #: Longest co-view / co-buy list kept per product (most frequent partners first), like the bounded
 #: "also viewed" lists of the Amazon metadata the paper uses.
 MAX_PARTNERS = 20
+#: A user's clicks within one window of this many minutes are one session (one also_view group).
+SESSION_MINUTES = 30
+#: Shared sessions a co-viewed product needs to be an also_view partner (co-purchases need 1).
+MIN_CO_VIEWS = 1
 _KIND = {name: k for k, name in enumerate(NODE_TYPES)}
 
 
@@ -62,6 +67,9 @@ class Incidence:
     node: np.ndarray  # int64, index within its node type
     edge: np.ndarray  # int64
     n_edges: int
+    #: per member, how strongly it belongs to its hyperedge (partner families: the cosine association
+    #: with the hyperedge's product, which has weight 1); None = all 1
+    weight: np.ndarray | None = None
 
     @staticmethod
     def empty() -> Incidence:
@@ -166,6 +174,8 @@ def build_hypergraph(
     candidates: pa.Table | None = None,
     *,
     max_partners: int = MAX_PARTNERS,
+    session_minutes: int = SESSION_MINUTES,
+    min_co_views: int = MIN_CO_VIEWS,
 ) -> Hypergraph:
     """The hypergraph of a catalogue (ITEMS + ITEM_ATTRIBUTES), its interactions and its taxonomy.
 
@@ -216,8 +226,8 @@ def build_hypergraph(
         "category_product_aspect": category_product_aspect(len(categories), product_category, product_av),
     }
     if interactions is not None and interactions.num_rows:
-        view, buy = co_interaction_groups(interactions, position)
-        hyperedges["also_view"] = partner_hyperedges(view, len(products), max_partners)
+        view, buy = co_interaction_groups(interactions, position, session_minutes)
+        hyperedges["also_view"] = partner_hyperedges(view, len(products), max_partners, min_co_views)
         hyperedges["also_buy"] = partner_hyperedges(buy, len(products), max_partners)
     return Hypergraph(products, categories, avs, product_category, product_av, hyperedges)
 
@@ -258,9 +268,13 @@ def category_product_aspect(
 
 
 def co_interaction_groups(
-    interactions: pa.Table, position: dict[str, int]
+    interactions: pa.Table, position: dict[str, int], session_minutes: int = SESSION_MINUTES
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(co-click groups per user and UTC day, co-conversion groups per user), as product indices."""
+    """(co-click groups per user session, co-conversion groups per user), as product indices.
+
+    A session is a user's clicks within the same `session_minutes` window of the clock: co-views
+    from one visit are about one need, while a heavy user's whole day mixes many (on the synthetic
+    `small` world, day groups made 9 % of also_view partners line mates, sessions 16 %)."""
     import pyarrow.compute as pc
 
     missing = [c for c in INTERACTION_COLUMNS if c not in interactions.column_names]
@@ -271,10 +285,11 @@ def co_interaction_groups(
     product = np.array([position.get(i, -1) for i in items], dtype=np.int64)
     users = pc.dictionary_encode(interactions.column("user_id")).combine_chunks().indices.to_numpy()
     ts_ms = interactions.column("ts").cast("int64").to_numpy()
-    day = ts_ms // 86_400_000
+    window = ts_ms // (max(session_minutes, 1) * 60_000)
     click = interactions.column("click").to_numpy(zero_copy_only=False).astype(bool) & known
     buy = interactions.column("conversion").to_numpy(zero_copy_only=False).astype(bool) & known
-    view_key = users.astype(np.int64) * (int(day.max(initial=0)) + 1) + (day - day.min(initial=0))
+    lo = window.min(initial=0)
+    view_key = users.astype(np.int64) * (int(window.max(initial=0) - lo) + 1) + (window - lo)
     return _groups(view_key[click], product[click]), _groups(users[buy].astype(np.int64), product[buy])
 
 
@@ -288,31 +303,50 @@ def _groups(key: np.ndarray, product: np.ndarray) -> list[np.ndarray]:
     return [g for g in groups if len(g) >= 2]
 
 
-def partner_hyperedges(groups: list[np.ndarray], n_products: int, max_partners: int) -> Incidence:
-    """One hyperedge per product with >= 2 partners (co-members of its groups): itself + partners.
+def partner_hyperedges(
+    groups: list[np.ndarray], n_products: int, max_partners: int, min_count: int = 1
+) -> Incidence:
+    """One hyperedge per product with >= 2 partners (co-members of at least `min_count` of its
+    groups): itself + partners.
 
-    Partners are ranked by how many groups they share with the product (ties: lower index first)
-    and cut at `max_partners`.
+    Partners are ranked by cosine association, shared groups / sqrt(groups of each), the item-to-item
+    normalisation "also viewed" lists are built with (ties: lower index first), and cut at
+    `max_partners`. Raw counts would rank a popular item first for everyone: on the synthetic
+    `small` world, ranking by cosine with at least 2 shared sessions doubled the share of partners
+    that are line mates (16 % -> 32 %) but left 20 % of the products without partners; with one
+    shared session, the cosine-weighted partners' titles name the right zero-shot value 38 % of
+    the time where the product's own title is silent (hyperedge mean by counts: 25 %).
     """
     together: list[Counter[int]] = [Counter() for _ in range(n_products)]
+    degree = np.zeros(n_products, dtype=np.float64)
     for g in groups:
         members = g.tolist()
+        degree[members] += 1.0
         for p in members:
             together[p].update(q for q in members if q != p)
     kind: list[int] = []
     node: list[int] = []
     edge: list[int] = []
+    weight: list[float] = []
     n_edges = 0
     for p, counter in enumerate(together):
-        if len(counter) < 2:
+        scored = [(q, n / np.sqrt(degree[p] * degree[q])) for q, n in counter.items() if n >= min_count]
+        if len(scored) < 2:
             continue
-        partners = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:max_partners]
+        partners = sorted(scored, key=lambda kv: (-kv[1], kv[0]))[:max_partners]
         members = [p, *(q for q, _ in partners)]
         node.extend(members)
         edge.extend([n_edges] * len(members))
+        weight.extend([1.0, *(float(w) for _, w in partners)])
         n_edges += 1
     kind = [_KIND["product"]] * len(node)
-    return Incidence(np.array(kind, np.int8), np.array(node, np.int64), np.array(edge, np.int64), n_edges)
+    return Incidence(
+        np.array(kind, np.int8),
+        np.array(node, np.int64),
+        np.array(edge, np.int64),
+        n_edges,
+        np.array(weight, np.float32),
+    )
 
 
 # -- picture ---------------------------------------------------------------------------------------

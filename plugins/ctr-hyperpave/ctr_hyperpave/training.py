@@ -44,7 +44,15 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     rng = np.random.default_rng(ctx.seed)
     interactions = ctx.inputs.get("interactions")
     candidates = ctx.inputs.get("candidates")
-    hg = build_hypergraph(items, attributes, interactions, candidates, max_partners=cfg.max_partners)
+    hg = build_hypergraph(
+        items,
+        attributes,
+        interactions,
+        candidates,
+        max_partners=cfg.max_partners,
+        session_minutes=cfg.session_minutes,
+        min_co_views=cfg.min_co_views,
+    )
     graph_seconds = time.perf_counter() - started
     split = zero_shot_split(hg, cfg.valid_avs, cfg.min_av_edges, ctx.seed, cfg.valid_seen_share)
     no_value = negative_pairs(hg, ctx.inputs.get("negatives"))
@@ -67,7 +75,9 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     sampler = NegativeSampler(hg, split.train_edges, train_av)
     cache: dict = {}  # also_view / also_buy propagation, computed once
     text_only = not cfg.use_graph
-    valid_graph = net.graph_tensors(hg.with_av_edges(split.train_edges), x_np, ctx.device, cache, text_only)
+    valid_graph = net.graph_tensors(
+        hg.with_av_edges(split.train_edges), x_np, ctx.device, cache, text_only, cfg.fusion
+    )
     valid_slots = slots_of(
         np.concatenate([split.valid_edges, split.valid_seen_edges], axis=1),
         hg,
@@ -93,7 +103,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         if cfg.isolate_product_share > 0:  # these products show no value: a new product's condition
             bare = rng.random(len(hg.products)) < cfg.isolate_product_share
             msg = msg[:, ~bare[msg[0]]]
-        g = net.graph_tensors(hg.with_av_edges(msg), x_np, ctx.device, cache, text_only)
+        g = net.graph_tensors(hg.with_av_edges(msg), x_np, ctx.device, cache, text_only, cfg.fusion)
         pos_p, pos_a = sup[0], sup[1]
         neg_p, neg_a, neg_w = sampler.sample(pos_p, pos_a, cfg.neg_ratio, rng)
         if len(train_no_value[0]):  # a product without the attribute: none of its values fits
@@ -271,6 +281,8 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
         st["interactions"],
         st["candidates"],
         max_partners=cfg.max_partners,
+        session_minutes=cfg.session_minutes,
+        min_co_views=cfg.min_co_views,
     )
     if hg.avs != st["avs"]:  # same attributes + candidates -> same AV nodes; guard the invariant
         raise RuntimeError("hyperpave: AV nodes changed between fit and extract")
@@ -278,7 +290,7 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
     with torch.no_grad():
         h = st["model"](
             torch.from_numpy(x_np).to(st["device"]),
-            net.graph_tensors(hg, x_np, st["device"], text_only=not cfg.use_graph),
+            net.graph_tensors(hg, x_np, st["device"], text_only=not cfg.use_graph, fusion=cfg.fusion),
         )
     isolated_av = np.bincount(hg.product_av[1], minlength=len(hg.avs)) == 0
     position = {p: i for i, p in enumerate(hg.products)}

@@ -66,7 +66,8 @@ def _candidates() -> pa.Table:
 
 @pytest.fixture(scope="module")
 def graph() -> hgm.Hypergraph:
-    return hgm.build_hypergraph(_items(), _attributes(), _interactions(), _candidates())
+    # every co-click counts here (min_co_views=1), so the counts below can be worked out by hand
+    return hgm.build_hypergraph(_items(), _attributes(), _interactions(), _candidates(), min_co_views=1)
 
 
 def test_nodes_and_pairwise_edges(graph):
@@ -178,3 +179,36 @@ def test_neighbourhood_png(graph, tmp_path):
     assert ("product", "i1") in sub  # most AV edges among the co-viewed products (ties: first)
     path = hgm.render_neighbourhood(graph, tmp_path / "n.png", title="t")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_also_view_needs_repeated_sessions_and_ranks_by_cosine():
+    """A partner must share >= min_count sessions; a popular item shared with everyone ranks below
+    a partner that is co-viewed mostly with this product (cosine, not raw count)."""
+    popular, a, b = 0, 1, 2
+    groups = (
+        [np.array([a, b])] * 3 + [np.array([a, popular])] * 3 + [np.array([popular, k]) for k in range(3, 40)]
+    )
+    groups += [np.array([a, 5]), np.array([a, 6]), np.array([a, 6])]
+    inc = hgm.partner_hyperedges(groups, 40, max_partners=2, min_count=2)
+    first = inc.node[inc.edge == 0]
+    # b (3 shared of its 3) and 6 (2 of 2) beat popular (3 shared, but of its 40): cosine, not counts;
+    # item 5 (1 shared session) is no partner at all
+    assert first[0] == a and list(first[1:]) == [b, 6]
+    by_count = hgm.partner_hyperedges(groups, 40, max_partners=3, min_count=2)
+    assert list(by_count.node[by_count.edge == 0]) == [a, b, 6, popular]
+
+
+def test_sessions_split_a_users_day():
+    rows = pa.table(
+        {
+            "user_id": ["u"] * 4,
+            "item_id": ["i1", "i2", "i3", "i4"],
+            "ts": pa.array(
+                [T0, T0 + 60_000, T0 + 5 * 3_600_000, T0 + 5 * 3_600_000 + 60_000], pa.int64()
+            ).cast(pa.timestamp("ms", tz="UTC")),
+            "click": pa.array([1, 1, 1, 1], pa.int8()),
+            "conversion": pa.array([0, 0, 0, 0], pa.int8()),
+        }
+    )
+    view, _ = hgm.co_interaction_groups(rows, {"i1": 0, "i2": 1, "i3": 2, "i4": 3}, session_minutes=30)
+    assert sorted(sorted(g.tolist()) for g in view) == [[0, 1], [2, 3]]

@@ -98,7 +98,7 @@ def test_unseen_values_are_extracted(catalogue):
     assert (attribute, value) not in _pairs(known)
     truth = _items_with(oracle, (attribute, value))
     in_title = _items_with(stated, (attribute, value))
-    assert len(in_title) >= 10
+    assert len(in_title) >= 6  # enough items to speak of "most" (the world hides some line values)
     extractor = HyperpaveExtractor(HyperpaveConfig(steps=60, eval_every=10))
     out = extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None)).extract(items)
     found = _items_with(out, (attribute, value))
