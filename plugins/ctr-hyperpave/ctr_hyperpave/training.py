@@ -175,7 +175,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
             if k in ("f1", "f1_zero_shot", "f1_seen", "precision", "recall", "macro_f1", "map", "abstained")
         },
     }
-    ctx.log(f"hyperpave: {summary}")
+    ctx.log(f"{'hyperpave' if cfg.use_graph else 'hyperpave_text'}: {summary}")
     return Fitted(state, summary, split, hg)
 
 
