@@ -122,3 +122,23 @@ def test_hyperpave_never_sees_or_predicts_a_held_out_value(world):
     assert not (set(graph.avs) & hidden)  # no AV node (vocabulary, node features) for a hidden value
     predictions = result.runs.ok[0].predictions
     assert not (_pairs(predictions) & hidden)
+
+
+def test_known_negatives_are_split_like_the_values_and_judged_as_no_value(world):
+    """With a holdout, part of the known no-value pairs is held out and judged (abstention); only the
+    rest reaches the extractors, so none is both an input and an answer."""
+    items = world["items"].column("item_id").to_pylist()
+    negatives = pa.table({"item_id": items, "attribute": ["warranty"] * len(items)})
+    result = build_item_attributes(
+        world["items"], world["attributes"], [ExtractorSpec(Spy)], negatives=negatives, log=lambda m: None
+    )
+    given = set(
+        zip(
+            Spy.seen["negatives"]["item_id"].to_pylist(),
+            Spy.seen["negatives"]["attribute"].to_pylist(),
+            strict=True,
+        )
+    )
+    no_value = next(r for r in result.evaluation if r["slice"] == "no_value")
+    assert 0 < no_value["true"] < len(items) and len(given) + no_value["true"] == len(items)
+    assert no_value["abstained"] == 1.0  # the spy predicts nothing
