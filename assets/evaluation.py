@@ -66,7 +66,7 @@ def _evaluate(
     settings: Settings,
 ) -> dg.MaterializeResult:
     from ctr_dagster import evaluation as engine
-    from ctr_dagster import reports
+    from ctr_dagster import mechanisms, reports
 
     home = warehouse.ctr_home
     policy = GatePolicy(**config.model_dump())
@@ -92,6 +92,14 @@ def _evaluate(
                 [{k: engine.display(v) for k, v in r.items()} for r in engine.comparisons(doc)],
                 engine.COMPARISON_COLUMNS,
             )
+        ),
+        # which planted mechanism each model captures (synthetic world: the oracle keeps each component)
+        "mechanisms": dg.MetadataValue.md(
+            "Worth = test AUC the oracle loses without the component; per model, the share of it the "
+            "model captures (1 - AUC it would still gain from the component / worth; blank: worth too "
+            "small to attribute).\n\n" + markdown_table(mechanisms.table_rows(doc["mechanisms"]))
+            if doc.get("mechanisms")
+            else "no oracle components (imported data, or oracle partitions written before they were kept)"
         ),
         "roc_calibration": dg.MetadataValue.md(reports.png_markdown(png, "ROC and reliability")),
         "plot_path": dg.MetadataValue.path(str(png)),

@@ -278,6 +278,14 @@ def leaderboard_text(doc: dict) -> str:
     if compared:
         lines.append("with vs without (each variant beside the model it modifies):")
         lines.append(_table([{k: _fmt(v) for k, v in r.items()} for r in compared], COMPARISON_COLUMNS))
+    if doc.get("mechanisms"):
+        from ctr_dagster.mechanisms import table_rows
+
+        mech = table_rows(doc["mechanisms"])
+        lines.append(
+            "planted mechanisms: share of each component a model captures (worth = oracle AUC without it)"
+        )
+        lines.append(_table(mech, list(mech[0])))
     lines.append(f"GAUC weighting: {doc['gauc_weighting']}; auc_95ci: DeLong; vs_champion: paired DeLong")
     if doc.get("candidate"):
         lines.append(

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import atomic, metrics, significance
+from ctr_dagster import atomic, mechanisms, metrics, significance
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import features_only, read_status
 from ctr_dagster.registry import PluginInfo, Registry
@@ -104,16 +104,24 @@ NO_ORACLE = {
 }
 
 
-def _oracle_scores(wh: Warehouse, test: pa.Table) -> np.ndarray | None:
-    """The true p_click of every test row, or None when the data has no oracle (imported logs write
-    no oracle partition; an empty partition counts as none)."""
+def _oracle(wh: Warehouse, test: pa.Table) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """(the true p_click of every test row, its click-logit components by name), or (None, {}) when
+    the data has no oracle (imported logs write no oracle partition; an empty partition counts as
+    none). Components are absent from oracle partitions written before the oracle kept them."""
     days = sorted(set(pc.strftime(test.column("ts"), format="%Y-%m-%d").to_pylist()))
     if not days or not all(wh.exists("oracle_impressions", d) for d in days):
-        return None
+        return None, {}
     oracle = wh.read("oracle_impressions", days)
     if oracle.num_rows == 0:
-        return None
-    return _aligned(test, oracle.column("impression_id"), oracle.column("p_click"), "oracle_impressions")
+        return None, {}
+    ids = oracle.column("impression_id")
+    scores = _aligned(test, ids, oracle.column("p_click"), "oracle_impressions")
+    components = {
+        name.removeprefix("logit_"): _aligned(test, ids, oracle.column(name), "oracle_impressions")
+        for name in oracle.column_names
+        if name.startswith("logit_")
+    }
+    return scores, components
 
 
 def _model_scores(wh: Warehouse, name: str, rows: pa.Table, split: str = "test") -> np.ndarray:
@@ -311,7 +319,7 @@ def evaluate(
     data_until = trained_until(dataset)
     scored: dict[str, np.ndarray] = {}
 
-    oracle_scores = _oracle_scores(wh, test)
+    oracle_scores, oracle_components = _oracle(wh, test)
     oracle = _metrics_row(test, oracle_scores) if oracle_scores is not None else None
     if oracle is not None:
         interval = significance.auc_interval(labels, oracle_scores)
@@ -424,6 +432,12 @@ def evaluate(
         "champion": current and {k: v for k, v in current.items() if k != "previous"},
         "gate_policy": asdict(policy),
     }
+    ctr_scores = {
+        r["name"]: scored[r["name"]] for r in ranked if r.get("task") == "ctr" and r["name"] in scored
+    }
+    doc["mechanisms"] = (
+        mechanisms.attribution(labels, oracle_components, ctr_scores) if oracle_components else None
+    )
     if oracle_scores is not None:
         curves["oracle"] = (labels, oracle_scores)
     doc["curves"] = curves  # not JSON: the caller renders and drops it

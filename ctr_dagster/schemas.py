@@ -84,6 +84,14 @@ IMPRESSIONS = pa.schema(
 #: Ground truth of the synthetic world, kept apart from every feature table. Probabilities of the
 #: click under each arm and of the conversion given a click under each arm; `p_click` is the one
 #: under the arm actually assigned. Real (imported) data has no oracle.
+#: The synthetic click logit's components, one per planted mechanism (`datagen.behaviour`); their sum
+#: is the logit of the assigned arm. The oracle keeps each as `logit_<name>`, so the evaluation can
+#: say which planted mechanism a model captures (`ctr_dagster.mechanisms`).
+CLICK_COMPONENTS: tuple[str, ...] = (
+    "base", "popularity", "affinity", "sequence", "multimodal", "interaction", "segment", "position",
+    "scaling", "uplift_click",
+)  # fmt: skip
+
 ORACLE_IMPRESSIONS = pa.schema(
     [
         pa.field("impression_id", pa.string(), nullable=False),
@@ -92,6 +100,7 @@ ORACLE_IMPRESSIONS = pa.schema(
         pa.field("p_click_treated", pa.float32(), nullable=False),
         pa.field("p_conv_control", pa.float32(), nullable=False),
         pa.field("p_conv_treated", pa.float32(), nullable=False),
+        *(pa.field(f"logit_{name}", pa.float32(), nullable=False) for name in CLICK_COMPONENTS),
     ]
 )
 

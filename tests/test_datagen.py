@@ -161,10 +161,14 @@ def test_oracle_consistency(days: list[DayData]) -> None:
     for data in days:
         n = data.oracle.num_rows
         treat = data.impressions.column("treatment").to_numpy()[:n]  # raw rows before the duplicates
-        o = {c: data.oracle.column(c).to_numpy() for c in data.oracle.column_names[1:]}
+        o = {c: data.oracle.column(c).to_numpy() for c in data.oracle.column_names[1:] if c.startswith("p_")}
         assert np.array_equal(o["p_click"], np.where(treat == 1, o["p_click_treated"], o["p_click_control"]))
         logit = sum(data.components.column(c).to_numpy().astype(np.float64) for c in COMPONENTS)
         np.testing.assert_allclose(sigmoid(logit), o["p_click"], atol=1e-5)
+        for c in COMPONENTS:  # the oracle keeps each component as it is (oracle tables only)
+            assert np.array_equal(
+                data.oracle.column(f"logit_{c}").to_numpy(), data.components.column(c).to_numpy()
+            )
         for values in o.values():
             assert np.all((values > 0) & (values < 1))
         raw = generated(data)

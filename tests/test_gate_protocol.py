@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 
 from ctr_dagster import evaluation
-from ctr_dagster.champion import ChampionStore
+from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import PREDICTIONS, read_status, train_and_store
 from ctr_dagster.registry import discover
 from ctr_dagster.settings import Home
@@ -92,7 +92,10 @@ def test_the_gate_judges_the_champion_in_place_after_a_rollback(registry, traine
     student = read_status(home, "ctrfix_student")
     good = read_status(home, "ctrfix_good")
     store.promote({"name": "ctrfix_student", "artifact": student["artifact"], "auc": 0.7})
-    doc = evaluation.evaluate(wh, home, registry, log=lambda s: None)  # evaluated against the student
+    # scores here are sigmoid(label + noise): uncalibrated by construction, so which one has the lower
+    # ECE depends on the drawn rows; this test is about which champion is judged, not calibration
+    lenient = GatePolicy(ece_tolerance=1.0, logloss_tolerance=1.0)
+    doc = evaluation.evaluate(wh, home, registry, policy=lenient, log=lambda s: None)  # vs the student
     assert doc["candidate"]["name"] == "ctrfix_good"
     assert doc["champion_baseline"]["name"] == "ctrfix_student"
     # someone promotes the candidate itself (a better champion) before `champion` runs

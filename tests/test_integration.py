@@ -98,6 +98,15 @@ def test_models_evaluation_and_first_champion(materialized, settings):
         assert {"new_items", "new_users", "activity:0", "activity:20+"} <= set(row["slices"])
     meta = _last_metadata(instance, "evaluation")
     assert "lightgbm" in meta["leaderboard"] and "oracle" in meta["leaderboard"]
+    # which planted mechanism each model captures: every ranked CTR model, every component with worth
+    mech = doc["mechanisms"]
+    worth = {r["component"]: r["worth"] for r in mech["components"]}
+    assert worth["affinity"] > 0.01 and set(mech["models"]) == {
+        n for n, r in ranked.items() if r["task"] == "ctr"
+    }
+    captured = mech["models"]["lightgbm"]["affinity"]["captured"]
+    assert captured is not None and 0 <= captured <= 1
+    assert "worth" in meta["mechanisms"] and "lightgbm" in meta["mechanisms"]
     assert meta["lightgbm/auc"] == pytest.approx(ranked["lightgbm"]["auc"])
     assert meta["roc_calibration"].startswith("![ROC")
     assert "activity:20+" in meta["slice_auc"] and "| lightgbm |" in meta["slice_auc"]

@@ -16,12 +16,11 @@ from ctr_dagster.datagen.config import WorldConfig
 from ctr_dagster.datagen.population import Population
 from ctr_dagster.datagen.seeding import rng_for
 from ctr_dagster.datagen.vocab import AGE_P, DEVICES, REGIONS
+from ctr_dagster.schemas import CLICK_COMPONENTS
 
-#: Columns of `DayData.components`, in order; their sum is the click logit of the assigned arm.
-COMPONENTS: tuple[str, ...] = (
-    "base", "popularity", "affinity", "sequence", "multimodal", "interaction", "segment", "position",
-    "scaling", "uplift_click",
-)  # fmt: skip
+#: Columns of `DayData.components`, in order; their sum is the click logit of the assigned arm
+#: (declared with the oracle schema, which keeps each as `logit_<name>`).
+COMPONENTS: tuple[str, ...] = CLICK_COMPONENTS
 
 POP_AMP = 0.4
 AFF_AMP = 1.5
