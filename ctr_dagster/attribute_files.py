@@ -141,19 +141,14 @@ def score_files(
         seed=seed,
         n_boot=n_boot,
     )
-    seen = {(a, v.strip().casefold()) for _, a, v in extraction_scoring.triples(fit.item_attributes)}
+    norm = extraction_scoring.norm
+    seen = {(a, v) for _, a, v in extraction_scoring.triples(fit.item_attributes)}
+    offered = {(a, norm(v)) for a, v in extraction_scoring.triples_of_pairs(candidates)}
+    test_values = {(a, v) for _, a, v in extraction_scoring.triples(held.item_attributes)}
     unseen_truth = sum(
         1 for _, a, v in extraction_scoring.triples(held.item_attributes) if (a, v) not in seen
     )
-    cand = {
-        (a, v.strip().casefold())
-        for a, v in zip(*(candidates.column(c).to_pylist() for c in ("attribute", "value")), strict=True)
-    }
-    unseen_candidates = sum(
-        1
-        for _, a, v in extraction_scoring.triples(held.item_attributes)
-        if (a, v) not in seen and (a, v) in cand
-    )
+    unseen_candidates = sum(1 for pair in test_values - seen if pair in offered)
     notes = []
     if unseen_truth and not published:
         notes.append(

@@ -79,6 +79,11 @@ def triples(table: pa.Table) -> list[tuple[str, str, str]]:
     )
 
 
+def triples_of_pairs(table: pa.Table) -> list[tuple[str, str]]:
+    """(attribute, value) rows of a taxonomy-like table, as they are."""
+    return list(zip(table.column("attribute").to_pylist(), table.column("value").to_pylist(), strict=True))
+
+
 def slots(table: pa.Table | None) -> set[tuple[str, str]]:
     if table is None or not table.num_rows:
         return set()
