@@ -144,11 +144,11 @@ def score_files(
     norm = extraction_scoring.norm
     seen = {(a, v) for _, a, v in extraction_scoring.triples(fit.item_attributes)}
     offered = {(a, norm(v)) for a, v in extraction_scoring.triples_of_pairs(candidates)}
-    test_values = {(a, v) for _, a, v in extraction_scoring.triples(held.item_attributes)}
-    unseen_truth = sum(
-        1 for _, a, v in extraction_scoring.triples(held.item_attributes) if (a, v) not in seen
-    )
-    unseen_candidates = sum(1 for pair in test_values - seen if pair in offered)
+    unseen_rows = [
+        (a, v) for _, a, v in extraction_scoring.triples(held.item_attributes) if (a, v) not in seen
+    ]
+    unseen_truth = len(unseen_rows)
+    unseen_candidates = sum(1 for pair in unseen_rows if pair in offered)  # test value rows, as above
     notes = []
     if unseen_truth and not published:
         notes.append(
