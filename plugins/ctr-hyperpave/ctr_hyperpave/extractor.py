@@ -6,29 +6,33 @@ plugin follows the released code's structure (see `ctr_hyperpave.net` for the ne
 differences, `ctr_hyperpave.split` for the zero-shot split) at CPU scale:
 
 * graph: `ctr_hyperpave.hypergraph.build_hypergraph`, built in `fit` from the inputs the engine
-  offers (`FitContext.inputs`: "interactions", "candidates") (products, categories, AV nodes incl. the
-  taxonomy's values without any catalogue row; pairwise edges; also_view / also_buy from the
-  interaction logs, product_aspect, category_product_aspect);
+  offers (`FitContext.inputs`: "interactions", "candidates", "negatives") (products, categories, AV
+  nodes incl. the taxonomy's values without any catalogue row; pairwise edges; also_view from
+  session co-clicks ranked by cosine association, also_buy from co-conversions, product_aspect,
+  category_product_aspect);
 * features: hashed character n-grams of the title / category name / "attr is value"
   (`ctr_hyperpave.features`) instead of BERT, which is what makes unseen AV nodes scorable;
 * training: full-batch AdamW on BCE-with-logits. Each step re-draws which training edges carry
   messages and which are supervision (the code's `RandomLinkSplit(disjoint_train_ratio=0.3)`, so a
   supervised link is never also a message), and `isolate_share` of the training AVs pass no
-  message at all that step (the zero-shot condition, seen in training). `neg_ratio` negatives per
+  message at all that step (the zero-shot condition, seen in training), and so do the AV edges of
+  `isolate_product_share` of the products (a new product's condition). `neg_ratio` negatives per
   positive: one AV of the same attribute and the rest uniform (the code samples uniformly; the
   same-attribute one matches our per-slot question). Negatives come from training AVs only:
-  validation and zero-shot AV nodes are never supervised, positively or negatively.
+  validation and zero-shot AV nodes are never supervised, positively or negatively. Each known
+  no-value pair (MAVE's empty-evidence attributes) adds a negative: one AV of that attribute.
 * selection (`ctr_hyperpave.split`): every `eval_every` steps the validation questions are scored
   full-candidate on the training graph: products of the held-out AV nodes (zero-shot) and held-out
-  edges of the other AVs (seen values). The step with the best harmonic mean of the two F1s is kept
-  (early stopping with `patience`); its two F1-optimal thresholds (answers that are edge-less AVs,
-  answers that are connected AVs) are the decision thresholds. The code instead trains 50 epochs
-  and predicts at logit > 0.
+  edges of the other AVs (seen values), plus `valid_negative_share` of the known no-value pairs
+  (where any answer is wrong). The step with the best harmonic mean of the two F1s is kept (early
+  stopping with `patience`); its two F1-optimal thresholds (answers that are edge-less AVs, answers
+  that are connected AVs) are the decision thresholds. The code instead trains 50 epochs and
+  predicts at logit > 0 (`decision="logit"`; the README measures both).
 * extraction: every (item, attribute) pair whose attribute the item's category uses in the
-  catalogue is scored against all AV nodes of that attribute on the full catalogue graph; the top
-  value is returned when its probability reaches its threshold (`multi_label=True`: every value
-  above it, as the paper's multi-label decision). Items unknown at fit join the graph as new,
-  edge-less product nodes (inductive).
+  catalogue is scored against all AV nodes of that attribute on the full catalogue graph (known
+  no-value pairs are skipped); the top value is returned when its probability reaches its
+  threshold (`multi_label=True`: every value above it, as the paper's multi-label decision).
+  Items unknown at fit join the graph as new, edge-less product nodes (inductive).
 
 Reporting: `report(directory)` returns the fitted hypergraph's counts (nodes / edges / hyperedges /
 memberships per type, mean hyperedge sizes) and writes a picture of one product's neighbourhood; the
