@@ -125,6 +125,34 @@ class MaveLine(NamedTuple):
 _SPAN = ("pid", "begin", "end")
 
 
+def evidences(record: dict) -> Iterator[tuple[str, str, dict | None]]:
+    """(attribute key, where, evidence object) for every evidence of a MAVE record, checking the
+    structure (`_Reject` names the field); an attribute with an empty evidence list yields one
+    (key, where, None): MAVE's negative. Shared with the taxonomy reader, which takes MAVE lines."""
+    attributes = record.get("attributes")
+    if not isinstance(attributes, list):
+        raise _Reject("bad_field", "attributes", f"attributes must be a list, got {attributes!r}")
+    for a, attribute in enumerate(attributes):
+        where = f"attributes[{a}]"
+        if not isinstance(attribute, dict):
+            raise _Reject("bad_field", where, f"{where} must be an object, got {attribute!r}")
+        key = _string(attribute, "key", f"{where}.key")
+        found = attribute.get("evidences")
+        if not isinstance(found, list):
+            raise _Reject(
+                "bad_field",
+                f"{where}.evidences",
+                f"{where}.evidences must be a list ([] for a negative), got {found!r}",
+            )
+        if not found:
+            yield key, where, None  # type: ignore[misc]
+        for e, evidence in enumerate(found):
+            at = f"{where}.evidences[{e}]"
+            if not isinstance(evidence, dict):
+                raise _Reject("bad_field", at, f"{at} must be an object, got {evidence!r}")
+            yield key, at, evidence  # type: ignore[misc]
+
+
 def parse_line(text: str, mode: str = "title") -> MaveLine:
     """The `MaveLine` of one MAVE line, or `_Reject`."""
     try:
@@ -150,45 +178,27 @@ def parse_line(text: str, mode: str = "title") -> MaveLine:
                 )
             texts.append(p["text"])
             sources.append(p.get("source") if isinstance(p.get("source"), str) else None)
-    attributes = record.get("attributes")
-    if not isinstance(attributes, list):
-        raise _Reject("bad_field", "attributes", f"attributes must be a list, got {attributes!r}")
     pairs: dict[tuple[str, str], None] = {}
     empty: dict[str, None] = {}
-    for a, attribute in enumerate(attributes):
-        where = f"attributes[{a}]"
-        if not isinstance(attribute, dict):
-            raise _Reject("bad_field", where, f"{where} must be an object, got {attribute!r}")
-        key = _string(attribute, "key", f"{where}.key")
-        evidences = attribute.get("evidences")
-        if not isinstance(evidences, list):
-            raise _Reject(
-                "bad_field",
-                f"{where}.evidences",
-                f"{where}.evidences must be a list ([] for a negative), got {evidences!r}",
-            )
-        if not evidences:  # MAVE's negative: the product does not state this attribute
+    for key, at, evidence in evidences(record):
+        if evidence is None:  # MAVE's negative: the product does not state this attribute
             empty[key] = None  # type: ignore[index]
             continue
-        for e, evidence in enumerate(evidences):
-            at = f"{where}.evidences[{e}]"
-            if not isinstance(evidence, dict):
-                raise _Reject("bad_field", at, f"{at} must be an object, got {evidence!r}")
-            value = _string(evidence, "value", f"{at}.value")
-            if texts and any(k in evidence for k in _SPAN):  # no span at all: a label-only value
-                pid, begin, end = (_int(evidence, k, f"{at}.{k}") for k in _SPAN)
-                if not 0 <= pid < len(texts):
-                    raise _Reject(
-                        "bad_span", f"{at}.pid", f"{at}.pid={pid} but the line has {len(texts)} paragraph(s)"
-                    )
-                span = texts[pid][begin:end] if 0 <= begin < end <= len(texts[pid]) else None
-                if span != value:
-                    raise _Reject(
-                        "bad_span",
-                        f"{at}.begin",
-                        f"{at}: paragraph {pid}[{begin}:{end}] is {span!r}, not the value {value!r}",
-                    )
-            pairs[(key, value)] = None  # type: ignore[index]
+        value = _string(evidence, "value", f"{at}.value")
+        if texts and any(k in evidence for k in _SPAN):  # no span at all: a label-only value
+            pid, begin, end = (_int(evidence, k, f"{at}.{k}") for k in _SPAN)
+            if not 0 <= pid < len(texts):
+                raise _Reject(
+                    "bad_span", f"{at}.pid", f"{at}.pid={pid} but the line has {len(texts)} paragraph(s)"
+                )
+            span = texts[pid][begin:end] if 0 <= begin < end <= len(texts[pid]) else None
+            if span != value:
+                raise _Reject(
+                    "bad_span",
+                    f"{at}.begin",
+                    f"{at}: paragraph {pid}[{begin}:{end}] is {span!r}, not the value {value!r}",
+                )
+        pairs[(key, value)] = None  # type: ignore[index]
     positive = {key for key, _ in pairs}
     negatives = [key for key in empty if key not in positive]
     title = _title(texts, sources, mode)

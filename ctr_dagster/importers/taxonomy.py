@@ -42,7 +42,8 @@ import pyarrow as pa
 
 from ctr_dagster import schemas
 from ctr_dagster.errors import MalformedInputError
-from ctr_dagster.importers.mave import _lines
+from ctr_dagster.importers.mave import _lines, evidences
+from ctr_dagster.importers.mave import _Reject as MaveReject
 
 FORMATS = ("csv", "tsv", "jsonl")
 TABLE = "raw_attribute_taxonomy"
@@ -110,26 +111,14 @@ def _json_pairs(text: str) -> list[tuple[str, str]]:
         raise _Bad("unparseable", None, f"a line must hold a JSON object, got {type(record).__name__}")
     if "attributes" not in record:
         return [(_text(record, "attribute", "attribute"), _text(record, "value", "value"))]
-    attributes = record["attributes"]
-    if not isinstance(attributes, list):
-        raise _Bad("bad_field", "attributes", f"attributes must be a list, got {attributes!r}")
-    pairs = []
-    for a, attribute in enumerate(attributes):
-        where = f"attributes[{a}]"
-        if not isinstance(attribute, dict):
-            raise _Bad("bad_field", where, f"{where} must be an object, got {attribute!r}")
-        key = _text(attribute, "key", f"{where}.key")
-        evidences = attribute.get("evidences")
-        if not isinstance(evidences, list):
-            raise _Bad(
-                "bad_field", f"{where}.evidences", f"{where}.evidences must be a list, got {evidences!r}"
-            )
-        for e, evidence in enumerate(evidences):
-            at = f"{where}.evidences[{e}]"
-            if not isinstance(evidence, dict):
-                raise _Bad("bad_field", at, f"{at} must be an object, got {evidence!r}")
-            pairs.append((key, _text(evidence, "value", f"{at}.value")))
-    return pairs
+    try:
+        return [
+            (key, _text(evidence, "value", f"{at}.value"))
+            for key, at, evidence in evidences(record)
+            if evidence is not None
+        ]
+    except MaveReject as reject:
+        raise _Bad(reject.rule, reject.column, reject.message) from reject
 
 
 class _Csv:
