@@ -39,6 +39,9 @@ KNOB_OF_COMPONENT: dict[str, str | None] = {
     "position": "position_bias",
     "scaling": "scaling",
     "uplift_click": "uplift",
+    "target_time": "target_time",  # the sequence term's change when its decay depends on the target
+    "profile_sequence": "profile_sequence",
+    "behaviour_segment": "behaviour_segment",
 }
 WEIGHTS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
 MIN_WORTH = 0.002

@@ -89,7 +89,7 @@ IMPRESSIONS = pa.schema(
 #: say which planted mechanism a model captures (`ctr_dagster.mechanisms`).
 CLICK_COMPONENTS: tuple[str, ...] = (
     "base", "popularity", "affinity", "sequence", "multimodal", "interaction", "segment", "position",
-    "scaling", "uplift_click",
+    "scaling", "uplift_click", "target_time", "profile_sequence", "behaviour_segment",
 )  # fmt: skip
 
 ORACLE_IMPRESSIONS = pa.schema(

@@ -30,6 +30,7 @@ from ctr_dagster.datagen import (
     sequence_component,
     sequence_weights,
 )
+from ctr_dagster.datagen.behaviour import MM_AMP, TAU_HOURS, behaviour_gate, history_components
 from ctr_dagster.datagen.catalogue import LINE_ATTRIBUTES, LINE_SIZE
 from ctr_dagster.datagen.images import dominant_colour
 from ctr_dagster.datagen.vocab import COLOUR_RGB, ZERO_SHOT_VALUES, all_values
@@ -83,7 +84,7 @@ def test_profiles_and_config_api() -> None:
     cfg = profile("tiny", seed=3, signals=Signals(sequence=0.0))
     assert isinstance(cfg, WorldConfig) and cfg.seed == 3 and cfg.signals.sequence == 0.0
     assert hash(cfg) == hash(profile("tiny", seed=3, signals=Signals(sequence=0.0)))
-    assert set(PROFILES) == {"tiny", "small", "large"}
+    assert set(PROFILES) == {"tiny", "small", "large", "long"}
     assert PROFILES["tiny"].n_users < PROFILES["small"].n_users < PROFILES["large"].n_users
     assert build_world(cfg) is build_world(profile("tiny", seed=3, signals=Signals(sequence=0.0)))
     with pytest.raises(ValueError, match="unknown profile"):
@@ -206,6 +207,9 @@ def test_rates_and_treatment_effects(days: list[DayData]) -> None:
         ("position_bias", "position"),
         ("scaling", "scaling"),
         ("uplift", "uplift_click"),
+        ("target_time", "target_time"),
+        ("profile_sequence", "profile_sequence"),
+        ("behaviour_segment", "behaviour_segment"),
     ],
 )
 def test_knob_zero_removes_its_component(world: World, knob: str, component: str) -> None:
@@ -317,6 +321,192 @@ def test_segment_pattern_flips_with_activity() -> None:
     assert 0 < heavy.mean() < 1
     assert np.corrcoef(segment[heavy], zprice[heavy])[0, 1] > 0.5  # heavy users like expensive items
     assert np.corrcoef(segment[~heavy], zprice[~heavy])[0, 1] < -0.5  # light users like cheap ones
+
+
+# -- the knobs of the next mechanisms: target_time, profile_sequence, behaviour_segment, long_tail ----
+
+#: The knobs added after the tables below were fingerprinted; at 0 (and the multimodal amplitude of
+#: then, 1.2) the world must be exactly the world before them.
+NEW_KNOBS_OFF = {"target_time": 0.0, "profile_sequence": 0.0, "behaviour_segment": 0.0, "long_tail": 0.0}
+MULTIMODAL_BEFORE = 1.2 / MM_AMP
+
+#: Fingerprints of the default tiny world taken before these knobs existed (`fingerprint` of the
+#: users table; per day of the raw impressions, and of the oracle and components columns of then).
+WORLD_BEFORE_NEW_KNOBS = {
+    "items": "ff6e4e3bfaecaa13",
+    "users": "301367b0ada7839b",
+    "2026-11-01": ["8f1a614f03cdb0b0", "db4d70bc317ef1bd", "8bf6f7ff7d5b4a0b"],
+    "2026-11-02": ["8706c2c5f1d4316e", "4d8da7b529e9fa08", "20719ffb3f97c694"],
+    "2026-11-03": ["aac7a44428b7c015", "a9d5cc8db2b1b820", "795a5d684aa347ba"],
+    "2026-11-04": ["8969ad81be87816f", "405d3a17b083d0d8", "e699c57ac3f575fc"],
+    "2026-11-05": ["ed6fce251ab92edd", "192ceb8179b0a080", "8506eae655b805f4"],
+    "2026-11-06": ["00d4881d91e518a6", "4f0fd2f06482ab35", "a8b2a1f3a2956590"],
+}
+COMPONENTS_BEFORE = COMPONENTS[: COMPONENTS.index("uplift_click") + 1]
+ORACLE_BEFORE = [
+    "impression_id",
+    *(f"p_{x}" for x in ("click", "click_control", "click_treated", "conv_control", "conv_treated")),
+    *(f"logit_{c}" for c in COMPONENTS_BEFORE),
+]
+
+
+def test_new_knobs_at_zero_are_the_world_before_them() -> None:
+    assert MULTIMODAL_BEFORE * MM_AMP == 1.2  # exactly the amplitude of then
+    w = tiny(signals=knobs(multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF))
+    got = {"items": fingerprint(w.items()), "users": fingerprint(w.users())}
+    for date in w.dates():
+        day = w.day(date)
+        got[date] = [
+            fingerprint(day.impressions),
+            fingerprint(day.oracle.select(ORACLE_BEFORE)),
+            fingerprint(day.components.select(["impression_id", *COMPONENTS_BEFORE])),
+        ]
+        for c in NEW_KNOBS_OFF:
+            if c in COMPONENTS:
+                assert np.all(day.components.column(c).to_numpy() == 0.0)
+    assert got == WORLD_BEFORE_NEW_KNOBS
+
+
+def test_target_time_decay_depends_on_the_target_category(world: World) -> None:
+    taus = world.truth.effects.cat_tau_hours
+    assert len(taus) == len(world.catalogue.specs) and taus.min() <= 6.0 and taus.max() >= 168.0
+    gap = np.full((1, 1, 3), 12.0)  # the same 12-hour gap, three remembered clicks
+    valid = np.ones((1, 1, 3), dtype=bool)
+    per_target = sequence_weights(gap, valid, 1.0, taus[None, :, None])  # one row per target category
+    assert per_target[0, :, 0].max() > 5 * per_target[0, :, 0].min()
+    assert np.array_equal(np.argsort(per_target[0, :, 0]), np.argsort(taus))  # longer memory, more weight
+    # the sequence weights of today are the time constant TAU_HOURS for every target
+    np.testing.assert_array_equal(
+        sequence_weights(gap[0], valid[0], 1.0, TAU_HOURS), sequence_weights(gap[0], valid[0], 1.0)
+    )
+    # in the world: the target-aware part is there, and sequence + target_time is the target-aware term
+    on = all_components(world).column("target_time").to_numpy()
+    assert on.std() > 0.05 and (on > 0).any() and (on < 0).any()
+    flat = all_components(tiny(signals=knobs(target_time=0.0))).column("target_time").to_numpy()
+    assert np.all(flat == 0.0)
+    check_history_components(tiny(corruption_rate=0.0))
+
+
+def check_history_components(w: World, requests: int = 150) -> None:
+    """`sequence + target_time` equals the sequence term recomputed with per-target time constants."""
+    from ctr_dagster.datagen.behaviour import target_tau_hours
+
+    date = w.dates()[-1]
+    raw = w.day(date).impressions
+    comp = w.day(date).components
+    size, n = w.config.slate_size, w.config.max_seq_len
+    user, item = index_of(raw.column("user_id")), index_of(raw.column("item_id"))
+    ts = raw.column("ts").cast(pa.int64()).to_numpy()
+    prior = pa.concat_tables([w.day(d).impressions for d in w.dates()])
+    p_user, p_item = index_of(prior.column("user_id")), index_of(prior.column("item_id"))
+    p_ts, p_click = prior.column("ts").cast(pa.int64()).to_numpy(), prior.column("click").to_numpy()
+    p_pos = prior.column("position").to_numpy()
+    order = np.lexsort((p_pos, p_ts, p_user))
+    clicks = order[p_click[order] == 1]
+    seq, tt = comp.column("sequence").to_numpy(), comp.column("target_time").to_numpy()
+    for start in range(0, min(requests * size, raw.num_rows), size):
+        rows = np.arange(start, start + size)
+        u, t = user[start], ts[start]
+        mine = clicks[p_user[clicks] == u]
+        before = mine[: np.searchsorted(p_ts[mine], t, side="left")][-n:][::-1]
+        hist_items = np.full((1, n), -1)
+        hist_ts = np.zeros((1, n), dtype=np.int64)
+        hist_items[0, : len(before)], hist_ts[0, : len(before)] = p_item[before], p_ts[before]
+        s = w.config.signals
+        tau = target_tau_hours(w.truth.effects, w.catalogue.category[item[rows]][None, :], s.target_time)
+        aware = sequence_component(
+            w.catalogue.unit,
+            item[rows][None, :],
+            np.array([t]),
+            hist_items,
+            hist_ts,
+            s.sequence,
+            s.temporal,
+            tau,
+        )[0]
+        np.testing.assert_allclose(seq[rows] + tt[rows], aware, atol=1e-5)
+
+
+def test_profile_sequence_reweights_behaviours_by_age_and_category(world: World) -> None:
+    table = world.truth.effects.age_cat_affinity
+    np.testing.assert_allclose(table.mean(axis=0), 0.0, atol=1e-12)  # no main effects
+    np.testing.assert_allclose(table.mean(axis=1), 0.0, atol=1e-12)
+    cat = world.catalogue.category
+    target = np.flatnonzero(cat == 0)[:3]
+    clicked = np.flatnonzero(cat == 0)[3:8]  # behaviours of the target's category
+    hist_items = np.tile(clicked, (len(table), 1))
+    hist_ts = np.zeros_like(hist_items)
+    users = np.array([np.flatnonzero(world.population.age_group == a)[0] for a in range(len(table))])
+    out = history_components(
+        world.config, world.catalogue, world.population, world.truth.effects, users,
+        np.tile(target, (len(users), 1)), np.full(len(users), 3_600_000), hist_items, hist_ts,
+    )  # fmt: skip
+    prof = out["profile_sequence"]
+    # the same behaviours, the same target: the term follows the age group's weight of category 0
+    assert np.corrcoef(prof.mean(axis=1), table[:, 0])[0, 1] > 0.99
+    assert np.all(np.sign(prof[:, 0]) == np.sign(table[:, 0]))
+    off = dataclasses.replace(world.config, signals=knobs(profile_sequence=0.0))
+    zero = history_components(
+        off, world.catalogue, world.population, world.truth.effects, users,
+        np.tile(target, (len(users), 1)), np.full(len(users), 3_600_000), hist_items, hist_ts,
+    )["profile_sequence"]  # fmt: skip
+    assert np.all(zero == 0.0)
+    np.testing.assert_array_equal(out["sequence"], history_components(
+        off, world.catalogue, world.population, world.truth.effects, users,
+        np.tile(target, (len(users), 1)), np.full(len(users), 3_600_000), hist_items, hist_ts,
+    )["sequence"])  # fmt: skip
+
+
+def test_behaviour_segment_flips_with_the_premium_share_of_the_history(world: World) -> None:
+    zprice = world.catalogue.zprice
+    premium, cheap = np.flatnonzero(zprice > 0.5)[:10], np.flatnonzero(zprice < -0.5)[:10]
+    hist = np.stack([premium, cheap, np.r_[premium[:7], cheap[:3]], np.full(10, -1)])
+    gate = behaviour_gate(zprice, hist)
+    assert gate[0] > 0.8 and gate[1] < -0.8 and 0 < gate[2] < gate[0] and gate[3] == 0.0
+    w = tiny(corruption_rate=0.0)
+    date = w.dates()[-1]
+    raw, comp = w.day(date).impressions, w.day(date).components.column("behaviour_segment").to_numpy()
+    z = zprice[index_of(raw.column("item_id"))]
+    rows = np.arange(0, raw.num_rows, w.config.slate_size)
+    # the sign of the component against the target's price is the sign of the history's gate
+    slope = np.array(
+        [np.dot(comp[r : r + w.config.slate_size], z[r : r + w.config.slate_size]) for r in rows]
+    )
+    assert (slope > 0).sum() > 20 and (slope < 0).sum() > 20
+    hist_items, _ = w._checkpoints[0].recent(np.arange(3))  # empty history: no behaviour segment
+    assert np.all(behaviour_gate(zprice, hist_items) == 0.0)
+    assert comp.std() > 0.05
+
+
+def test_long_tail_makes_many_histories_short(world: World) -> None:
+    flat = tiny(signals=knobs(long_tail=0.0))
+
+    def short_share(w: World) -> float:
+        raw = pa.concat_tables([generated(w.day(d)) for d in w.dates()])
+        clicked = raw.filter(pc.equal(raw.column("click"), 1))
+        clicks = np.bincount(index_of(clicked.column("user_id")), minlength=w.config.n_users)
+        return float((clicks <= 1).mean())
+
+    assert short_share(world) > short_share(flat) + 0.03  # tiny: already ~half the users have <= 1 click
+    assert np.array_equal(flat.population.age_group, world.population.age_group)  # other draws untouched
+    heavy = flat.population.heavy
+    assert np.array_equal(flat.population.activity[heavy], world.population.activity[heavy])  # untouched
+    tail = world.population.activity < 0.5 * flat.population.activity
+    assert 0.2 <= tail.mean() <= 0.4 and not world.population.heavy[tail].any()
+    total = lambda w: sum(w.day(d).oracle.num_rows for d in w.dates())  # noqa: E731
+    assert abs(total(world) / total(flat) - 1) < 0.1  # the world's traffic is kept
+
+
+def test_long_profile_has_long_histories() -> None:
+    w = build_world(profile("long"))
+    assert w.config.max_seq_len == 200
+    raw = pa.concat_tables([generated(w.day(d)) for d in w.dates()])
+    click = raw.column("click").to_numpy()
+    assert 0.05 <= click.mean() <= 0.15
+    clicks = np.bincount(
+        index_of(raw.filter(pc.equal(raw.column("click"), 1)).column("user_id")), minlength=w.config.n_users
+    )
+    assert (clicks >= 100).mean() >= 0.4 and clicks.max() >= 200
 
 
 # -- catalogue, users, attributes --------------------------------------------------------------------
@@ -461,7 +651,8 @@ def test_neighbourhood_zero_is_the_world_without_the_knob(world: World, no_lines
         Signals(neighbourhood=-1.0)
     got = {name: fingerprint(getattr(no_lines, name)()) for name in ("items", "item_attributes")}
     got["oracle_item_attributes"] = fingerprint(no_lines.oracle_item_attributes())
-    got["impressions"] = fingerprint(no_lines.day(no_lines.dates()[0]).impressions)
+    before = tiny(signals=knobs(neighbourhood=0.0, multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF))
+    got["impressions"] = fingerprint(before.day(before.dates()[0]).impressions)
     assert got == WORLD_WITHOUT_NEIGHBOURHOOD
     assert np.all(no_lines.catalogue.line == -1)
     assert not any(mask.any() for mask in no_lines.catalogue.hidden_by_line.values())

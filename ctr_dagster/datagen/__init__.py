@@ -30,7 +30,16 @@ with popular items, on a device, with a coupon drawn per request with probabilit
   strictly before the request, ``sum_j w_j relu(cos(target, click_j))``. -> target attention (DIN).
 - `temporal` shapes those weights: ``w_j ~ exp(-temporal (gap_j/24h + rank_j/5))``; at 0 they are
   uniform over the window. -> target-aware temporal encoding (TIN), time-bias attention (SUAN).
-- `drift`: user interests random-walk from day to day (towards random categories), so recent
+- ``target_time`` (knob `target_time`): the gap decay's time constant depends on the *target's*
+  category (log-spaced from 3 hours to 2 weeks over the categories, `Effects.cat_tau_hours`, own
+  stream): the component is what this changes in the sequence term, so ``sequence + target_time``
+  uses ``tau = 24h (tau_cat / 24h) ** target_time`` per target; 0 at target_time=0 (today's decay).
+  Time must be read relative to the target. -> target-aware temporal encoding (TIN).
+- ``profile_sequence`` (knob `profile_sequence`): each remembered click's relevance re-weighted by
+  an (age group x behaviour category) table with no main effects (`Effects.age_cat_affinity`, own
+  stream): ``2.5 sum_j w_j relu(cos(target, click_j)) A[age, cat_j]``; which behaviours matter
+  depends on who the user is. -> user-aware cross-attention over the sequence (SUAN).
+ from day to day (towards random categories), so recent
   behaviour beats the long-run profile. -> sequence models, recency features, retraining.
 - ``multimodal`` (knob `multimodal`): match of the item's colour/material with the user's favourites;
   those values are often only in the title/image, and new items have no click history. ->
@@ -40,10 +49,21 @@ with popular items, on a device, with a coupon drawn per request with probabilit
   high-order interaction layers (QIN).
 - ``segment`` (knob `segment`): heavy users prefer expensive, niche items; light users cheap,
   popular ones. -> mixture of experts with a behaviour-conditioned gate (AW-MoE), long-tail AUC.
+- ``behaviour_segment`` (knob `behaviour_segment`): the price/popularity response of `segment`,
+  gated by the *content* of the history: ``gate (zprice - 0.5 popularity)`` with gate = (premium -
+  cheap remembered clicks) / (clicks + 2), premium meaning zprice > 0; positive for users whose
+  clicks were mostly premium, negative otherwise, 0 without history, and visible only through the
+  sequence. -> mixture of experts whose gate reads the behaviour sequence (AW-MoE).
+- `long_tail`: 30% of the users (drawn among the light ones, own stream) are made 0.15 times as
+  active, the other light users taking over their traffic; many users then have only a handful of
+  behaviours. -> long-tail robustness of the gate (AW-MoE), long-tail AUC.
 - ``position`` (knob `position_bias`): ``-0.6 log(position)``. -> position features / debiasing.
 - ``scaling`` (knob `scaling`): a fine-grained user x item low-rank term with `scaling_rank` factors
   unrelated to categories, only learnable from plenty of per-id data. -> scaling curves (SUAN).
 - ``uplift_click`` (knob `uplift`): the coupon's click effect, by region and age group.
+
+Profiles: `tiny` (tests), `small` (the demo), `large` (benchmarks) and `long` (tiny-sized, few very
+active users remembering up to `max_seq_len=200` clicks: long-sequence models).
 
 *Conversions.* Only after a click: ``p_conv = sigmoid(conv_base - 0.5 zprice + 0.2 popularity +
 propensity + treatment * uplift_conv)`` where the coupon's conversion effect depends on price and

@@ -33,6 +33,10 @@ class Signals:
     position_bias: float = 1.0
     scaling: float = 1.0
     neighbourhood: float = 1.0
+    target_time: float = 1.0
+    profile_sequence: float = 1.0
+    behaviour_segment: float = 1.0
+    long_tail: float = 1.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -124,6 +128,21 @@ PROFILES: dict[str, WorldConfig] = {
     ),
     # the demo: under a minute of generation on 2 CPU cores
     "small": WorldConfig(n_users=5_000, n_items=2_000, n_days=14, n_categories=10, requests_per_user_day=0.6),
+    # long behaviour sequences: about half the users remember 100-200 clicks (the rest: the long tail
+    # and late sign-ups) on a tiny-sized world of few, very active users (~180k impressions, seconds).
+    # target_ctr is low because the base is calibrated without the history terms, which many recent
+    # clicks make large: the realized CTR is ~0.11.
+    "long": WorldConfig(
+        n_users=80,
+        n_items=240,
+        n_days=6,
+        n_categories=6,
+        requests_per_user_day=50.0,
+        activity_sigma=0.3,
+        slate_size=8,
+        max_seq_len=200,
+        target_ctr=0.012,
+    ),
     # benchmarks: ~9M impressions
     "large": WorldConfig(
         n_users=100_000, n_items=40_000, n_days=21, n_categories=12, requests_per_user_day=0.45

@@ -15,6 +15,12 @@ MAX_ACTIVITY_FACTOR = 30.0  # cap on a user's activity relative to the mean (kee
 INTEREST_SCALE = 1.2
 INTEREST_NOISE = 0.4
 DRIFT_STEP = 0.25  # mixing weight of a new interest direction per day at drift=1
+#: long_tail: at strength 1 this share of all users, drawn (own stream) among the light ones, is made
+#: LONG_TAIL_FACTOR times as active, so many users have only a handful of behaviours (the long tail
+#: a behaviour-gated mixture of experts must serve); the other light users take over their traffic,
+#: so the world's traffic and the heavy users are unchanged.
+LONG_TAIL_SHARE = 0.3
+LONG_TAIL_FACTOR = 0.15
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ def build_population(config: WorldConfig, catalogue: Catalogue) -> Population:
     sigma = config.activity_sigma
     activity = config.requests_per_user_day * rng.lognormal(-0.5 * sigma**2, sigma, size=n)
     activity = np.minimum(activity, MAX_ACTIVITY_FACTOR * config.requests_per_user_day)
+    if config.signals.long_tail > 0:
+        activity = long_tail_activity(activity, config)
     log_activity = np.log(activity)
     activity_z = (log_activity - log_activity.mean()) / (log_activity.std() or 1.0)
     heavy = activity >= np.quantile(activity, 1.0 - config.heavy_share)
@@ -77,6 +85,24 @@ def build_population(config: WorldConfig, catalogue: Catalogue) -> Population:
         device_pref=rng.choice(len(DEVICE_P), size=n, p=DEVICE_P).astype(np.int8),
         propensity=rng.normal(0.0, 0.5, size=n),
     )
+
+
+def long_tail_activity(activity: np.ndarray, config: WorldConfig) -> np.ndarray:
+    """Make a `long_tail`-scaled share of users much less active (own stream, light users only).
+
+    The other light users take over the traffic the tail loses, so the world's traffic and the heavy
+    users (their activity, hence their histories and the CTR) stay as they were.
+    """
+    share = min(1.0 - config.heavy_share, config.signals.long_tail * LONG_TAIL_SHARE)
+    light = activity < np.quantile(activity, 1.0 - config.heavy_share)
+    draw = rng_for(config.seed, "long_tail").random(len(activity))
+    tail = light & (draw < share / max(light.mean(), 1e-9))
+    rest = light & ~tail
+    reduced = np.where(tail, LONG_TAIL_FACTOR * activity, activity)
+    if rest.any():
+        lost = activity[tail].sum() - reduced[tail].sum()
+        reduced[rest] *= 1.0 + lost / activity[rest].sum()
+    return np.minimum(reduced, MAX_ACTIVITY_FACTOR * config.requests_per_user_day)
 
 
 def drift_step(latent: np.ndarray, centres: np.ndarray, drift: float, rng: np.random.Generator) -> np.ndarray:

@@ -18,7 +18,7 @@ from ctr_dagster.datagen.behaviour import (
     Impressions,
     click_uplift,
     conversion_logits,
-    sequence_component,
+    history_components,
     sigmoid,
     static_components,
 )
@@ -28,6 +28,10 @@ from ctr_dagster.datagen.history import History
 from ctr_dagster.datagen.population import Population
 from ctr_dagster.datagen.requests import Requests, make_requests
 from ctr_dagster.datagen.seeding import rng_for
+
+#: The click-logit components that read the user's click history (`history_components`), added to
+#: the static ones in this order.
+HISTORY_COMPONENTS = ("sequence", "target_time", "profile_sequence", "behaviour_segment")
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def simulate_day(
     parts = static_components(config, truth.catalogue, truth.population, truth.effects, latent, imp)
     parts["base"] = np.full(len(imp.user), truth.base)
     fixed = sum(parts.values()).reshape(requests.n, size)
-    sequence = np.zeros((requests.n, size))
+    dynamic = {name: np.zeros((requests.n, size)) for name in HISTORY_COMPONENTS}
     draws = rng_for(seed, "outcomes", day)
     u_click = draws.random((requests.n, size))
     u_conv = draws.random((requests.n, size))
@@ -111,20 +115,20 @@ def simulate_day(
         rows = by_rank[bounds[k] : bounds[k + 1]]
         users, ts, items = requests.user[rows], requests.ts[rows], requests.items[rows]
         hist_items, hist_ts = history.recent(users)
-        sequence[rows] = sequence_component(
-            truth.catalogue.unit,
-            items,
-            ts,
-            hist_items,
-            hist_ts,
-            config.signals.sequence,
-            config.signals.temporal,
+        found = history_components(
+            config, truth.catalogue, truth.population, truth.effects, users, items, ts, hist_items, hist_ts
         )
-        click[rows] = u_click[rows] < sigmoid(fixed[rows] + sequence[rows])
+        logit = fixed[rows]
+        for name in HISTORY_COMPONENTS:  # in this order, so that knobs at 0 add exact zeros
+            dynamic[name][rows] = found[name]
+            logit = logit + found[name]
+        click[rows] = u_click[rows] < sigmoid(logit)
         history.push(users, click[rows], items, ts)
 
-    parts["sequence"] = sequence.reshape(-1)
-    logit = fixed.reshape(-1) + parts["sequence"]
+    logit = fixed.reshape(-1)
+    for name in HISTORY_COMPONENTS:
+        parts[name] = dynamic[name].reshape(-1)
+        logit = logit + parts[name]
     tau = click_uplift(config, truth.population, truth.effects, imp.user)
     control = logit - parts["uplift_click"]
     conv_control, conv_treated = conversion_logits(

@@ -2,7 +2,8 @@
 
 The world: the `tiny` profile with a strong sequence signal (``Signals(sequence=3)``) and the
 signals aimed at other mechanisms switched off -- recency (`temporal`, `drift`: TIN/SUAN),
-3-way interactions (QIN), segments (AW-MoE), fine-grained scaling term (SUAN), product lines
+3-way interactions (QIN), segments and behaviour segments, long-tail users (AW-MoE), fine-grained
+scaling term and profile-aware relevance (SUAN), target-aware decay (TIN), product lines
 (`neighbourhood`: HyperPAVE) -- and a 2-d latent
 taste space (`latent_dim=2`), so item-to-item similarity crosses category boundaries. There
 LightGBM's hand-made sequence features (same-category counts, shares, decays) only approximate the
@@ -34,7 +35,17 @@ def sequence_world_table(seed: int) -> pa.Table:
     from ctr_dagster.datagen import Signals
 
     signals = Signals(
-        sequence=3.0, temporal=0.0, drift=0.0, interaction=0.0, segment=0.0, scaling=0.0, neighbourhood=0.0
+        sequence=3.0,
+        temporal=0.0,
+        drift=0.0,
+        interaction=0.0,
+        segment=0.0,
+        scaling=0.0,
+        neighbourhood=0.0,
+        target_time=0.0,
+        profile_sequence=0.0,
+        behaviour_segment=0.0,
+        long_tail=0.0,
     )
     return synthetic_training_table("tiny", latent_dim=2, signals=signals, seed=seed)
 
