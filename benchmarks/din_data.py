@@ -113,7 +113,8 @@ def cardinalities(meta: dict, tables: list[pa.Table]) -> dict[str, int]:
     """Embedding sizes: the vocabularies' (pad + OOV + keys) and, for plain int columns, max + 1."""
     out = dict(meta["cardinalities"])
     out["position"] = max(int(pc.max(t.column("position")).as_py() or 0) for t in tables) + 1
-    out.update(hour=24, day_of_week=7, treatment=2)
+    out["treatment"] = max(int(pc.max(t.column("treatment")).as_py() or 0) for t in tables) + 1  # arms
+    out.update(hour=24, day_of_week=7)
     return out
 
 

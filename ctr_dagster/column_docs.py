@@ -19,14 +19,14 @@ COLUMN_DOCS: dict[str, str] = {
     "ts": "event time, UTC",
     "position": "1-based slot in the slate (position bias)",
     "device": "device of the request",
-    "treatment": "coupon arm: 0 = control, 1 = coupon (randomized)",
+    "treatment": "coupon arm: 0 = control, > 0 = a coupon arm (randomized)",
     "click": "1 if clicked",
     "conversion": "1 if converted (implies click)",
     "p_click": "true click probability under the assigned arm",
     "p_click_control": "true click probability without coupon",
-    "p_click_treated": "true click probability with coupon",
+    "p_click_treated": "true click probability under the row's coupon arm (arm 1 for control rows)",
     "p_conv_control": "true conversion probability given a click, without coupon",
-    "p_conv_treated": "true conversion probability given a click, with coupon",
+    "p_conv_treated": "true conversion probability given a click, under the row's coupon arm (arm 1 if control)",
     "in_catalogue": "value present in the structured catalogue",
     "in_title": "value stated in the title",
     "in_image": "value visible in the image",
@@ -63,3 +63,6 @@ COLUMN_DOCS: dict[str, str] = {
     "score": "confidence of an extracted attribute value in [0, 1] (1 for catalogue values)",
     "extractor": "who produced the attribute value: 'catalogue' or the extractor plugin's name",
 }
+for _arm in range(4):  # the synthetic world's treatment values (schemas.ORACLE_ARMS): 0 = control
+    COLUMN_DOCS[f"p_click_arm{_arm}"] = f"true click probability under treatment arm {_arm} (0 = control)"
+    COLUMN_DOCS[f"p_conv_arm{_arm}"] = f"true conversion probability given a click, under arm {_arm}"

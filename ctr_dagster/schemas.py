@@ -62,7 +62,7 @@ USERS = pa.schema(
 )
 
 #: One row per shown item. `position` is the 1-based slot in the result list (position bias);
-#: `treatment` is the randomized coupon arm (0 = control, 1 = coupon); `conversion` implies `click`.
+#: `treatment` is the randomized coupon arm (0 = control, > 0 = a coupon arm); `conversion` implies `click`.
 IMPRESSIONS = pa.schema(
     [
         pa.field("impression_id", pa.string(), nullable=False),
@@ -84,6 +84,11 @@ IMPRESSIONS = pa.schema(
 #: Ground truth of the synthetic world, kept apart from every feature table. Probabilities of the
 #: click under each arm and of the conversion given a click under each arm; `p_click` is the one
 #: under the arm actually assigned. Real (imported) data has no oracle.
+#: `p_click_control` / `p_conv_control` are arm 0's; `p_click_treated` / `p_conv_treated` the
+#: impression's own coupon arm's (arm 1's for control rows); `p_click_arm{k}` / `p_conv_arm{k}` arm
+#: k's, for every arm 0..ORACLE_ARMS-1 (`datagen.behaviour.COUPON_ARMS`): the true effect of arm k
+#: on the click is p_click_arm{k} - p_click_arm0, on the conversion given a click p_conv_arm{k} -
+#: p_conv_arm0, and on the whole chain p_click_arm{k} p_conv_arm{k} - p_click_arm0 p_conv_arm0.
 #: The synthetic click logit's components, one per planted mechanism (`datagen.behaviour`); their sum
 #: is the logit of the assigned arm. The oracle keeps each as `logit_<name>`, so the evaluation can
 #: say which planted mechanism a model captures (`ctr_dagster.mechanisms`).
@@ -91,6 +96,9 @@ CLICK_COMPONENTS: tuple[str, ...] = (
     "base", "popularity", "affinity", "sequence", "multimodal", "interaction", "segment", "position",
     "scaling", "uplift_click", "target_time", "profile_sequence", "behaviour_segment",
 )  # fmt: skip
+
+#: Treatment values of the synthetic world: 0 = control, 1..ORACLE_ARMS-1 = coupon arms.
+ORACLE_ARMS = 4
 
 ORACLE_IMPRESSIONS = pa.schema(
     [
@@ -100,6 +108,8 @@ ORACLE_IMPRESSIONS = pa.schema(
         pa.field("p_click_treated", pa.float32(), nullable=False),
         pa.field("p_conv_control", pa.float32(), nullable=False),
         pa.field("p_conv_treated", pa.float32(), nullable=False),
+        *(pa.field(f"p_click_arm{k}", pa.float32(), nullable=False) for k in range(ORACLE_ARMS)),
+        *(pa.field(f"p_conv_arm{k}", pa.float32(), nullable=False) for k in range(ORACLE_ARMS)),
         *(pa.field(f"logit_{name}", pa.float32(), nullable=False) for name in CLICK_COMPONENTS),
     ]
 )

@@ -30,9 +30,18 @@ from ctr_dagster.datagen import (
     sequence_component,
     sequence_weights,
 )
-from ctr_dagster.datagen.behaviour import MM_AMP, TAU_HOURS, behaviour_gate, history_components
+from ctr_dagster.datagen.behaviour import (
+    COUPON_ARMS,
+    MM_AMP,
+    PLACEBO_ARM,
+    TAU_HOURS,
+    behaviour_gate,
+    history_components,
+)
 from ctr_dagster.datagen.catalogue import LINE_ATTRIBUTES, LINE_SIZE
+from ctr_dagster.datagen.config import N_ARMS
 from ctr_dagster.datagen.images import dominant_colour
+from ctr_dagster.datagen.requests import coupon_arms
 from ctr_dagster.datagen.vocab import COLOUR_RGB, ZERO_SHOT_VALUES, all_values
 
 
@@ -163,7 +172,15 @@ def test_oracle_consistency(days: list[DayData]) -> None:
         n = data.oracle.num_rows
         treat = data.impressions.column("treatment").to_numpy()[:n]  # raw rows before the duplicates
         o = {c: data.oracle.column(c).to_numpy() for c in data.oracle.column_names[1:] if c.startswith("p_")}
-        assert np.array_equal(o["p_click"], np.where(treat == 1, o["p_click_treated"], o["p_click_control"]))
+        arms = np.stack([o[f"p_click_arm{k}"] for k in COUPON_ARMS], axis=1)
+        conv_arms = np.stack([o[f"p_conv_arm{k}"] for k in COUPON_ARMS], axis=1)
+        rows, own = np.arange(n), np.where(treat > 0, treat, 1)  # treated columns: arm 1 for control rows
+        assert np.array_equal(o["p_click"], arms[rows, treat])  # p_click = p_click_arm{treatment}
+        assert np.array_equal(o["p_click_control"], o["p_click_arm0"])
+        assert np.array_equal(o["p_conv_control"], o["p_conv_arm0"])
+        assert np.array_equal(o["p_click_treated"], arms[rows, own])
+        assert np.array_equal(o["p_conv_treated"], conv_arms[rows, own])
+        assert np.array_equal(o["p_click"], np.where(treat > 0, o["p_click_treated"], o["p_click_control"]))
         logit = sum(data.components.column(c).to_numpy().astype(np.float64) for c in COMPONENTS)
         np.testing.assert_allclose(sigmoid(logit), o["p_click"], atol=1e-5)
         for c in COMPONENTS:  # the oracle keeps each component as it is (oracle tables only)
@@ -183,15 +200,84 @@ def test_rates_and_treatment_effects(days: list[DayData]) -> None:
     treat = raw.column("treatment").to_numpy()
     assert 0.05 <= click.mean() <= 0.15
     assert 0.05 <= conv.sum() / click.sum() <= 0.25
-    assert 0.4 <= treat.mean() <= 0.6
+    assert 0.5 <= (treat > 0).mean() <= 0.7
+    o = oracle_arrays(days)
+    for k in (1, 2):  # the real coupon arms: a click and a conversion effect, different by stage
+        click_uplift = logit(o[f"p_click_arm{k}"]) - logit(o["p_click_arm0"])
+        conv_uplift = logit(o[f"p_conv_arm{k}"]) - logit(o["p_conv_arm0"])
+        assert click_uplift.mean() > 0 and click_uplift.std() > 0.1 and (click_uplift < 0).any()
+        assert conv_uplift.mean() > 0 and conv_uplift.std() > 0.1
+        assert abs(np.corrcoef(click_uplift, conv_uplift)[0, 1]) < 0.8  # different stage, different users
+
+
+def oracle_arrays(days: list[DayData]) -> dict[str, np.ndarray]:
     oracle = pa.concat_tables([d.oracle for d in days])
-    o = {c: oracle.column(c).to_numpy().astype(np.float64) for c in oracle.column_names[1:]}
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    click_uplift = logit(o["p_click_treated"]) - logit(o["p_click_control"])
-    conv_uplift = logit(o["p_conv_treated"]) - logit(o["p_conv_control"])
-    assert click_uplift.mean() > 0 and click_uplift.std() > 0.1 and (click_uplift < 0).any()
-    assert conv_uplift.mean() > 0 and conv_uplift.std() > 0.1
-    assert abs(np.corrcoef(click_uplift, conv_uplift)[0, 1]) < 0.8  # different stage, different users
+    return {c: oracle.column(c).to_numpy().astype(np.float64) for c in oracle.column_names[1:]}
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1 - p))
+
+
+def test_coupon_arms_occur_at_their_shares(days: list[DayData]) -> None:
+    treat = np.concatenate([generated(d).column("treatment").to_numpy() for d in days])
+    assert treat.dtype == np.int8 and set(np.unique(treat)) == set(COUPON_ARMS)
+    shares = np.bincount(treat, minlength=len(COUPON_ARMS)) / len(treat)
+    np.testing.assert_allclose(shares, [0.4, 0.2, 0.2, 0.2], atol=0.03)  # treatment_rate 0.6, even split
+    assert len(COUPON_ARMS) == N_ARMS == schemas.ORACLE_ARMS == len(PROFILES["tiny"].arm_shares)
+    draws = np.array([0.0, 0.19, 0.21, 0.59, 0.61, 0.99])
+    assert coupon_arms(draws, (0.4, 0.2, 0.2, 0.2)).tolist() == [1, 1, 2, 3, 0, 0]
+    assert coupon_arms(draws, (1.0, 0.0, 0.0, 0.0)).tolist() == [0] * 6
+    assert coupon_arms(draws, ONE_COUPON).tolist() == (draws < 0.5).tolist()  # the one-coupon world
+    assert profile("tiny", arm_shares=[0.25] * 4).arm_shares == (0.25,) * 4
+    for bad in ((0.5, 0.5), (0.5, 0.5, 0.5, -0.5), (0.4, 0.2, 0.2, 0.1)):
+        with pytest.raises(ValueError, match="arm_shares"):
+            profile("tiny", arm_shares=bad)
+
+
+def test_placebo_arm_has_exactly_no_effect(days: list[DayData]) -> None:
+    o = oracle_arrays(days)
+    assert PLACEBO_ARM == 3
+    assert np.array_equal(o["p_click_arm3"], o["p_click_arm0"])
+    assert np.array_equal(o["p_conv_arm3"], o["p_conv_arm0"])
+    for data in days:  # placebo rows carry no click uplift either
+        n = data.oracle.num_rows
+        treat = data.impressions.column("treatment").to_numpy()[:n]
+        uplift = data.oracle.column("logit_uplift_click").to_numpy()
+        assert np.all(uplift[treat == 3] == 0) and np.all(uplift[treat == 0] == 0)
+        assert np.any(uplift[treat == 1] != 0) and np.any(uplift[treat == 2] != 0)
+
+
+def test_coupon_arms_have_different_effects(days: list[DayData]) -> None:
+    """Arms 1 and 2 are not one effect at two strengths: their per-user click effects are not
+    proportional (arm 1 also depends on the region), their conversion effects go opposite ways in
+    price (arm 1 expensive, arm 2 cheap items)."""
+    o = oracle_arrays(days)
+    click = {k: logit(o[f"p_click_arm{k}"]) - logit(o["p_click_arm0"]) for k in (1, 2)}
+    conv = {k: logit(o[f"p_conv_arm{k}"]) - logit(o["p_conv_arm0"]) for k in (1, 2)}
+    scale = np.dot(click[1], click[2]) / np.dot(click[1], click[1])  # best fit click2 = scale * click1
+    assert np.std(click[2] - scale * click[1]) > 0.5 * np.std(click[2])
+    assert np.corrcoef(conv[1], conv[2])[0, 1] < -0.3
+    for stage in ("click", "conv"):  # and on the probability scale, per stage and arm
+        effect = {k: o[f"p_{stage}_arm{k}"] - o[f"p_{stage}_arm0"] for k in (1, 2)}
+        assert not np.allclose(effect[1], effect[2], atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("knob", "off", "on"), [("uplift", "click", "conv"), ("uplift_conversion", "conv", "click")]
+)
+def test_uplift_knob_zero_removes_its_stage_effect(knob: str, off: str, on: str) -> None:
+    """`uplift` scales every arm's click effect, `uplift_conversion` every arm's conversion effect."""
+    w = tiny(signals=knobs(**{knob: 0.0}))
+    oracle = pa.concat_tables([w.day(d).oracle for d in w.dates()])
+    for k in COUPON_ARMS:
+        assert oracle.column(f"p_{off}_arm{k}").equals(oracle.column(f"p_{off}_arm0"))
+    for k in (1, 2):
+        assert not oracle.column(f"p_{on}_arm{k}").equals(oracle.column(f"p_{on}_arm0"))
+    assert oracle.column(f"p_{off}_treated").equals(oracle.column(f"p_{off}_control"))
+    assert not oracle.column(f"p_{on}_treated").equals(oracle.column(f"p_{on}_control"))
+    if knob == "uplift":
+        assert np.all(oracle.column("logit_uplift_click").to_numpy() == 0)
 
 
 # -- each knob plants exactly its signal ------------------------------------------------------------
@@ -223,10 +309,13 @@ def test_knob_zero_removes_its_component(world: World, knob: str, component: str
 
 
 def test_uplift_zero_means_no_treatment_effect() -> None:
-    w = tiny(signals=knobs(uplift=0.0))
+    w = tiny(signals=knobs(uplift=0.0, uplift_conversion=0.0))
     oracle = pa.concat_tables([w.day(d).oracle for d in w.dates()])
     assert oracle.column("p_click_treated").equals(oracle.column("p_click_control"))
     assert oracle.column("p_conv_treated").equals(oracle.column("p_conv_control"))
+    for k in COUPON_ARMS:
+        assert oracle.column(f"p_click_arm{k}").equals(oracle.column("p_click_control"))
+        assert oracle.column(f"p_conv_arm{k}").equals(oracle.column("p_conv_control"))
 
 
 def test_sequence_weights_uniform_without_temporal() -> None:
@@ -329,6 +418,8 @@ def test_segment_pattern_flips_with_activity() -> None:
 #: then, 1.2) the world must be exactly the world before them.
 NEW_KNOBS_OFF = {"target_time": 0.0, "profile_sequence": 0.0, "behaviour_segment": 0.0, "long_tail": 0.0}
 MULTIMODAL_BEFORE = 1.2 / MM_AMP
+#: the coupon assignment of then: one coupon (today's arm 1) on half the requests
+ONE_COUPON = (0.5, 0.5, 0.0, 0.0)
 
 #: Fingerprints of the default tiny world taken before these knobs existed (`fingerprint` of the
 #: users table; per day of the raw impressions, and of the oracle and components columns of then).
@@ -352,7 +443,7 @@ ORACLE_BEFORE = [
 
 def test_new_knobs_at_zero_are_the_world_before_them() -> None:
     assert MULTIMODAL_BEFORE * MM_AMP == 1.2  # exactly the amplitude of then
-    w = tiny(signals=knobs(multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF))
+    w = tiny(arm_shares=ONE_COUPON, signals=knobs(multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF))
     got = {"items": fingerprint(w.items()), "users": fingerprint(w.users())}
     for date in w.dates():
         day = w.day(date)
@@ -651,7 +742,9 @@ def test_neighbourhood_zero_is_the_world_without_the_knob(world: World, no_lines
         Signals(neighbourhood=-1.0)
     got = {name: fingerprint(getattr(no_lines, name)()) for name in ("items", "item_attributes")}
     got["oracle_item_attributes"] = fingerprint(no_lines.oracle_item_attributes())
-    before = tiny(signals=knobs(neighbourhood=0.0, multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF))
+    before = tiny(
+        arm_shares=ONE_COUPON, signals=knobs(neighbourhood=0.0, multimodal=MULTIMODAL_BEFORE, **NEW_KNOBS_OFF)
+    )
     got["impressions"] = fingerprint(before.day(before.dates()[0]).impressions)
     assert got == WORLD_WITHOUT_NEIGHBOURHOOD
     assert np.all(no_lines.catalogue.line == -1)

@@ -64,7 +64,7 @@ BAD_KINDS = [
     ({"impression_id": "good-0"}, {"impression_id_unique"}),  # repeats row 0
     ({"position": 0}, {"position_positive"}),
     ({"click": 2}, {"click_binary"}),
-    ({"treatment": 3}, {"treatment_binary"}),
+    ({"treatment": -1}, {"treatment_arm"}),
     ({"click": 0, "conversion": 1}, {"conversion_implies_click"}),
     ({"click": 1, "conversion": 5}, {"conversion_binary", "conversion_implies_click"}),  # two rules, one row
     ({"ts": T0 + dt.timedelta(days=1)}, {"ts_in_partition"}),

@@ -18,7 +18,8 @@ form the *heavy* segment. Some users sign up during the world and are active onl
 
 *Requests.* Every active user makes Poisson(activity) requests a day at diurnal times; each request
 shows a slate of `slate_size` distinct items (random order) mixing the user's preferred categories
-with popular items, on a device, with a coupon drawn per request with probability `treatment_rate`.
+with popular items, on a device, in a coupon arm drawn per request (`treatment`: 0 = control, 1-3 =
+coupon arms, probabilities `arm_shares`, default 0.4 / 0.2 / 0.2 / 0.2).
 
 *Clicks.* ``p_click = sigmoid(sum of components)`` with one additive component per signal (the
 `components` table holds each, under the assigned arm). Each knob of `Signals` scales one of them;
@@ -60,16 +61,24 @@ with popular items, on a device, with a coupon drawn per request with probabilit
 - ``position`` (knob `position_bias`): ``-0.6 log(position)``. -> position features / debiasing.
 - ``scaling`` (knob `scaling`): a fine-grained user x item low-rank term with `scaling_rank` factors
   unrelated to categories, only learnable from plenty of per-id data. -> scaling curves (SUAN).
-- ``uplift_click`` (knob `uplift`): the coupon's click effect, by region and age group.
+- ``uplift_click`` (knob `uplift`): the assigned coupon arm's click effect (0 for control and arm 3):
+  arm 1 by region and age group, arm 2 by age group only and much larger for young users, arm 3 a
+  placebo (`behaviour.COUPON_ARMS`). -> uplift models.
 
 Profiles: `tiny` (tests), `small` (the demo), `large` (benchmarks) and `long` (tiny-sized, few very
 active users remembering up to `max_seq_len=200` clicks: long-sequence models).
 
 *Conversions.* Only after a click: ``p_conv = sigmoid(conv_base - 0.5 zprice + 0.2 popularity +
-propensity + treatment * uplift_conv)`` where the coupon's conversion effect depends on price and
-user activity (not region/age): the effect differs by user and by chain stage. -> entire-chain
-uplift (ECUP). The oracle table holds p_click (assigned arm), p_click under control/treated and
-p_conv (given a click) under control/treated.
+propensity + uplift_conv[arm])`` where the arm's conversion effect (knob `uplift_conversion`, apart
+from `uplift` which scales only the click effect; each at 0 removes exactly its stage's effect)
+depends on price and user activity, not region/age: arm 1 on expensive items and light users, arm 2
+on cheap items and active users, arm 3 none. The effect differs by arm, by user and by chain stage.
+-> entire-chain uplift (ECUP). The oracle table holds p_click (assigned arm), `p_click_arm{k}` and
+`p_conv_arm{k}` (given a click) under every arm k = 0..3, so the true effect of arm k is
+p_click_arm{k} - p_click_arm0 on the click, p_conv_arm{k} - p_conv_arm0 on the conversion and
+p_click_arm{k} p_conv_arm{k} - p_click_arm0 p_conv_arm0 on the whole chain; p_click_control /
+p_conv_control are arm 0's, p_click_treated / p_conv_treated the row's own arm's (arm 1's for
+control rows: a binary treated/control view).
 
 *Zero-shot* (knob `zero_shot`): held-out categories draw part of their values from a vocabulary no
 training category uses; these values are new to the taxonomy, so they are never in the structured

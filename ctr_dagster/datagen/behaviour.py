@@ -16,11 +16,35 @@ from ctr_dagster.datagen.config import WorldConfig
 from ctr_dagster.datagen.population import Population
 from ctr_dagster.datagen.seeding import rng_for
 from ctr_dagster.datagen.vocab import AGE_P, DEVICES, REGIONS
-from ctr_dagster.schemas import CLICK_COMPONENTS
+from ctr_dagster.schemas import CLICK_COMPONENTS, ORACLE_ARMS
 
 #: Columns of `DayData.components`, in order; their sum is the click logit of the assigned arm
 #: (declared with the oracle schema, which keeps each as `logit_<name>`).
 COMPONENTS: tuple[str, ...] = CLICK_COMPONENTS
+
+# -- the coupon arms (the one place that defines them) ---------------------------------------------
+#: Treatment values: 0 = control (no coupon), 1..3 = coupon arms, drawn per request with
+#: probabilities `WorldConfig.arm_shares` (default 0.4, 0.2, 0.2, 0.2). Each arm adds ``uplift x click
+#: effect`` to the click logit (component `uplift_click`) and ``uplift_conversion x conversion
+#: effect`` to the conversion logit given a click; the effects differ by user (click) and by user and
+#: item (conversion):
+#:
+#: * arm 1, "discount": click by region + age group (`Effects.uplift_region` + `uplift_age`, random
+#:   tables, mean ~0.25, negative for the oldest groups), conversion on expensive items and light
+#:   users (``ARM_CONVERSION[1]``).
+#: * arm 2, "youth deal": click by age group only, much steeper towards the young (`ARM2_CLICK_AGE`,
+#:   no region effect: not proportional to arm 1's), conversion on cheap items and active users.
+#: * arm 3, "placebo": a coupon with no effect on either stage (exactly 0).
+COUPON_ARMS: tuple[int, ...] = tuple(range(ORACLE_ARMS))  # (0, 1, 2, 3); the oracle has one column each
+PLACEBO_ARM = 3
+#: arm 2's click effect by age group 0 (youngest) .. 5 (oldest); weighted mean ~0.24 (arm 1's ~0.25).
+ARM2_CLICK_AGE: tuple[float, ...] = (0.9, 0.6, 0.3, 0.0, -0.2, -0.3)
+#: conversion effect of each coupon arm: ``a + b zprice(item) + c activity_z(user)`` for (a, b, c).
+ARM_CONVERSION: dict[int, tuple[float, float, float]] = {
+    1: (0.45, 0.5, -0.3),  # expensive items, light users
+    2: (0.2, -0.4, 0.15),  # cheap items, active users
+    3: (0.0, 0.0, 0.0),  # placebo
+}
 
 POP_AMP = 0.4
 AFF_AMP = 1.5
@@ -262,13 +286,51 @@ class Impressions:
 
 
 def click_uplift(
-    config: WorldConfig, population: Population, effects: Effects, user: np.ndarray
+    config: WorldConfig,
+    population: Population,
+    effects: Effects,
+    user: np.ndarray,
+    arm: int | np.ndarray = 1,
 ) -> np.ndarray:
-    """Coupon effect on the click logit: depends on region and age group only."""
+    """Effect of coupon arm `arm` (one per user, or an array aligned with `user`) on the click logit.
+
+    Depends on the user only (region and age group; see `COUPON_ARMS`); 0 for control and the
+    placebo, and everywhere at `uplift` = 0.
+    """
     if config.signals.uplift == 0:
         return np.zeros(len(user))
+    arm = np.broadcast_to(np.asarray(arm), np.shape(user))
     region, age = population.region[user], population.age_group[user]
-    return config.signals.uplift * (effects.uplift_region[region] + effects.uplift_age[age])
+    scale = config.signals.uplift
+    # arm 1 as its effect times its indicator: elsewhere a signed zero, bit for bit the click uplift
+    # component of the one-coupon world (arm_shares (0.5, 0.5, 0, 0))
+    out = (arm == 1) * (scale * (effects.uplift_region[region] + effects.uplift_age[age]))
+    return np.where(arm == 2, scale * np.asarray(ARM2_CLICK_AGE)[age], out)
+
+
+def conversion_uplift(
+    config: WorldConfig,
+    catalogue: Catalogue,
+    population: Population,
+    user: np.ndarray,
+    item: np.ndarray,
+    arm: int | np.ndarray = 1,
+) -> np.ndarray:
+    """Effect of coupon arm `arm` on the conversion logit given a click (`ARM_CONVERSION`).
+
+    Depends on price and user activity, not on region/age like the click effect: heterogeneous by
+    chain stage. 0 for control and the placebo, and everywhere at `uplift_conversion` = 0.
+    """
+    out = np.zeros(len(user))
+    if config.signals.uplift_conversion == 0:
+        return out
+    arm = np.broadcast_to(np.asarray(arm), np.shape(user))
+    z, activity = catalogue.zprice[item], population.activity_z[user]
+    scale = config.signals.uplift_conversion
+    for k, (a, b, c) in ARM_CONVERSION.items():
+        if a or b or c:
+            out = np.where(arm == k, scale * (a + b * z + c * activity), out)
+    return out
 
 
 def static_components(
@@ -282,7 +344,7 @@ def static_components(
     """Every click-logit component except `base` and the `history_components` (those need calibration / history).
 
     `latent` is the users' interest matrix of the day (it drifts). `uplift_click` is the effect under
-    the assigned arm (0 for control rows).
+    the assigned arm (0 for control and placebo rows).
     """
     s = config.signals
     u, i = imp.user, imp.item
@@ -316,7 +378,7 @@ def static_components(
         out["scaling"] = s.scaling * SCALE_AMP * dot / np.sqrt(config.scaling_rank)
     else:
         out["scaling"] = zeros
-    out["uplift_click"] = imp.treatment * click_uplift(config, population, effects, u)
+    out["uplift_click"] = click_uplift(config, population, effects, u, imp.treatment)
     return out
 
 
@@ -327,16 +389,12 @@ def conversion_logits(
     conv_base: float,
     user: np.ndarray,
     item: np.ndarray,
+    arm: int | np.ndarray = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(control, treated) conversion logits given a click.
-
-    The coupon's conversion effect depends on price and user activity (expensive items and light
-    users respond), unlike its click effect (region, age group): heterogeneous by chain stage.
-    """
+    """(control, under `arm`) conversion logits given a click (`conversion_uplift` apart)."""
     z = catalogue.zprice[item]
     control = conv_base - 0.5 * z + 0.2 * catalogue.popularity[item] + population.propensity[user]
-    uplift = config.signals.uplift * (0.45 + 0.5 * z - 0.3 * population.activity_z[user])
-    return control, control + uplift
+    return control, control + conversion_uplift(config, catalogue, population, user, item, arm)
 
 
 def solve_offset(logits: np.ndarray, target: float, weights: np.ndarray | None = None) -> float:

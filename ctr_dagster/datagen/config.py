@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 
 from ctr_dagster.window import DEFAULT_MAX_SEQ_LEN
 
+#: Treatment values: 0 = control, 1..3 = coupon arms (`schemas.ORACLE_ARMS`, `behaviour.COUPON_ARMS`).
+N_ARMS = 4
+
 
 @dataclass(frozen=True)
 class Signals:
@@ -27,7 +30,8 @@ class Signals:
     multimodal: float = 1.0
     interaction: float = 1.0
     segment: float = 1.0
-    uplift: float = 1.0
+    uplift: float = 1.0  # the coupon arms' click effect
+    uplift_conversion: float = 1.0  # the coupon arms' conversion effect (given a click)
     zero_shot: float = 1.0
     drift: float = 1.0
     position_bias: float = 1.0
@@ -61,7 +65,9 @@ class WorldConfig:
     activity_sigma: float = 1.3  # lognormal spread of user activity (power-law-like long tail)
     slate_size: int = 10
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN  # clicks remembered per user for the sequence signal
-    treatment_rate: float = 0.5
+    #: probability of each coupon arm per request: control (treatment 0), then the coupon arms 1..3
+    #: (`datagen.behaviour.COUPON_ARMS` says what each does); (0.5, 0.5, 0, 0) is the one-coupon world.
+    arm_shares: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
     corruption_rate: float = 0.003
     new_item_rate: float = 0.15  # share of items whose first_seen is after day 0
     new_user_rate: float = 0.15  # share of users who sign up during the world
@@ -101,7 +107,18 @@ class WorldConfig:
             )
         if self.n_items < 5 * self.n_categories or self.n_items < 2 * self.slate_size:
             raise ValueError(f"WorldConfig.n_items={self.n_items} is too small for the categories/slate")
-        for name in ("treatment_rate", "corruption_rate", "new_item_rate", "new_user_rate", "missing_rate"):
+        shares = tuple(float(x) for x in self.arm_shares)
+        object.__setattr__(self, "arm_shares", shares)  # hashable, even when given as a list
+        if (
+            len(shares) != N_ARMS
+            or not all(math.isfinite(x) and x >= 0 for x in shares)
+            or abs(sum(shares) - 1.0) > 1e-9
+        ):
+            raise ValueError(
+                f"WorldConfig.arm_shares must be {N_ARMS} shares >= 0 summing to 1 (control, arms 1..3), "
+                f"got {self.arm_shares!r}"
+            )
+        for name in ("corruption_rate", "new_item_rate", "new_user_rate", "missing_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if (

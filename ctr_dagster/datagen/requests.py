@@ -1,5 +1,7 @@
 """Who asks for a result list when, on which device, in which coupon arm, and what the slate shows.
 
+The coupon arm (`treatment`, 0 = control; see `behaviour.COUPON_ARMS`) is drawn per request.
+
 Each active user makes Poisson(activity) requests a day at times drawn from a diurnal profile.
 A slate mixes items from the user's currently preferred categories with globally popular items,
 only among items already in the catalogue (first_seen <= day), with no repeats inside a slate.
@@ -57,6 +59,17 @@ class Requests:
         return len(self.user)
 
 
+def coupon_arms(draw: np.ndarray, arm_shares: tuple[float, ...]) -> np.ndarray:
+    """int8 arm per request from uniform `draw`s, arm k with probability arm_shares[k].
+
+    The coupon arms take the low draws (arm 1 first) and control the rest, so shares (1 - r, r, 0, 0)
+    give exactly the one-coupon assignment ``draw < r`` of before the arms.
+    """
+    coupons = np.cumsum(arm_shares[1:])
+    arm = 1 + np.searchsorted(coupons, draw, side="right")
+    return np.where(draw < coupons[-1], arm, 0).astype(np.int8)
+
+
 def exposure_weights(catalogue: Catalogue, day: int) -> np.ndarray:
     """Candidate-generation weight of each item on `day` (0 before its first_seen)."""
     available = catalogue.first_day <= day
@@ -90,7 +103,7 @@ def make_requests(
     ms = ms + rank  # strictly increasing per user, so "clicks before this request" is well defined
     loyal = rng.random(n) < DEVICE_LOYALTY
     device = np.where(loyal, population.device_pref[user], rng.integers(0, len(DEVICES), size=n))
-    treatment = (rng.random(n) < config.treatment_rate).astype(np.int8)
+    treatment = coupon_arms(rng.random(n), config.arm_shares)
     widget_rng = rng_for(config.seed, "line_widget", day)
     items = sample_slates(config, catalogue, latent[user], day, rng, widget_rng, user)
     return Requests(user, day_start_ms + ms, hour, rank, device, treatment, items)

@@ -14,10 +14,12 @@ import numpy as np
 
 from ctr_dagster.datagen.behaviour import (
     COMPONENTS,
+    COUPON_ARMS,
     Effects,
     Impressions,
     click_uplift,
     conversion_logits,
+    conversion_uplift,
     history_components,
     sigmoid,
     static_components,
@@ -60,11 +62,13 @@ class DayArrays:
     click: np.ndarray  # int8
     conversion: np.ndarray  # int8
     components: dict[str, np.ndarray]  # float64, keys = COMPONENTS
-    p_click: np.ndarray
-    p_click_control: np.ndarray
-    p_click_treated: np.ndarray
+    p_click: np.ndarray  # under the assigned arm
+    p_click_control: np.ndarray  # arm 0
+    p_click_treated: np.ndarray  # the row's own coupon arm (arm 1 for control rows)
     p_conv_control: np.ndarray
     p_conv_treated: np.ndarray
+    p_click_arms: np.ndarray  # float64 [n, len(COUPON_ARMS)]: under each arm
+    p_conv_arms: np.ndarray  # float64 [n, len(COUPON_ARMS)]: conversion given a click under each arm
 
     @property
     def n(self) -> int:
@@ -129,14 +133,28 @@ def simulate_day(
     for name in HISTORY_COMPONENTS:
         parts[name] = dynamic[name].reshape(-1)
         logit = logit + parts[name]
-    tau = click_uplift(config, truth.population, truth.effects, imp.user)
+    # the oracle: every arm's click and conversion probabilities; arm 0 (control) and the placebo
+    # add exact zeros, so their probabilities are identical
     control = logit - parts["uplift_click"]
-    conv_control, conv_treated = conversion_logits(
-        config, truth.catalogue, truth.population, truth.conv_base, imp.user, imp.item
+    conv_control, _ = conversion_logits(
+        config, truth.catalogue, truth.population, truth.conv_base, imp.user, imp.item, 0
     )
-    treated = imp.treatment == 1
-    p_conv = sigmoid(np.where(treated, conv_treated, conv_control))
-    p_control, p_treated = sigmoid(control), sigmoid(control + tau)
+    pop, cat = truth.population, truth.catalogue
+    p_click_arms = np.stack(
+        [sigmoid(control + click_uplift(config, pop, truth.effects, imp.user, k)) for k in COUPON_ARMS],
+        axis=1,
+    )
+    p_conv_arms = np.stack(
+        [
+            sigmoid(conv_control + conversion_uplift(config, cat, pop, imp.user, imp.item, k))
+            for k in COUPON_ARMS
+        ],
+        axis=1,
+    )
+    rows = np.arange(len(imp.user))
+    arm = imp.treatment.astype(np.int64)
+    treated_arm = np.where(arm > 0, arm, 1)  # binary view: the row's coupon arm, arm 1 for control rows
+    p_conv = p_conv_arms[rows, arm]
     conversion = click.reshape(-1) & (u_conv.reshape(-1) < p_conv)
 
     # output order: requests by time (ties by user), impressions by position within a request
@@ -153,9 +171,11 @@ def simulate_day(
         click=click.reshape(-1)[flat].astype(np.int8),
         conversion=conversion[flat].astype(np.int8),
         components={name: parts[name][flat] for name in COMPONENTS},
-        p_click=np.where(treated, p_treated, p_control)[flat],
-        p_click_control=p_control[flat],
-        p_click_treated=p_treated[flat],
-        p_conv_control=sigmoid(conv_control)[flat],
-        p_conv_treated=sigmoid(conv_treated)[flat],
+        p_click=p_click_arms[rows, arm][flat],
+        p_click_control=p_click_arms[:, 0][flat],
+        p_click_treated=p_click_arms[rows, treated_arm][flat],
+        p_conv_control=p_conv_arms[:, 0][flat],
+        p_conv_treated=p_conv_arms[rows, treated_arm][flat],
+        p_click_arms=p_click_arms[flat],
+        p_conv_arms=p_conv_arms[flat],
     )

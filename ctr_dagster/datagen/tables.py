@@ -137,6 +137,10 @@ def oracle_table(arrays: DayArrays, impression_id: pa.Array) -> pa.Table:
     columns = {"impression_id": impression_id}
     for name in ("p_click", "p_click_control", "p_click_treated", "p_conv_control", "p_conv_treated"):
         columns[name] = pa.array(getattr(arrays, name).astype(np.float32))
+    for stage in ("click", "conv"):  # each arm's probability: the true effect per arm and chain stage
+        per_arm = getattr(arrays, f"p_{stage}_arms").astype(np.float32)
+        for k in range(per_arm.shape[1]):
+            columns[f"p_{stage}_arm{k}"] = pa.array(per_arm[:, k])
     for name in COMPONENTS:  # each planted mechanism's share of the click logit (oracle only)
         columns[f"logit_{name}"] = pa.array(arrays.components[name].astype(np.float32))
     return schemas.conform(pa.table(columns), schemas.ORACLE_IMPRESSIONS, source="datagen oracle")

@@ -149,10 +149,9 @@ class World:
         parts = static_components(cfg, self.catalogue, self.population, effects, self._latents[0], sample)
         logits = sum(parts.values())
         base = solve_offset(logits, cfg.target_ctr)
-        control, treated = conversion_logits(
-            cfg, self.catalogue, self.population, 0.0, sample.user, sample.item
-        )
-        conv = np.where(sample.treatment == 1, treated, control)
+        _, conv = conversion_logits(
+            cfg, self.catalogue, self.population, 0.0, sample.user, sample.item, sample.treatment
+        )  # under each row's assigned arm
         return base, solve_offset(conv, cfg.target_cvr, weights=sigmoid(logits + base))
 
     # -- days ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ repeats <file> row 3", the user's own files and rows, across files.
 
 Rules (names are stable, see `ctr_dagster.quality.rules`):
   impressions: <col>_not_null (required columns), impression_id_unique (repeats after the first),
-    position_positive, treatment_binary, click_binary, conversion_binary, conversion_implies_click,
+    position_positive, treatment_arm, click_binary, conversion_binary, conversion_implies_click,
     ts_in_partition, user_id_known, item_id_known, item_not_yet_listed
   items: <col>_not_null, item_id_unique, price_non_negative
   users: <col>_not_null, user_id_unique, age_group_in_range

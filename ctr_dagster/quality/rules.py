@@ -107,7 +107,13 @@ def impressions_rules(partition: str | None, *, users: bool, items: bool) -> lis
             _BETWEEN,
             {"column": "position", "min_value": 1},
         ),
-        binary("treatment"),
+        Rule(  # the coupon arm: 0 = control, 1.. = coupon arms (the synthetic world has 1..3)
+            "treatment_arm",
+            "treatment",
+            "treatment {treatment} is below 0 (0 = control, > 0 = a coupon arm)",
+            _BETWEEN,
+            {"column": "treatment", "min_value": 0},
+        ),
         binary("click"),
         binary("conversion"),
         Rule(

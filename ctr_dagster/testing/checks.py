@@ -109,12 +109,15 @@ def assert_scores_valid(scores: Any, n: int, task: str = "ctr") -> np.ndarray:
 
 
 def uplift_gain(scores: np.ndarray, outcome: np.ndarray, treatment: np.ndarray) -> float:
-    """Observed uplift (treated − control outcome rate) in the top half by score minus the bottom half."""
+    """Observed uplift (treated − control outcome rate) in the top half by score minus the bottom half.
+
+    Treated = any coupon arm (treatment > 0), pooled; control = treatment 0.
+    """
     order = np.argsort(-np.asarray(scores), kind="mergesort")
     half = len(order) // 2
 
     def uplift(idx: np.ndarray) -> float:
-        t = treatment[idx] == 1
+        t = treatment[idx] > 0
         if t.all() or (~t).all():
             return 0.0
         return float(outcome[idx][t].mean() - outcome[idx][~t].mean())
