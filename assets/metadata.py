@@ -7,13 +7,18 @@ import dagster as dg
 from ctr_dagster.column_docs import COLUMN_DOCS
 
 
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
 def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
     if not rows:
         return "_(none)_"
     columns = list(columns or rows[0].keys())
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [str(row.get(c, "")).replace("|", "\\|").replace("\n", " ") for c in columns]
+        # an absent value is an empty cell, never the text "None"
+        cells = [_cell(row.get(c)).replace("|", "\\|").replace("\n", " ") for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -65,6 +65,17 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 
 #: First component of every plugin's asset key, per kind.
 ASSET_PREFIXES: dict[str, str] = {"model": "models", "encoder": "encoders", "extractor": "extractors"}
+#: The Dagster asset a plugin's work shows up in: a model has its own (`models/<name>`); encoders
+#: and extractors run inside their stage's asset, which is what the registry table names.
+STAGE_ASSETS: dict[str, str] = {"encoder": "item_embeddings", "extractor": "item_attributes"}
+
+
+def shown_in(kind: str, name: str) -> str | None:
+    """The Dagster asset key (slash-joined) where this plugin's results appear, or None for an
+    invalid name (a broken plugin's name may be anything)."""
+    if kind in STAGE_ASSETS:
+        return STAGE_ASSETS[kind]
+    return "/".join(asset_key_for(kind, name)) if is_valid_name(name) else None
 
 
 def is_valid_name(name: object) -> bool:
@@ -130,7 +141,7 @@ class PluginInfo:
             "dist": self.dist,
             "version": self.version,
             "entry_point": self.entry_point_value,
-            "asset_key": "/".join(self.asset_key),
+            "asset_key": shown_in(self.kind, self.name),
             "error": None,
         }
 
@@ -159,7 +170,7 @@ class BrokenPlugin:
             "dist": self.dist,
             "version": self.version,
             "entry_point": self.entry_point_value,
-            "asset_key": "/".join(asset_key_for(self.kind, self.name)) if is_valid_name(self.name) else None,
+            "asset_key": shown_in(self.kind, self.name),
             "error": self.error,
         }
 
@@ -200,7 +211,9 @@ class Registry:
     def as_rows(self) -> list[dict[str, Any]]:
         """One plain dict per plugin (good and broken), for tables, JSON and Dagster metadata.
 
-        Keys: kind, name, status ("ok" | "broken"), dist, version, entry_point, asset_key, error.
+        Keys: kind, name, status ("ok" | "broken"), dist, version, entry_point, asset_key (the Dagster
+        asset its results appear in: `models/<name>`, or the stage asset of an encoder / extractor),
+        error (None when ok).
         """
         rows = [p.as_row() for p in self.plugins] + [b.as_row() for b in self.broken]
         order = {k: i for i, k in enumerate(KINDS)}

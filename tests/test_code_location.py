@@ -50,6 +50,14 @@ def test_definitions_resolve_with_versions_and_checks(tiny_settings):
         "plugin_registry",
     }
     assert expected <= keys
+    # the registry table names only real assets (a model's own; an encoder's / extractor's stage),
+    # and an ok plugin's error cell is empty, not the text "None"
+    from ctr_dagster.registry import default_registry
+
+    rows = default_registry().as_rows()
+    assert {r["asset_key"] for r in rows if r["status"] == "ok"} <= keys
+    table = graph.get(dg.AssetKey("plugin_registry")).metadata["plugins"].value
+    assert "None" not in table and "item_attributes" in table
     for key in graph.get_all_asset_keys():
         assert graph.get(key).code_version, f"{key.to_user_string()} has no code_version"
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}
