@@ -82,9 +82,14 @@ def _evaluate(
     curves = doc.pop("curves")
     latest = engine.save(doc, home)
     png = reports.roc_calibration_png(curves, latest.parent / "roc_calibration.png", title="test split")
-    rows = [{k: engine.display(v) for k, v in r.items()} for r in engine.leaderboard_rows(doc)]
+    board = engine.leaderboard_rows(doc)
+    rows = [{k: engine.display(v) for k, v in r.items()} for r in board]
     meta: dict[str, object] = {
-        "leaderboard": dg.MetadataValue.md(markdown_table(rows, [*engine.LEADERBOARD_COLUMNS, "error"])),
+        # the first table fits a laptop screen; selection, calibration and slices sit in the next one
+        "leaderboard": dg.MetadataValue.md(
+            markdown_table(engine.compact_rows(board), engine.COMPACT_COLUMNS)
+        ),
+        "leaderboard_details": dg.MetadataValue.md(markdown_table(rows, engine.DETAIL_COLUMNS)),
         "slice_auc": dg.MetadataValue.md(markdown_table(engine.slice_rows(doc))),
         # with vs without: variants (e.g. + item embeddings) and distilled students beside their base
         "comparisons": dg.MetadataValue.md(

@@ -50,6 +50,33 @@ LEADERBOARD_COLUMNS = [
 ]
 
 
+#: The UI's first table: what fits a laptop screen (the rest is in `DETAIL_COLUMNS`).
+COMPACT_COLUMNS = ["rank", "model", "test AUC [95% CI]", "gauc", "logloss", "oracle_gap", "status"]
+#: The UI's second table: selection, the champion comparison, calibration, slices, errors.
+DETAIL_COLUMNS = [
+    "model",
+    "task",
+    "valid_auc",
+    "vs_champion",
+    "ece",
+    "auc_new_items",
+    "auc_new_users",
+    "error",
+]
+
+
+def compact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`leaderboard_rows` for the UI's first table: AUC and its interval in one cell, displayed."""
+    out = []
+    for r in rows:
+        auc = display(r.get("auc"))
+        if r.get("auc_95ci"):
+            auc = f"{auc} {r['auc_95ci']}"
+        shown = {k: display(r.get(k)) for k in COMPACT_COLUMNS}
+        out.append(shown | {"test AUC [95% CI]": auc if r.get("auc") is not None else "–"})
+    return out
+
+
 def _interval(ci: list[float] | None, signed: bool = False) -> str | None:
     if not ci:
         return None
