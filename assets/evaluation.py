@@ -151,12 +151,20 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
     engine.save_gate(decision.as_dict(), doc, home)
     for reason in decision.reasons:
         (context.log.info if decision.passed else context.log.warning)(f"champion gate: {reason}")
+    from ctr_dagster.champion import GatePolicy, gate_criteria, gate_headline
+
+    policy = GatePolicy(**doc["gate_policy"])
     meta = {
+        # read first: who is compared with whom, what happened, and each criterion with its figures
+        "verdict": gate_headline(decision),
+        "criteria": dg.MetadataValue.md(markdown_table(gate_criteria(decision, policy))),
         "action": decision.action,
         "candidate": decision.candidate["name"] if decision.candidate else "none",
         "selected_by": (decision.candidate or {}).get("selected_by", "none"),
         "champion": decision.champion["name"] if decision.champion else "none",
-        "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in decision.reasons) or "none"),
+        "reasons": dg.MetadataValue.md(
+            "\n".join(f"- {r}" for r in decision.reasons) or f"- {gate_headline(decision)}"
+        ),
     }
     if decision.comparison:
         c = decision.comparison

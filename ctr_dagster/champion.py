@@ -139,6 +139,94 @@ def decide(
     return GateDecision(False, "block", candidate, current, reasons, deltas, comparison)
 
 
+def gate_headline(decision: GateDecision) -> str:
+    """One line a person reads first: who the candidate and the incumbent are, and what happened."""
+    cand = decision.candidate["name"] if decision.candidate else None
+    inc = decision.champion["name"] if decision.champion else None
+    if cand is None:
+        return "block: no model was trained successfully, nothing to promote"
+    if decision.action == "promote" and inc is None:
+        return f"first promotion: {cand} (best validation AUC) becomes the champion; there was none"
+    if decision.action == "promote":
+        return f"promote: {cand} (best validation AUC) replaces the champion {inc}"
+    if (
+        decision.action == "keep"
+        and decision.champion
+        and decision.candidate
+        and (decision.candidate.get("artifact") == decision.champion.get("artifact"))
+    ):
+        return f"keep: {cand} is already the champion"
+    if decision.action == "keep":
+        return f"keep: the champion {inc} stays ({decision.reasons[0] if decision.reasons else 'no fair comparison'})"
+    return f"block: {cand} does not replace {inc or 'nobody'} ({len(decision.reasons)} criterion/criteria failed)"
+
+
+def gate_criteria(decision: GateDecision, policy: GatePolicy) -> list[dict[str, str]]:
+    """Every criterion of the gate with passed / failed / n/a and the figures behind it."""
+    cand, c = decision.candidate or {}, decision.comparison or {}
+    rows: list[dict[str, str]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        rows.append(
+            {
+                "criterion": name,
+                "result": "n/a" if ok is None else "passed" if ok else "failed",
+                "detail": detail,
+            }
+        )
+
+    auc = cand.get("auc")
+    add(
+        "AUC floor",
+        None if auc is None else auc >= policy.min_auc,
+        f"test AUC {auc if auc is None else f'{auc:.4f}'} vs floor {policy.min_auc}",
+    )
+    if not c.get("rows"):
+        why = (
+            "first promotion: no champion to compare with"
+            if decision.champion is None
+            else (
+                "the candidate is the champion"
+                if decision.action == "keep" and not decision.reasons
+                else "no paired comparison on fair rows"
+            )
+        )
+        for name in ("better than the champion", "margin", "logloss", "ECE", "slices"):
+            add(name, None, why)
+        return rows
+    alpha = 1 - policy.confidence
+    add(
+        "better than the champion",
+        c["p_value"] < alpha,
+        f"{c['test']}: ΔAUC {c['delta']:+.4f}, {policy.confidence:.0%} CI [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], "
+        f"p = {c['p_value']:.4f} (needs < {alpha:.3f}) on {c['rows']} rows",
+    )
+    add("margin", c["delta"] >= policy.margin, f"ΔAUC {c['delta']:+.4f} vs margin {policy.margin}")
+    for label, key, tolerance in (
+        ("logloss", "logloss", policy.logloss_tolerance),
+        ("ECE", "ece", policy.ece_tolerance),
+    ):
+        mine, theirs = c.get(f"{key}_a"), c.get(f"{key}_b")
+        if mine is None or theirs is None:
+            add(label, None, "not computed")
+        else:
+            add(
+                label,
+                mine - theirs <= tolerance,
+                f"{mine:.4f} vs champion {theirs:.4f} (tolerance +{tolerance})",
+            )
+    if decision.slice_deltas:
+        worst = min(decision.slice_deltas, key=decision.slice_deltas.get)
+        add(
+            "slices",
+            decision.slice_deltas[worst] >= -policy.slice_tolerance,
+            f"worst slice {worst} {decision.slice_deltas[worst]:+.4f} AUC (tolerance -{policy.slice_tolerance})",
+        )
+    else:
+        add("slices", None, f"no slice with >= {policy.min_slice_rows} rows on both sides")
+    return rows
+
+
 class ChampionStore:
     """Current champion, promotion history and rollback, in plain JSON files."""
 

@@ -152,3 +152,26 @@ def test_cli_rollback_show_and_history(tmp_path, monkeypatch):
     # --home wins over $CTR_HOME: another home has no champion
     other = runner.invoke(app, ["--home", str(tmp_path / "other"), "champion", "show", "--json"])
     assert other.exit_code == 0 and json.loads(other.output) is None
+
+
+def test_the_gate_explains_itself_criterion_by_criterion():
+    from ctr_dagster.champion import gate_criteria, gate_headline
+
+    first = decide(_doc(_row("a", 0.61, "/a/1")), None, POLICY)
+    assert gate_headline(first).startswith("first promotion: a")
+    rows = {r["criterion"]: r for r in gate_criteria(first, POLICY)}
+    assert rows["AUC floor"]["result"] == "passed" and rows["better than the champion"]["result"] == "n/a"
+    assert "no champion" in rows["better than the champion"]["detail"]
+
+    current = {"name": "old", "artifact": "/old/1"}
+    doc = _doc(_row("new", 0.75, "/new/1"), _row("old", 0.70, "/old/1"))
+    worse_ece = decide(doc, current, POLICY, _comparison(0.05, 0.001, ece_a=0.05))
+    assert gate_headline(worse_ece).startswith("block: new does not replace old")
+    rows = {r["criterion"]: r for r in gate_criteria(worse_ece, POLICY)}
+    assert rows["better than the champion"]["result"] == "passed"
+    assert (
+        "ΔAUC +0.0500" in rows["better than the champion"]["detail"]
+        and "CI [+0.0460, +0.0540]" in rows["better than the champion"]["detail"]
+    )
+    assert rows["ECE"]["result"] == "failed" and rows["logloss"]["result"] == "passed"
+    assert rows["slices"]["result"] == "passed"  # new_items: 0.70 vs 0.70
