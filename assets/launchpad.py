@@ -16,12 +16,20 @@ from ctr_dagster.registry import BrokenPlugin, PluginInfo, default_registry
 
 
 def dataclass_fields(config: type) -> dict[str, tuple[object, object]]:
-    """pydantic field definitions `(type, default)` for each field of a Config dataclass."""
+    """pydantic field definitions `(type, Field(default, description))` for each field of a Config
+    dataclass; the description is the one its author wrote (`config_docs.field_descriptions`), so
+    the launchpad explains `patience`, `amp`, ... where they are edited."""
+    from ctr_dagster.config_docs import field_descriptions
+
     hints = typing.get_type_hints(config)
+    described = field_descriptions(config)
     fields = {}
     for f in dataclasses.fields(config):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        fields[f.name] = (hints.get(f.name, typing.Any), default)
+        fields[f.name] = (
+            hints.get(f.name, typing.Any),
+            pydantic.Field(default, description=described.get(f.name)),
+        )
     return fields
 
 

@@ -46,14 +46,14 @@ class TrainerConfig:
       a step down by an order of magnitude.
     """
 
-    epochs: int = 5
-    batch_size: int = 2048
-    lr: float = 1e-3
+    epochs: int = 5  # passes over the train split (early stopping may end sooner)
+    batch_size: int = 2048  # training rows per optimizer step
+    lr: float = 1e-3  # Adam's learning rate at the start
     weight_decay: float = 0.0
     mba_l2: float = 0.0
     lr_schedule: str = "plateau"
-    lr_decay: float = 0.1
-    min_lr: float = 1e-6
+    lr_decay: float = 0.1  # factor applied to lr by the plateau schedule
+    min_lr: float = 1e-6  # the plateau schedule never goes below this lr
     patience: int = 2
     grad_clip_norm: float = 10.0
     amp: bool = True

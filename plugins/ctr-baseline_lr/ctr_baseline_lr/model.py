@@ -29,10 +29,10 @@ class BaselineLrConfig:
     """Typed, defaulted fields: the launchpad shows and edits them."""
 
     smoothing: float = 20.0  # pseudo-impressions at the global CTR in the smoothed item CTR
-    learning_rate: float = 0.2
-    epochs: int = 60
-    batch_size: int = 256
-    l2: float = 1e-3
+    learning_rate: float = 0.2  # step size of the logistic regression's gradient descent
+    epochs: int = 60  # passes over the train split
+    batch_size: int = 256  # rows per gradient step
+    l2: float = 1e-3  # L2 penalty on the weights
 
 
 class BaselineLrModel:

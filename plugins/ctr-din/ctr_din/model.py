@@ -42,27 +42,27 @@ class DinConfig(TrainerConfig):
 
     epochs: int = 6
     batch_size: int = 512
-    embedding_dim: int = 16
+    embedding_dim: int = 16  # width of every id embedding (items, categories, users, context)
     #: most recent behaviours attended to; None = every one the training dataset holds (its
     #: max_seq_len, 20 by default); a larger number is capped there, with a line in the run log
     max_seq_len: int | None = None
-    attention_units: list[int] = field(default_factory=lambda: [64])
-    attention_activation: str = "dice"
+    attention_units: list[int] = field(default_factory=lambda: [64])  # hidden layers of the activation unit
+    attention_activation: str = "dice"  # activation unit's nonlinearity: dice (the paper) or prelu
     use_softmax: bool = False  # the paper keeps attention weights unnormalised
     #: "attention" (DIN's local activation unit) or "sum" (every behaviour weighted 1: the ablation
     #: that shows what the target attention adds; tests/test_din_ablation.py)
     pooling: str = "attention"
-    tower_units: list[int] = field(default_factory=lambda: [128, 64])
-    tower_activation: str = "dice"
-    dropout: float = 0.0
-    embedding_init_std: float = 0.3
+    tower_units: list[int] = field(default_factory=lambda: [128, 64])  # hidden layers of the output MLP
+    tower_activation: str = "dice"  # the MLP's nonlinearity: dice or prelu
+    dropout: float = 0.0  # dropout in the output MLP
+    embedding_init_std: float = 0.3  # std of the normal init of embedding rows
     #: DIN's mini-batch-aware L2 on the embedding tables (paper section 4.3; the trainer adds
     #: mba_l2 * sum_j ||w_j||^2 / n_j over the ids j of each batch). Chosen on VALIDATION AUC only
     #: (README, "Regularization"): on `small`, the demo profile these defaults are tuned for, 0.3 was
     #: best (mean of world seeds 0-1: 0.8003 vs 0.7977 at 1.0 and 0.7931 without); on `tiny` 0.3 is
     #: +0.0026 over 0 (seeds 0-2).
     mba_l2: float = 0.3
-    use_user_idx: bool = False
+    use_user_idx: bool = False  # a user-id embedding (off: new users are the norm at test time)
     use_item_embeddings: bool = False  # add a projection of the frozen item_embeddings vectors
 
     def __post_init__(self) -> None:

@@ -59,13 +59,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 @dataclass
 class HyperpaveConfig:
-    hidden: int = 64
+    hidden: int = 64  # width of node embeddings
     feature_dim: int = 512  # hashed character n-gram columns per node text
     steps: int = 200  # full-batch optimizer steps (the whole graph is one batch at this scale)
-    lr: float = 0.01
-    weight_decay: float = 1e-6
-    dropout: float = 0.1
-    neg_ratio: int = 2
+    lr: float = 0.01  # AdamW learning rate
+    weight_decay: float = 1e-6  # AdamW weight decay
+    dropout: float = 0.1  # dropout on node features between layers
+    neg_ratio: int = 2  # negatives per positive link
     supervision_share: float = 0.3  # training edges used as supervision only in each step
     valid_avs: int = 6  # AV nodes held out (with all their edges) for validation
     valid_seen_share: float = 0.1  # share of the other edges held out (seen-value validation)
@@ -74,7 +74,7 @@ class HyperpaveConfig:
     # few or no known values (new listings, another file's products), so training must see them
     isolate_product_share: float = 0.3
     min_av_edges: int = 2  # an AV needs this many catalogue edges to be a validation AV
-    eval_every: int = 10
+    eval_every: int = 10  # steps between validation passes
     patience: int = 6  # evaluations without a better validation F1 before stopping
     text_skip: bool = True  # add the frozen text similarity to the pair score
     use_graph: bool = True  # False: ablation without the graph part of the score
@@ -87,7 +87,7 @@ class HyperpaveConfig:
     decision: str = "tuned"
     fusion: str = "all"  # hypergraph fusion: "all" (every family) or "user" (the code's default)
     valid_negative_share: float = 0.3  # known no-value pairs held out to validate abstention
-    multi_label: bool = False
+    multi_label: bool = False  # answer every value above the threshold, not only the top one
     max_partners: int = 20  # longest also_view / also_buy list per product
     session_minutes: int = 30  # a user's clicks in one such window are one also_view group
     min_co_views: int = 2  # shared sessions an also_view partner needs

@@ -45,13 +45,13 @@ class ImageCnnConfig:
     convs_per_stage: int = 1  # 3x3 convolutions per stage
     image_size: int = 32  # images are resized to image_size x image_size
     epochs: int = 10  # passes over the catalogue's images (0 = keep the seeded random init)
-    train_batch_size: int = 64
+    train_batch_size: int = 64  # images per training step
     learning_rate: float = 0.003  # peak of the one-cycle schedule (AdamW)
-    weight_decay: float = 0.0001
+    weight_decay: float = 0.0001  # AdamW weight decay while training the CNN
     min_label_count: int = 5  # attribute values with fewer labelled items are not learned
     max_train_items: int = 4000  # a seeded sample of at most this many items trains the CNN (bounds the cost)
     max_shift: int = 2  # augmentation: random shift of up to this many pixels (plus horizontal flips)
-    seed: int = 0
+    seed: int = 0  # seed of the CNN's initialisation and batches
     # torch CPU threads while fitting/encoding (restored after). 1 by default: these tiny convolutions
     # gain little from more threads, and on a busy 2-core machine OpenMP threads that wait on each
     # other made a fit 4x slower (measured: 20 s with 2 threads vs 5 s with 1). 0 = torch's default.

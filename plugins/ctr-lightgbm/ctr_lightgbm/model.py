@@ -39,26 +39,26 @@ class LightgbmConfig:
 
     num_boost_round: int = 400  # upper bound; early stopping on the valid AUC picks the best
     early_stopping_rounds: int = 30  # 0 disables early stopping (then all rounds are kept)
-    learning_rate: float = 0.1
-    num_leaves: int = 31
-    min_data_in_leaf: int = 200
-    feature_fraction: float = 0.8
+    learning_rate: float = 0.1  # shrinkage per boosting round
+    num_leaves: int = 31  # leaves per tree
+    min_data_in_leaf: int = 200  # rows a leaf needs
+    feature_fraction: float = 0.8  # share of features each tree sees
     bagging_fraction: float = 0.8  # row subsampling (1.0 disables bagging)
-    bagging_freq: int = 1
-    lambda_l2: float = 10.0
-    max_bin: int = 255
+    bagging_freq: int = 1  # resample rows every this many rounds (0: never)
+    lambda_l2: float = 10.0  # L2 on leaf values
+    max_bin: int = 255  # histogram bins per numeric feature
     # Categorical handling (category/device/region/age group; item_idx ~2k values if enabled):
     # one-vs-rest below this many categories, otherwise LightGBM's sorted-gradient split with these.
     max_cat_to_onehot: int = 8
-    max_cat_threshold: int = 64
-    cat_smooth: float = 20.0
-    cat_l2: float = 10.0
-    min_data_per_group: int = 50
+    max_cat_threshold: int = 64  # categories one split may group
+    cat_smooth: float = 20.0  # smoothing of categorical split statistics
+    cat_l2: float = 10.0  # L2 in categorical splits
+    min_data_per_group: int = 50  # rows a category group needs
     # Id statistics (item / user / user x category shows and smoothed click rates). On the train rows
     # they come from the past only: `stats_folds` contiguous time blocks, block k counted on blocks < k
     # (10: best valid AUC on `small` of 3/5/10/20, tied with 20; see the README).
     use_stats: bool = True
-    stats_folds: int = 10
+    stats_folds: int = 10  # time blocks for the past-only click-rate statistics
     stats_smoothing: float = 20.0  # pseudo-impressions at the global rate (item, user)
     user_cat_smoothing: float = 10.0  # pseudo-impressions at the user's rate (user x category)
     use_item_idx: bool = False  # item ids as a LightGBM categorical: overfits on `small` (see README)
