@@ -45,3 +45,16 @@ class QualityReport:
             meta["partition"] = self.partition
         meta.update({f"rule.{name}": count for name, count in self.rule_counts.items()})
         return meta
+
+    def as_check_metadata(self) -> dict[str, Any]:
+        """For a check that *validates* a table (nothing is quarantined by it): what was validated and
+        which rules failed, named so they cannot be read as the quarantine's counts."""
+        meta: dict[str, Any] = {
+            "validated_table": self.table,
+            "validated_rows": self.rows_in,
+            "rows_failing_a_rule": self.rows_quarantined,
+            "success": self.success,
+            "failed_rules": ", ".join(self.failed_rules) or "none",
+        }
+        meta.update({f"failing_rows.{name}": count for name, count in self.rule_counts.items()})
+        return meta
