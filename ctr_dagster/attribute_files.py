@@ -49,10 +49,6 @@ class FileScores:
         }
 
 
-def _negatives(result: Any) -> pa.Table | None:
-    return getattr(result, "negatives", None)
-
-
 def score_files(
     train: Sequence[Path],
     test: Sequence[Path],
@@ -96,10 +92,10 @@ def score_files(
             )
     candidates = extraction.taxonomy(fit.item_attributes, published)
     inputs: dict[str, pa.Table] = {"candidates": candidates}
-    if (neg := _negatives(fit)) is not None and neg.num_rows:
-        inputs["negatives"] = neg
-    test_negatives = _negatives(held)
-    labelled = held.item_attributes.num_rows + (test_negatives.num_rows if test_negatives is not None else 0)
+    if fit.negatives.num_rows:
+        inputs["negatives"] = fit.negatives
+    test_negatives = held.negatives
+    labelled = held.item_attributes.num_rows + test_negatives.num_rows
     if not labelled:
         raise AttributeFilesError(
             "the test file has no labelled attribute (no value, no negative): nothing to score"
@@ -143,7 +139,7 @@ def score_files(
     )
     norm = extraction_scoring.norm
     seen = {(a, v) for _, a, v in extraction_scoring.triples(fit.item_attributes)}
-    offered = {(a, norm(v)) for a, v in extraction_scoring.triples_of_pairs(candidates)}
+    offered = {(a, norm(v)) for a, v in extraction_scoring.value_pairs(candidates)}
     unseen_rows = [
         (a, v) for _, a, v in extraction_scoring.triples(held.item_attributes) if (a, v) not in seen
     ]
@@ -173,11 +169,11 @@ def score_files(
         counts={
             "train_products": fit.items.num_rows,
             "train_values": fit.item_attributes.num_rows,
-            "train_negatives": neg.num_rows if (neg := _negatives(fit)) is not None else 0,
+            "train_negatives": fit.negatives.num_rows,
             "train_quarantined": fit.quarantine.num_rows,
             "test_products": held.items.num_rows,
             "test_values": held.item_attributes.num_rows,
-            "test_negatives": test_negatives.num_rows if test_negatives is not None else 0,
+            "test_negatives": test_negatives.num_rows,
             "test_quarantined": held.quarantine.num_rows,
             "test_values_unseen_in_train": unseen_truth,
             "test_unseen_values_among_candidates": unseen_candidates,

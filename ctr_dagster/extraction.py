@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 CATALOGUE = "catalogue"  # `extractor` value of rows that come from the structured catalogue
 SLICES = scoring.SLICES
 EVALUATION_COLUMNS = scoring.EVALUATION_COLUMNS
-_norm = scoring.norm
 _triples = scoring.triples
 
 
@@ -255,18 +254,7 @@ def run_extractor(
     )
 
 
-# -- scoring ---------------------------------------------------------------------------------------
-def _triples(table: pa.Table) -> list[tuple[str, str, str]]:
-    return list(
-        zip(
-            table.column("item_id").to_pylist(),
-            table.column("attribute").to_pylist(),
-            [_norm(v) for v in table.column("value").to_pylist()],
-            strict=True,
-        )
-    )
-
-
+# -- scoring (`extraction_scoring`) ------------------------------------------------------------------
 def evaluate(
     name: str,
     predictions: pa.Table,

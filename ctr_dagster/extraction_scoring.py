@@ -79,7 +79,7 @@ def triples(table: pa.Table) -> list[tuple[str, str, str]]:
     )
 
 
-def triples_of_pairs(table: pa.Table) -> list[tuple[str, str]]:
+def value_pairs(table: pa.Table) -> list[tuple[str, str]]:
     """(attribute, value) rows of a taxonomy-like table, as they are."""
     return list(zip(table.column("attribute").to_pylist(), table.column("value").to_pylist(), strict=True))
 
@@ -103,9 +103,6 @@ class Counts:
 class Scores:
     rows: list[dict[str, Any]]  # EVALUATION_COLUMNS, one row per (extractor, slice)
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # COMPARISON_COLUMNS
-
-    def f1(self, extractor: str, slice_name: str) -> float:
-        return next(r["f1"] for r in self.rows if r["extractor"] == extractor and r["slice"] == slice_name)
 
 
 class Scoring:
