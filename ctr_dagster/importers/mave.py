@@ -61,6 +61,23 @@ class _Reject(ValueError):
         super().__init__(message)
         self.rule, self.column, self.message = rule, column, message
 
+    def quarantine_row(
+        self, table: str, file: Path, number: int, text: str, *, name_column: bool = False
+    ) -> dict[str, Any]:
+        """The QUARANTINE row of rejected line `number` of `file`, its raw text kept (capped).
+        Shared with the taxonomy reader, which rejects lines the same way."""
+        where = f", column {self.column!r}" if name_column and self.column else ""
+        return {
+            "table": table,
+            "partition": None,
+            "source_file": str(file),
+            "source_row": number,
+            "column": self.column,
+            "rule": self.rule,
+            "detail": f"{file}, line {number}{where}: {self.message}",
+            "record": json.dumps({"text": text[:_MAX_RECORD_CHARS]}, ensure_ascii=False),
+        }
+
 
 @dataclass(frozen=True)
 class MaveImport:
@@ -250,18 +267,7 @@ def read_mave(
                         f"id {item_id!r} already read at {first_file}, line {first_line}",
                     )
             except _Reject as reject:
-                rejected.append(
-                    {
-                        "table": "raw_items",
-                        "partition": None,
-                        "source_file": str(file),
-                        "source_row": number,
-                        "column": reject.column,
-                        "rule": reject.rule,
-                        "detail": f"{file}, line {number}: {reject.message}",
-                        "record": json.dumps({"text": line[:_MAX_RECORD_CHARS]}, ensure_ascii=False),
-                    }
-                )
+                rejected.append(reject.quarantine_row("raw_items", file, number, line))
                 continue
             seen[item_id] = (file, number)
             items["item_id"].append(item_id)

@@ -42,8 +42,7 @@ import pyarrow as pa
 
 from ctr_dagster import schemas
 from ctr_dagster.errors import MalformedInputError
-from ctr_dagster.importers.mave import _lines, evidences
-from ctr_dagster.importers.mave import _Reject as MaveReject
+from ctr_dagster.importers.mave import _lines, _Reject, evidences
 
 FORMATS = ("csv", "tsv", "jsonl")
 TABLE = "raw_attribute_taxonomy"
@@ -57,7 +56,6 @@ _BY_SUFFIX = {
     ".json": "jsonl",
 }
 _COLUMNS = ("attribute", "value")
-_MAX_RECORD_CHARS = 20_000
 
 
 class TaxonomyImport(NamedTuple):
@@ -65,12 +63,6 @@ class TaxonomyImport(NamedTuple):
 
     taxonomy: pa.Table  # schemas.ATTRIBUTE_TAXONOMY
     quarantine: pa.Table  # schemas.QUARANTINE
-
-
-class _Bad(ValueError):
-    def __init__(self, rule: str, column: str | None, message: str):
-        super().__init__(message)
-        self.rule, self.column, self.message = rule, column, message
 
 
 def _format(file: Path, lines: Iterator[tuple[int, str]], given: str | None) -> tuple[str, list]:
@@ -97,7 +89,7 @@ def _format(file: Path, lines: Iterator[tuple[int, str]], given: str | None) -> 
 def _text(obj: dict, key: str, where: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip():
-        raise _Bad("bad_field", where, f"{where} must be a non-empty string, got {value!r}")
+        raise _Reject("bad_field", where, f"{where} must be a non-empty string, got {value!r}")
     return value
 
 
@@ -106,19 +98,16 @@ def _json_pairs(text: str) -> list[tuple[str, str]]:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _Bad("unparseable", None, f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
+        raise _Reject("unparseable", None, f"invalid JSON: {exc.msg} at column {exc.colno}") from exc
     if not isinstance(record, dict):
-        raise _Bad("unparseable", None, f"a line must hold a JSON object, got {type(record).__name__}")
+        raise _Reject("unparseable", None, f"a line must hold a JSON object, got {type(record).__name__}")
     if "attributes" not in record:
         return [(_text(record, "attribute", "attribute"), _text(record, "value", "value"))]
-    try:
-        return [
-            (key, _text(evidence, "value", f"{at}.value"))
-            for key, at, evidence in evidences(record)
-            if evidence is not None
-        ]
-    except MaveReject as reject:
-        raise _Bad(reject.rule, reject.column, reject.message) from reject
+    return [
+        (key, _text(evidence, "value", f"{at}.value"))
+        for key, at, evidence in evidences(record)
+        if evidence is not None
+    ]
 
 
 class _Csv:
@@ -132,7 +121,7 @@ class _Csv:
         try:
             rows = list(csv.reader([text], delimiter=self.delimiter, skipinitialspace=True, strict=True))
         except csv.Error as exc:
-            raise _Bad("unparseable", None, f"not a {self._name} line: {exc}") from exc
+            raise _Reject("unparseable", None, f"not a {self._name} line: {exc}") from exc
         return rows[0] if rows else []
 
     @property
@@ -144,7 +133,7 @@ class _Csv:
         if self.positions is None:
             try:
                 names = [c.strip().lstrip("\ufeff").strip().lower() for c in self._cells(text)]
-            except _Bad as bad:
+            except _Reject as bad:
                 raise MalformedInputError(
                     self.file, number, None, f"unreadable header: {bad.message}"
                 ) from None
@@ -165,7 +154,7 @@ class _Csv:
             value = cells[at] if at < len(cells) else None
             if value is None or not value.strip():
                 shown = "missing" if value is None else "empty"
-                raise _Bad("bad_field", column, f"{column} is {shown} (column {at + 1})")
+                raise _Reject("bad_field", column, f"{column} is {shown} (column {at + 1})")
             entry.append(value)
         return [(entry[0], entry[1])]
 
@@ -188,20 +177,8 @@ def read_taxonomy(paths: str | Path | Sequence[str | Path], *, format: str | Non
                 continue
             try:
                 pairs = _json_pairs(text) if table is None else table.pairs(number, text)
-            except _Bad as bad:
-                where = f", column {bad.column!r}" if bad.column else ""
-                rejected.append(
-                    {
-                        "table": TABLE,
-                        "partition": None,
-                        "source_file": str(file),
-                        "source_row": number,
-                        "column": bad.column,
-                        "rule": bad.rule,
-                        "detail": f"{file}, line {number}{where}: {bad.message}",
-                        "record": json.dumps({"text": text[:_MAX_RECORD_CHARS]}, ensure_ascii=False),
-                    }
-                )
+            except _Reject as bad:
+                rejected.append(bad.quarantine_row(TABLE, file, number, text, name_column=True))
                 continue
             for pair in pairs or ():
                 entries[pair] = None
