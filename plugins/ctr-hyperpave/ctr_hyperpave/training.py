@@ -35,7 +35,6 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     from ctr_dagster.contracts import FitContext
 
     from ctr_hyperpave import net
-    from ctr_hyperpave.hypergraph import build_hypergraph
     from ctr_hyperpave.split import slots_of, zero_shot_split
 
     ctx = ctx or FitContext()
@@ -44,15 +43,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     rng = np.random.default_rng(ctx.seed)
     interactions = ctx.inputs.get("interactions")
     candidates = ctx.inputs.get("candidates")
-    hg = build_hypergraph(
-        items,
-        attributes,
-        interactions,
-        candidates,
-        max_partners=cfg.max_partners,
-        session_minutes=cfg.session_minutes,
-        min_co_views=cfg.min_co_views,
-    )
+    hg = _hypergraph(cfg, items, attributes, interactions, candidates)
     graph_seconds = time.perf_counter() - started
     split = zero_shot_split(hg, cfg.valid_avs, cfg.min_av_edges, ctx.seed, cfg.valid_seen_share)
     no_value = negative_pairs(hg, ctx.inputs.get("negatives"))
@@ -266,7 +257,6 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
     import torch
 
     from ctr_hyperpave import net
-    from ctr_hyperpave.hypergraph import build_hypergraph
 
     known = st["items"]
     new = items.filter(pc.invert(pc.is_in(items.column("item_id"), value_set=known.column("item_id"))))
@@ -275,15 +265,7 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
         graph_items = pa.concat_tables(
             [graph_items, new.select(["item_id", "category", "title"]).cast(graph_items.schema)]
         )
-    hg = build_hypergraph(
-        graph_items,
-        st["attributes"],
-        st["interactions"],
-        st["candidates"],
-        max_partners=cfg.max_partners,
-        session_minutes=cfg.session_minutes,
-        min_co_views=cfg.min_co_views,
-    )
+    hg = _hypergraph(cfg, graph_items, st["attributes"], st["interactions"], st["candidates"])
     if hg.avs != st["avs"]:  # same attributes + candidates -> same AV nodes; guard the invariant
         raise RuntimeError("hyperpave: AV nodes changed between fit and extract")
     x_np = _features(hg, _title_map(graph_items), cfg.feature_dim)
@@ -339,6 +321,27 @@ def _json_number(x: float) -> float | None:
 
 def _title_map(items: pa.Table) -> dict[str, str]:
     return dict(zip(items.column("item_id").to_pylist(), items.column("title").to_pylist(), strict=True))
+
+
+def _hypergraph(
+    cfg: HyperpaveConfig,
+    items: pa.Table,
+    attributes: pa.Table,
+    interactions: pa.Table | None,
+    candidates: pa.Table | None,
+) -> Hypergraph:
+    """The hypergraph with the config's construction settings: fit and extract must build it alike."""
+    from ctr_hyperpave.hypergraph import build_hypergraph
+
+    return build_hypergraph(
+        items,
+        attributes,
+        interactions,
+        candidates,
+        max_partners=cfg.max_partners,
+        session_minutes=cfg.session_minutes,
+        min_co_views=cfg.min_co_views,
+    )
 
 
 def _features(hg: Hypergraph, title_of: dict[str, str], dim: int) -> np.ndarray:
