@@ -175,7 +175,20 @@ def sequence_component(
     if strength == 0 or hist_items.shape[1] == 0:
         return np.zeros(targets.shape, dtype=np.float64)
     valid, relevance = _relevance(unit, targets, hist_items)
-    gap_hours = _gap_hours(request_ts_ms, hist_ts_ms)
+    return _sequence_term(
+        relevance, valid, _gap_hours(request_ts_ms, hist_ts_ms), strength, temporal, tau_hours
+    )
+
+
+def _sequence_term(
+    relevance: np.ndarray,
+    valid: np.ndarray,
+    gap_hours: np.ndarray,
+    strength: float,
+    temporal: float,
+    tau_hours: np.ndarray | None = None,
+) -> np.ndarray:
+    """`sequence_component` from the relevance and gaps already computed (shared by the history terms)."""
     if tau_hours is None:
         weights = sequence_weights(gap_hours, valid, temporal)
         return strength * SEQ_AMP * np.einsum("msn,mn->ms", relevance, weights)
@@ -240,19 +253,17 @@ def history_components(
     out = {"sequence": zeros, "target_time": zeros, "profile_sequence": zeros, "behaviour_segment": zeros}
     if hist_items.shape[1] == 0:
         return out
-    unit = catalogue.unit
-    out["sequence"] = sequence_component(
-        unit, targets, request_ts_ms, hist_items, hist_ts_ms, s.sequence, s.temporal
-    )
+    if s.sequence or s.profile_sequence:  # relu(cos(target, click)) and the gaps, computed once
+        valid, relevance = _relevance(catalogue.unit, targets, hist_items)
+        gap_hours = _gap_hours(request_ts_ms, hist_ts_ms)
+    if s.sequence:
+        out["sequence"] = _sequence_term(relevance, valid, gap_hours, s.sequence, s.temporal)
     if s.target_time and s.sequence and s.temporal:
         tau = target_tau_hours(effects, catalogue.category[targets], s.target_time)
-        aware = sequence_component(
-            unit, targets, request_ts_ms, hist_items, hist_ts_ms, s.sequence, s.temporal, tau
-        )
+        aware = _sequence_term(relevance, valid, gap_hours, s.sequence, s.temporal, tau)
         out["target_time"] = aware - out["sequence"]
     if s.profile_sequence:
-        valid, relevance = _relevance(unit, targets, hist_items)
-        weights = sequence_weights(_gap_hours(request_ts_ms, hist_ts_ms), valid, s.temporal)
+        weights = sequence_weights(gap_hours, valid, s.temporal)
         age = population.age_group[np.asarray(users)]
         affinity = effects.age_cat_affinity[age[:, None], catalogue.category[np.where(valid, hist_items, 0)]]
         out["profile_sequence"] = (
