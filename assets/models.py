@@ -14,6 +14,7 @@ import dagster as dg
 
 from assets.launchpad import plugin_config
 from assets.resources import WarehouseResource
+from ctr_dagster.modeling import input_tables
 from ctr_dagster.registry import PluginInfo, default_registry
 from ctr_dagster.settings import Home
 
@@ -67,7 +68,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         key=plugin.asset_key,
         group_name="models",
         # lineage: the prepared inputs the plugin requires (they are offered to every model when present)
-        deps=["training_dataset", *sorted(set(plugin.cls.requires) & {"item_embeddings", "item_attributes"})],
+        deps=["training_dataset", *input_tables(plugin.cls.requires)],
         code_version=plugin.version or "0",
         kinds={"python"},
         tags={"ctr/task": plugin.cls.task},

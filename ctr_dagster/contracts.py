@@ -56,7 +56,9 @@ Role = Literal["teacher", "student"]
 Modality = Literal["text", "image"]
 
 #: Inputs a model may declare in `requires`; the engine prepares them (or refuses to run the model).
-KNOWN_INPUTS = frozenset({"sequence", "item_embeddings", "item_attributes", "treatment", "conversion"})
+KNOWN_INPUTS = frozenset(
+    {"sequence", "item_embeddings", "item_attributes", "item_tags", "treatment", "conversion"}
+)
 
 #: Inputs an extractor may declare in `requires` (handed over in `FitContext.inputs`):
 #: "interactions": a table (user_id, item_id, ts, click, conversion) of training-period impressions,

@@ -147,13 +147,25 @@ def _item_attributes(warehouse: Warehouse) -> Any:
     return warehouse.read("item_attributes")
 
 
+def _item_tags(warehouse: Warehouse) -> Any:
+    from ctr_dagster.item_tags import item_tags
+
+    return item_tags(warehouse)
+
+
 #: Prepared inputs the engine can hand a model (`FitContext.inputs`), each from an upstream table.
 #: Offered whenever the upstream table exists (a plugin may use one behind a config switch), and
 #: required (a clear error when absent) when the plugin lists it in `requires`.
 INPUT_PROVIDERS: dict[str, tuple[str, Callable[[Warehouse], Any]]] = {
     "item_embeddings": ("item_embeddings", _item_embeddings),
     "item_attributes": ("item_attributes", _item_attributes),
+    "item_tags": ("item_attributes", _item_tags),  # ctr_dagster.item_tags.ItemTags
 }
+
+
+def input_tables(requires: frozenset[str] | set[str]) -> list[str]:
+    """The upstream tables (= asset keys) of the prepared inputs a plugin requires: its model asset's deps."""
+    return sorted({INPUT_PROVIDERS[name][0] for name in requires if name in INPUT_PROVIDERS})
 
 
 def prepare_inputs(plugin: PluginInfo, warehouse: Warehouse, log: Callable[[str], None] = print) -> dict:

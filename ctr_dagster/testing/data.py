@@ -151,6 +151,8 @@ def make_fit_inputs(
     * "item_embeddings": float32[cardinality of item_idx, dim], row = item_idx (rows 0/1 = pad/OOV
       are zero); rows carry the item's category so they are informative.
     * "item_attributes": a table (item_id, attribute, value, score) like an extractor's output.
+    * "item_tags": `ctr_dagster.item_tags.ItemTags` with each item's category and a price-band tag
+      (two tags per item, informative like catalogue attributes).
     "sequence", "treatment" and "conversion" are columns of the TRAINING table itself: nothing extra.
     Override `inputs` on the conformance class if your plugin expects something else.
     """
@@ -166,6 +168,23 @@ def make_fit_inputs(
         emb = centers[cat_of] + rng.normal(0.0, 0.3, (n, dim))
         emb[:2] = 0.0
         inputs["item_embeddings"] = emb.astype(np.float32)
+    if "item_tags" in requires:
+        from ctr_dagster.item_tags import tags_from_attributes
+
+        index = dict(
+            zip(table.column("item_id").to_pylist(), table.column("item_idx").to_pylist(), strict=True)
+        )
+        price = table.column("price").to_numpy()
+        band = np.digitize(price, np.quantile(price, [0.33, 0.66]))
+        tags = pa.table(
+            {
+                "item_id": pa.concat_arrays([table.column("item_id").combine_chunks()] * 2),
+                "attribute": ["category"] * table.num_rows + ["price_band"] * table.num_rows,
+                "value": [str(v) for v in table.column("category_idx").to_pylist()] + [str(b) for b in band],
+            }
+        )
+        n = training_cardinalities(table).get("item_idx", 2)
+        inputs["item_tags"] = tags_from_attributes(tags, index, n)
     if "item_attributes" in requires:
         item_ids = pc.unique(table.column("item_id"))
         cats = pc.take(table.column("category_idx"), pc.index_in(item_ids, value_set=table.column("item_id")))
@@ -178,6 +197,42 @@ def make_fit_inputs(
             }
         )
     return inputs
+
+
+def synthetic_item_inputs(
+    profile_name: str = "tiny", *, dim_noise: float = 0.1, **overrides: Any
+) -> dict[str, Any]:
+    """{"item_embeddings", "item_tags"} for `synthetic_training_table(profile_name, **overrides)`.
+
+    What the real upstream assets would hand a model, without running them: `item_tags` from the
+    world's structured catalogue (`World.item_attributes`: about 30 % of values missing), and item
+    vectors that carry what the multimodal encoders can see -- a one-hot of every attribute value the
+    world's oracle marks as stated in the title or visible in the image, plus Gaussian noise of std
+    `dim_noise` (seeded). Rows follow the training table's item_idx (0/1 = pad/OOV stay zero).
+    """
+    from ctr_dagster.datagen import build_world, profile
+    from ctr_dagster.item_tags import tags_from_attributes
+
+    config = profile(profile_name, **{"corruption_rate": 0.0, **overrides})
+    world = build_world(config)
+    table = _training_table_of(config)
+    index = dict(zip(table.column("item_id").to_pylist(), table.column("item_idx").to_pylist(), strict=True))
+    rows = training_cardinalities(table).get("item_idx", 2)
+    oracle = world.oracle_item_attributes()
+    visible = oracle.filter(pc.or_(oracle.column("in_title"), oracle.column("in_image"))).to_pydict()
+    values = sorted({(a, v) for a, v in zip(visible["attribute"], visible["value"], strict=True)})
+    column = {pair: i for i, pair in enumerate(values)}
+    vectors = np.zeros((rows, max(len(values), 1)), dtype=np.float32)
+    for item, attribute, value in zip(
+        visible["item_id"], visible["attribute"], visible["value"], strict=True
+    ):
+        if item in index:
+            vectors[index[item], column[(attribute, value)]] = 1.0
+    vectors[2:] += np.random.default_rng(config.seed + 11).normal(0.0, dim_noise, vectors[2:].shape)
+    return {
+        "item_embeddings": vectors,
+        "item_tags": tags_from_attributes(world.item_attributes(), index, rows),
+    }
 
 
 def _catalogue_world(n_items: int, seed: int) -> World:

@@ -31,6 +31,9 @@ nothing is unpickled.
 Inputs the engine may hand `fit` through ``ctx.inputs``:
 * ``item_embeddings``: float32[rows, d], row = item_idx -- used when the config has
   ``use_item_embeddings=True`` or the plugin `requires` it; `frozen_item_vectors` hands it to the module.
+* ``item_tags``: `ctr_dagster.item_tags.ItemTags` (int32[rows, T] tag ids per item_idx, 0 = pad) -- used
+  when the config has ``use_item_tags=True`` or the plugin `requires` it; `frozen_item_tags` hands it
+  to the module and `FeatureSpec.item_tags` records its shape.
 * ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
   "temperature"}`` -- read as a `DistillationWeights` (missing weights take its defaults: 1, 1, T = 2);
   the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
@@ -42,6 +45,7 @@ that stops or kills the run after an epoch.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -133,6 +137,7 @@ class TorchModel:
         self.encoder: Any = None
         self.summary: dict[str, Any] = {}
         self._item_matrix: np.ndarray | None = None
+        self._item_tags: np.ndarray | None = None
         self.callbacks: list[Any] = []  # trainer callbacks (`ctr_dagster.training.state.Callback`)
 
     # -- hooks for subclasses ----------------------------------------------------------------------
@@ -141,6 +146,9 @@ class TorchModel:
 
     def uses_item_embeddings(self) -> bool:
         return bool(getattr(self.config, "use_item_embeddings", False)) or "item_embeddings" in self.requires
+
+    def uses_item_tags(self) -> bool:
+        return bool(getattr(self.config, "use_item_tags", False)) or "item_tags" in self.requires
 
     def feature_spec(
         self, cardinalities: dict[str, int], item_embedding_dim: int | None, max_seq_len: int
@@ -192,7 +200,46 @@ class TorchModel:
             out[: m.shape[0]] = m
         return out
 
+    def frozen_item_tags(self, spec: FeatureSpec) -> torch.Tensor:
+        """The item-tag matrix (int64[rows = item_idx cardinality, T], 0 = pad) for a frozen buffer.
+
+        The real tags during `fit`; zeros of the same shape during `load` (the saved buffer fills them).
+        """
+        import numpy as np
+        import torch
+
+        if spec.item_tags is None:
+            raise ValueError(f"{self.name}: the feature spec has no item tags")
+        rows = spec.categorical["item_idx"]
+        out = torch.zeros(rows, spec.item_tags[0], dtype=torch.int64)
+        if self._item_tags is not None:
+            m = torch.from_numpy(np.ascontiguousarray(self._item_tags[:rows], dtype=np.int64))
+            out[: m.shape[0]] = m
+        return out
+
     # -- contract ----------------------------------------------------------------------------------
+    def _prepare_item_tags(self, ctx: FitContext) -> list[int] | None:
+        """[T, vocabulary] of the prepared item tags (kept for `frozen_item_tags`), or None when unused."""
+        import numpy as np
+
+        self._item_tags = None
+        if not self.uses_item_tags():
+            return None
+        tags = (ctx.inputs or {}).get("item_tags")
+        if tags is None:
+            raise ValueError(
+                f"{self.name}: use_item_tags is on but no item tags were prepared (materialize the "
+                "item_attributes asset first, or set use_item_tags=False)"
+            )
+        from ctr_dagster.item_tags import ItemTags
+
+        if not isinstance(tags, ItemTags):
+            raise ValueError(
+                f"{self.name}: item_tags must be a ctr_dagster.item_tags.ItemTags, got {type(tags)}"
+            )
+        self._item_tags = np.asarray(tags.matrix, dtype=np.int64)
+        return [tags.width, max(int(tags.vocabulary_size), 2)]
+
     def _prepare_item_matrix(self, ctx: FitContext) -> int | None:
         import numpy as np
 
@@ -232,6 +279,9 @@ class TorchModel:
         item_dim = self._prepare_item_matrix(ctx)
         cards = _cardinalities([train, valid], dict(ctx.cardinalities or {}))
         spec = self.feature_spec(cards, item_dim, self.sequence_length(train, ctx))
+        tag_shape = self._prepare_item_tags(ctx)
+        if tag_shape is not None:
+            spec = dataclasses.replace(spec, item_tags=tag_shape)
         self.spec, self.encoder = spec, BatchEncoder.fit(train, spec)
         train_t = self._tensors(train, with_labels=True)
         valid_t = self._tensors(valid, with_labels=True) if valid.num_rows else {}

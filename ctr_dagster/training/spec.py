@@ -40,6 +40,9 @@ class FeatureSpec:
     * `sequence`: list columns turned into (B, max_seq_len) tensors, right-aligned (see `batching`).
     * `item_embedding_dim`: width of the frozen item vectors (`ctx.inputs["item_embeddings"]`), or
       None when the model does not use them.
+    * `item_tags`: [tags per item T, tag vocabulary size] of the frozen item-tag matrix
+      (`ctx.inputs["item_tags"]`, `ctr_dagster.item_tags.ItemTags`), or None when the model does
+      not use tags.
     """
 
     categorical: dict[str, int] = field(default_factory=dict)
@@ -48,8 +51,15 @@ class FeatureSpec:
     sequence: tuple[str, ...] = ID_SEQUENCES
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     item_embedding_dim: int | None = None
+    item_tags: list[int] | None = None
 
     def __post_init__(self) -> None:
+        if self.item_tags is not None:
+            self.item_tags = [int(v) for v in self.item_tags]
+            if len(self.item_tags) != 2 or min(self.item_tags) < 1:
+                raise ValueError(
+                    f"FeatureSpec.item_tags must be [T >= 1, vocabulary >= 1], got {self.item_tags}"
+                )
         self.dense, self.log_dense, self.sequence = (
             tuple(self.dense),
             tuple(self.log_dense),
