@@ -91,6 +91,13 @@ def _evaluate(
         ),
         "leaderboard_details": dg.MetadataValue.md(markdown_table(rows, engine.DETAIL_COLUMNS)),
         "slice_auc": dg.MetadataValue.md(markdown_table(engine.slice_rows(doc))),
+        # what each model costs: parameters, training rows/s, 1,000-candidate latency (1 thread)
+        "cost": dg.MetadataValue.md(
+            markdown_table(
+                [{k: engine.display(v) for k, v in r.items()} for r in engine.cost_rows(doc)],
+                engine.COST_COLUMNS,
+            )
+        ),
         # with vs without: variants (e.g. + item embeddings) and distilled students beside their base
         "comparisons": dg.MetadataValue.md(
             markdown_table(

@@ -262,7 +262,14 @@ def _data_label(doc: dict) -> str:
 
 def leaderboard_text(doc: dict) -> str:
     """The leaderboard as the terminal shows it: ranked models, the oracle, the unranked, the champion."""
-    from ctr_dagster.evaluation import COMPARISON_COLUMNS, LEADERBOARD_COLUMNS, comparisons, leaderboard_rows
+    from ctr_dagster.evaluation import (
+        COMPARISON_COLUMNS,
+        COST_COLUMNS,
+        LEADERBOARD_COLUMNS,
+        comparisons,
+        cost_rows,
+        leaderboard_rows,
+    )
 
     rows = [{k: _fmt(v) for k, v in r.items()} for r in leaderboard_rows(doc)]
     lines = [
@@ -278,6 +285,10 @@ def leaderboard_text(doc: dict) -> str:
     if compared:
         lines.append("with vs without (each variant beside the model it modifies):")
         lines.append(_table([{k: _fmt(v) for k, v in r.items()} for r in compared], COMPARISON_COLUMNS))
+    costs = [{k: _fmt(v) for k, v in r.items()} for r in cost_rows(doc)]
+    if costs:
+        lines.append("cost (parameters; training rows/s; 1,000 candidates for one user, 1 thread):")
+        lines.append(_table(costs, COST_COLUMNS))
     if doc.get("mechanisms"):
         from ctr_dagster.mechanisms import table_rows
 

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from ctr_dagster import atomic, mechanisms, metrics, significance
 from ctr_dagster.champion import ChampionStore, GatePolicy
+from ctr_dagster.model_cost import cost_row
 from ctr_dagster.modeling import features_only, read_status
 from ctr_dagster.registry import PluginInfo, Registry
 from ctr_dagster.reproducibility import file_sha256
@@ -403,6 +404,7 @@ def evaluate(
             "artifact": status.get("artifact"),
             "record": status.get("record"),
             "trained_until": data_until,
+            **cost_row(status.get("cost")),
         }
         scored[name] = scores
         if oracle is not None and row["auc"] is not None:
@@ -590,6 +592,18 @@ def slice_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     header = {n: f"{n} ({named[0][1][n]['rows']} rows)" for n in names}
     return [
         {"model": model, **{header[n]: display(slices[n]["auc"]) for n in names}} for model, slices in named
+    ]
+
+
+#: What each ranked model costs (`ctr_dagster.model_cost`): its own table beside the leaderboard.
+COST_COLUMNS = ["model", "auc", "parameters", "train_rows_per_s", "latency_p50_ms", "latency_p99_ms"]
+
+
+def cost_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per ranked model: test AUC next to parameters, training rows/s and scoring latency."""
+    return [
+        {"model": r["name"], "auc": r.get("auc"), **{c: r.get(c) for c in COST_COLUMNS[2:]}}
+        for r in doc["models"]
     ]
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import atomic, reproducibility, vocab
+from ctr_dagster import atomic, model_cost, reproducibility, vocab
 from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
@@ -70,6 +70,8 @@ class TrainResult:
     record_path: Path | None = None
     #: How a stage chose between several fits (distillation: the temperature on validation AUC).
     selection: dict[str, Any] = field(default_factory=dict)
+    #: Size, training speed and 1,000-candidate latency (`ctr_dagster.model_cost.measure`).
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -78,6 +80,7 @@ class TrainResult:
             "fit_seconds": round(self.fit_seconds, 3),
         }
         meta.update({k: v for k, v in self.scores.items() if v is not None})
+        meta.update({k: v for k, v in model_cost.cost_row(self.cost).items() if v is not None})
         if self.record:
             meta["seed"] = self.record["seed"]
             meta["data_sha256"] = self.record["data"]["sha256"]
@@ -311,6 +314,24 @@ def train_and_store(
         raise
 
 
+def measure_cost(fitted: Fitted, splits: Splits, name: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """`model_cost.measure` of a fitted model; a measurement that fails is logged, never fatal (the
+    model is trained and stored: only its cost columns stay empty)."""
+    try:
+        cost = model_cost.measure(
+            fitted.model, splits.train.num_rows, fitted.fit_seconds, features_only(splits.test)
+        )
+    except Exception as exc:  # noqa: BLE001 - informational figures must not fail a trained model
+        log(f"{name}: cost not measured ({type(exc).__name__}: {exc})")
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    latency = cost["latency_ms"] or {}
+    log(
+        f"{name}: {cost['parameters']} parameters, {cost['train_rows_per_s']} training rows/s, "
+        f"1,000 candidates in p50 {latency.get('p50')} ms / p99 {latency.get('p99')} ms (1 thread)"
+    )
+    return cost
+
+
 def store_trained(
     plugin: PluginInfo,
     fitted: Fitted,
@@ -346,7 +367,8 @@ def store_trained(
     artifact = store_artifact(fitted.model, name, home.artifacts)
     warehouse.write(f"predictions_{name}", pa.concat_tables(predictions))
     log(f"{name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
-    result = TrainResult(name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds)
+    cost = measure_cost(fitted, splits, name, log)
+    result = TrainResult(name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds, cost=cost)
     record = reproducibility.build_record(
         model=name,
         distribution=plugin.dist,
@@ -374,6 +396,7 @@ def store_trained(
             "record": str(result.record_path),
             "run_id": run_id,
             "metrics": scores,
+            "cost": cost,
         },
     )
     return result

@@ -98,6 +98,10 @@ class BaselineLrModel:
             ctx.log(f"{self.name}: valid logloss {logloss:.4f}")
         return self
 
+    def parameter_count(self) -> int:
+        """Learned numbers (coefficients + bias), for the leaderboard's cost table (`ctr_dagster.model_cost`)."""
+        return len(self.state.get("weights", ())) + 1
+
     def predict(self, batch: pa.Table) -> np.ndarray:
         import numpy as np
 

@@ -248,6 +248,14 @@ class LightgbmModel:
         )
         return self
 
+    def parameter_count(self) -> int:
+        """Learned numbers of the boosted trees: one threshold per split and one value per leaf
+        (for the leaderboard's cost table, `ctr_dagster.model_cost`)."""
+        if self.booster is None:
+            raise RuntimeError(f"{self.name}: parameter_count() before fit() or load()")
+        trees = self.booster.dump_model(num_iteration=-1)["tree_info"]
+        return int(sum(2 * t["num_leaves"] - 1 for t in trees))
+
     def predict(self, batch: pa.Table) -> np.ndarray:
         import numpy as np
 

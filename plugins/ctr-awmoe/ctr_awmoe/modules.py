@@ -1,0 +1,255 @@
+"""AW-MoE's torch modules: the attention-weighted gate, K expert towers and the contrastive branch.
+
+AW-MoE, Zhang et al., "Attention Weighted Mixture of Experts with Contrastive Learning for
+Personalized Ranking in E-commerce", ICDE'23, arXiv 2306.05011 (JD). **No official or third-party
+code exists** and only the abstract was available when this was written (MODELS.md section 4): the
+mechanisms are the abstract's, their exact form is a design, and every choice is listed in
+`ctr_awmoe.model` and the README.
+
+Reused from `ctr_din.modules` (imported, not copied): DIN's embedding layout, item token and
+one-lookup-per-table token gathering (`DinNet`, subclassed), the local activation unit
+(`ActivationUnit`, on [e_j, q, e_j - q, e_j * q] with its algebraic first-layer split), Dice, the MLP
+and `real_slots`. Every per-behaviour computation runs on the real (non-padded) behaviours only.
+
+* **Gate network** (`AttentionGate`): for the target token q and each real behaviour e_j,
+  an activation unit a_j = MLP_a([e_j, q, e_j - q, e_j * q]) (scalar, unnormalised as in DIN; padded
+  slots contribute nothing) and a gate unit g_j = MLP_g(e_j) in R^K. Gate logits
+  s = b + sum_j a_j g_j, G = softmax(s). b is a learned K-vector: the gate of a row without
+  history is softmax(b) (the learned default gate), and b is the gate's bias for every row.
+* **Experts** (`ExpertTowers`): K towers f_k, each an MLP over [context field embeddings, target
+  token, DIN-pooled interest, dense features] -> one logit; the K towers are evaluated together
+  (one matrix product per layer, block-diagonal after the first), which is exactly K independent
+  MLPs. Output logit y = sum_k G_k f_k (mixed in logit space, then sigmoid).
+* **Contrastive branch** (training only, `gate="attention"`, `cl_weight > 0`): two views of the
+  behaviour sequence, each real behaviour dropped independently with probability rho; the gate of
+  each view is G' / G''; InfoNCE on (G', G'') with cosine similarity / tau and the other rows of the
+  batch as negatives (symmetric: both directions averaged). Because a_j and g_j depend only on
+  (e_j, q), the gate of a masked view is s' = b + sum_j m'_j a_j g_j with the SAME a_j, g_j: the views
+  cost one masked sum each, and the gate of a view equals what a fresh forward pass over the masked
+  sequence computes (up to Dice's batch statistics, which are the full sequences'). With
+  ``use_softmax=True`` the attention weights of a view are renormalised over its kept behaviours
+  (w_j / sum_kept w), again what a fresh pass computes. No masking at scoring time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ctr_dagster.training.spec import FeatureSpec
+from ctr_din.modules import MLP, ActivationUnit, DinNet, activation, real_slots
+from torch import nn
+
+GATES = ("attention", "uniform")
+
+
+class ExpertTowers(nn.Module):
+    """K MLPs of the same widths over the same input, evaluated together: (B, in) -> (B, K) logits.
+
+    Layer 1 is one Linear(in, K * h1) (each expert's block initialised as its own Linear); deeper
+    layers are per-expert weights (K, h_in, h_out) applied with one batched product. The
+    activation acts on the (B, K * h) concatenation channel by channel (Dice's BatchNorm is per
+    channel), so the result is exactly K independent MLPs (`expert` rebuilds one for the tests).
+    """
+
+    def __init__(self, in_dim: int, units: list[int], experts: int, act: str, dropout: float = 0.0):
+        super().__init__()
+        self.experts, self.units = experts, list(units)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        widths = [in_dim, *self.units]
+        self.first: nn.Linear | None = None
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.acts = nn.ModuleList()
+        if self.units:
+            self.first = nn.Linear(in_dim, experts * self.units[0])
+            with torch.no_grad():
+                for k in range(experts):  # each expert's block as a fresh Linear(in, h1): xavier
+                    nn.init.xavier_normal_(self.first.weight[k * self.units[0] : (k + 1) * self.units[0]])
+                nn.init.zeros_(self.first.bias)
+            self.acts.append(activation(act, experts * self.units[0]))
+        for h_in, h_out in zip(widths[1:-1], widths[2:], strict=True):
+            self.weights.append(nn.Parameter(_xavier(experts, h_in, h_out)))
+            self.biases.append(nn.Parameter(torch.zeros(experts, h_out)))
+            self.acts.append(activation(act, experts * h_out))
+        last = widths[-1]
+        self.out_weight = nn.Parameter(_xavier(experts, last, 1).squeeze(2))  # (K, last)
+        self.out_bias = nn.Parameter(torch.zeros(experts))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, k = x.shape[0], self.experts
+        if self.first is None:  # linear experts
+            return torch.einsum("bi,ki->bk", x, self.out_weight) + self.out_bias
+        h = self.dropout(self.acts[0](self.first(x)))  # (B, K * h1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = torch.baddbmm(b.unsqueeze(1), h.view(batch, k, -1).transpose(0, 1), w)  # (K, B, h_out)
+            h = self.dropout(self.acts[i + 1](h.transpose(0, 1).reshape(batch, -1)))
+        return torch.einsum("bki,ki->bk", h.view(batch, k, -1), self.out_weight) + self.out_bias
+
+
+def _xavier(experts: int, fan_in: int, fan_out: int) -> torch.Tensor:
+    """K weight matrices (K, fan_in, fan_out), each xavier-normal as its own Linear would be."""
+    std = (2.0 / (fan_in + fan_out)) ** 0.5
+    return torch.randn(experts, fan_in, fan_out) * std
+
+
+class AttentionGate(nn.Module):
+    """G = softmax(b + sum_j a_j g_j): activation unit a_j, gate unit g_j = MLP_g(e_j) in R^K."""
+
+    def __init__(
+        self,
+        token_dim: int,
+        experts: int,
+        attention_units: list[int],
+        attention_act: str,
+        use_softmax: bool,
+        gate_units: list[int],
+        gate_act: str,
+    ):
+        super().__init__()
+        self.experts = experts
+        self.attention = ActivationUnit(token_dim, attention_units, attention_act, use_softmax)
+        self.unit = MLP(token_dim, list(gate_units), gate_act, out=experts)
+        self.default = nn.Parameter(torch.zeros(experts))  # b: the gate logits of a row without history
+
+    def parts(
+        self, q: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a (P,), g (P, K)) for the real behaviours `keys` at (rows, slots)."""
+        a = self.attention.forward_packed(q, keys, rows, slots, length)[1]
+        return a, self.unit(keys)
+
+    def logits(
+        self,
+        a: torch.Tensor,
+        g: torch.Tensor,
+        rows: torch.Tensor,
+        batch: int,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Gate logits (B, K) = b + sum_j a_j g_j over the real behaviours, or over those with
+        ``keep`` (P,) True (a masked view; softmax-normalised weights are renormalised over them)."""
+        if keep is not None:
+            a = a * keep.to(a.dtype)
+            if self.attention.use_softmax:
+                total = a.new_zeros(batch).index_add_(0, rows, a)
+                a = a / total.index_select(0, rows).clamp_min(1e-12)
+        contribution = a.unsqueeze(1).to(g.dtype) * g
+        start = self.default.to(g.dtype).unsqueeze(0).expand(batch, -1)
+        return start.index_add(0, rows, contribution)
+
+
+def info_nce(u: torch.Tensor, v: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `u` and row i of `v` are positives, the other rows negatives;
+    similarity = cosine / temperature; the mean of the u->v and v->u cross-entropies."""
+    u = F.normalize(u.float(), dim=1)
+    v = F.normalize(v.float(), dim=1)
+    sim = u @ v.t() / temperature
+    target = torch.arange(u.shape[0], device=u.device)
+    return 0.5 * (F.cross_entropy(sim, target) + F.cross_entropy(sim.t(), target))
+
+
+class AwMoeNet(DinNet):
+    """AW-MoE: DIN's embeddings and target attention feed K expert towers mixed by an
+    attention-weighted, behaviour-conditioned gate; a contrastive loss on the gate in training.
+
+    `forward` returns logits (B,) when scoring and ``{"logit", "aux_loss"}`` in training when the
+    contrastive branch is on (the trainer adds aux_loss = cl_weight * InfoNCE to the BCE).
+    """
+
+    def __init__(self, spec: FeatureSpec, config: Any, item_vectors: torch.Tensor | None = None):
+        super().__init__(spec, config, item_vectors)
+        k = int(config.num_experts)
+        self.experts = k
+        self.gate_kind = str(config.gate)
+        if self.gate_kind not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate_kind!r}")
+        tower_in = self.tower.net[0].in_features  # DIN's tower input: fields, target, pooled, dense
+        # DIN's single tower is replaced by the K expert towers over the same input
+        self.tower = ExpertTowers(tower_in, list(config.tower_units), k, config.tower_activation, config.dropout)
+        self.gate: AttentionGate | None = None
+        if self.gate_kind == "attention":
+            self.gate = AttentionGate(
+                self.token_dim,
+                k,
+                list(config.attention_units),
+                config.attention_activation,
+                config.use_softmax,
+                list(config.gate_units),
+                config.gate_activation,
+            )
+        self.mask_rate = float(config.mask_rate)
+        self.cl_temperature = float(config.cl_temperature)
+        self.cl_weight = float(config.cl_weight) if self.gate is not None else 0.0
+        self.cl_min_behaviours = int(config.cl_min_behaviours)
+        # running sum of the contrastive loss (unweighted InfoNCE) since the last `take_cl_mean`
+        self._cl_sum: torch.Tensor | None = None
+        self._cl_steps = 0
+
+    def _encode(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        items, cats, mask = batch["hist_item_idx"], batch["hist_category_idx"], batch["hist_mask"]
+        rows, slots, flat = real_slots(mask)
+        q, keys = self.tokens(
+            batch["item_idx"],
+            batch["category_idx"],
+            items.reshape(-1).index_select(0, flat),
+            cats.reshape(-1).index_select(0, flat),
+        )
+        length = mask.shape[1]
+        if self.attention is None:
+            pooled = q.new_zeros(q.shape).index_add_(0, rows, keys)
+        else:
+            pooled = self.attention.forward_packed(q, keys, rows, slots, length)[0]
+        parts = [self.embeddings[name](batch[name]) for name in self.context_fields]
+        experts = self.tower(torch.cat([*parts, q, pooled, batch["dense"]], dim=1))  # (B, K)
+        out: dict[str, Any] = {"experts": experts, "rows": rows}
+        if self.gate is None:
+            out["gate"] = torch.full_like(experts, 1.0 / self.experts)
+        else:
+            a, g = self.gate.parts(q, keys, rows, slots, length)
+            out["gate"] = torch.softmax(self.gate.logits(a, g, rows, q.shape[0]).float(), dim=1)
+            out["a"], out["g"] = a, g
+        return out
+
+    def gate_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The gate G (B, K) of each row (no masking)."""
+        return self._encode(batch)["gate"]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        enc = self._encode(batch)
+        logit = (enc["gate"].to(enc["experts"].dtype) * enc["experts"]).sum(1)
+        if not (self.training and self.cl_weight > 0):
+            return logit
+        loss = self.contrastive_loss(enc, batch["hist_len"])
+        return {"logit": logit, "aux_loss": self.cl_weight * loss}
+
+    def contrastive_loss(self, enc: dict[str, Any], hist_len: torch.Tensor) -> torch.Tensor:
+        """InfoNCE between the gates of two randomly masked views (each real behaviour dropped with
+        probability `mask_rate`), over the rows with >= `cl_min_behaviours` behaviours whose two
+        views both keep one; 0 with fewer than 2 such rows. Recorded for `take_cl_mean`."""
+        a, g, rows = enc["a"], enc["g"], enc["rows"]
+        batch = hist_len.shape[0]
+        gates, kept = [], []
+        for _ in range(2):
+            keep = torch.rand(rows.shape[0], device=rows.device) >= self.mask_rate
+            gates.append(torch.softmax(self.gate.logits(a, g, rows, batch, keep).float(), dim=1))
+            kept.append(torch.zeros(batch, device=rows.device).index_add_(0, rows, keep.float()))
+        use = (hist_len >= self.cl_min_behaviours) & (kept[0] > 0) & (kept[1] > 0)
+        idx = use.nonzero().squeeze(1)
+        if idx.numel() < 2:
+            loss = gates[0].sum() * 0.0  # keeps the graph; nothing to contrast
+        else:
+            loss = info_nce(gates[0].index_select(0, idx), gates[1].index_select(0, idx), self.cl_temperature)
+            detached = loss.detach()
+            self._cl_sum = detached if self._cl_sum is None else self._cl_sum + detached
+            self._cl_steps += 1
+        return loss
+
+    def take_cl_mean(self) -> float | None:
+        """Mean contrastive loss (unweighted InfoNCE) of the training steps since the last call; resets."""
+        if self._cl_steps == 0 or self._cl_sum is None:
+            return None
+        value = float(self._cl_sum) / self._cl_steps
+        self._cl_sum, self._cl_steps = None, 0
+        return value
