@@ -54,6 +54,7 @@ def run(name: str, table, seed: int, common: dict, overrides: dict) -> dict:
     out = long_tail_metrics(test, model.predict(test))
     out["seconds"] = seconds
     out["epochs"] = len(model.summary["history"])
+    out["valid_auc"] = max(r["valid_auc"] for r in model.summary["history"])
     out["cl_loss"] = [r.get("cl_loss") for r in model.summary["history"]]
     return out
 
@@ -82,12 +83,12 @@ def main() -> None:
             results[name].append(r)
             cl = [round(x, 3) for x in r["cl_loss"] if x is not None]
             print(
-                f"seed {seed} {name:8s} auc {r['auc']:.4f} gauc {r['gauc']:.4f} | long-tail "
+                f"seed {seed} {name:8s} valid {r['valid_auc']:.4f} | test auc {r['auc']:.4f} gauc {r['gauc']:.4f} | long-tail "
                 f"({r['long_tail_rows']} rows) auc {r['long_tail_auc']:.4f} gauc {r['long_tail_gauc']:.4f}"
                 f" | {r['seconds']:.1f} s, {r['epochs']} epochs, cl {cl}",
                 flush=True,
             )
-    for key in ("auc", "gauc", "long_tail_auc", "long_tail_gauc"):
+    for key in ("valid_auc", "auc", "gauc", "long_tail_auc", "long_tail_gauc"):
         means = {m: np.mean([r[key] for r in rs]) for m, rs in results.items()}
         print(key, {m: round(v, 4) for m, v in means.items()})
     base = args.models[0]
