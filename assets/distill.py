@@ -126,7 +126,8 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         metadata["student_latency_p50_ms"] = compared["student_latency_ms"]["p50"]
         if "teacher_latency_ms" in compared:
             metadata["teacher_latency_p50_ms"] = compared["teacher_latency_ms"]["p50"]
-        return dg.MaterializeResult(metadata=metadata)
+        # data version = the artifact's content hash (see assets.models): a new student marks the evaluation unsynced
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.artifact_dir.name))
 
     return _distilled
 

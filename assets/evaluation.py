@@ -39,7 +39,7 @@ def _model_keys() -> list[dg.AssetKey]:
 def evaluation_assets(settings: Settings) -> list:
     """`evaluation` (labelled with the data it judges), its blocking `champion_gate`, and `champion`."""
     evaluation = evaluation_asset(settings)
-    return [evaluation, champion_gate_check(evaluation), champion]
+    return [evaluation, champion_gate_check(evaluation), champion_asset()]
 
 
 def evaluation_asset(settings: Settings) -> dg.AssetsDefinition:
@@ -129,7 +129,9 @@ def _evaluate(
         for metric in (*engine.RANKED_METRICS, "valid_auc"):
             if row.get(metric) is not None:
                 meta[f"{row['name']}/{metric}"] = dg.MetadataValue.float(float(row[metric]))
-    return dg.MaterializeResult(metadata=meta)
+    # data version: the dataset and the artifacts judged; a new evaluation of the same artifacts keeps
+    # `champion` in sync, a retrained model changes it (and shows `champion` unsynced until it runs)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(engine.judged_version(doc)))
 
 
 def champion_gate_check(evaluation: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
@@ -186,35 +188,46 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
     return dg.AssetCheckResult(passed=decision.passed, metadata=meta)
 
 
-@dg.asset(group_name="evaluation", code_version="1", deps=["evaluation"], kinds={"python"})
-def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
-    from ctr_dagster import evaluation as engine
-    from ctr_dagster.champion import ChampionStore, current_user, history_rows
-    from ctr_dagster.evaluation import display
+def champion_asset() -> dg.AssetsDefinition:
+    """`champion`, downstream of `evaluation` and of every model it may serve.
 
-    home = warehouse.ctr_home
-    store = ChampionStore(home.champion)
-    doc = engine.latest(home)
-    decision = engine.gate_decision(warehouse.get(), home, default_registry(), doc, log=context.log.info)
-    if not decision.passed:  # the blocking check normally stops us before this
-        raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
-    if decision.action == "promote":
-        who = f"{current_user()} (dagster run {context.run.run_id[:8]})"
-        entry = store.promote(decision.candidate, who=who, run_id=context.run.run_id)
-        context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
-    else:
-        entry = store.current()
-        context.log.info(
-            f"{entry['name']} stays champion: {'; '.join(decision.reasons) or 'it is also the best model'}"
-        )
-    rows = [{**r, "auc": display(r["auc"])} for r in history_rows(store.history()[-10:][::-1])]
-    return dg.MaterializeResult(
-        metadata={
-            "champion": entry["name"],
-            "artifact": dg.MetadataValue.path(entry["artifact"] or ""),
-            "auc": dg.MetadataValue.float(float(entry["metrics"]["auc"])),
-            "action": decision.action,
-            "history": dg.MetadataValue.md(markdown_table(rows, ["event", "model", "auc", "at", "by"])),
-        }
+    The model deps are real lineage (the champion is one of their artifacts) and make a retrained
+    model mark `champion` unsynced in the UI directly: Dagster's staleness does not travel through
+    `evaluation`, whose data version changes only when it runs again."""
+
+    @dg.asset(
+        group_name="evaluation", code_version="1", deps=["evaluation", *_model_keys()], kinds={"python"}
     )
+    def champion(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+        """The model serving would use: the gate's winner, with the promotion history (`ctr champion rollback`)."""
+        from ctr_dagster import evaluation as engine
+        from ctr_dagster.champion import ChampionStore, current_user, history_rows
+        from ctr_dagster.evaluation import display
+
+        home = warehouse.ctr_home
+        store = ChampionStore(home.champion)
+        doc = engine.latest(home)
+        decision = engine.gate_decision(warehouse.get(), home, default_registry(), doc, log=context.log.info)
+        if not decision.passed:  # the blocking check normally stops us before this
+            raise RuntimeError("champion gate failed: " + "; ".join(decision.reasons))
+        if decision.action == "promote":
+            who = f"{current_user()} (dagster run {context.run.run_id[:8]})"
+            entry = store.promote(decision.candidate, who=who, run_id=context.run.run_id)
+            context.log.info(f"promoted {entry['name']} ({entry['artifact']}) to champion")
+        else:
+            entry = store.current()
+            context.log.info(
+                f"{entry['name']} stays champion: {'; '.join(decision.reasons) or 'it is also the best model'}"
+            )
+        rows = [{**r, "auc": display(r["auc"])} for r in history_rows(store.history()[-10:][::-1])]
+        return dg.MaterializeResult(
+            metadata={
+                "champion": entry["name"],
+                "artifact": dg.MetadataValue.path(entry["artifact"] or ""),
+                "auc": dg.MetadataValue.float(float(entry["metrics"]["auc"])),
+                "action": decision.action,
+                "history": dg.MetadataValue.md(markdown_table(rows, ["event", "model", "auc", "at", "by"])),
+            }
+        )
+
+    return champion

@@ -121,7 +121,9 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
             from ctr_dagster.training.launch import training_metadata
 
             metadata.update(training_metadata(result.artifact_dir))
-        return dg.MaterializeResult(metadata=metadata)
+        # the artifact's content hash is the model's data version: a retrain that changes the weights
+        # marks `evaluation` and `champion` unsynced in the UI; one that reproduces them does not
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(result.artifact_dir.name))
 
     return _model
 

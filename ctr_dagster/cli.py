@@ -281,6 +281,11 @@ def leaderboard_text(doc: dict) -> str:
         lines.append(f"  {doc['oracle_note']}")
     for r in doc.get("unranked", []):
         lines.append(f"  {r['status']}: {r['name']}: {r.get('error')}")
+    for r in doc.get("changed_since_evaluation") or []:
+        lines.append(
+            f"  STALE: {r['model']} was {'retrained' if r['status'] == 'ok' else r['status']} at {r['trained_at']}, "
+            "after this evaluation: its row describes the previous training; materialize `evaluation` again"
+        )
     compared = comparisons(doc)
     if compared:
         lines.append("with vs without (each variant beside the model it modifies):")

@@ -556,6 +556,46 @@ def save_gate(decision: dict[str, Any], doc: dict[str, Any], home: Home) -> Path
     return atomic.write_json(home.evaluation / "gate.json", gate, indent=2, default=_jsonable)
 
 
+def judged_version(doc: dict[str, Any]) -> str:
+    """A short hash of what an evaluation judged: the dataset and each ranked model's artifact."""
+    import hashlib
+
+    judged = sorted((r["name"], str(r.get("artifact"))) for r in doc["models"])
+    body = json.dumps({"dataset": doc["dataset"]["sha256"], "models": judged})
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def changed_since(doc: dict[str, Any], home: Home) -> list[dict[str, Any]]:
+    """Models whose latest training is not what this evaluation judged: a new artifact (retrained,
+    or trained for the first time), or a training that failed after the evaluation ran.
+
+    Their row in the evaluation describes an older artifact (or none): the evaluation is stale for
+    them until it runs again. A retrain that reproduced the same artifact (same content hash) is no
+    change. Read from each model's status file, so it also sees models trained outside Dagster."""
+    evaluated = dt.datetime.fromisoformat(doc["evaluated_at"]).timestamp()
+    judged = {r["name"]: r.get("artifact") for r in [*doc.get("unranked", []), *doc.get("models", [])]}
+    changed = []
+    for path in sorted(home.models.glob("*/status.json")):
+        status = json.loads(path.read_text())
+        name = status.get("model") or path.parent.name
+        at = float(status.get("at") or 0.0)
+        if status.get("status") == "ok":
+            if status.get("artifact") == judged.get(name):
+                continue
+        elif at <= evaluated + 1.0:  # evaluated_at has whole seconds: a failure it already listed
+            continue
+        changed.append(
+            {
+                "model": name,
+                "status": status.get("status"),
+                "trained_at": dt.datetime.fromtimestamp(at, dt.UTC).isoformat(timespec="seconds"),
+                "artifact_evaluated": judged.get(name),
+                "artifact_now": status.get("artifact"),
+            }
+        )
+    return changed
+
+
 def report(home: Home) -> dict[str, Any] | None:
     """The latest evaluation as `ctr leaderboard --json` prints it: the document, the current champion
     (after any promotion or rollback) and the gate decision on this evaluation, if one was made."""
@@ -569,6 +609,7 @@ def report(home: Home) -> dict[str, Any] | None:
     gate_path = root / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
     doc["gate"] = gate if gate and gate.get("evaluated_at") == doc["evaluated_at"] else None
+    doc["changed_since_evaluation"] = changed_since(doc, home)
     return doc
 
 

@@ -145,6 +145,56 @@ def test_rerunning_the_models_reproduces_their_metrics(materialized, settings):
         assert same_computation(*records) == []
 
 
+def test_a_retrained_model_marks_evaluation_and_champion_unsynced(materialized, settings):
+    """Issue 21: after a retrain the evaluation and champion showed the old figures as current. Each
+    model's data version is its artifact's content hash: a retrain that reproduces the artifact keeps
+    them in sync (the test above reran two models), one that changes it makes both unsynced in the
+    UI (Dagster's stale status), and `ctr leaderboard` names the model until `evaluation` runs again."""
+    wh, instance, _ = materialized
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.loader import LoadingContextForTest
+
+    from assets.definitions import build_definitions
+    from ctr_dagster.cli import leaderboard_text
+    from ctr_dagster.evaluation import report
+
+    defs = build_definitions(settings)
+
+    def status(key: str) -> StaleStatus:
+        resolver = CachingStaleStatusResolver(
+            instance, defs.resolve_asset_graph(), loading_context=LoadingContextForTest(instance)
+        )
+        return resolver.get_status(dg.AssetKey.from_user_string(key))
+
+    model = _last_metadata(instance, "models/baseline_lr")
+    event = instance.get_latest_materialization_event(dg.AssetKey(["models", "baseline_lr"]))
+    assert event.asset_materialization.tags["dagster/data_version"] == Path(model["artifact"]).name
+    assert status("evaluation") == StaleStatus.FRESH and status("champion") == StaleStatus.FRESH
+    assert report(settings.ctr_home)["changed_since_evaluation"] == []
+
+    dg.materialize(
+        list(defs.assets),
+        selection=[dg.AssetKey(["models", "baseline_lr"])],
+        instance=instance,
+        resources=dict(defs.resources),
+        run_config={"ops": {"models__baseline_lr": {"config": {"seed": 5}}}},  # other weights
+    )
+    assert _last_metadata(instance, "models/baseline_lr")["artifact"] != model["artifact"]
+    assert status("evaluation") == StaleStatus.STALE and status("champion") == StaleStatus.STALE
+    doc = report(settings.ctr_home)
+    assert [c["model"] for c in doc["changed_since_evaluation"]] == ["baseline_lr"]
+    assert "STALE: baseline_lr was retrained" in leaderboard_text(doc)
+
+    dg.materialize(
+        list(defs.assets) + list(defs.asset_checks),
+        selection=["evaluation", "champion"],
+        instance=instance,
+        resources=dict(defs.resources),
+    )
+    assert status("evaluation") == StaleStatus.FRESH and status("champion") == StaleStatus.FRESH
+    assert report(settings.ctr_home)["changed_since_evaluation"] == []
+
+
 def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(materialized, settings):
     wh, instance, _ = materialized
     from assets.definitions import build_definitions

@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
             metadata = run(pipes.log.info)
-            pipes.report_asset_materialization(metadata=metadata)
+            # the artifact's content hash is the data version, as in-process (assets.models)
+            pipes.report_asset_materialization(
+                metadata=metadata, data_version=Path(metadata["artifact"]).name
+            )
     else:
         metadata = run(lambda message: print(message, flush=True))
         print(json.dumps(metadata, default=str))
