@@ -2,7 +2,10 @@
 
 The catalogue also holds the published attribute taxonomy (`raw_attribute_taxonomy`) and the
 attribute negatives (`raw_attribute_negatives`: (item, attribute) pairs known absent, from MAVE
-files; empty for sources without them).
+files; empty for sources without them). Precomputed item vectors that came with the data (MMCTR's
+`item_emb_d128`, read by `format: microlens`) are written as `raw_item_vectors`, which the
+`item_embeddings` stage fuses; only when the source has some (a source without them clears an
+earlier import's table, so no stale vectors are fused).
 
 The source is the synthetic marketplace or the user's own files (`ctr_dagster.sources.Source`, made
 from the `Settings` the definitions are built for); the oracle tables (ground truth) exist only for
@@ -75,10 +78,11 @@ def _materialize_catalogue(context: dg.AssetExecutionContext, source, warehouse:
         context.log.warning(f"{catalogue.quarantine.num_rows} catalogue rows quarantined")
     for table, file, problem in catalogue.skipped_files:
         context.log.warning(f"{table}: file {file} skipped: {problem}")
+    vectors_meta = _write_item_vectors(context, wh, catalogue.item_vectors)
     for name, table in tables.items():
         path = wh.write(name, table)
         context.log.info(f"{name}: {table.num_rows} rows -> {path}")
-        extra = {"source": catalogue.origin}
+        extra = {"source": catalogue.origin, **(vectors_meta if name == "raw_items" else {})}
         skipped = [f"{file}: {problem}" for t, file, problem in catalogue.skipped_files if f"raw_{t}" == name]
         if skipped:
             extra["skipped_files"] = dg.MetadataValue.md("\n".join(f"- {line}" for line in skipped))
@@ -93,6 +97,27 @@ def _materialize_catalogue(context: dg.AssetExecutionContext, source, warehouse:
             severity=dg.AssetCheckSeverity.WARN,
             metadata=report.as_metadata(),
         )
+
+
+def _write_item_vectors(context: dg.AssetExecutionContext, wh, vectors) -> dict:
+    """Write the precomputed item vectors (`raw_item_vectors`) when the source has some; replace an
+    earlier import's table with an empty one when it has none. Returns raw_items' extra metadata."""
+    from ctr_dagster import schemas
+    from ctr_dagster.embeddings import PRECOMPUTED_TABLE
+
+    if vectors is not None and vectors.num_rows:
+        path = wh.write(PRECOMPUTED_TABLE, vectors)
+        widths = {f.name: f.type.list_size for f in vectors.schema if f.name != "item_id"}
+        context.log.info(f"{PRECOMPUTED_TABLE}: {vectors.num_rows} items, widths {widths} -> {path}")
+        return {
+            "precomputed_vectors": dg.MetadataValue.json(
+                {"table": PRECOMPUTED_TABLE, "items": vectors.num_rows, "widths": widths, "path": str(path)}
+            )
+        }
+    if wh.exists(PRECOMPUTED_TABLE):  # from an earlier import: must not be fused with this catalogue
+        wh.write(PRECOMPUTED_TABLE, schemas.vector_table({}).empty_table())
+        context.log.info(f"{PRECOMPUTED_TABLE}: the source has no precomputed vectors; earlier ones cleared")
+    return {}
 
 
 def raw_day_asset(settings: Settings) -> dg.AssetsDefinition:

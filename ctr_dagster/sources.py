@@ -34,6 +34,9 @@ class Catalogue:
     #: (item, attribute) pairs known absent (ATTRIBUTE_NEGATIVES: MAVE's attributes with no evidence);
     #: None is read as empty (the synthetic world and imports without MAVE negatives have none)
     attribute_negatives: pa.Table | None = None
+    #: precomputed item vectors that came with the data (`raw_item_vectors`, `schemas.vector_table`:
+    #: e.g. MMCTR's item_emb_d128, from a `format: microlens` table); None: the source has none
+    item_vectors: pa.Table | None = None
 
     def __post_init__(self) -> None:
         if self.attribute_negatives is None:
@@ -142,18 +145,21 @@ class Source:
         mapping = self.mapping()
         tables, rejected, skipped = {}, [], []
         negatives = schemas.empty(schemas.ATTRIBUTE_NEGATIVES)
-        mave_cache: dict = {}  # items and item_attributes from the same MAVE files: read once
+        vectors = None  # precomputed item vectors: the items' (format microlens), else item_attributes'
+        cache: dict = {}  # items and item_attributes from the same MAVE / MicroLens files: read once
         for name in ("items", "item_attributes", "users"):
             if name == "item_attributes" and name not in mapping.tables:  # optional: none known
                 tables[name] = schemas.empty(schemas.ITEM_ATTRIBUTES)
                 continue
-            result = read_catalogue(mapping, name, mave_cache=mave_cache)
+            result = read_catalogue(mapping, name, cache=cache)
             tables[name], quarantine = result
             rejected.append(quarantine)
             skipped += [(name, file, problem) for file, problem in result.skipped]
             if name == "item_attributes":
                 negatives = result.negatives
-        del mave_cache
+            if vectors is None and result.vectors is not None:
+                vectors = result.vectors
+        del cache
         taxonomy = read_attribute_taxonomy(mapping)
         rejected.append(taxonomy[1])
         skipped += [("attribute_taxonomy", file, problem) for file, problem in taxonomy.skipped]
@@ -167,6 +173,7 @@ class Source:
             attribute_taxonomy=taxonomy[0],
             skipped_files=tuple(skipped),
             attribute_negatives=negatives,
+            item_vectors=vectors,
         )
 
     def attribute_taxonomy(self) -> pa.Table:

@@ -65,6 +65,37 @@ def test_mmctr_item_info_imports_with_bad_rows_quarantined(tmp_path):
     assert '"item_emb_d128": "<64 values>"' in q[5]["record"]
 
 
+def test_padding_row_tags_and_first_non_zero_category(tmp_path):
+    """MMCTR's item_info: row 0 is the padding item (id 0), tag lists are padded with 0."""
+    rows = [
+        (0, [0, 0, 0, 0, 0], [0.0] * 128),  # padding: skipped and counted, not an item
+        (1, [0, 12, 11, 12, 0], _vec(1)),  # first non-zero tag 12; tags deduplicated
+        (2, [0, 0, 0, 0, 0], _vec(2)),  # no tag: default category, no attribute row
+        (3, [13], _vec(3, width=64)),  # quarantined: its tags are not imported either
+    ]
+    path = _mmctr_file(tmp_path / "item_info.parquet", rows)
+    result = read_items([path], MicrolensSpec.mmctr())
+    assert (result.rows_read, result.padding, result.items.num_rows, result.quarantine.num_rows) == (
+        4,
+        1,
+        2,
+        1,
+    )
+    assert result.items.column("item_id").to_pylist() == ["1", "2"]
+    assert result.items.column("category").to_pylist() == ["12", "unknown"]
+    assert result.attributes.schema == schemas.ITEM_ATTRIBUTES
+    assert sorted(result.attributes.to_pylist(), key=lambda r: r["value"]) == [
+        {"item_id": "1", "attribute": "tag", "value": "11"},
+        {"item_id": "1", "attribute": "tag", "value": "12"},
+    ]
+    assert result.vectors.column("item_id").to_pylist() == ["1", "2"]
+    [bad] = result.quarantine.to_pylist()
+    assert (bad["source_row"], bad["rule"]) == (4, "wrong_width")
+    # without padding_id, id 0 is an item like any other
+    plain = read_items([path], MicrolensSpec(category_column="item_tags", tags_column="item_tags"))
+    assert plain.padding == 0 and plain.items.column("item_id").to_pylist()[0] == "0"
+
+
 def test_titles_images_and_numpy_bytes_across_files(tmp_path):
     a = np.arange(4, dtype=np.float32)
     npy = io.BytesIO()

@@ -11,7 +11,11 @@
 - `read_catalogue(mapping, table)` reads items / users / item_attributes whole (they are small),
   quarantining unparseable rows and then rows failing the table's quality suite. Items and
   item_attributes may instead come from MAVE-style JSONL (`format: mave`, `importers.mave`): lines
-  judged by the MAVE reader, item_attributes with their negatives (`CatalogueTables.negatives`).
+  judged by the MAVE reader, item_attributes with their negatives (`CatalogueTables.negatives`);
+  or from MicroLens / MMCTR item Parquet (`format: microlens`, `importers.microlens`): rows judged
+  by its reader, tags as item_attributes, precomputed vectors (`CatalogueTables.vectors`).
+- Constants per file (`file_defaults`, e.g. a date per file of a log split by time) are part of each
+  file's plan (`ImportMapping.constants`): the staging, the day scan and the catalogue all use them.
 - `read_attribute_taxonomy(mapping)` reads the published value list (`attribute_taxonomy`,
   `importers.taxonomy`), bad lines quarantined, bad files skipped and reported.
 - `scan_days(mapping, file)` / `scan_file` list the days a file covers (the new-data sensor's question).
@@ -110,6 +114,9 @@ class _FilePlan:
         self.auto_ids: list[str] = []
         self._evaluator = None
         key = f"tables.{table.name}"
+        # constants of this file: the table's defaults, overridden by its matching file_defaults
+        given = mapping.constants(table.name, file)
+        self.defaults: dict[str, pa.Scalar] = {column: value for column, (value, _k) in given.items()}
         scope = [f for f in table.schema if only is None or f.name in only]
         for field in scope:
             name = field.name
@@ -131,13 +138,13 @@ class _FilePlan:
                         f"the file; its columns are {names}",
                     )
                 self._read[name] = self.sources[name] = source
-            elif name in table.defaults:
+            elif name in self.defaults:
                 if name in names and name not in self._used():
                     raise MalformedInputError(
                         file,
                         None,
                         name,
-                        f"{key}.defaults.{name} gives a constant, but the file has a column {name!r}: "
+                        f"{given[name][1]} gives a constant, but the file has a column {name!r}: "
                         f"map it ({key}.columns.{name}: {name}) or drop the default",
                     )
             elif name in names:
@@ -150,7 +157,7 @@ class _FilePlan:
                     None,
                     name,
                     f"required column {name!r} of {table.name} is missing: map it under "
-                    f"{key}.columns or give {key}.defaults",
+                    f"{key}.columns or give {key}.defaults (or {key}.file_defaults for this file)",
                 )
         self.fields = [f for f in table.raw_schema if only is None or f.name in only]
         if self.parquet:
@@ -253,8 +260,8 @@ class _FilePlan:
                 result = convert(source.data.column(self._read[name]), field, self.table.time_spec(name))
             elif name in self.exprs:
                 result, shown[self.sources[name]], notes[name] = self._evaluate(name, field, source)
-            elif name in self.table.defaults:
-                arrays.append(pa.repeat(self.table.defaults[name], n))
+            elif name in self.defaults:
+                arrays.append(pa.repeat(self.defaults[name], n))
                 continue
             elif name in self.auto_ids:  # request_id: the row's impression id (its own request)
                 arrays.append(
@@ -694,11 +701,15 @@ _NO_QUARANTINE = schemas.empty(schemas.QUARANTINE)  # tables are immutable: one 
 class CatalogueTables(tuple):
     """`read_catalogue`'s (clean, quarantine) pair, unpacked as before, plus `skipped`: the
     (file, problem) of every bad file left out (empty, header only, undecodable, a mapped column
-    missing, mostly unparseable), and `negatives` (ATTRIBUTE_NEGATIVES): the (item, attribute)
-    pairs known absent, from item_attributes read from MAVE (`format: mave`); else empty."""
+    missing, mostly unparseable), `negatives` (ATTRIBUTE_NEGATIVES): the (item, attribute)
+    pairs known absent, from item_attributes read from MAVE (`format: mave`); else empty, and
+    `vectors`: the precomputed item vectors (`schemas.vector_table`, the `raw_item_vectors` table)
+    of a table read with `format: microlens`; else None. `padding`: rows skipped as padding."""
 
     skipped: list[tuple[str, str]]
     negatives: pa.Table
+    vectors: pa.Table | None
+    padding: int
 
     def __new__(
         cls,
@@ -706,10 +717,14 @@ class CatalogueTables(tuple):
         quarantine: pa.Table,
         skipped: Sequence[tuple[str, str]] = (),
         negatives: pa.Table | None = None,
+        vectors: pa.Table | None = None,
+        padding: int = 0,
     ):
         pair = super().__new__(cls, (clean, quarantine))
         pair.skipped = list(skipped)
         pair.negatives = schemas.empty(schemas.ATTRIBUTE_NEGATIVES) if negatives is None else negatives
+        pair.vectors = vectors
+        pair.padding = padding
         return pair
 
 
@@ -747,7 +762,8 @@ def all_bad(
 
 def table_files(mapping: ImportMapping, name: str) -> list[Path]:
     """The files of table `name` (a derived table's: those it is derived from); a glob that matches
-    no file is a `MappingError` naming the key, the glob and the root, never an import of nothing."""
+    no file is a `MappingError` naming the key, the glob and the root, never an import of nothing,
+    and so is a `file_defaults` glob that matches none of these files."""
     owner = mapping.table(name).from_table or name
     spec = mapping.table(owner)
     files = mapping.files(owner)
@@ -763,6 +779,7 @@ def table_files(mapping: ImportMapping, name: str) -> list[Path]:
             f"tables.{owner}.files",
             f"{pattern!r} matches no file (root: {mapping.root})",
         )
+    mapping.check_file_defaults(name, files)
     return files
 
 
@@ -771,26 +788,32 @@ def read_catalogue(
     table: str,
     *,
     items: pa.Table | None = None,
+    cache: dict | None = None,
     mave_cache: dict | None = None,
 ) -> CatalogueTables:
     """(clean table in its canonical schema, quarantine rows) for items / users / item_attributes,
     with `.skipped`: the bad files left out (reported, the other files import; only when every file
-    is bad does it raise, naming each file's problem), and `.negatives` (item_attributes from MAVE).
+    is bad does it raise, naming each file's problem), `.negatives` (item_attributes from MAVE) and
+    `.vectors` (precomputed item vectors of a `format: microlens` table).
 
     Unparseable rows are quarantined by the parser; the rest go through the table's quality suite
     (`ctr_dagster.quality.split_clean`: required values, unique ids, domains, and for
     item_attributes the known item ids when `items` is given). A table with `format: mave` is read
-    by `_read_mave_table` instead. `mave_cache`: a dict shared by the calls of one catalogue read, so
-    items and item_attributes from the same MAVE files read them once (and report bad lines once).
+    by `_read_mave_table`, one with `format: microlens` by `_read_microlens_table` instead. `cache`
+    (`mave_cache`, its older name): a dict shared by the calls of one catalogue read, so items and
+    item_attributes from the same MAVE / MicroLens files read them once (and report bad rows once).
     """
     from ctr_dagster.quality import split_clean
 
     if table == "impressions":
         raise ValueError("impressions are daily partitions: use iter_impressions(mapping, partition)")
+    cache = cache if cache is not None else mave_cache
     spec = mapping.table(table)
     files = table_files(mapping, table)
     if spec.format == "mave":
-        return _read_mave_table(mapping, spec, files, mave_cache)
+        return _read_mave_table(mapping, spec, files, cache)
+    if spec.format == "microlens":
+        return _read_microlens_table(mapping, spec, files, cache)
     if spec.from_table is not None:  # `from: impressions`: distinct ids of the log
         clean, quarantine = _read_derived(mapping, spec, items)
         return CatalogueTables(clean, quarantine)
@@ -909,6 +932,65 @@ def _read_mave_table(
             field_ = items.schema.field(index)
             items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
     return CatalogueTables(items, quarantine, skipped)
+
+
+def _read_microlens_table(
+    mapping: ImportMapping, spec: TableMapping, files: list[Path], cache: dict | None
+) -> CatalogueTables:
+    """`read_catalogue` for `format: microlens` (items or item_attributes; `importers.microlens`).
+
+    MicroLens / MMCTR item Parquet (e.g. MMCTR's `item_info.parquet`: item_id, item_tags,
+    item_emb_d128) read whole by `read_items`, which judges every row (id present and unique,
+    embeddings of the right width and finite) and quarantines bad ones with file, row and column,
+    so the tables' quality suites do not run again; rows whose id is the padding id (MMCTR's row 0)
+    are skipped and counted (`.padding`). Items: id as text, category = the `category` column or
+    the first non-zero tag, title = the `title` column or "", price / first_seen from the table's
+    defaults (else 0 and 1970-01-01). Item_attributes: one row per distinct non-zero tag
+    (attribute "tag", value = the tag id as text). Both carry the precomputed vectors (`.vectors`).
+    With a shared `cache`, a second table read from the same files with the same options reuses the
+    first read and reports no quarantine rows of its own (a bad row is reported once).
+    """
+    from ctr_dagster.importers.mapping import MicrolensOptions
+    from ctr_dagster.importers.microlens import MicrolensSpec, read_items
+
+    options = spec.microlens or MicrolensOptions()
+    signature = ("microlens", options, *((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    cached = (cache or {}).get(signature)
+    if cached is not None:
+        result, skipped = cached
+        quarantine = schemas.empty(schemas.QUARANTINE)  # reported with the table read first
+    else:
+        reader = MicrolensSpec(
+            id_column=options.id,
+            title_column=options.title,
+            category_column=options.category or options.tags,
+            image_column=options.image,
+            tags_column=options.tags,
+            vectors=dict(options.vectors),
+            widths=dict(options.widths),
+            padding_id=options.padding_id,
+            batch_size=mapping.batch_size,
+        )
+        result, skipped = _without_bad_files(spec.name, files, lambda good: read_items(good, reader))
+        if cache is not None:
+            cache[signature] = (result, skipped)
+        quarantine = result.quarantine
+        table_column = pa.array([RAW_TABLE[spec.name]] * quarantine.num_rows, pa.string())
+        index = quarantine.schema.get_field_index("table")
+        quarantine = quarantine.set_column(index, quarantine.schema.field(index), table_column)
+    vectors = result.vectors if options.vectors else None
+    if spec.name == "item_attributes":
+        return CatalogueTables(
+            result.attributes, quarantine, skipped, vectors=vectors, padding=result.padding
+        )
+    items = result.items
+    for column in ("first_seen", "price"):
+        default = spec.defaults.get(column)
+        if default is not None and default.is_valid:
+            index = items.schema.get_field_index(column)
+            field_ = items.schema.field(index)
+            items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
+    return CatalogueTables(items, quarantine, skipped, vectors=vectors, padding=result.padding)
 
 
 def read_attribute_taxonomy(mapping: ImportMapping) -> CatalogueTables:
@@ -1092,8 +1174,8 @@ def scan_file(mapping: ImportMapping, file: str | Path) -> tuple[set[str], bool]
         if len(valid):
             days.update(np.unique(valid.to_numpy() // _MS_PER_DAY).tolist())
 
-    if "ts" not in plan.sources:  # ts is a constant default
-        value = table.defaults.get("ts")
+    if "ts" not in plan.sources:  # ts is a constant: the file's own (file_defaults) or the table's
+        value = plan.defaults.get("ts")
         add(pa.array([value.value if value is not None and value.is_valid else None], pa.int64()))
     else:
         ranges = plan.ts_ranges()

@@ -61,6 +61,11 @@ FORMATS = ("csv", "parquet")
 #: the `defaults` each accepts (the columns MAVE does not have).
 MAVE_TABLES = {"items": ("first_seen", "price"), "item_attributes": ()}
 MAVE_TEXT_MODES = ("title", "title+description")
+#: Tables that may be read from MicroLens / MMCTR item Parquet (`format: microlens`,
+#: `importers.microlens`), and the `defaults` each accepts (what such a table does not have).
+MICROLENS_TABLES = {"items": ("first_seen", "price"), "item_attributes": ()}
+#: Formats read whole by their own reader (no columns / parse / csv / file_defaults).
+WHOLE_FORMATS = {"mave": MAVE_TABLES, "microlens": MICROLENS_TABLES}
 #: Formats of a published attribute taxonomy (`attribute_taxonomy`, `importers.taxonomy`).
 TAXONOMY_FORMATS = ("csv", "tsv", "jsonl")
 TIME_UNITS = ("s", "ms", "us", "ns")
@@ -72,7 +77,7 @@ class MappingError(ValueError):
     """The mapping YAML is invalid; `key` is the dotted path of the offending key."""
 
     def __init__(self, source: str, key: str, message: str):
-        self.source, self.key = source, key
+        self.source, self.key, self.message = source, key, message
         super().__init__(f"{source}: key {key!r}: {message}")
 
 
@@ -116,6 +121,24 @@ ColumnSource = str | ColumnExpr | ColumnPosition
 
 
 @dataclass(frozen=True)
+class MicrolensOptions:
+    """`format: microlens`: which columns of a MicroLens / MMCTR item table feed what (None: absent).
+
+    The reader (`importers.microlens.MicrolensSpec`) gets these; `vectors` and `widths` are tuples of
+    pairs so the options stay hashable (the catalogue read caches by them).
+    """
+
+    id: str = "item_id"
+    tags: str | None = "item_tags"  # list of tag ids, 0 = padding: item_attributes (tag) + category
+    vectors: tuple[tuple[str, str], ...] = (("item_emb_d128", "mm"),)  # source column -> vector name
+    widths: tuple[tuple[str, int], ...] = ()  # source column -> expected width (else the first cell's)
+    title: str | None = None
+    category: str | None = None  # None: the first non-zero tag
+    image: str | None = None
+    padding_id: str | None = "0"  # rows with this id are padding (MMCTR's row 0): skipped, counted
+
+
+@dataclass(frozen=True)
 class TableMapping:
     """One canonical table: its files, column sources, time formats and constant defaults.
 
@@ -132,6 +155,10 @@ class TableMapping:
     csv: CsvOptions = field(default_factory=CsvOptions)
     from_table: str | None = None
     mave_text: str = "title"  # format mave, items: the title text (`importers.mave.TEXT_MODES`)
+    #: glob (relative to root) -> canonical column -> constant for the files the glob matches; wins
+    #: over `defaults` (`ImportMapping.constants`)
+    file_defaults: Mapping[str, Mapping[str, pa.Scalar]] = field(default_factory=dict)
+    microlens: MicrolensOptions | None = None  # format microlens: the reader's options
 
     @property
     def schema(self) -> pa.Schema:
@@ -206,6 +233,54 @@ class ImportMapping:
         raise MalformedInputError(
             file, None, None, f"cannot infer the format from the name: set tables.{owner}.format"
         )
+
+    def constants(self, name: str, file: Path) -> dict[str, tuple[pa.Scalar, str]]:
+        """Canonical column -> (constant, the dotted key giving it) for one file of table `name`: the
+        table's `defaults`, then its `file_defaults` whose glob matches the file (a file's own constant
+        wins). Two globs matching the file and setting the same column is a `MappingError`."""
+        spec = self.table(name)
+        out = {column: (value, f"tables.{name}.defaults.{column}") for column, value in spec.defaults.items()}
+        if not spec.file_defaults:
+            return out
+        target = Path(file).resolve()
+        by_file: dict[str, str] = {}  # column -> the glob that set it for this file
+        for pattern, values in spec.file_defaults.items():
+            if target not in {p.resolve() for p in self.glob((pattern,))}:
+                continue
+            for column, value in values.items():
+                if column in by_file:
+                    raise MappingError(
+                        str(self.path or "the mapping"),
+                        f"tables.{name}.file_defaults.{pattern}.{column}",
+                        f"{self.relative_name(target)} also matches {by_file[column]!r}, which sets "
+                        f"{column} too: make the globs match different files",
+                    )
+                by_file[column] = pattern
+                out[column] = (value, f"tables.{name}.file_defaults.{pattern}.{column}")
+        return out
+
+    def check_file_defaults(self, name: str, files: list[Path] | None = None) -> None:
+        """Every `file_defaults` glob of table `name` matches at least one of its files (`files`, by
+        default the table's own); a `MappingError` on `tables.<name>.file_defaults.<glob>` otherwise.
+        Nothing to check while the table has no file at all (an inbox not yet filled)."""
+        spec = self.table(name)
+        if not spec.file_defaults:
+            return
+        files = self.files(name) if files is None else files
+        if not files:
+            return
+        present = {Path(f).resolve() for f in files}
+        for pattern in spec.file_defaults:
+            if not any(p.resolve() in present for p in self.glob((pattern,))):
+                shown = [self.relative_name(f) for f in sorted(present)[:5]]
+                more = f" and {len(present) - 5} more" if len(present) > 5 else ""
+                owner = spec.from_table or name
+                raise MappingError(
+                    str(self.path or "the mapping"),
+                    f"tables.{name}.file_defaults.{pattern}",
+                    f"{pattern!r} matches none of the files of tables.{owner}.files "
+                    f"(root: {self.root}; they are {shown}{more})",
+                )
 
     def relative_name(self, file: Path) -> str:
         """`file` relative to `root` (posix), or its absolute posix path when outside: the file part
@@ -392,6 +467,7 @@ def _globs(value: Any) -> Any:
 
 _FORMAT_HELP = "inferred from the extension when omitted (.csv .tsv .txt .csv.gz | .parquet .pq)"
 _MAVE_FIELDS = "a MAVE file's fields are fixed (id, category, paragraphs, attributes)"
+_MICROLENS_FIELDS = "a MicroLens / MMCTR item table is read whole (its columns are named under microlens:)"
 
 
 class MaveDoc(_Doc):
@@ -406,6 +482,76 @@ class MaveDoc(_Doc):
     )
 
 
+class MicrolensDoc(_Doc):
+    """Options of a table read from MicroLens / MMCTR item Parquet (format: microlens)."""
+
+    model_config = ConfigDict(title="MicroLens / MMCTR options")
+
+    id: str = Field("item_id", min_length=1, description="the item id column (integer or text)")
+    tags: str | None = Field(
+        "item_tags",
+        description="list of tag ids (0 or empty = padding): one item_attributes row per non-zero tag "
+        "(attribute 'tag', value = the tag id as text) and, unless category is given, the category "
+        "(the first non-zero tag); null: the table has no tags",
+    )
+    vectors: dict[str, str] = Field(
+        {"item_emb_d128": "mm"},
+        description="precomputed embedding column (list of numbers, or .npy / float32 bytes) -> its "
+        "column in raw_item_vectors, which the item_embeddings stage fuses; {} for none",
+    )
+    widths: dict[str, int] = Field(
+        {},
+        description="expected number of values per embedding column (e.g. {item_emb_d128: 128}); "
+        "default: the first non-null cell's. A cell of another width is quarantined",
+    )
+    title: str | None = Field(None, description='text column for the items\' title (default: none, "")')
+    category: str | None = Field(
+        None,
+        description="text (or list: its first non-zero element) column for the category; "
+        "default: the first non-zero tag",
+    )
+    image: str | None = Field(None, description="column of image bytes (PNG/JPEG) for image_png")
+    padding_id: str | int | None = Field(
+        "0",
+        description="rows with this id are padding (MMCTR's item_info row 0: item_id 0), skipped and "
+        "counted, not quarantined; null: every row is an item",
+    )
+
+    @field_validator("vectors")
+    @classmethod
+    def _vector_names(cls, value: dict[str, str]) -> dict[str, str]:
+        names = list(value.values())
+        for source, name in value.items():
+            if not source or not name:
+                raise ValueError("give embedding column -> vector name, both non-empty")
+            if name == "item_id" or not name.replace("_", "a").isalnum():
+                raise ValueError(f"vector name {name!r} must be letters, digits and _ (not item_id)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"vector names repeat: {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _known_widths(self) -> MicrolensDoc:
+        for column, width in self.widths.items():
+            if column not in self.vectors:
+                raise _fail(f"widths.{column}", f"not one of the vectors columns {sorted(self.vectors)}")
+            if width < 1:
+                raise _fail(f"widths.{column}", f"must be >= 1, got {width}")
+        return self
+
+    def options(self) -> MicrolensOptions:
+        return MicrolensOptions(
+            id=self.id,
+            tags=self.tags,
+            vectors=tuple(self.vectors.items()),
+            widths=tuple(self.widths.items()),
+            title=self.title,
+            category=self.category,
+            image=self.image,
+            padding_id=None if self.padding_id is None else str(self.padding_id),
+        )
+
+
 class TableDoc(_Doc):
     """Keys every table has; `_table_model` adds the table's own columns / parse / defaults models."""
 
@@ -416,6 +562,7 @@ class TableDoc(_Doc):
     format: Literal["csv", "parquet"] | None = Field(None, description=_FORMAT_HELP)
     csv: CsvDoc | None = None
     _defaults: dict[str, pa.Scalar] = PrivateAttr(default_factory=dict)
+    _file_defaults: dict[str, dict[str, pa.Scalar]] = PrivateAttr(default_factory=dict)
 
     @field_validator("files", mode="before")
     @classmethod
@@ -440,21 +587,28 @@ class TableDoc(_Doc):
             return {}
         return {k: getattr(defaults, k) for k in defaults.model_fields_set}
 
+    def _file_defaults_given(self) -> dict[str, dict[str, Any]]:
+        given = getattr(self, "file_defaults", None) or {}
+        return {glob: {k: getattr(doc, k) for k in doc.model_fields_set} for glob, doc in given.items()}
+
     def _mave_consistent(self) -> None:
-        """`format: mave`: files only (no columns / parse / csv), defaults only for what MAVE lacks."""
+        """`format: mave` / `microlens`: files only (no columns / parse / csv / file_defaults),
+        defaults only for what the format lacks; each format's options only with that format."""
         name = self.table_name
-        if self.format != "mave":
-            if getattr(self, "mave", None) is not None:
-                raise _fail("mave", "MAVE options apply to format: mave only")
+        for option, fmt in (("mave", "mave"), ("microlens", "microlens")):
+            if self.format != fmt and getattr(self, option, None) is not None:
+                raise _fail(option, f"{option} options apply to format: {fmt} only")
+        if self.format not in WHOLE_FORMATS:
             return
-        for key in ("columns", "parse", "csv"):
+        fields = _MAVE_FIELDS if self.format == "mave" else _MICROLENS_FIELDS
+        for key in ("columns", "parse", "csv", "file_defaults"):
             if getattr(self, key, None) is not None:
-                raise _fail(key, f"{_MAVE_FIELDS}: nothing to map (leave {key} out)")
-        allowed = MAVE_TABLES[name]
+                raise _fail(key, f"{fields}: nothing to map (leave {key} out)")
+        allowed = WHOLE_FORMATS[self.format][name]
         for column in self._defaults_given():
             if column not in allowed:
                 hint = f"only {list(allowed)} may be given" if allowed else "none may be given"
-                raise _fail(f"defaults.{column}", f"{_MAVE_FIELDS}; {hint}")
+                raise _fail(f"defaults.{column}", f"{fields}; {hint}")
 
     @model_validator(mode="after")
     def _consistent(self) -> TableDoc:
@@ -491,6 +645,18 @@ class TableDoc(_Doc):
                 raise _fail(key, "the column is also mapped under columns: give one or the other")
             spec = specs[column][0].spec() if column in specs else TimeSpec()
             self._defaults[column] = _default(value, fields[column], spec, key)
+        for glob, given in self._file_defaults_given().items():
+            if not glob.strip():
+                raise _fail("file_defaults", "a glob must not be empty")
+            constants = self._file_defaults[glob] = {}
+            for column, value in given.items():
+                key = f"file_defaults.{glob}.{column}"
+                if column == "impression_id":
+                    raise _fail(key, "impression_id must be unique per row, so it cannot be a constant")
+                if column in columns:
+                    raise _fail(key, "the column is also mapped under columns: give one or the other")
+                spec = specs[column][0].spec() if column in specs else TimeSpec()
+                constants[column] = _default(value, fields[column], spec, key)
         return self
 
 
@@ -553,12 +719,21 @@ def _table_model(name: str) -> type[TableDoc]:
         "columns": (columns | None, None),
         "parse": (parse | None, None),
         "defaults": (defaults | None, None),
+        "file_defaults": (
+            dict[str, defaults] | None,
+            Field(
+                None,
+                description="constants per file: glob (relative to root, matching some of the table's "
+                "files) -> {canonical column: constant}, parsed like defaults; a file's own constant "
+                "wins over defaults (e.g. a date per file for logs split into files by time)",
+            ),
+        ),
     }
     if "ts" in names:
         extra["ts"] = (TimeDoc | None, Field(None, description="shorthand for parse: {ts: ...}"))
     if name in MAVE_TABLES:
         extra["format"] = (
-            Literal["csv", "parquet", "mave"] | None,
+            Literal["csv", "parquet", "mave", "microlens"] | None,
             Field(
                 None,
                 description=f"{_FORMAT_HELP}; mave: MAVE-style attribute JSONL (one product per line: id, "
@@ -567,11 +742,27 @@ def _table_model(name: str) -> type[TableDoc]:
                     "; an attribute with no evidence becomes a negative (raw_attribute_negatives)"
                     if name == "item_attributes"
                     else "; first_seen and price from defaults (else 1970-01-01 and 0)"
+                )
+                + "; microlens: MicroLens / MMCTR item Parquet (item_id, item_tags, item_emb_d128), read "
+                "whole"
+                + (
+                    ": one row per non-zero tag (attribute tag)"
+                    if name == "item_attributes"
+                    else ", its precomputed vectors to raw_item_vectors"
                 ),
             ),
         )
     if name == "items":
         extra["mave"] = (MaveDoc | None, Field(None, description="options of format: mave"))
+    if name in MICROLENS_TABLES:
+        extra["microlens"] = (
+            MicrolensDoc | None,
+            Field(
+                None,
+                description="options of format: microlens"
+                + (" (default: the items' options)" if name == "item_attributes" else ""),
+            ),
+        )
     if name in DERIVABLE:
         extra["from_"] = (
             Literal["impressions"] | None,
@@ -657,7 +848,28 @@ class MappingDoc(_Doc):
             source = getattr(table, "from_", None)
             if source is not None and source not in mapped:
                 raise _fail(f"tables.{name}.from", f"tables.{source} is not mapped")
+        attributes = mapped.get("item_attributes")
+        if attributes is not None and attributes.format == "microlens":
+            options = _microlens_options(attributes, mapped)
+            if options.tags is None:
+                raise _fail(
+                    "tables.item_attributes.microlens.tags",
+                    "item_attributes read with format: microlens come from the tags column: name it",
+                )
         return self
+
+
+def _microlens_options(doc: TableDoc, docs: Mapping[str, TableDoc]) -> MicrolensOptions:
+    """A `format: microlens` table's options: its own, else (item_attributes) the items' when they
+    are read the same way (so both tables read the same files once), else the defaults."""
+    own = getattr(doc, "microlens", None)
+    if own is not None:
+        return own.options()
+    items = docs.get("items")
+    inherits = doc.table_name == "item_attributes" and items is not None and items.format == "microlens"
+    if inherits and items.microlens is not None:
+        return items.microlens.options()
+    return MicrolensOptions()
 
 
 def json_schema() -> dict[str, Any]:
@@ -691,7 +903,7 @@ def parse_mapping(
     root = root if root.is_absolute() else (base / root)
     docs = {n: t for n, t in dict(doc.tables).items() if t is not None}
     tables = {name: _table(name, table, docs) for name, table in docs.items()}
-    return ImportMapping(
+    mapping = ImportMapping(
         tables=tables,
         root=root.resolve(),
         start_date=doc.start_date,
@@ -701,6 +913,12 @@ def parse_mapping(
         path=path,
         attribute_taxonomy=doc.attribute_taxonomy.spec() if doc.attribute_taxonomy else None,
     )
+    for name in tables:  # a file_defaults glob matching none of the table's files is a typo
+        try:
+            mapping.check_file_defaults(name)
+        except MappingError as exc:
+            raise MappingError(source, exc.key, exc.message) from None
+    return mapping
 
 
 def _table(name: str, doc: TableDoc, docs: dict[str, TableDoc]) -> TableMapping:
@@ -724,6 +942,8 @@ def _table(name: str, doc: TableDoc, docs: dict[str, TableDoc]) -> TableMapping:
         csv=reader.csv.options() if reader.csv is not None else CsvOptions(),
         from_table=derived,
         mave_text=doc.mave.text if getattr(doc, "mave", None) is not None else "title",
+        file_defaults={glob: dict(values) for glob, values in doc._file_defaults.items()},
+        microlens=_microlens_options(doc, docs) if doc.format == "microlens" else None,
     )
 
 

@@ -7,10 +7,19 @@ and cover images. `read_items` streams any such table (Parquet, one batch at a t
 
 * `items`: the canonical ITEMS table (`item_id` as text, `title`, a `category`, `price` 0.0 and
   `first_seen` from the spec when the source has none, `image_png` when an image column is mapped);
+  a list-valued category column (MMCTR's `item_tags`) gives its first non-zero element;
+* `attributes`: the canonical ITEM_ATTRIBUTES table of the tags column (`tags_column`): one row per
+  distinct non-zero tag of a kept item, attribute ``tag``, value = the tag id as text (the form
+  `ctr_dagster.item_tags` reads for models such as QIN);
 * `vectors`: `raw_item_vectors` (schema `schemas.vector_table`): one fixed-size-list float32 column
   per mapped embedding column, which the `item_embeddings` stage fuses next to (or instead of) its
   own encoders (`ctr_dagster.embeddings.PRECOMPUTED_TABLE`);
 * `quarantine`: every rejected row, with its file, 1-based row and column, the rule and the record.
+
+A tag of 0 (or an empty text) is padding, as in MMCTR's fixed-length tag lists. A row whose id is
+the spec's `padding_id` (MMCTR's ``item_info.parquet`` row 0: item_id 0, no tags, a zero vector) is
+padding too: skipped and counted (`padding`), never quarantined, and never the row an embedding's
+width is inferred from.
 
 An embedding cell may be a list / large list / fixed-size list of numbers, or binary holding a
 ``.npy`` array or raw little-endian float32 values ("numpy in Parquet"). A row is quarantined when its
@@ -18,8 +27,8 @@ id is missing or repeats an earlier one (`missing_id`, `duplicate_id`), an embed
 number of values (`wrong_width`; the width comes from the spec, or else from the first non-null
 cell of the column), holds NaN/inf (`non_finite`), or cannot be decoded (`unparseable`). A null
 embedding is not an error: the item simply has no vector of that kind. Rows read = clean +
-quarantined, always. A file that is unreadable, lacks a mapped column or stores a column in a type
-that cannot hold vectors raises `MalformedInputError` naming the file and column.
+quarantined + padding, always. A file that is unreadable, lacks a mapped column or stores a column
+in a type that cannot hold vectors (or tags) raises `MalformedInputError` naming the file and column.
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ class MicrolensSpec:
     title_column: str | None = None  # e.g. "title" (MicroLens titles); absent -> "" (no text)
     category_column: str | None = None  # text, or a list (e.g. MMCTR's item_tags: first tag)
     image_column: str | None = None  # PNG/JPEG bytes
+    tags_column: str | None = None  # a list of tag ids (0 = padding) -> `attributes` (attribute "tag")
     #: source embedding column -> name of its column in raw_item_vectors
     vectors: Mapping[str, str] = field(default_factory=lambda: {"item_emb_d128": "mm"})
     #: expected width per source embedding column (default: the first non-null cell's)
@@ -61,12 +71,18 @@ class MicrolensSpec:
     default_category: str = "unknown"
     first_seen: str = "1970-01-01"
     batch_size: int = 65_536
+    padding_id: str | None = None  # rows with this id (as text) are padding: skipped, counted
 
     @classmethod
     def mmctr(cls) -> MicrolensSpec:
-        """The MMCTR ``item_info.parquet`` layout: item_id, item_tags, item_emb_d128 (128 floats)."""
+        """The MMCTR ``item_info.parquet`` layout: item_id (0 = the padding row), item_tags (0 = pad),
+        item_emb_d128 (128 floats)."""
         return cls(
-            category_column="item_tags", vectors={"item_emb_d128": "mm"}, widths={"item_emb_d128": 128}
+            category_column="item_tags",
+            tags_column="item_tags",
+            vectors={"item_emb_d128": "mm"},
+            widths={"item_emb_d128": 128},
+            padding_id="0",
         )
 
 
@@ -75,7 +91,9 @@ class MicrolensImport:
     items: pa.Table  # ITEMS
     vectors: pa.Table  # vector_table({name: width}) with item_id
     quarantine: pa.Table  # QUARANTINE
-    rows_read: int
+    rows_read: int  # = items + quarantined + padding
+    attributes: pa.Table = field(default_factory=lambda: schemas.empty(schemas.ITEM_ATTRIBUTES))
+    padding: int = 0  # rows skipped as padding (`MicrolensSpec.padding_id`)
 
 
 @dataclass
@@ -101,9 +119,37 @@ def _as_text(values: pa.Array, file: Path, column: str) -> pa.Array:
     )
 
 
-def _first_of_list(values: pa.Array) -> pa.Array:
-    """Element 0 of each list (null for null or empty lists), e.g. the first tag as the category."""
-    return pa.array([v[0] if v else None for v in values.to_pylist()], values.type.value_type)
+def _is_list(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+
+
+def _tags(values: pa.Array, file: Path, column: str) -> tuple[pa.Array, np.ndarray]:
+    """(non-padding elements as text, the batch row of each), in list order: the elements of a list
+    column, or the cell itself of a scalar one; null, "" and "0" are padding."""
+    if _is_list(values.type):
+        flat = pc.list_flatten(values)
+        parents = pc.list_parent_indices(values).to_numpy(zero_copy_only=False)
+    else:
+        flat, parents = values, np.arange(len(values))
+    try:
+        text = _as_text(flat, file, column)
+    except MalformedInputError:
+        raise MalformedInputError(
+            file, None, column, f"type {values.type} cannot hold tags (a list of integer or text ids)"
+        ) from None
+    real = pc.and_(pc.is_valid(text), pc.invert(pc.is_in(text, value_set=pa.array(["", "0"]))))
+    real = real.fill_null(False).to_numpy(zero_copy_only=False)
+    return text.filter(pa.array(real)), parents[real]
+
+
+def _first_tag(values: pa.Array, file: Path, column: str) -> pa.Array:
+    """The first non-padding element of each list (null when there is none), e.g. MMCTR's first tag
+    as the category."""
+    tags, rows = _tags(values, file, column)
+    owners, first = np.unique(rows, return_index=True)  # rows ascend: the first index is list order's
+    index = np.full(len(values), -1, dtype=np.int64)
+    index[owners] = first
+    return tags.take(pa.array(index, pa.int64(), mask=index < 0))
 
 
 def _decode_binary(cell: bytes) -> np.ndarray:
@@ -120,9 +166,14 @@ class _VectorColumn:
     def __init__(self, source: str, name: str, width: int | None):
         self.source, self.name, self.width = source, name, width
 
-    def parse(self, values: pa.Array, file: Path, bad: _Bad) -> tuple[np.ndarray, np.ndarray]:
-        """(float32[n, width] with zero rows where null/bad, bool[n] present) for a batch."""
+    def parse(
+        self, values: pa.Array, file: Path, bad: _Bad, ignore: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(float32[n, width] with zero rows where null/bad, bool[n] present) for a batch; rows in
+        `ignore` (padding) count as null: never judged, never the row the width is inferred from."""
         n, kind = len(values), values.type
+        if ignore is not None and ignore.any():
+            values = pc.if_else(pa.array(ignore), pa.nulls(n, kind), values)
         if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
             child = kind.value_type
             if not (pa.types.is_floating(child) or pa.types.is_integer(child)):
@@ -192,10 +243,19 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
     spec = spec or MicrolensSpec()
     first_seen = dt.date.fromisoformat(spec.first_seen)
     parsers = {s: _VectorColumn(s, name, spec.widths.get(s)) for s, name in spec.vectors.items()}
-    wanted = [spec.id_column, spec.title_column, spec.category_column, spec.image_column, *spec.vectors]
+    wanted = [
+        spec.id_column,
+        spec.title_column,
+        spec.category_column,
+        spec.image_column,
+        spec.tags_column,
+        *spec.vectors,
+    ]
     columns = list(dict.fromkeys(c for c in wanted if c))
     seen: set[str] = set()
     item_parts: list[pa.Table] = []
+    tag_parts: list[pa.Table] = []
+    padding = 0
     vector_parts: dict[str, list[np.ndarray]] = {s: [] for s in spec.vectors}
     present_parts: dict[str, list[np.ndarray]] = {s: [] for s in spec.vectors}
     quarantine: list[dict[str, Any]] = []
@@ -213,12 +273,20 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
             bad = _Bad()
             ids = _as_text(batch.column(spec.id_column), file, spec.id_column)
             id_list = ids.to_pylist()
+            pad = np.array(
+                [
+                    spec.padding_id is not None and i is not None and str(i).strip() == spec.padding_id
+                    for i in id_list
+                ],
+                dtype=bool,
+            )
+            padding += int(pad.sum())
             no_id = np.array([i is None or not str(i).strip() for i in id_list], dtype=bool)
             bad.add(no_id, spec.id_column, "missing_id", "item id is missing or empty")
-            parsed = {s: p.parse(batch.column(s), file, bad) for s, p in parsers.items()}
+            parsed = {s: p.parse(batch.column(s), file, bad, pad) for s, p in parsers.items()}
             duplicate = np.zeros(n, dtype=bool)
             for r, item in enumerate(id_list):
-                if no_id[r] or r in bad.found:
+                if no_id[r] or pad[r] or r in bad.found:
                     continue
                 if item in seen:
                     duplicate[r] = True
@@ -230,7 +298,7 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
                 "duplicate_id",
                 lambda r, ids=id_list: f"item id {ids[r]!r} repeats an earlier row",
             )
-            keep = np.ones(n, dtype=bool)
+            keep = ~pad
             keep[list(bad.found)] = False
             for r, (column, rule, detail) in sorted(bad.found.items()):
                 row = int(source.rows[r])
@@ -254,8 +322,8 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
             )
             if spec.category_column:
                 raw = batch.column(spec.category_column)
-                if pa.types.is_list(raw.type) or pa.types.is_large_list(raw.type):
-                    raw = _first_of_list(raw)
+                if _is_list(raw.type):
+                    raw = _first_tag(raw, file, spec.category_column)
                 category = pc.fill_null(_as_text(raw, file, spec.category_column), spec.default_category)
             else:
                 category = pa.array([spec.default_category] * n, pa.string())
@@ -275,6 +343,18 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
             for s, (vectors, present) in parsed.items():
                 vector_parts[s].append(vectors[keep])
                 present_parts[s].append(present[keep])
+            if spec.tags_column:
+                tags, rows = _tags(batch.column(spec.tags_column), file, spec.tags_column)
+                kept = keep[rows]
+                tag_parts.append(
+                    pa.table(
+                        {
+                            "item_id": ids.take(pa.array(rows[kept], pa.int64())),
+                            "attribute": pa.array(["tag"] * int(kept.sum()), pa.string()),
+                            "value": tags.filter(pa.array(kept)),
+                        }
+                    )
+                )
     items = (
         schemas.conform(pa.concat_tables(item_parts), schemas.ITEMS, source="microlens import")
         if item_parts
@@ -293,7 +373,16 @@ def read_items(files: Sequence[str | Path], spec: MicrolensSpec | None = None) -
         arrays.append(pa.FixedSizeListArray.from_arrays(values, width, mask=pa.array(~present)))
     vectors = pa.Table.from_arrays(arrays, schema=schemas.vector_table(widths))
     rejected = pa.Table.from_pylist(quarantine, schema=schemas.QUARANTINE)
-    return MicrolensImport(items, vectors, rejected, rows_read)
+    attributes = schemas.empty(schemas.ITEM_ATTRIBUTES)
+    if tag_parts:  # distinct (item, tag) pairs
+        tagged = pa.concat_tables(tag_parts)
+        distinct = tagged.group_by(["item_id", "attribute", "value"], use_threads=False).aggregate([])
+        attributes = schemas.conform(
+            distinct.select(["item_id", "attribute", "value"]),
+            schemas.ITEM_ATTRIBUTES,
+            source="microlens tags",
+        )
+    return MicrolensImport(items, vectors, rejected, rows_read, attributes, padding)
 
 
 def write(warehouse: Any, result: MicrolensImport) -> dict[str, int]:
