@@ -171,6 +171,9 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
         "candidate": decision.candidate["name"] if decision.candidate else "none",
         "selected_by": (decision.candidate or {}).get("selected_by", "none"),
         "champion": decision.champion["name"] if decision.champion else "none",
+        # which evaluation this verdict judges (its time and data version), since a check's own
+        # timestamp is when it ran, not what it read
+        "judged_evaluation": f"{doc['evaluated_at']} (data version {engine.judged_version(doc)})",
         "reasons": dg.MetadataValue.md(
             "\n".join(f"- {r}" for r in decision.reasons) or f"- {gate_headline(decision)}"
         ),
