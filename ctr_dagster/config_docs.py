@@ -31,7 +31,7 @@ def _comments_of(cls: type) -> dict[str, str]:
     try:
         for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.COMMENT:
-                trailing[tok.start[0]] = tok.string.lstrip("#").strip()
+                trailing[tok.start[0]] = tok.string.lstrip("#").lstrip(":").strip()
     except (tokenize.TokenError, IndentationError):
         return {}
     out: dict[str, str] = {}
@@ -46,7 +46,7 @@ def _comments_of(cls: type) -> dict[str, str]:
         above = []
         k = number - 1
         while k >= 1 and lines[k - 1].lstrip().startswith("#"):
-            above.insert(0, lines[k - 1].lstrip().lstrip("#").strip())
+            above.insert(0, lines[k - 1].lstrip().lstrip("#").lstrip(":").strip())  # `#:` (Sphinx) too
             k -= 1
         if above:
             out[name] = " ".join(above)

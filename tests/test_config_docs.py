@@ -17,6 +17,8 @@ class _Base:
     # learning rate of the
     # optimizer
     lr: float = 0.1
+    #: Sphinx-style comment
+    depth: int = 2
     undocumented: int = 0
 
 
@@ -31,6 +33,7 @@ def test_comments_bullets_metadata_and_inheritance():
     assert base == {
         "patience": "epochs without a better validation AUC before stopping.",
         "lr": "learning rate of the optimizer",
+        "depth": "Sphinx-style comment",  # the `#:` marker is not part of the words
     }
     child = field_descriptions(_Child)
     assert child["lr"] == "the child's own words win" and child["width"] == "hidden units"
@@ -49,6 +52,8 @@ def test_the_launchpad_shows_every_shipped_plugins_field_descriptions():
         config = plugin_config(plugin, "Config")
         missing = [n for n, f in config.model_fields.items() if not f.description]
         assert not missing, f"{plugin.name}: fields without a description {missing}"
+        marked = [n for n, f in config.model_fields.items() if f.description.startswith(":")]
+        assert not marked, f"{plugin.name}: descriptions starting with a comment marker {marked}"
     extractors = per_plugin_configs("extractor", "ExtractorConfigs")
     nested = extractors.model_fields["hyperpave"].annotation
     assert nested.model_fields["decision"].description
