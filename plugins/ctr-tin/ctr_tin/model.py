@@ -1,8 +1,9 @@
 """`tin`: Temporal Interest Network plugin on the engine's torch trainer.
 
 TIN (Zhou et al., WWW'24, arXiv 2308.08487; official TF1 code zhouxy1003/TIN@e42f07b,
-`model/tin/tin.py`): a target-aware temporal encoding (one position table indexed by the distance
-to the target, row 0 = the target, added to the behaviour tokens and to the target token), a
+`model/tin/tin.py`): a target-aware temporal encoding (a position table indexed by the distance
+to the target, row 0 = the target, added to the behaviour tokens and to the target token; by
+default a rank row plus a time-bucket row, a choice measured in the README), a
 scaled dot-product target attention with a masked softmax (no attention MLP) and a target-aware
 representation (the element-wise product with the target), then a DIN-style MLP head plus an item
 bias. The network and the list of design choices are in `ctr_tin.modules`; batching, the loop,
@@ -25,7 +26,7 @@ from ctr_dagster.training.spec import ID_SEQUENCES, FeatureSpec
 if TYPE_CHECKING:
     from torch import nn
 
-POSITIONS = ("rank", "time_bucket")
+POSITIONS = ("rank", "time_bucket", "rank_time")
 REPRESENTATIONS = ("code", "paper")
 ACTIVATIONS = ("sigmoid", "dice", "prelu", "relu")
 
@@ -43,36 +44,38 @@ class TinConfig(TrainerConfig):
     epochs: int = 6
     batch_size: int = 512
     embedding_dim: int = 16  # width of every id embedding; the item token is [item, category] = 2x this
-    #: most recent behaviours attended to; None = every one the training dataset holds (its
-    #: max_seq_len, 20 by default); a larger number is capped there, with a line in the run log
+    # most recent behaviours attended to; None = every one the training dataset holds (its
+    # max_seq_len, 20 by default); a larger number is capped there, with a line in the run log
     max_seq_len: int | None = None
-    #: TIN's target-aware temporal encoding: one table indexed by the distance to the target (row 0
-    #: = the target) added to the behaviour and target tokens. False removes it (the ablation:
-    #: plain scaled dot-product target attention; tests/test_tin_ablation.py)
+    # TIN's target-aware temporal encoding: one table indexed by the distance to the target (row 0
+    # = the target) added to the behaviour and target tokens. False removes it (the ablation:
+    # plain scaled dot-product target attention; tests/test_tin_ablation.py)
     use_positions: bool = True
-    #: what indexes the position table: "rank" (hist_rel_pos, 1 = most recent, as the official
-    #: code) or "time_bucket" (log-spaced buckets of hist_age_s, the seconds before the request)
-    position: str = "time_bucket"
-    #: number of log-spaced time buckets (position="time_bucket"); behaviours with an unknown time
-    #: (hist_age_s < 0) get one more row of their own
+    # what indexes the position table: "rank" (hist_rel_pos, 1 = most recent: the official code),
+    # "time_bucket" (log-spaced buckets of hist_age_s, the seconds before the request) or
+    # "rank_time" (a rank row plus a time-bucket row, each table with row 0 for the target; an
+    # extension, chosen as the default on validation AUC: README)
+    position: str = "rank_time"
+    # number of log-spaced time buckets (position time_bucket/rank_time); behaviours with an unknown time
+    # (hist_age_s < 0) get one more row of their own
     time_buckets: int = 24
     time_bucket_min_s: float = 60.0  # upper edge of the first time bucket (seconds before the request)
     time_bucket_max_s: float = 30 * 86400.0  # lower edge of the last time bucket (older ages share it)
-    #: target-aware representation: "code" (the official code: u = Dense(BN(sum_i a_i u_i)), head
-    #: input [u, v_t, u * v_t]) or "paper" (u = sum_i a_i (u_i * v_t), head input [u, v_t])
+    # target-aware representation: "code" (the official code: u = Dense(BN(sum_i a_i u_i)), head
+    # input [u, v_t, u * v_t]) or "paper" (u = sum_i a_i (u_i * v_t), head input [u, v_t])
     representation: str = "code"
     tower_units: list[int] = field(default_factory=lambda: [80, 40])  # hidden layers of the head MLP
-    #: the head's nonlinearity: sigmoid (the official code), dice, prelu or relu
+    # the head's nonlinearity: sigmoid (the official code), dice, prelu or relu
     tower_activation: str = "sigmoid"
     tower_input_bn: bool = True  # BatchNorm on the head's input (the official code's `b1`)
     dropout: float = 0.0  # dropout after each hidden layer of the head
     embedding_init_std: float = 0.3  # std of the normal init of the embedding and position rows
     use_item_bias: bool = True  # logit = b_item + head output (the official code's item_b)
-    #: the head also reads the other id fields' embeddings (device, region, age group, hour, day of
-    #: week) and the dense features, as the engine's DIN does; the official code has none of them
+    # the head also reads the other id fields' embeddings (device, region, age group, hour, day of
+    # week) and the dense features, as the engine's DIN does; the official code has none of them
     use_context: bool = True
-    #: DIN's mini-batch-aware L2 on the embedding tables (item/category/context/item-bias; the
-    #: trainer adds mba_l2 * sum_j ||w_j||^2 / n_j over each batch's ids); DIN's default
+    # DIN's mini-batch-aware L2 on the embedding tables (item/category/context/item-bias; the
+    # trainer adds mba_l2 * sum_j ||w_j||^2 / n_j over each batch's ids); DIN's default
     mba_l2: float = 0.3
     use_user_idx: bool = False  # a user-id embedding in the head (off: the history represents the user)
     use_item_embeddings: bool = False  # add a projection of the frozen item_embeddings vectors to the token
@@ -101,10 +104,11 @@ class TinConfig(TrainerConfig):
 
 
 def position_columns(config: TinConfig) -> tuple[str, ...]:
-    """The float/int sequence column the position table reads (none without positions)."""
+    """The sequence columns the temporal encoding reads (none without positions)."""
     if not config.use_positions:
         return ()
-    return ("hist_rel_pos",) if config.position == "rank" else ("hist_age_s",)
+    rank = ("hist_rel_pos",) if config.position in ("rank", "rank_time") else ()
+    return rank + (("hist_age_s",) if config.position in ("time_bucket", "rank_time") else ())
 
 
 class TinModel(TorchModel):

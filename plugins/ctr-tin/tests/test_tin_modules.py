@@ -73,7 +73,7 @@ def reference_attention(net: TinNet, batch):
     return weights, pooled
 
 
-@pytest.mark.parametrize("position", ["rank", "time_bucket"])
+@pytest.mark.parametrize("position", ["rank", "time_bucket", "rank_time"])
 def test_with_positions_zeroed_it_is_plain_scaled_dot_product_attention(position):
     net = build(position=position)
     batch = make_batch()
@@ -83,7 +83,8 @@ def test_with_positions_zeroed_it_is_plain_scaled_dot_product_attention(position
         # with the learned (random-initialised) positions the weights are NOT the plain ones ...
         assert (weights - ref_weights).abs().max() > 1e-3
         # ... and with the position table zeroed they are, exactly up to float rounding
-        net.temporal.table.weight.zero_()
+        for table in net.temporal.tables():
+            table.weight.zero_()
         pooled, weights = net.attend(*net.encode(batch))
     torch.testing.assert_close(weights, ref_weights, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(pooled, ref_pooled, atol=1e-6, rtol=1e-5)
@@ -106,7 +107,9 @@ def test_masked_slots_get_zero_weight_and_real_ones_sum_to_one():
     # garbage in the padded slots must not leak into the weights or the pooled vector
     noisy = dict(batch)
     pad = ~batch["hist_mask"]
-    noisy["hist_item_idx"] = torch.where(pad, torch.full_like(batch["hist_item_idx"], 7), batch["hist_item_idx"])
+    noisy["hist_item_idx"] = torch.where(
+        pad, torch.full_like(batch["hist_item_idx"], 7), batch["hist_item_idx"]
+    )
     noisy["hist_age_s"] = torch.where(pad, torch.full_like(batch["hist_age_s"], 5.0), batch["hist_age_s"])
     with torch.no_grad():
         pooled, weights = net.attend(*net.encode(batch))
@@ -148,7 +151,7 @@ def test_code_representation_is_pooled_dense_then_product():
 def test_target_and_behaviours_share_one_position_table_row_zero_for_the_target():
     net = build(position="rank")
     batch = make_batch(seed=4)
-    table = net.temporal.table.weight
+    table = net.temporal.rank_table.weight
     with torch.no_grad():
         target, keys, _ = net.encode(batch)
         raw_q = net.item_token(batch["item_idx"], batch["category_idx"])
@@ -156,6 +159,21 @@ def test_target_and_behaviours_share_one_position_table_row_zero_for_the_target(
     torch.testing.assert_close(target - raw_q, table[0].expand_as(raw_q))
     # slot j of a full row (row 2) is rel_pos L - j: most recent (last slot) = row 1
     torch.testing.assert_close(keys[2] - raw_k[2], table[torch.arange(L, 0, -1)])
+
+
+def test_rank_time_adds_a_rank_row_and_a_time_row_row_zero_for_the_target():
+    net = build(position="rank_time")
+    batch = make_batch(seed=7)
+    enc = net.temporal
+    with torch.no_grad():
+        target, keys, _ = net.encode(batch)
+        raw_q = net.item_token(batch["item_idx"], batch["category_idx"])
+        raw_k = net.item_token(batch["hist_item_idx"], batch["hist_category_idx"])
+        rows = enc.rank_table.weight[enc.rank_indices(batch)] + enc.time_table.weight[enc.time_indices(batch)]
+    zero = enc.rank_table.weight[0] + enc.time_table.weight[0]
+    torch.testing.assert_close(target - raw_q, zero.expand_as(raw_q))
+    torch.testing.assert_close(keys - raw_k, rows)
+    assert net.spec.sequence == ID_SEQUENCES + ("hist_rel_pos", "hist_age_s")
 
 
 def test_time_buckets_are_log_spaced_monotone_and_reserve_target_and_unknown_rows():
@@ -166,9 +184,9 @@ def test_time_buckets_are_log_spaced_monotone_and_reserve_target_and_unknown_row
     ratios = edges[1:] / edges[:-1]
     torch.testing.assert_close(ratios, torch.full_like(ratios, ratios[0].item()))
     age = torch.tensor([[1.0, 59.0, 61.0, 1e3, 1e5, 1e9, -1.0]])
-    idx = net.temporal.indices({"hist_age_s": age})
+    idx = net.temporal.time_indices({"hist_age_s": age})
     assert idx.tolist() == [[1, 1, 2, 3, 7, 10, 11]]  # never 0 (the target's row); 11 = unknown age
-    assert net.temporal.table.num_embeddings == 12
+    assert net.temporal.time_table.num_embeddings == 12 and net.temporal.rank_table is None
 
 
 def test_item_bias_is_added_to_the_logit():
@@ -186,6 +204,7 @@ def test_item_bias_is_added_to_the_logit():
 def test_feature_spec_lists_the_column_the_positions_read():
     assert spec_for(TinConfig(position="rank")).sequence == ID_SEQUENCES + ("hist_rel_pos",)
     assert spec_for(TinConfig(position="time_bucket")).sequence == ID_SEQUENCES + ("hist_age_s",)
+    assert spec_for(TinConfig(position="rank_time")).sequence == ID_SEQUENCES + ("hist_rel_pos", "hist_age_s")
     assert spec_for(TinConfig(use_positions=False)).sequence == ID_SEQUENCES
 
 
@@ -208,11 +227,11 @@ def test_config_validation(bad):
 
 
 def test_gradients_reach_the_position_table_and_every_parameter_is_finite():
-    net = build()
+    net = build(position="rank_time")
     net.train()
     batch = make_batch(seed=6, rows=16)
     loss = net(batch).pow(2).mean()
     loss.backward()
-    grad = net.temporal.table.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
+    for table in net.temporal.tables():
+        assert table.weight.grad is not None and table.weight.grad.abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
