@@ -12,24 +12,28 @@ early stopping, checkpoints, AMP, DDP and persistence come from `ctr_dagster.tra
 
 Design choices not pinned by the source (all [unverified] against the paper's method section):
 
-* activation unit a_j = DIN's (`ctr_din.modules.ActivationUnit`) on [e_j, q, e_j - q, e_j * q] with
-  Dice, unnormalised and masked (``use_softmax`` switches to a masked softmax) -- choice;
-* the gate has its own activation unit, separate from the one that pools the experts' interest
-  (the abstract gives the gate network an activation unit of its own) -- choice;
+* activation unit: DIN's (`ctr_din.modules.ActivationUnit`) on [e_j, q, e_j - q, e_j * q] with
+  Dice; by default (``gate_attention="shared"``) the gate reads the raw scores of the unit that
+  pools the experts' interest, ``"own"`` gives the gate a unit of its own -- choice (same validation
+  AUC, one attention pass instead of two; README "Choices");
+* gate weights a_j = masked softmax of those scores (``gate_softmax=True``), so the gate logits are
+  b + an attention-weighted MEAN of the g_j; DIN's unnormalised sum saturated the gate and made
+  training unstable -- choice;
 * gate unit g_j = MLP(e_j) in R^K, hidden layers `gate_units` -- choice;
 * G = softmax(b + sum_j a_j g_j), b a learned K-vector: rows without history get softmax(b), the
   learned default gate -- choice;
 * experts: K MLPs over DIN's tower input [context, target token, DIN-pooled interest, dense], each
-  giving a logit, mixed in logit space y = sum_k G_k f_k -- choice (the pooled interest has its own
-  activation unit, as in DIN);
+  giving a logit, mixed in logit space y = sum_k G_k f_k -- choice;
 * CL views: each real behaviour dropped independently with probability `mask_rate` (rho) in each of
-  two views; a_j and g_j are shared with the main pass (exact, see `ctr_awmoe.modules`) -- choice;
+  two views; the scores and g_j are shared with the main pass (exact, see `ctr_awmoe.modules`) --
+  choice;
 * InfoNCE on the gate OUTPUT G (probabilities), cosine / `cl_temperature` (tau), the other rows of
   the batch as negatives, symmetric; rows with fewer than `cl_min_behaviours` behaviours, or whose
   view lost every behaviour, take no part -- choice;
 * loss = BCE + `cl_weight` (lambda) * InfoNCE, returned as the module's ``aux_loss`` -- form from the
-  abstract, weight a choice;
-* rho = 0.3, tau = 0.2, lambda = 0.05, K = 4, expert towers [64, 32], d = 16 -- CPU scale-down
+  abstract, weight a choice (measured about neutral at 0.01 on the behaviour-segment worlds, worse
+  above: README "Measured");
+* rho = 0.3, tau = 0.5, lambda = 0.01, K = 4, expert towers [64, 32], d = 16 -- CPU scale-down
   (MODELS.md's ranges: K 4-8, rho 0.2-0.5, tau 0.1-0.5, lambda 0.01-0.1).
 
 The mean contrastive loss of each epoch is written into the training history (``cl_loss``; see
@@ -56,6 +60,9 @@ if TYPE_CHECKING:
     from torch import nn
 
 GATES = ("attention", "uniform")
+GATE_ATTENTIONS = ("own", "shared")
+#: smallest cl_temperature (ctr_awmoe.modules.MIN_TEMPERATURE: the InfoNCE's float32 range)
+MIN_TEMPERATURE = 0.05
 ACTIVATIONS = ("dice", "relu", "prelu", "sigmoid")
 
 
@@ -80,15 +87,25 @@ class AwMoeConfig(TrainerConfig):
     #: hidden layers of the activation units (the gate's, and the one pooling the experts' interest)
     attention_units: list[int] = field(default_factory=lambda: [64])
     attention_activation: str = "dice"  # activation units' nonlinearity
-    use_softmax: bool = False  # masked softmax over the attention weights (DIN: unnormalised)
+    #: masked softmax over the weights of the activation unit that pools the experts' interest
+    #: (DIN keeps them unnormalised)
+    use_softmax: bool = False
     #: "attention" (AW-MoE's gate: softmax(b + sum_j a_j g_j)) or "uniform" (G = 1/K for every row,
     #: no gate network and no contrastive loss: the ablation, tests/test_awmoe_ablation.py)
     gate: str = "attention"
-    gate_units: list[int] = field(default_factory=lambda: [32])  # hidden layers of the gate unit g_j = MLP(e_j)
+    #: masked softmax over the gate's attention weights a_j, so the gate logits are b + a weighted
+    #: MEAN of the g_j; False = DIN's unnormalised sum, whose scale grows with the history length
+    #: (it saturated the gate and made training unstable: README "Choices")
+    gate_softmax: bool = True
+    #: "own": the gate has its own activation unit; "shared": it reuses the raw scores of the unit
+    #: that pools the experts' interest (one attention pass instead of two; needs use_softmax=False)
+    gate_attention: str = "shared"
+    #: hidden layers of the gate unit g_j = MLP(e_j) (its output layer has num_experts units)
+    gate_units: list[int] = field(default_factory=lambda: [32])
     gate_activation: str = "dice"  # the gate unit's nonlinearity
     mask_rate: float = 0.3  # rho: probability of dropping each behaviour in each contrastive view
-    cl_temperature: float = 0.2  # tau: InfoNCE temperature (cosine similarity / tau)
-    cl_weight: float = 0.05  # lambda: loss = BCE + lambda * InfoNCE; 0 turns the contrastive branch off
+    cl_temperature: float = 0.5  # tau: InfoNCE temperature (cosine similarity / tau), >= 0.05
+    cl_weight: float = 0.01  # lambda: loss = BCE + lambda * InfoNCE; 0 turns the contrastive branch off
     #: rows with fewer behaviours take no part in the contrastive loss (a view of them is mostly empty)
     cl_min_behaviours: int = 2
     embedding_init_std: float = 0.3  # std of the normal init of embedding rows (DIN's)
@@ -113,12 +130,18 @@ class AwMoeConfig(TrainerConfig):
                 raise ValueError(f"{name} must be one of {ACTIVATIONS}, got {getattr(self, name)!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.gate_attention not in GATE_ATTENTIONS:
+            raise ValueError(f"gate_attention must be one of {GATE_ATTENTIONS}, got {self.gate_attention!r}")
+        if self.gate_attention == "shared" and self.use_softmax:
+            raise ValueError(
+                "gate_attention='shared' reads the raw attention scores: it needs use_softmax=False"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.mask_rate < 1.0:
             raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
-        if not (math.isfinite(self.cl_temperature) and self.cl_temperature > 0):
-            raise ValueError(f"cl_temperature must be > 0, got {self.cl_temperature}")
+        if not (math.isfinite(self.cl_temperature) and self.cl_temperature >= MIN_TEMPERATURE):
+            raise ValueError(f"cl_temperature must be >= {MIN_TEMPERATURE}, got {self.cl_temperature}")
         if not (math.isfinite(self.cl_weight) and self.cl_weight >= 0):
             raise ValueError(f"cl_weight must be a finite number >= 0, got {self.cl_weight}")
         if self.cl_min_behaviours < 1:

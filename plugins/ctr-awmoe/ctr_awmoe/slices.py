@@ -35,7 +35,8 @@ def long_tail_mask(
 ) -> np.ndarray:
     """Rows whose history holds between `min_behaviours` and `max_behaviours` behaviours (inclusive)."""
     if max_behaviours < min_behaviours or min_behaviours < 0:
-        raise ValueError(f"need 0 <= min_behaviours <= max_behaviours, got {min_behaviours}, {max_behaviours}")
+        bounds = f"{min_behaviours}, {max_behaviours}"
+        raise ValueError(f"need 0 <= min_behaviours <= max_behaviours, got {bounds}")
     n = history_lengths(table)
     return (n >= min_behaviours) & (n <= max_behaviours)
 

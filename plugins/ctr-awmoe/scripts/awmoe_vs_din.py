@@ -64,7 +64,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--models", nargs="+", default=["awmoe", "uniform", "din"])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--schedule", default="cosine", help="lr_schedule of every model")
+    parser.add_argument("--patience", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--set", nargs="*", default=[], help="AW-MoE overrides key=json")
     parser.add_argument("--signal", nargs="*", default=[], help="world knobs key=value (default: WORLD)")
@@ -73,7 +76,15 @@ def main() -> None:
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     knobs = dict(WORLD)
     knobs.update({k: float(v) for k, v in (s.split("=", 1) for s in args.signal)})
-    common = {"epochs": args.epochs, "batch_size": args.batch_size, "num_threads": 1, "log_every": 0}
+    common = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.schedule,
+        "patience": args.patience,
+        "num_threads": 1,
+        "log_every": 0,
+    }
     print("world", args.profile, knobs, "overrides", overrides, flush=True)
     results: dict[str, list[dict]] = {m: [] for m in args.models}
     for seed in args.seeds:
@@ -83,19 +94,21 @@ def main() -> None:
             results[name].append(r)
             cl = [round(x, 3) for x in r["cl_loss"] if x is not None]
             print(
-                f"seed {seed} {name:8s} valid {r['valid_auc']:.4f} | test auc {r['auc']:.4f} gauc {r['gauc']:.4f} | long-tail "
+                f"seed {seed} {name:8s} valid {r['valid_auc']:.4f} | test auc {r['auc']:.4f} "
+                f"gauc {r['gauc']:.4f} | long-tail "
                 f"({r['long_tail_rows']} rows) auc {r['long_tail_auc']:.4f} gauc {r['long_tail_gauc']:.4f}"
                 f" | {r['seconds']:.1f} s, {r['epochs']} epochs, cl {cl}",
                 flush=True,
             )
-    for key in ("valid_auc", "auc", "gauc", "long_tail_auc", "long_tail_gauc"):
-        means = {m: np.mean([r[key] for r in rs]) for m, rs in results.items()}
-        print(key, {m: round(v, 4) for m, v in means.items()})
+    print("means over world seeds", args.seeds)
+    for key in ("valid_auc", "auc", "gauc", "long_tail_auc", "long_tail_gauc", "seconds"):
+        means = {m: float(np.mean([r[key] for r in rs])) for m, rs in results.items()}
+        print(f"  {key}:", {m: round(v, 4) for m, v in means.items()})
     base = args.models[0]
     for other in args.models[1:]:
         for key in ("auc", "gauc", "long_tail_auc", "long_tail_gauc"):
             d = [a[key] - b[key] for a, b in zip(results[base], results[other], strict=True)]
-            print(f"{base} - {other} {key}: per seed {np.round(d, 4).tolist()} mean {np.mean(d):+.4f}")
+            print(f"  {base} - {other} {key}: per seed {np.round(d, 4).tolist()} mean {np.mean(d):+.4f}")
 
 
 if __name__ == "__main__":
