@@ -109,7 +109,9 @@ def _evaluate(
         "mechanisms": dg.MetadataValue.md(
             "Worth = test AUC the oracle loses without the component; per model, the share of it the "
             "model captures (1 - AUC it would still gain from the component / worth; blank: worth too "
-            "small to attribute).\n\n" + markdown_table(mechanisms.table_rows(doc["mechanisms"]))
+            "small to attribute); in parentheses its loading, the coefficient of the component in the "
+            "model's logit (least squares over all components: 1 = moves with it as the truth does).\n\n"
+            + markdown_table(mechanisms.table_rows(doc["mechanisms"]))
             if doc.get("mechanisms")
             else "no oracle components (imported data, or oracle partitions written before they were kept)"
         ),

@@ -299,7 +299,8 @@ def leaderboard_text(doc: dict) -> str:
 
         mech = table_rows(doc["mechanisms"])
         lines.append(
-            "planted mechanisms: share of each component a model captures (worth = oracle AUC without it)"
+            "planted mechanisms: share of each component a model captures (worth = oracle AUC without it; "
+            "in parentheses the component's loading in the model's logit, 1 = as the truth)"
         )
         lines.append(_table(mech, list(mech[0])))
     lines.append(f"GAUC weighting: {doc['gauc_weighting']}; auc_95ci: DeLong; vs_champion: paired DeLong")

@@ -16,6 +16,13 @@ the oracle keeps each per impression as `logit_<name>`). For a component c on th
   noise over noise).
 Why AUC rather than log-likelihood: the leaderboard ranks by AUC, so the table explains the
 leaderboard's gap to the oracle in its own unit.
+
+A second, finer reading: the **loading** of a component in a model's logit, the coefficient of a
+least-squares fit of logit(p_m) on every component (plus an intercept) over the rows. The oracle's
+loadings are all 1; a model that moves with a component exactly as the truth does has loading 1,
+one blind to it ~0. Unlike the residual gain it does not saturate when a component is small next
+to the label noise (e.g. `target_time`, a correction of the sequence term), but it reads
+correlated components jointly, so compare loadings of models on the same rows, not across worlds.
 """
 
 from __future__ import annotations
@@ -82,6 +89,18 @@ def residual_gain(labels: np.ndarray, scores: np.ndarray, component: np.ndarray)
     return max(float(best - base), 0.0)
 
 
+def loadings(components: Mapping[str, np.ndarray], scores: np.ndarray) -> dict[str, float | None]:
+    """Least-squares coefficient of each component in logit(scores) (None: a constant component)."""
+    names = [n for n in components if np.ptp(np.asarray(components[n], np.float64)) > 1e-12]
+    out: dict[str, float | None] = dict.fromkeys(components)
+    if not names:
+        return out
+    design = np.column_stack([np.asarray(components[n], np.float64) for n in names] + [np.ones(len(scores))])
+    coef, *_ = np.linalg.lstsq(design, _logit(np.asarray(scores)), rcond=None)
+    out.update({n: round(float(c), 3) for n, c in zip(names, coef, strict=False)})
+    return out
+
+
 def attribution(
     labels: np.ndarray, components: Mapping[str, np.ndarray], models: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
@@ -100,6 +119,9 @@ def attribution(
                 "gain": round(gain, 4),
                 "captured": round(float(np.clip(1.0 - gain / row["worth"], 0.0, 1.0)), 3),
             }
+        loading = loadings(components, scores)
+        for name in out:
+            out[name]["loading"] = loading.get(name)
         by_model[model] = out
     return {
         "components": worth_rows,
@@ -111,6 +133,14 @@ def attribution(
     }
 
 
+def _cell(value: Mapping[str, Any]) -> str:
+    """ "captured (loading)", e.g. "0.93 (1.05)"; "" where the component is worth too little."""
+    if value["captured"] is None:
+        return ""
+    loading = value.get("loading")
+    return f"{value['captured']:.2f}" + ("" if loading is None else f" ({loading:.2f})")
+
+
 def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Rows for people: the worth row, then one row per model of captured shares ("" = too small)."""
     worth_row = {"model": "worth (oracle AUC without it: -x)"}
@@ -118,6 +148,6 @@ def table_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = [worth_row]
     for model, parts in report["models"].items():
         row = {"model": model}
-        row |= {c: "" if v["captured"] is None else f"{v['captured']:.2f}" for c, v in parts.items()}
+        row |= {c: _cell(v) for c, v in parts.items()}
         rows.append(row)
     return rows

@@ -44,7 +44,12 @@ def test_a_model_with_the_component_captures_it_and_a_blind_one_does_not(world):
     assert got["half_scale"]["sequence"]["captured"] >= 0.95
     assert got["blind_to_sequence"]["sequence"]["captured"] <= 0.1
     assert got["blind_to_sequence"]["multimodal"]["captured"] >= 0.9  # it has the other mechanism
-    assert got["has_everything"]["segment"] == {"gain": None, "captured": None}  # nothing to attribute
+    assert got["has_everything"]["segment"] == {"gain": None, "captured": None, "loading": None}
+    # loadings: the logit's least-squares coefficient per component (1 = moves with it as the truth)
+    assert got["has_everything"]["sequence"]["loading"] == pytest.approx(1.0, abs=1e-3)
+    assert got["half_scale"]["multimodal"]["loading"] == pytest.approx(0.5, abs=1e-3)
+    assert abs(got["blind_to_sequence"]["sequence"]["loading"]) < 0.05
+    assert got["blind_to_sequence"]["multimodal"]["loading"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_table_rows_have_a_worth_row_and_one_per_model(world):
@@ -53,6 +58,7 @@ def test_table_rows_have_a_worth_row_and_one_per_model(world):
     rows = mechanisms.table_rows(report)
     assert rows[0]["model"].startswith("worth") and rows[1]["model"] == "m"
     assert rows[1]["segment"] == ""
+    assert rows[1]["sequence"].endswith("(1.00)")  # captured share, then the loading in parentheses
 
 
 def test_the_oracle_keeps_each_component_and_a_knob_at_zero_zeroes_it():
