@@ -153,6 +153,9 @@ def run_world(
         out["models"][name]["captured"] = {
             c: report["models"][name][c]["captured"] for c in OWN_COMPONENTS[world]
         }
+        out["models"][name]["loading"] = {
+            c: report["models"][name][c]["loading"] for c in OWN_COMPONENTS[world]
+        }
         if name != "din" and "din" in scores:
             cmp = paired_comparison(labels, scores[name], scores["din"])
             out["models"][name]["vs_din"] = {
@@ -179,6 +182,10 @@ def summarise(runs: list[dict], world: str) -> dict:
             "long_tail_gauc_mean": round(
                 float(np.nanmean([r["models"][name]["long_tail_gauc"] for r in runs])), 4
             ),
+            "loading_mean": {
+                c: round(float(np.mean([r["models"][name]["loading"][c] or 0.0 for r in runs])), 3)
+                for c in OWN_COMPONENTS[world]
+            },
             "captured_mean": {
                 c: round(float(np.mean([r["models"][name]["captured"][c] or 0.0 for r in runs])), 3)
                 for c in OWN_COMPONENTS[world]
@@ -221,7 +228,7 @@ def main() -> None:
         }
         for name, s in figures["worlds"][world]["summary"].items():
             print(
-                f"{world:6s} {name:9s} AUC {s['auc_mean']} {s['auc_ci']} captured {s['captured_mean']}"
+                f"{world:6s} {name:9s} AUC {s['auc_mean']} {s['auc_ci']} captured {s['captured_mean']} loading {s['loading_mean']}"
                 + (
                     f" vs DIN {s['vs_din_delta_mean']:+.4f} {s['vs_din_delta_ci']} wins {s['vs_din_wins']}"
                     if "vs_din_delta_mean" in s
