@@ -61,6 +61,11 @@ def warm_start_dir(plugin: PluginInfo, home: Home, log: typing.Callable[[str], N
     return Path(current["artifact"])
 
 
+def model_inputs(plugin: PluginInfo) -> set[str]:
+    """Prepared inputs the plugin requires or reads by default (`optional_inputs`): its lineage deps."""
+    return set(plugin.cls.requires) | set(getattr(plugin.cls, "optional_inputs", ()))
+
+
 def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
     config_class = _launchpad_config(plugin)
 
@@ -68,7 +73,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         key=plugin.asset_key,
         group_name="models",
         # lineage: the prepared inputs the plugin requires (they are offered to every model when present)
-        deps=["training_dataset", *input_tables(plugin.cls.requires)],
+        deps=["training_dataset", *input_tables(model_inputs(plugin))],
         code_version=plugin.version or "0",
         kinds={"python"},
         tags={"ctr/task": plugin.cls.task},

@@ -15,6 +15,7 @@ Worked example (a complete model plugin; `ctr new-plugin NAME` scaffolds one lik
         task = "ctr"
         Config = PopularityConfig
         requires = frozenset()          # e.g. {"sequence"} or {"item_embeddings"}
+        # optional_inputs = frozenset({"item_tags"})  # read by default, switchable off: lineage only
 
         def __init__(self, config: PopularityConfig | None = None):
             self.config = config or PopularityConfig()

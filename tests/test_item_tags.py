@@ -47,3 +47,17 @@ def test_feature_spec_round_trips_the_tag_shape():
     assert again.item_tags == [3, 40]
     with pytest.raises(ValueError, match="item_tags"):
         FeatureSpec(categorical={"item_idx": 3, "category_idx": 3}, item_tags=[0, 4])
+
+
+def test_inputs_a_plugin_reads_by_default_are_its_model_asset_deps():
+    """QIN reads item vectors and tags unless switched off (`optional_inputs`, not `requires`): its
+    asset must still run after the tables behind them, so the lineage has the edges."""
+    import types
+
+    from assets.models import model_inputs
+
+    cls = types.SimpleNamespace(requires=frozenset({"sequence"}), optional_inputs=frozenset({"item_tags"}))
+    plugin = types.SimpleNamespace(cls=cls)
+    assert input_tables(model_inputs(plugin)) == ["item_attributes"]
+    plain = types.SimpleNamespace(cls=types.SimpleNamespace(requires=frozenset({"sequence"})))
+    assert input_tables(model_inputs(plain)) == []

@@ -7,8 +7,10 @@ that description, not copied.
 
 * **Item token** [code]: ``concat(id embedding, masked mean of the item's tag embeddings, bias-free
   Linear of the frozen multimodal item vector)``; the target and every behaviour read the same
-  tables. Choice: the engine's data has item categories, so a category embedding is appended
-  (``use_category``; the paper's MicroLens token has none).
+  tables. The mean divides by the number of real tags (FuxiCTR's ``MaskedAveragePooling``: sum /
+  (count + 1e-12), read in a later FuxiCTR than 2.3.7), so an item without tags gets 0. Choice:
+  the engine's data has item categories, so a category embedding is appended (``use_category``;
+  the paper's MicroLens token has none).
 * **ASTA** [code]: ``q = W_q t``, ``K = W_k S``, ``V = W_v S`` (bias-free, attention width 2 x token
   width), ``s = (q K^T) / sqrt(attention width)``, ``s <- s * mask``, ``a = ReLU(s)``: no softmax, no
   renormalisation, no dropout. Output ``W_o (a V) + t`` (the target is added after ``W_o``). A
@@ -23,6 +25,17 @@ that description, not copied.
 * **Init** [code, FuxiCTR BaseModel]: Linear layers xavier-normal with zero bias; embedding rows
   N(0, std) with the padding row 0 (FuxiCTR: std 1e-4; choice here: ``embedding_init_std``).
 
+Choices not pinned by the source (see also the README):
+
+* the category part of the item token (``use_category``), the engine's context fields standing for
+  likes_level / views_level, the user id left out by default (``use_user_idx``);
+* the dense columns, standardized and concatenated raw, without the two that grow with time
+  (``dense_columns`` in `ctr_qin.model`);
+* 20 behaviours (the engine's default window) instead of the paper's 64; the engine's Adam (lazy Adam
+  for tables of >= 1,000 rows on CPU) and early stopping instead of FuxiCTR's loop; no whole-table
+  embedding L2 (the engine's mini-batch-aware ``mba_l2`` exists, default 0; the tag table, indexed
+  through the frozen tag matrix, is outside it).
+
 Exact rewrites (same function as the textbook form up to float rounding; ``Asta.reference`` computes
 the textbook form over every padded slot and the tests compare them):
 
@@ -31,6 +44,10 @@ the textbook form over every padded slot and the tests compare them):
 2. *Re-association*: ``(W_q t) . (W_k s) = ((W_q t)^T W_k) s`` and ``sum_i a_i W_v s_i = W_v sum_i
    a_i s_i``: per behaviour one dot product of token width instead of two projections to twice
    that width.
+3. *One user's candidates*: when every row of a scoring batch has the same history (the serving
+   shape), the behaviours' tokens are built once and the scores are one (B, D) @ (D, L) product.
+4. *Row blocks summed first* where no dropout acts on H (scoring, or ``net_dropout=0``):
+   ``sum_r (W_r x + b_r) = (sum_r W_r) x + sum_r b_r``, a product R times smaller.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from ctr_dagster.training.spec import FeatureSpec
 from ctr_din.modules import SMALL_TABLE_ROWS, SmallTable, real_slots
 from torch import nn
@@ -164,6 +182,15 @@ class Asta(nn.Module):
         pooled = target.new_zeros(target.shape).index_add_(0, rows, keys * weights.unsqueeze(1))
         return self.w_o(self.w_v(pooled)) + target, weights
 
+    def forward_shared(self, target: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Every row has the same real behaviours `keys` (L0, D) (one user's candidates): output (B, D).
+
+        The behaviours are looked up once; the scores are one (B, D) @ (D, L0) product.
+        """
+        query = self.w_q(target) @ self.w_k.weight  # (B, D)
+        weights = torch.relu(query @ keys.t() / self.scale)  # (B, L0)
+        return self.w_o(self.w_v(weights @ keys)) + target
+
 
 class QuadraticLayer(nn.Module):
     """x * sum_r H_r with H = Dropout(W x + b) in R row blocks of the input width (Khatri-Rao form).
@@ -178,7 +205,11 @@ class QuadraticLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.linear(x)).view(-1, self.num_row, self.width).sum(1)
+        if self.training and self.dropout.p > 0:
+            h = self.dropout(self.linear(x)).view(-1, self.num_row, self.width).sum(1)
+        else:  # no dropout: sum_r (W_r x + b_r) = (sum_r W_r) x + sum_r b_r, one R-times smaller product
+            weight = self.linear.weight.view(self.num_row, self.width, self.width).sum(0)
+            h = F.linear(x, weight, self.linear.bias.view(self.num_row, self.width).sum(0))
         return x * h if self.quadratic else h
 
 
@@ -195,7 +226,9 @@ class QuadraticNetwork(nn.Module):
         quadratic: bool = True,
     ):
         super().__init__()
-        self.layers = nn.ModuleList(QuadraticLayer(width, num_row, dropout, quadratic) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            QuadraticLayer(width, num_row, dropout, quadratic) for _ in range(num_layers)
+        )
         self.norms = nn.ModuleList(
             nn.BatchNorm1d(width) if batch_norm else nn.Identity() for _ in range(num_layers)
         )
@@ -231,7 +264,10 @@ class QinNet(nn.Module):
             if name not in ITEM_FIELDS and (config.use_user_idx or name != "user_idx")
         ]
         self.context = nn.ModuleDict(
-            {name: _table(spec.categorical[name], d, std, padding=name.endswith("_idx")) for name in self.context_fields}
+            {
+                name: _table(spec.categorical[name], d, std, padding=name.endswith("_idx"))
+                for name in self.context_fields
+            }
         )
         token = self.tokens.dim
         self.attention = Asta(token, int(config.attention_dim or 2 * token))
@@ -252,7 +288,9 @@ class QinNet(nn.Module):
         out: list[tuple[nn.Embedding, tuple[str, ...]]] = []
         for name, table in (("item_idx", self.tokens.item), ("category_idx", self.tokens.category)):
             if table is not None:
-                out.append((table, (name, f"hist_{name}") if f"hist_{name}" in self.spec.sequence else (name,)))
+                out.append(
+                    (table, (name, f"hist_{name}") if f"hist_{name}" in self.spec.sequence else (name,))
+                )
         out += [(table, (name,)) for name, table in self.context.items()]
         return out
 
@@ -272,10 +310,28 @@ class QinNet(nn.Module):
         token = self.tokens(items, categories)
         return token[:size], token[size:], rows, slots
 
+    def _one_history(self, batch: dict[str, torch.Tensor]) -> bool:
+        """Scoring rows that all share one history (one user's candidates)."""
+        items = batch["hist_item_idx"]
+        if self.training or items.shape[0] < 2 or not bool((items == items[:1]).all()):
+            return False
+        if not self.use_category:
+            return True
+        cats = batch["hist_category_idx"]
+        return bool((cats == cats[:1]).all())
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits (B,)."""
-        target, keys, rows, _ = self.target_and_behaviours(batch)
-        interest = self.attention.forward_packed(target, keys, rows)[0]
+        """Logits (B,). Scoring one history against many candidates looks the history up once;
+        training and general scoring take the packed path over the real behaviours."""
+        if self._one_history(batch):
+            real = batch["hist_mask"][0]
+            target = self.tokens(batch["item_idx"], batch["category_idx"] if self.use_category else None)
+            hist_cats = batch["hist_category_idx"][0, real] if self.use_category else None
+            keys = self.tokens(batch["hist_item_idx"][0, real], hist_cats)
+            interest = self.attention.forward_shared(target, keys)
+        else:
+            target, keys, rows, _ = self.target_and_behaviours(batch)
+            interest = self.attention.forward_packed(target, keys, rows)[0]
         parts = [self.context[name](batch[name]) for name in self.context_fields]
         parts += [batch["dense"], target, interest]
         return self.qnn(torch.cat(parts, dim=1))

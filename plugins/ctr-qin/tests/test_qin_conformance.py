@@ -4,7 +4,7 @@ import pytest
 from ctr_dagster.contracts import FitContext
 from ctr_dagster.testing import ModelConformance, make_fit_inputs, make_training_table, training_cardinalities
 
-from ctr_qin.model import QinModel
+from ctr_qin.model import QinModel, parameter_count_for
 
 FAST = {"epochs": 4, "batch_size": 128, "lr": 3e-3, "num_threads": 1, "log_every": 0}
 WITHOUT_ITEM_INPUTS = {"use_item_embeddings": False, "use_item_tags": False}
@@ -23,7 +23,9 @@ class TestQinWithItemEmbeddingsAndTags(ModelConformance):
 
     plugin = QinModel
     config = FAST  # use_item_embeddings and use_item_tags are on by default
-    inputs = make_fit_inputs({"item_embeddings", "item_tags"}, make_training_table(ModelConformance.n_rows, 0))
+    inputs = make_fit_inputs(
+        {"item_embeddings", "item_tags"}, make_training_table(ModelConformance.n_rows, 0)
+    )
 
     def test_uses_the_item_vectors_and_tags(self):
         model = self.harness().fitted
@@ -37,6 +39,9 @@ class TestQinWithItemEmbeddingsAndTags(ModelConformance):
         assert (held > 0).any()  # real tags, not the zeros `load` starts from
         assert model.spec.item_tags == [tags.shape[1], self.inputs["item_tags"].vocabulary_size]
         assert model.module.tokens.dim == 4 * model.config.embedding_dim
+        assert sum(p.numel() for p in model.module.parameters()) == parameter_count_for(
+            model.spec, model.config
+        )
 
 
 @pytest.mark.parametrize("missing", ["item_embeddings", "item_tags"])

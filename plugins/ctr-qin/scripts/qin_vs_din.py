@@ -1,0 +1,94 @@
+"""QIN vs its MLP ablation vs DIN on a world of chosen signal knobs (README "Measured").
+
+Usage: .venv/bin/python plugins/ctr-qin/scripts/qin_vs_din.py [--seeds 0 1 2] [--profile tiny]
+       [--signal interaction=5 ...] [--models qin mlp din] [--set key=value ...] (QIN and DIN
+       config overrides, JSON values, e.g. --set epochs=10 --set patience=3)
+
+The world: every `Signals` knob at 0 except the ones given with --signal (default ``interaction=5``,
+the world of tests/test_qin_ablation.py). Every model gets the world's item tags and encoder-like item
+vectors (`testing.synthetic_item_inputs`): QIN uses both, DIN only with --set use_item_embeddings=true.
+Prints per seed the test AUC of each model on the same test rows (and its best validation AUC, the
+one to choose settings on), the training seconds and epochs,
+then the mean per model and the mean paired difference of QIN to each other model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+from ctr_dagster.contracts import FitContext
+from ctr_dagster.datagen import Signals
+from ctr_dagster.metrics import auc
+from ctr_dagster.testing import synthetic_item_inputs, synthetic_training_table, training_cardinalities
+from ctr_din.model import DinConfig, DinModel
+
+from ctr_qin.model import QinConfig, QinModel
+
+
+def world(seed: int, signals: dict[str, float]) -> dict:
+    knobs = {f.name: 0.0 for f in dataclasses.fields(Signals)}
+    knobs.update(signals)
+    return {"seed": seed, "signals": Signals(**knobs)}
+
+
+def fields_of(config_type: type, overrides: dict) -> dict:
+    names = {f.name for f in dataclasses.fields(config_type)}
+    return {k: v for k, v in overrides.items() if k in names}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--signal", action="append", default=[], help="knob=value (others are 0)")
+    parser.add_argument("--models", nargs="+", default=["qin", "mlp", "din"])
+    parser.add_argument("--set", action="append", default=[], help="config key=JSON value")
+    args = parser.parse_args()
+    signals = {k: float(v) for k, v in (s.split("=", 1) for s in args.signal)} or {"interaction": 5.0}
+    overrides = {"num_threads": 1, "log_every": 0}
+    overrides.update({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
+    torch.set_num_threads(1)
+    results: dict[str, list[float]] = {m: [] for m in args.models}
+    for seed in args.seeds:
+        overrides_world = world(seed, signals)
+        table = synthetic_training_table(args.profile, **overrides_world)
+        split = table.column("split")
+        train, valid, test = (table.filter(pc.equal(split, s)) for s in ("train", "valid", "test"))
+        ctx = FitContext(
+            seed=seed,
+            cardinalities=training_cardinalities(table),
+            log=lambda s: None,
+            inputs=synthetic_item_inputs(args.profile, **overrides_world),
+        )
+        labels = test.column("label").to_numpy()
+        line = [f"seed {seed} ({train.num_rows} train / {test.num_rows} test rows)"]
+        for name in args.models:
+            if name == "din":
+                model = DinModel(DinConfig(**fields_of(DinConfig, overrides)))
+            else:
+                layers = "mlp" if name == "mlp" else "quadratic"
+                model = QinModel(QinConfig(**fields_of(QinConfig, overrides), interaction_layers=layers))
+            started = time.perf_counter()
+            model.fit(train, valid, ctx)
+            seconds = time.perf_counter() - started
+            value = auc(labels, model.predict(test))
+            results[name].append(value)
+            history = model.summary["history"]
+            valid_auc = max((r.get("valid_auc", float("nan")) for r in history), default=float("nan"))
+            line.append(f"{name} {value:.4f} (valid {valid_auc:.4f}, {seconds:.0f} s, {len(history)} epochs)")
+        print("  ".join(line), flush=True)
+    print("mean test AUC:", {m: round(float(np.mean(v)), 4) for m, v in results.items()})
+    if "qin" in results:
+        for other in (m for m in args.models if m != "qin"):
+            diffs = np.array(results["qin"]) - np.array(results[other])
+            print(f"qin - {other}: per seed {diffs.round(4).tolist()}, mean {diffs.mean():+.4f}")
+
+
+if __name__ == "__main__":
+    main()
