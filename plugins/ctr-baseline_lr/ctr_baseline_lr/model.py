@@ -99,7 +99,7 @@ class BaselineLrModel:
         return self
 
     def parameter_count(self) -> int:
-        """Learned numbers (coefficients + bias), for the leaderboard's cost table (`ctr_dagster.model_cost`)."""
+        """Learned numbers (coefficients + bias): the leaderboard's cost table (`ctr_dagster.model_cost`)."""
         return len(self.state.get("weights", ())) + 1
 
     def predict(self, batch: pa.Table) -> np.ndarray:
