@@ -893,6 +893,24 @@ def _without_bad_files(
                 raise all_bad(table, skipped, errors, key) from None
 
 
+def _in_table(quarantine: pa.Table, name: str) -> pa.Table:
+    """Quarantine rows of a whole-file reader (MAVE, MicroLens) relabelled with the raw table they feed."""
+    index = quarantine.schema.get_field_index("table")
+    column = pa.array([RAW_TABLE[name]] * quarantine.num_rows, pa.string())
+    return quarantine.set_column(index, quarantine.schema.field(index), column)
+
+
+def _with_item_defaults(items: pa.Table, spec: TableMapping) -> pa.Table:
+    """Items from a whole-file reader with the mapping's `first_seen` / `price` defaults applied."""
+    for column in ("first_seen", "price"):
+        default = spec.defaults.get(column)
+        if default is not None and default.is_valid:
+            index = items.schema.get_field_index(column)
+            field_ = items.schema.field(index)
+            items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
+    return items
+
+
 def _read_mave_table(
     mapping: ImportMapping, spec: TableMapping, files: list[Path], cache: dict | None
 ) -> CatalogueTables:
@@ -918,19 +936,10 @@ def _read_mave_table(
         )
         if cache is not None:
             cache[signature] = (spec.mave_text, result, skipped)
-        quarantine = result.quarantine
-        table_column = pa.array([RAW_TABLE[spec.name]] * quarantine.num_rows, pa.string())
-        index = quarantine.schema.get_field_index("table")
-        quarantine = quarantine.set_column(index, quarantine.schema.field(index), table_column)
+        quarantine = _in_table(result.quarantine, spec.name)
     if spec.name == "item_attributes":
         return CatalogueTables(result.item_attributes, quarantine, skipped, result.negatives)
-    items = result.items
-    for column in ("first_seen", "price"):
-        default = spec.defaults.get(column)
-        if default is not None and default.is_valid:
-            index = items.schema.get_field_index(column)
-            field_ = items.schema.field(index)
-            items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
+    items = _with_item_defaults(result.items, spec)
     return CatalogueTables(items, quarantine, skipped)
 
 
@@ -974,22 +983,13 @@ def _read_microlens_table(
         result, skipped = _without_bad_files(spec.name, files, lambda good: read_items(good, reader))
         if cache is not None:
             cache[signature] = (result, skipped)
-        quarantine = result.quarantine
-        table_column = pa.array([RAW_TABLE[spec.name]] * quarantine.num_rows, pa.string())
-        index = quarantine.schema.get_field_index("table")
-        quarantine = quarantine.set_column(index, quarantine.schema.field(index), table_column)
+        quarantine = _in_table(result.quarantine, spec.name)
     vectors = result.vectors if options.vectors else None
     if spec.name == "item_attributes":
         return CatalogueTables(
             result.attributes, quarantine, skipped, vectors=vectors, padding=result.padding
         )
-    items = result.items
-    for column in ("first_seen", "price"):
-        default = spec.defaults.get(column)
-        if default is not None and default.is_valid:
-            index = items.schema.get_field_index(column)
-            field_ = items.schema.field(index)
-            items = items.set_column(index, field_, pa.array([default.as_py()] * items.num_rows, field_.type))
+    items = _with_item_defaults(result.items, spec)
     return CatalogueTables(items, quarantine, skipped, vectors=vectors, padding=result.padding)
 
 

@@ -233,15 +233,7 @@ class DinNet(nn.Module):
                 with torch.no_grad():
                     table.weight[0].zero_()
             self.embeddings[name] = table
-        token = 2 * d
-        self.item_projection: nn.Linear | None = None
-        if spec.item_embedding_dim is not None:
-            if item_vectors is None:
-                raise ValueError("the spec has item embeddings but no item vectors were given")
-            self.register_buffer("item_vectors", item_vectors.float(), persistent=True)
-            self.item_projection = nn.Linear(spec.item_embedding_dim, d, bias=False)
-            nn.init.xavier_normal_(self.item_projection.weight)
-            token += d
+        token = 2 * d + attach_item_vectors(self, spec, item_vectors, d)
         self.token_dim = token
         self.pooling = str(getattr(config, "pooling", "attention"))
         # "sum": the ablation without target attention (every behaviour weighted 1), same tables and tower
@@ -317,6 +309,22 @@ class DinNet(nn.Module):
         parts = [self.embeddings[name](batch[name]) for name in self.context_fields]
         parts += [q, pooled, batch["dense"]]
         return self.tower(torch.cat(parts, dim=1)).squeeze(1)
+
+
+def attach_item_vectors(
+    module: nn.Module, spec: FeatureSpec, item_vectors: torch.Tensor | None, width: int
+) -> int:
+    """Give `module` the frozen item vectors (a saved buffer) and a bias-free projection to `width`
+    (`module.item_projection`, None without item embeddings); returns the width added to the token."""
+    module.item_projection = None
+    if spec.item_embedding_dim is None:
+        return 0
+    if item_vectors is None:
+        raise ValueError("the spec has item embeddings but no item vectors were given")
+    module.register_buffer("item_vectors", item_vectors.float(), persistent=True)
+    module.item_projection = nn.Linear(spec.item_embedding_dim, width, bias=False)
+    nn.init.xavier_normal_(module.item_projection.weight)
+    return width
 
 
 def real_slots(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

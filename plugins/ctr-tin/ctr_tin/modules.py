@@ -57,7 +57,7 @@ from typing import Any
 
 import torch
 from ctr_dagster.training.spec import FeatureSpec
-from ctr_din.modules import MLP, SMALL_TABLE_ROWS, SmallTable
+from ctr_din.modules import MLP, SMALL_TABLE_ROWS, SmallTable, attach_item_vectors
 from torch import nn
 
 
@@ -160,15 +160,7 @@ class TinNet(nn.Module):
             nn.init.normal_(table.weight, std=std)
             _zero_padding(table)
             self.embeddings[name] = table
-        token = 2 * d
-        self.item_projection: nn.Linear | None = None
-        if spec.item_embedding_dim is not None:
-            if item_vectors is None:
-                raise ValueError("the spec has item embeddings but no item vectors were given")
-            self.register_buffer("item_vectors", item_vectors.float(), persistent=True)
-            self.item_projection = nn.Linear(spec.item_embedding_dim, d, bias=False)
-            nn.init.xavier_normal_(self.item_projection.weight)
-            token += d
+        token = 2 * d + attach_item_vectors(self, spec, item_vectors, d)
         self.token_dim = token
         self.scale = 1.0 / math.sqrt(token)
         self.temporal: TemporalEncoding | None = None
