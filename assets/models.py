@@ -14,7 +14,7 @@ import dagster as dg
 
 from assets.launchpad import plugin_config
 from assets.resources import WarehouseResource
-from ctr_dagster.modeling import input_tables
+from ctr_dagster.contracts import input_tables
 from ctr_dagster.registry import PluginInfo, default_registry
 from ctr_dagster.settings import Home
 

@@ -57,6 +57,20 @@ Role = Literal["teacher", "student"]
 Modality = Literal["text", "image"]
 
 #: Inputs a model may declare in `requires`; the engine prepares them (or refuses to run the model).
+#: The upstream table (= asset key) behind each prepared input a model may read: its model asset's
+#: deps. Torch-free and pyarrow-free, so the code location computes lineage without loading data code.
+INPUT_TABLES: dict[str, str] = {
+    "item_embeddings": "item_embeddings",
+    "item_attributes": "item_attributes",
+    "item_tags": "item_attributes",
+}
+
+
+def input_tables(inputs: frozenset[str] | set[str]) -> list[str]:
+    """The upstream tables of the prepared inputs a plugin requires or reads (sorted asset keys)."""
+    return sorted({INPUT_TABLES[name] for name in inputs if name in INPUT_TABLES})
+
+
 KNOWN_INPUTS = frozenset(
     {"sequence", "item_embeddings", "item_attributes", "item_tags", "treatment", "conversion"}
 )

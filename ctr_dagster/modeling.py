@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ctr_dagster import atomic, model_cost, reproducibility, vocab
-from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
+from ctr_dagster.contracts import INPUT_TABLES, FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
@@ -160,15 +160,10 @@ def _item_tags(warehouse: Warehouse) -> Any:
 #: Offered whenever the upstream table exists (a plugin may use one behind a config switch), and
 #: required (a clear error when absent) when the plugin lists it in `requires`.
 INPUT_PROVIDERS: dict[str, tuple[str, Callable[[Warehouse], Any]]] = {
-    "item_embeddings": ("item_embeddings", _item_embeddings),
-    "item_attributes": ("item_attributes", _item_attributes),
-    "item_tags": ("item_attributes", _item_tags),  # ctr_dagster.item_tags.ItemTags
+    "item_embeddings": (INPUT_TABLES["item_embeddings"], _item_embeddings),
+    "item_attributes": (INPUT_TABLES["item_attributes"], _item_attributes),
+    "item_tags": (INPUT_TABLES["item_tags"], _item_tags),  # ctr_dagster.item_tags.ItemTags
 }
-
-
-def input_tables(requires: frozenset[str] | set[str]) -> list[str]:
-    """The upstream tables (= asset keys) of the prepared inputs a plugin requires: its model asset's deps."""
-    return sorted({INPUT_PROVIDERS[name][0] for name in requires if name in INPUT_PROVIDERS})
 
 
 def prepare_inputs(plugin: PluginInfo, warehouse: Warehouse, log: Callable[[str], None] = print) -> dict:

@@ -4,8 +4,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from ctr_dagster.contracts import input_tables
 from ctr_dagster.item_tags import ItemTags, tags_from_attributes
-from ctr_dagster.modeling import INPUT_PROVIDERS, input_tables
+from ctr_dagster.modeling import INPUT_PROVIDERS
 from ctr_dagster.training.spec import FeatureSpec
 
 

@@ -1,6 +1,9 @@
-"""ctr-awmoe: the `awmoe` model plugin for ctr-dagster (Attention-Weighted Mixture of Experts)."""
+"""ctr-awmoe: the `awmoe` model plugin for ctr-dagster (Attention-Weighted Mixture of Experts).
+
+The long-tail slice lives in `ctr_awmoe.slices` (imported on demand: it needs numpy and pyarrow,
+which the code location must not load when it discovers plugins).
+"""
 
 from ctr_awmoe.model import AwMoeConfig, AwMoeModel
-from ctr_awmoe.slices import long_tail_mask, long_tail_metrics
 
-__all__ = ["AwMoeConfig", "AwMoeModel", "long_tail_mask", "long_tail_metrics"]
+__all__ = ["AwMoeConfig", "AwMoeModel"]
