@@ -44,7 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ctr_dagster.training.spec import FeatureSpec
-from ctr_din.modules import MLP, ActivationUnit, DinNet, activation, real_slots
+from ctr_din.modules import MLP, ActivationUnit, DinNet, activation
 from torch import nn
 
 GATES = ("attention", "uniform")
@@ -243,15 +243,8 @@ class AwMoeNet(DinNet):
         self._cl_steps = 0
 
     def _encode(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        items, cats, mask = batch["hist_item_idx"], batch["hist_category_idx"], batch["hist_mask"]
-        rows, slots, flat = real_slots(mask)
-        q, keys = self.tokens(
-            batch["item_idx"],
-            batch["category_idx"],
-            items.reshape(-1).index_select(0, flat),
-            cats.reshape(-1).index_select(0, flat),
-        )
-        length = mask.shape[1]
+        rows, slots, q, keys = self.packed_tokens(batch)
+        length = batch["hist_mask"].shape[1]
         scores = None
         if self.attention is None:
             pooled = q.new_zeros(q.shape).index_add_(0, rows, keys)

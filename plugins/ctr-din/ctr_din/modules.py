@@ -273,6 +273,20 @@ class DinNet(nn.Module):
         token = self.item_token(torch.cat([items, hist_items]), torch.cat([categories, hist_cats]))
         return token[:batch], token[batch:]
 
+    def packed_tokens(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, slots, target tokens (B, D), real behaviour tokens (P, D)) of the packed path."""
+        items, cats = batch["hist_item_idx"], batch["hist_category_idx"]
+        rows, slots, flat = real_slots(batch["hist_mask"])
+        q, keys = self.tokens(
+            batch["item_idx"],
+            batch["category_idx"],
+            items.reshape(-1).index_select(0, flat),
+            cats.reshape(-1).index_select(0, flat),
+        )
+        return rows, slots, q, keys
+
     def _one_history(self, items: torch.Tensor, cats: torch.Tensor) -> bool:
         """Scoring rows that all share one history (one user's candidates)."""
         return (
@@ -295,13 +309,7 @@ class DinNet(nn.Module):
             else:
                 pooled = self.attention.forward_shared(q, keys)
         else:  # target and behaviours in one lookup per table
-            rows, slots, flat = real_slots(mask)
-            q, keys = self.tokens(
-                batch["item_idx"],
-                batch["category_idx"],
-                items.reshape(-1).index_select(0, flat),
-                cats.reshape(-1).index_select(0, flat),
-            )
+            rows, slots, q, keys = self.packed_tokens(batch)
             if self.attention is None:
                 pooled = q.new_zeros(q.shape).index_add_(0, rows, keys)
             else:
