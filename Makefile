@@ -10,12 +10,12 @@ PROFILE ?=
 export CTR_HOME ?= $(CURDIR)/.ctr_home
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test ui lint format bench clean dagster-home
+.PHONY: install demo test scale-test ui lint format bench clean dagster-home
 
 $(STAMP): constraints.txt pyproject.toml $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt setuptools wheel
-	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev]' $(foreach p,$(dir $(PLUGINS)),-e ./$(p))
+	$(PY) -m pip install -q --no-build-isolation -c constraints.txt -e '.[dev,deploy,mlflow]' $(foreach p,$(dir $(PLUGINS)),-e ./$(p))
 	$(PY) -m pip check
 	touch $@
 
@@ -24,8 +24,15 @@ install: $(STAMP)
 demo: install dagster-home
 	$(VENV)/bin/ctr demo $(if $(PROFILE),--profile $(PROFILE))
 
+# the suite in 2 processes (pytest-xdist; one test file per process, so a module's fixtures run once);
+# PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= 2
 test: install dagster-home
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+
+# Celery workers + PostgreSQL + Redis (docs/deploy.md); also part of `make test`
+scale-test: install
+	$(PY) -m pytest -q -m scale
 
 ui: install dagster-home
 	$(if $(PROFILE),CTR_PROFILE=$(PROFILE)) $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

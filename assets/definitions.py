@@ -21,6 +21,7 @@ from assets.raw import raw_assets
 from assets.resources import WarehouseResource
 from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly
 from assets.sensors import inbox_sensor, ingest_job
+from assets.uplift import uplift_evaluation
 from ctr_dagster.settings import Settings
 
 
@@ -41,6 +42,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *distilled_assets(),
             evaluation,
             champion,
+            uplift_evaluation,
         ],
         asset_checks=[champion_gate],
         jobs=[ingest_job, nightly_retrain, evaluate_and_promote],

@@ -11,8 +11,9 @@ lone student trained on the same dataset) and their scoring latency.
 import dagster as dg
 import pydantic
 
+from assets.concurrency import training_threads
 from assets.metadata import markdown_table
-from assets.models import _launchpad_config, split_engine_fields
+from assets.models import _launchpad_config, split_engine_fields, training_pool
 from assets.resources import WarehouseResource
 from ctr_dagster.registry import PluginInfo, default_registry
 
@@ -47,6 +48,7 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         code_version=student.version or "0",
         kinds={"python"},
         tags={"ctr/task": student.cls.task, "ctr/teacher": teacher.name},
+        pool=training_pool(student),
         metadata={"plugin": student.entry_point_value, "teacher": teacher.name},
         description=f"{student.name} distilled from {teacher.name}'s soft predictions plus the labels",
     )
@@ -64,18 +66,19 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         temperatures = values.pop("temperatures")
         seed, _warm_start, values = split_engine_fields(student, values)
         wh, home = warehouse.get(), warehouse.ctr_home
-        result = distill_and_store(
-            student,
-            teacher,
-            values,
-            weights,
-            wh,
-            home,
-            seed=seed,
-            log=context.log.info,
-            run_id=context.run.run_id,
-            temperatures=temperatures,
-        )
+        with training_threads(context):  # this step's share of the cores (assets.concurrency)
+            result = distill_and_store(
+                student,
+                teacher,
+                values,
+                weights,
+                wh,
+                home,
+                seed=seed,
+                log=context.log.info,
+                run_id=context.run.run_id,
+                temperatures=temperatures,
+            )
         compared = comparison(student, teacher, result, wh, home)
         context.log.info(f"distillation: {compared}")
         rows = [

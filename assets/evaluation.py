@@ -8,7 +8,7 @@ current dataset and lists the others (failed, stale, broken), so it is also laun
 
 import dagster as dg
 
-from assets.metadata import markdown_table
+from assets.metadata import first_view_table, inline_table, markdown_table
 from assets.resources import WarehouseResource
 from ctr_dagster.champion import GatePolicy
 from ctr_dagster.registry import default_registry
@@ -28,11 +28,11 @@ class EvaluationConfig(dg.Config):
 
 
 def _model_keys() -> list[dg.AssetKey]:
-    """Every model asset and every distilled student: all that the leaderboard ranks."""
+    """Every CTR model asset and every distilled student: all that the leaderboard ranks."""
     from ctr_dagster.distillation import students
 
-    registry = default_registry()
-    keys = [dg.AssetKey(p.asset_key) for p in registry.good("model")]
+    registry = default_registry()  # the same selection as `evaluation.leaderboard_entries` (no numpy here)
+    keys = [dg.AssetKey(p.asset_key) for p in registry.good("model") if p.cls.task == "ctr"]
     return keys + [dg.AssetKey(["distilled", s.name]) for s, _ in students(registry)]
 
 
@@ -86,9 +86,12 @@ def _evaluate(
     rows = [{k: engine.display(v) for k, v in r.items()} for r in board]
     meta: dict[str, object] = {
         # the first table fits a laptop screen; selection, calibration and slices sit in the next one
-        "leaderboard": dg.MetadataValue.md(
-            markdown_table(engine.compact_rows(board), engine.COMPACT_COLUMNS)
-        ),
+        # the first two tables, drawn on the first view and narrow enough not to scroll sideways at
+        # 1,600 px: markdown while short enough for the UI to draw it inline, else a table entry
+        "leaderboard": first_view_table(compact := engine.compact_rows(board), engine.COMPACT_COLUMNS),
+        "leaderboard_quality": first_view_table(compact, engine.QUALITY_COLUMNS),
+        # the ROC of the best models, small enough (< 1,000 characters) to be drawn without a click
+        "roc_at_a_glance": dg.MetadataValue.md(reports.roc_thumbnail_markdown(curves)),
         "leaderboard_details": dg.MetadataValue.md(markdown_table(rows, engine.DETAIL_COLUMNS)),
         "slice_auc": dg.MetadataValue.md(markdown_table(engine.slice_rows(doc))),
         # what each model costs: parameters, training rows/s, 1,000-candidate latency (1 thread)
@@ -168,7 +171,7 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
     meta = {
         # read first: who is compared with whom, what happened, and each criterion with its figures
         "verdict": gate_headline(decision),
-        "criteria": dg.MetadataValue.md(markdown_table(gate_criteria(decision, policy))),
+        "criteria": inline_table(gate_criteria(decision, policy)),
         "action": decision.action,
         "candidate": decision.candidate["name"] if decision.candidate else "none",
         "selected_by": (decision.candidate or {}).get("selected_by", "none"),
@@ -176,9 +179,8 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
         # which evaluation this verdict judges (its time and data version), since a check's own
         # timestamp is when it ran, not what it read
         "judged_evaluation": f"{doc['evaluated_at']} (data version {engine.judged_version(doc)})",
-        "reasons": dg.MetadataValue.md(
-            "\n".join(f"- {r}" for r in decision.reasons) or f"- {gate_headline(decision)}"
-        ),
+        # plain text: the check's page draws text entries as they are, markdown behind a click
+        "reasons": dg.MetadataValue.text("; ".join(decision.reasons) or gate_headline(decision)),
     }
     if decision.comparison:
         c = decision.comparison
@@ -190,7 +192,7 @@ def _gate(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) 
         if c.get("ci"):
             meta["ci"] = f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}]"
     meta.update({f"slice_delta/{k}": dg.MetadataValue.float(v) for k, v in decision.slice_deltas.items()})
-    return dg.AssetCheckResult(passed=decision.passed, metadata=meta)
+    return dg.AssetCheckResult(passed=decision.passed, metadata=meta, description=gate_headline(decision))
 
 
 def champion_asset() -> dg.AssetsDefinition:

@@ -23,6 +23,33 @@ def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] 
     return "\n".join(lines)
 
 
+def inline_table(
+    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None
+) -> dg.MetadataValue:
+    """`rows` as Dagster table metadata: the UI draws it as a table on the asset's first view.
+
+    Why not markdown: the UI renders a markdown entry inline only while it is under 1,000 characters
+    and hides longer ones behind "[Show Markdown]"; a table entry is always drawn. Cells are text, as
+    in `markdown_table` (an absent value is an empty cell, never "None").
+    """
+    columns = list(columns or (rows[0].keys() if rows else []))
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: _cell(r.get(c)) for c in columns}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
+    )
+
+
+def first_view_table(
+    rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None
+) -> dg.MetadataValue:
+    """`rows` drawn on the asset's first view in the narrowest form the UI allows: a markdown table
+    (proportional font) while it is under the UI's inline limit, else `inline_table`."""
+    from ctr_dagster.reports import INLINE_MARKDOWN_LIMIT
+
+    text = markdown_table(rows, columns)
+    return dg.MetadataValue.md(text) if len(text) < INLINE_MARKDOWN_LIMIT else inline_table(rows, columns)
+
+
 def table_summary(table, path: str | None = None) -> dict[str, dg.MetadataValue]:
     """Row count, schema and (where known) the Parquet file: on every asset."""
     meta: dict[str, dg.MetadataValue] = {

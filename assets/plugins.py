@@ -6,7 +6,7 @@ they show before anything is materialized) and fail this asset's warning check w
 
 import dagster as dg
 
-from assets.metadata import markdown_table
+from assets.metadata import inline_table
 from ctr_dagster.registry import default_registry
 
 _COLUMNS = ["kind", "name", "status", "dist", "version", "asset_key", "error"]
@@ -21,7 +21,7 @@ def plugin_registry_asset() -> dg.AssetsDefinition:
         group_name="plugins",
         code_version="1",
         metadata={
-            "plugins": dg.MetadataValue.md(markdown_table(rows, _COLUMNS)),
+            "plugins": inline_table(rows, _COLUMNS),
             "broken_count": len(registry.broken),
         },
         check_specs=[
@@ -38,7 +38,7 @@ def plugin_registry_asset() -> dg.AssetsDefinition:
             context.log.warning(f"broken {b.kind} plugin {b.name!r} ({b.dist}): {b.error}")
         yield dg.MaterializeResult(
             metadata={
-                "plugins": dg.MetadataValue.md(markdown_table(rows, _COLUMNS)),
+                "plugins": inline_table(rows, _COLUMNS),
                 "good_count": len(registry.plugins),
                 "broken_count": len(registry.broken),
             }
@@ -47,9 +47,7 @@ def plugin_registry_asset() -> dg.AssetsDefinition:
             check_name="no_broken_plugins",
             passed=not registry.broken,
             severity=dg.AssetCheckSeverity.WARN,
-            metadata={
-                "broken": dg.MetadataValue.md(markdown_table([b.as_row() for b in registry.broken], _COLUMNS))
-            },
+            metadata={"broken": inline_table([b.as_row() for b in registry.broken], _COLUMNS)},
         )
 
     return plugin_registry

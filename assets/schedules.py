@@ -10,27 +10,31 @@ evaluation. `evaluate_after_failure` closes that gap: when a run that included t
 before materializing it, it launches `evaluate_and_promote` alone, which ranks the models that did
 train and lists the failed one.
 
-With `Settings.warm_start` (``CTR_WARM_START=1``) the schedule's runs continue each model from the
-champion's artifact when the champion is that model (the `warm_start` launchpad field of every
-model asset).
+Incremental by default: with `Settings.warm_start` (on; ``CTR_WARM_START=0`` turns it off) the job's
+runs continue each model from its own previous artifact (LightGBM keeps boosting, torch models
+fine-tune), and train from scratch once the data has moved `Settings.full_retrain_every_days` days
+(default 7) past the model's last full retrain: the `warm_start` and `full_retrain_every_days`
+launchpad fields of every model asset. Trainings whose inputs did not change are skipped.
 """
 
 import dagster as dg
 
 from assets.raw import CATALOGUE_TABLES
 from ctr_dagster.registry import default_registry
-from ctr_dagster.settings import Settings
+from ctr_dagster.settings import FULL_RETRAIN_EVERY_DAYS, Settings
 
 NIGHTLY_HOUR = 2  # UTC; the day's logs are complete by then
-EVALUATION_ASSETS = ["evaluation", "champion"]
+EVALUATION_ASSETS = ["evaluation", "champion", "uplift_evaluation"]
 DAY_ASSETS = ["raw_impressions", "oracle_impressions", "clean_impressions", "quarantine_impressions"]
 
 
-def warm_start_config(enabled: bool) -> dict:
-    """Run config turning `warm_start` on for every model asset (empty when disabled)."""
+def warm_start_config(enabled: bool, full_retrain_every_days: int = FULL_RETRAIN_EVERY_DAYS) -> dict:
+    """Run config turning `warm_start` on, with the full-retrain cadence, for every model asset
+    (empty when disabled)."""
     if not enabled:
         return {}
-    ops = {"__".join(p.asset_key): {"config": {"warm_start": True}} for p in default_registry().good("model")}
+    config = {"warm_start": True, "full_retrain_every_days": full_retrain_every_days}
+    ops = {"__".join(p.asset_key): {"config": dict(config)} for p in default_registry().good("model")}
     return {"ops": ops}
 
 
@@ -48,7 +52,7 @@ def nightly(settings: Settings) -> tuple:
             *EVALUATION_ASSETS,
         )
         | dg.AssetSelection.groups("models", "distillation"),
-        config=warm_start_config(settings.warm_start),
+        config=warm_start_config(settings.warm_start, settings.full_retrain_every_days),
         description="New day's partition → trailing-window dataset → every model → evaluation → champion gate.",
     )
     schedule = dg.build_schedule_from_partitioned_job(

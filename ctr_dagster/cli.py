@@ -319,6 +319,24 @@ def leaderboard_text(doc: dict) -> str:
     if gate:
         verdict = {"promote": "promoted", "keep": "kept", "block": "blocked"}[gate["action"]]
         lines.append(f"champion gate: {verdict}" + "".join(f"\n  - {r}" for r in gate["reasons"]))
+    if doc.get("uplift"):
+        lines.append(uplift_text(doc["uplift"]))
+    return "\n".join(lines)
+
+
+def uplift_text(doc: dict) -> str:
+    """The uplift leaderboard (`uplift_evaluation`): normalised AUUC / Qini per model x arm, per stage."""
+    from ctr_dagster.uplift.lineage import summary_rows
+
+    lines = [
+        f"\nuplift (test split, {doc['n_rows']} rows; normalised AUUC / Qini above random targeting, "
+        f"{round(100 * doc['confidence'])} % bootstrap intervals; oracle = the true effects)"
+    ]
+    for stage in doc["stages"]:
+        lines.append(f"stage {stage}:")
+        lines.append(_table(summary_rows(doc, stage), ["model", "arm", "AUUC", "Qini", "verdict"]))
+    lines += [f"  {note}" for note in doc["notes"]]
+    lines += [f"  {r['status']}: {r['model']}: {r['error']}" for r in doc.get("unranked", [])]
     return "\n".join(lines)
 
 
@@ -499,3 +517,74 @@ def attributes(
         typer.echo(_table(compared, list(compared[0])))
     for note in scores.notes:
         typer.echo(f"note: {note}")
+
+
+@app.command("uplift")
+def uplift(
+    ctx: typer.Context,
+    csv: Path = typer.Option(
+        ..., "--csv", help="The experiment: a CSV file with a header, one row per unit."
+    ),
+    treatment: str = typer.Option(..., "--treatment", help="The column holding each row's arm."),
+    outcome: list[str] = typer.Option(
+        ..., "--outcome", help="Binary outcome column: once (stage 1) or twice (stage 1, then stage 2)."
+    ),
+    control: str = typer.Option(
+        None,
+        "--control",
+        help="The treatment value of the control group; default: '0', else 'control', else the most "
+        "frequent value.",
+    ),
+    ignore: list[str] = typer.Option(
+        [],
+        "--ignore",
+        help="Column not to use as a feature (repeatable): anything measured after the treatment "
+        "(Criteo's exposure, Hillstrom's spend) leaks the outcome.",
+    ),
+    models: str = typer.Option(
+        None, "--models", help="Comma-separated uplift plugins to fit; default: every installed one."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the fits and the bootstrap."),
+    quarantine: Path = typer.Option(
+        None,
+        "--quarantine",
+        help="Where the quarantined rows go (CSV); default: <home>/uplift/<file stem>-quarantine.csv.",
+    ),
+    plots: Path = typer.Option(None, "--plots", help="Folder for the uplift and Qini curve PNGs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Fit every uplift plugin on a random split of a randomized experiment; print AUUC / Qini per arm.
+
+    Works on any CSV with a treatment column and binary outcomes (Criteo-uplift, Hillstrom, MT-LIFT,
+    ...). Rows with a missing treatment, a non-binary outcome or an unparsable number are quarantined
+    (file, row and column named), never dropped silently. Exit 2: unusable input or options; exit 1:
+    no model could be scored.
+    """
+    from ctr_dagster.errors import MalformedInputError
+    from ctr_dagster.uplift.experiment import NoUpliftModelError, result_text, run_experiment
+
+    if len(outcome) > 2:
+        typer.echo(f"error: give --outcome once or twice (stage 1, stage 2), got {outcome}", err=True)
+        raise typer.Exit(2)
+    if quarantine is None:
+        quarantine = _settings(ctx).home / "uplift" / f"{csv.stem}-quarantine.csv"
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    try:
+        result = run_experiment(
+            csv,
+            treatment=treatment,
+            outcomes=outcome,
+            control=control,
+            ignore=ignore,
+            seed=seed,
+            models=names,
+            quarantine_file=quarantine,
+            plots_dir=plots,
+            log=lambda line: typer.echo(line, err=True),
+        )
+    except (MalformedInputError, NoUpliftModelError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result_text(result))
+    if not result.scored:
+        raise typer.Exit(1)

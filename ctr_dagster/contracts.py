@@ -121,6 +121,48 @@ class ModelPlugin(Protocol):
     def load(cls, directory: Path) -> ModelPlugin: ...
 
 
+#: Keys of the per-stage dicts an uplift model returns (`UpliftPlugin.predict_effects` / `predict_outcomes`).
+UPLIFT_STAGES: tuple[str, ...] = ("click", "conversion")
+
+
+@runtime_checkable
+class UpliftPlugin(ModelPlugin, Protocol):
+    """A `ModelPlugin` whose `task` is "uplift": it predicts what each coupon arm changes, per chain stage.
+
+    Declares ``task = "uplift"`` and ``requires ⊇ {"treatment"}`` (plus ``"conversion"`` when it models
+    the second stage of the chain).
+
+    * `fit(train, valid, ctx)`: pyarrow Tables with `label` (int8, the stage-1 outcome: click / visit),
+      optionally `conversion` (int8, the stage-2 outcome in *exposure* space: 1 only for exposed rows
+      that converted, so a row that did not click has conversion 0), `treatment` (int, 0 = control,
+      1..K = arms; arms are the values 1..max seen in `train`) and generic feature columns: the
+      lineage's TRAINING table, or the columns of any tabular experiment (`ctr uplift --csv`): floats,
+      ints, strings. A plugin uses the features it understands and ignores the rest (list and
+      timestamp columns, ids).
+    * `predict(batch) -> float[n]` in [-1, 1]: the mean over arms 1..K of the predicted stage-1 uplift
+      p(click | x, arm k) - p(click | x, arm 0). It must not depend on the row's own `treatment`
+      (every arm is scored counterfactually) and never sees a label (`modeling.features_only`).
+    * `predict_effects(batch) -> {"click": float[n, K+1], "conversion": float[n, K+1]}` (optional;
+      "conversion" only for a plugin that models it): column k = p(stage | x, arm k) -
+      p(stage | x, arm 0); column 0 is zeros. The conversion stage is the entire-space CTCVR
+      p(click and conversion | x, arm), not the conversion rate given a click.
+    * `predict_outcomes(batch) -> {...}` (optional): the same keys, the probabilities themselves
+      (float[n, K+1], in [0, 1]).
+
+    A plugin without `predict_effects` is evaluated on the click stage only, with `predict` as its
+    score for every arm (`ctr_dagster.uplift.evaluate`). Example: ``plugins/ctr-metalearners``
+    (S- and T-learner on LightGBM).
+    """
+
+    def predict_effects(self, batch: pa.Table) -> dict[str, np.ndarray]: ...
+
+    def predict_outcomes(self, batch: pa.Table) -> dict[str, np.ndarray]: ...
+
+
+#: Optional members of an uplift model; when present they must be methods.
+UPLIFT_OPTIONAL_MEMBERS = ("predict_effects", "predict_outcomes")
+
+
 @runtime_checkable
 class EncoderPlugin(Protocol):
     """Turns items (rows of the ITEMS schema) into fixed-width float32 vectors of one modality.
@@ -282,6 +324,8 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
             problems.append(f"role must be None, 'teacher' or 'student', got {role!r}")
         if role == "student" and not getattr(plugin, "teacher", None):
             problems.append("a student must name its teacher (class attribute `teacher`)")
+        if plugin.task == "uplift":
+            problems.extend(_uplift_problems(plugin))
     if kind == "extractor" and hasattr(plugin, "requires"):
         problems.extend(_extractor_requires_problems(plugin))
     if kind == "encoder" and plugin.modality not in ("text", "image"):
@@ -301,6 +345,17 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
     }[kind]:
         if not callable(getattr(plugin, method, None)):
             problems.append(f"{method} must be a method")
+    return problems
+
+
+def _uplift_problems(plugin: type) -> list[str]:
+    """An uplift model (`UpliftPlugin`) needs the treatment, and its optional members must be methods."""
+    problems = []
+    if "treatment" not in set(plugin.requires):
+        problems.append("an uplift model must declare 'treatment' in requires")
+    for member in UPLIFT_OPTIONAL_MEMBERS:
+        if hasattr(plugin, member) and not callable(getattr(plugin, member)):
+            problems.append(f"{member} must be a method {member}(batch) -> dict[str, ndarray]")
     return problems
 
 

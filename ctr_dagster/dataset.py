@@ -418,3 +418,63 @@ def sequence_capacity(table: pa.Table) -> int | None:
     if "hist_item_idx" not in table.column_names or table.num_rows == 0:
         return None
     return int(pc.max(pc.list_value_length(table.column("hist_item_idx"))).as_py() or 0)
+
+
+#: Schema metadata key of the TRAINING table: `inputs_fingerprint` of what it was built from, so an
+#: unchanged rebuild can be skipped (`built_from`).
+INPUTS_METADATA = b"ctr.inputs_sha256"
+#: The engine modules whose code decides the table's content (their source joins the fingerprint).
+_BUILD_MODULES = ("dataset.py", "window.py", "vocab.py", "schemas.py")
+
+
+def inputs_fingerprint(
+    warehouse: Warehouse, plan: DayPlan, config: DatasetConfig, code_version: str = ""
+) -> str | None:
+    """sha256 over everything the training table is built from: the content of each clean day of the
+    plan and of the catalogue tables it joins, the plan, the config, the asset's code version and the
+    building modules' source. None when a file is not local (object storage: never skipped)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ctr_dagster.reproducibility import file_sha256
+
+    digest = hashlib.sha256()
+    document = {"plan": asdict(plan), "config": asdict(config), "code_version": code_version}
+    digest.update(json.dumps(document, sort_keys=True, default=str).encode())
+    here = Path(__file__).parent
+    for name in _BUILD_MODULES:
+        digest.update((here / name).read_bytes())
+    files = [f for day in plan.all for f in warehouse.files("clean_impressions", [day])]
+    files += warehouse.files("raw_items") + warehouse.files("raw_users")
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            return None
+        digest.update(path.name.encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def with_fingerprint(table: pa.Table, fingerprint: str | None) -> pa.Table:
+    """`table` with `fingerprint` in its schema metadata (`INPUTS_METADATA`)."""
+    if fingerprint is None:
+        return table
+    return table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), INPUTS_METADATA: fingerprint.encode()}
+    )
+
+
+def built_from(warehouse: Warehouse) -> str | None:
+    """The fingerprint the stored training table was built from (None: no table, or none recorded)."""
+    import pyarrow.parquet as pq
+
+    if not warehouse.exists("training_dataset"):
+        return None
+    try:
+        metadata = pq.read_schema(warehouse.path("training_dataset")).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = metadata.get(INPUTS_METADATA)
+    return value.decode() if value else None

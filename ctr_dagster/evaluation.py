@@ -52,7 +52,10 @@ LEADERBOARD_COLUMNS = [
 
 
 #: The UI's first table: what fits a laptop screen (the rest is in `DETAIL_COLUMNS`).
-COMPACT_COLUMNS = ["rank", "model", "test AUC [95% CI]", "gauc", "logloss", "oracle_gap", "status"]
+#: The UI's first two tables, side by side in content and each narrow enough for the value column of
+#: Dagster's asset page (about 450 px at 1,600 px wide): ranking, then quality against the oracle.
+COMPACT_COLUMNS = ["model", "AUC ± 95% CI", "status"]
+QUALITY_COLUMNS = ["model", "GAUC", "logloss", "gap"]
 #: The UI's second table: selection, the champion comparison, calibration, slices, errors.
 DETAIL_COLUMNS = [
     "model",
@@ -67,14 +70,30 @@ DETAIL_COLUMNS = [
 
 
 def compact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`leaderboard_rows` for the UI's first table: AUC and its interval in one cell, displayed."""
+    """`leaderboard_rows` for the UI's first tables (`COMPACT_COLUMNS`, `QUALITY_COLUMNS`), in
+    validation-AUC order: three decimals, the AUC ± its interval's half-width, `gap` = the oracle's
+    AUC minus the model's."""
+
+    def short(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else ("–" if value is None else str(value))
+
     out = []
     for r in rows:
-        auc = display(r.get("auc"))
-        if r.get("auc_95ci"):
-            auc = f"{auc} {r['auc_95ci']}"
-        shown = {k: display(r.get(k)) for k in COMPACT_COLUMNS}
-        out.append(shown | {"test AUC [95% CI]": auc if r.get("auc") is not None else "–"})
+        ci, value = r.get("auc_ci"), r.get("auc")
+        # the DeLong interval is symmetric but for clipping at 0 / 1: its wider half, narrow in the UI
+        half = max(value - ci[0], ci[1] - value) if ci and value is not None else None
+        auc = short(value) + (f" ±{half:.3f}" if half is not None else "")
+        model = "oracle" if r.get("status") == "ceiling" else r["model"]
+        out.append(
+            {
+                "model": model,
+                "AUC ± 95% CI": auc,
+                "GAUC": short(r.get("gauc")),
+                "logloss": short(r.get("logloss")),
+                "gap": short(r.get("oracle_gap")),
+                "status": r.get("status"),
+            }
+        )
     return out
 
 
@@ -260,10 +279,13 @@ def _baseline(current: dict[str, Any], found: dict[str, Any]) -> dict[str, Any]:
 
 
 def leaderboard_entries(registry: Registry) -> list[tuple[str, PluginInfo, str]]:
-    """(entry name, plugin, kind) of everything that can be ranked: each model, each distilled student."""
+    """(entry name, plugin, kind) of everything that can be ranked: each CTR model, each distilled student.
+
+    Uplift models (task "uplift") score a treatment effect, not a click probability: they have their
+    own evaluation (`ctr_dagster.uplift`), never a row here nor a say in the champion."""
     from ctr_dagster import distillation
 
-    entries = [(p.name, p, "model") for p in registry.good("model")]
+    entries = [(p.name, p, "model") for p in registry.good("model") if p.cls.task == "ctr"]
     entries += [(distillation.entry_name(s.name), s, "distilled") for s, _ in distillation.students(registry)]
     return entries
 
@@ -598,7 +620,8 @@ def changed_since(doc: dict[str, Any], home: Home) -> list[dict[str, Any]]:
 
 def report(home: Home) -> dict[str, Any] | None:
     """The latest evaluation as `ctr leaderboard --json` prints it: the document, the current champion
-    (after any promotion or rollback) and the gate decision on this evaluation, if one was made."""
+    (after any promotion or rollback), the gate decision on this evaluation, if one was made, and the
+    latest uplift evaluation (`uplift`: per model x arm x stage AUUC / Qini, or None)."""
     root = home.evaluation
     path = root / "latest.json"
     if not path.exists():
@@ -610,6 +633,9 @@ def report(home: Home) -> dict[str, Any] | None:
     gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
     doc["gate"] = gate if gate and gate.get("evaluated_at") == doc["evaluated_at"] else None
     doc["changed_since_evaluation"] = changed_since(doc, home)
+    from ctr_dagster.uplift.lineage import latest as latest_uplift
+
+    doc["uplift"] = latest_uplift(home)  # the uplift models' own evaluation (None before the first)
     return doc
 
 
@@ -660,6 +686,7 @@ def leaderboard_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "valid_auc": r.get("valid_auc"),
                 **{m: r.get(m) for m in RANKED_METRICS},
                 "auc_95ci": _interval(r.get("auc_ci")),
+                "auc_ci": r.get("auc_ci"),
                 "vs_champion": _versus(r, doc.get("champion")),
                 "auc_new_items": (r["slices"].get("new_items") or {}).get("auc"),
                 "auc_new_users": (r["slices"].get("new_users") or {}).get("auc"),
@@ -675,6 +702,7 @@ def leaderboard_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
                 "task": "ctr",
                 **{m: o.get(m) for m in RANKED_METRICS if m != "oracle_gap"},
                 "auc_95ci": _interval(o.get("auc_ci")),
+                "auc_ci": o.get("auc_ci"),
                 "oracle_gap": 0.0,
                 "auc_new_items": (o["slices"].get("new_items") or {}).get("auc"),
                 "auc_new_users": (o["slices"].get("new_users") or {}).get("auc"),

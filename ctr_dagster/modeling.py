@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ctr_dagster import atomic, model_cost, reproducibility, vocab
+from ctr_dagster import atomic, model_cost, reproducibility, threads, vocab
 from ctr_dagster.contracts import INPUT_TABLES, FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
 from ctr_dagster.metrics import auc
@@ -72,6 +72,10 @@ class TrainResult:
     selection: dict[str, Any] = field(default_factory=dict)
     #: Size, training speed and 1,000-candidate latency (`ctr_dagster.model_cost.measure`).
     cost: dict[str, Any] = field(default_factory=dict)
+    #: How this model came to be: warm-started or full retrain (`WarmStart.as_dict`), threads used.
+    lineage: dict[str, Any] = field(default_factory=dict)
+    #: Set when nothing changed since the last training and its artifact was kept (`unchanged_training`).
+    skipped: str | None = None
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
@@ -79,6 +83,9 @@ class TrainResult:
             "config": json.dumps(self.config, sort_keys=True),
             "fit_seconds": round(self.fit_seconds, 3),
         }
+        if self.skipped:
+            meta["skipped"] = self.skipped
+        meta.update({k: v for k, v in self.lineage.items() if v is not None})
         meta.update({k: v for k, v in self.scores.items() if v is not None})
         meta.update({k: v for k, v in model_cost.cost_row(self.cost).items() if v is not None})
         if self.record:
@@ -274,6 +281,162 @@ def record_failure(home: Home, name: str, exc: BaseException, run_id: str | None
     write_status(home, name, {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "run_id": run_id})
 
 
+#: `FitContext.inputs` key of a warm start from `plan_warm_start`: ``{"previous_train_end": ISO
+#: timestamp}``, the last train row the previous artifact saw (`TorchModel` fine-tunes on later rows).
+WARM_START_INPUT = "warm_start"
+
+
+def _last_ts(table: pa.Table) -> str | None:
+    last = pc.max(table.column("ts")).as_py() if table.num_rows else None
+    return last.isoformat() if last is not None else None
+
+
+def dataset_end_day(splits: Splits) -> str | None:
+    """The last day (UTC, ISO) the training dataset holds: the day a training is "as of"."""
+    ends = [
+        pc.max(part.column("ts")).as_py()
+        for part in (splits.train, splits.valid, splits.test)
+        if part.num_rows
+    ]
+    ends = [e for e in ends if e is not None]
+    return max(ends).date().isoformat() if ends else None
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where a training starts from: `init_from` (None: from scratch) and the data day of the full
+    retrain its weights descend from (`full_retrain_day`, carried from night to night in the status)."""
+
+    init_from: Path | None
+    full_retrain_day: str | None
+    data_day: str | None
+    reason: str
+    #: The last train timestamp (ISO) the previous artifact saw: rows after it are new to the model.
+    previous_train_end: str | None = None
+
+    @property
+    def warm(self) -> bool:
+        return self.init_from is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "training": "warm start" if self.warm else "full retrain",
+            "warm_started_from": str(self.init_from) if self.init_from else None,
+            "full_retrain_day": self.full_retrain_day,
+            "data_day": self.data_day,
+            "warm_start_reason": self.reason,
+        }
+
+
+def plan_warm_start(
+    home: Home, name: str, plugin_name: str, data_day: str | None, every_days: int
+) -> WarmStart:
+    """Continue from the model's own previous artifact (its last good training), unless that is
+    missing or `every_days` days of data have passed since the full retrain it descends from
+    (then: from scratch, and this training becomes the new full retrain). ``every_days < 1``: always
+    from scratch."""
+    import datetime as dt
+
+    def full(reason: str) -> WarmStart:
+        return WarmStart(None, data_day, data_day, f"full retrain: {reason}")
+
+    previous = read_status(home, name)
+    if every_days < 1:
+        return full(f"full_retrain_every_days={every_days}")
+    if previous is None or previous.get("status") != "ok":
+        return full("no previous good training")
+    artifact = Path(previous.get("artifact") or "")
+    if previous.get("plugin") not in (None, plugin_name) or not artifact.is_dir():
+        return full(f"the previous artifact {artifact} is missing")
+    last_full = previous.get("full_retrain_day")
+    if not last_full or data_day is None:
+        return full("the previous training does not say when it was last fully retrained")
+    age = (dt.date.fromisoformat(data_day) - dt.date.fromisoformat(last_full)).days
+    if age < 0 or age >= every_days:
+        return full(f"{age} day(s) of data since the last full retrain ({last_full}), cadence {every_days}")
+    return WarmStart(
+        artifact,
+        last_full,
+        data_day,
+        f"warm start from {artifact.name}: {age} day(s) since the full retrain on {last_full} "
+        f"(full retrain every {every_days})",
+        previous.get("train_end"),
+    )
+
+
+def _files_sha256(paths: list[Path]) -> str | None:
+    """One hash over the files' contents (None when one is not a local file)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if not path.is_file():
+            return None
+        digest.update(path.name.encode())
+        digest.update(reproducibility.file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def training_key(
+    plugin: PluginInfo,
+    config_values: dict[str, Any],
+    warehouse: Warehouse,
+    data_sha256: str,
+    seed: int,
+) -> str | None:
+    """What a training computes from: the dataset, the prepared input tables, the vocabularies' sizes,
+    the plugin's code, its full config (defaults filled in), the seed and the library versions.
+    Equal keys: the same training (`unchanged_training`). None when an input cannot be fingerprinted."""
+    tables = sorted({table for table, _ in INPUT_PROVIDERS.values() if warehouse.exists(table)})
+    inputs = {}
+    for table in tables:
+        inputs[table] = _files_sha256([Path(f) for f in warehouse.files(table)])
+        if inputs[table] is None:
+            return None
+    document = {
+        "data": data_sha256,
+        "inputs": inputs,
+        "cardinalities": cardinalities(warehouse),
+        "code": reproducibility.code_sha256(plugin.cls)[0],
+        "config": config_to_dict(config_from_dict(plugin.cls, config_values)),
+        "seed": seed,
+        "libraries": reproducibility.library_versions((plugin.dist,) if plugin.dist else ()),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def unchanged_training(
+    home: Home, warehouse: Warehouse, name: str, key: str | None, log: Callable[[str], None]
+) -> TrainResult | None:
+    """The last training's result when it had this `key` and its artifact and predictions are still
+    there (the caller then skips the fit), else None."""
+    previous = read_status(home, name)
+    if (
+        key is None
+        or previous is None
+        or previous.get("status") != "ok"
+        or previous.get("training_key") != key
+    ):
+        return None
+    artifact = Path(previous.get("artifact") or "")
+    record_path = Path(previous.get("record") or "")
+    if not artifact.is_dir() or not record_path.is_file() or not warehouse.exists(f"predictions_{name}"):
+        return None
+    record = json.loads(record_path.read_text())
+    when = previous.get("run_id") or "an earlier run"
+    log(f"{name}: unchanged since {when} (same data, inputs, code, config and seed): kept {artifact}")
+    return TrainResult(
+        name,
+        artifact,
+        record.get("config", {}),
+        dict(previous.get("metrics") or {}),
+        0.0,
+        record=record,
+        record_path=record_path,
+        cost=dict(previous.get("cost") or {}),
+        lineage={k: previous.get(k) for k in ("training", "full_retrain_day", "data_day")},
+        skipped=f"unchanged: same data, inputs, code, config and seed as {when}; artifact kept",
+    )
+
+
 def train_and_store(
     plugin: PluginInfo,
     config_values: dict[str, Any],
@@ -286,6 +449,8 @@ def train_and_store(
     run_id: str | None = None,
     entry: str | None = None,
     extra_inputs: Callable[[pa.Table], dict[str, Any]] | None = None,
+    full_retrain_every_days: int | None = None,
+    skip_unchanged: bool = True,
 ) -> TrainResult:
     """Fit, score valid/test, store the artifact, the predictions, the record and the status.
 
@@ -293,17 +458,52 @@ def train_and_store(
     `FitContext.inputs`. (The distillation stage uses the steps below directly: it fits a student
     once per temperature and stores the one with the best validation AUC.)
 
+    Warm start: `init_from` continues from that artifact; else `full_retrain_every_days` (not None)
+    lets `plan_warm_start` continue from the model's own previous artifact within the cadence.
+    With `skip_unchanged` (and no `extra_inputs`), a training whose `training_key` equals the last
+    good one's is not repeated: its artifact and numbers are returned, marked `skipped`.
+
     On any exception the status becomes ``failed`` (with the error) and the exception propagates:
     the asset fails and the previous artifact stays on disk, untouched.
     """
     name = entry or plugin.name
     try:
         splits = Splits.read(warehouse)
-        ctx = fit_context(plugin, warehouse, home, name, seed=seed, init_from=init_from, log=log)
+        key = None
+        if skip_unchanged and extra_inputs is None:
+            data_sha = reproducibility.file_sha256(splits.data_path)
+            key = training_key(plugin, config_values, warehouse, data_sha, seed)
+            kept = unchanged_training(home, warehouse, name, key, log)
+            if kept is not None:
+                return kept
+        data_day = dataset_end_day(splits)
+        if init_from is not None:
+            start = WarmStart(init_from, None, data_day, f"warm start from {init_from} (given)")
+        elif full_retrain_every_days is not None:
+            start = plan_warm_start(home, name, plugin.name, data_day, full_retrain_every_days)
+        else:
+            start = WarmStart(None, data_day, data_day, "full retrain")
+        log(f"{name}: {start.reason}")
+        ctx = fit_context(plugin, warehouse, home, name, seed=seed, init_from=start.init_from, log=log)
+        if start.warm and start.previous_train_end:
+            # which train rows the previous artifact never saw: a torch model fine-tunes on them
+            ctx.inputs[WARM_START_INPUT] = {"previous_train_end": start.previous_train_end}
         if extra_inputs is not None:
             ctx.inputs.update(extra_inputs(splits.train))
         fitted = fit_model(plugin, config_values, splits, ctx, name)
-        return store_trained(plugin, fitted, splits, warehouse, home, name, seed=seed, log=log, run_id=run_id)
+        return store_trained(
+            plugin,
+            fitted,
+            splits,
+            warehouse,
+            home,
+            name,
+            seed=seed,
+            log=log,
+            run_id=run_id,
+            warm_start=start,
+            training_key=key,
+        )
     except BaseException as exc:
         record_failure(home, name, exc, run_id)
         raise
@@ -339,11 +539,15 @@ def store_trained(
     log: Callable[[str], None] = print,
     run_id: str | None = None,
     record_extra: dict[str, Any] | None = None,
+    warm_start: WarmStart | None = None,
+    training_key: str | None = None,
 ) -> TrainResult:
     """Score valid/test (features only), store the artifact, predictions, record and ok status.
 
     `record_extra` adds top-level keys to the reproducibility record (e.g. the distillation settings
-    and how they were chosen)."""
+    and how they were chosen); `warm_start` says where the fit started (recorded, and carried in the
+    status for the next night's `plan_warm_start`); `training_key` lets the next identical training
+    be skipped (`unchanged_training`)."""
     scores: dict[str, float | None] = {}
     predictions = []
     for split_name, part in (("valid", splits.valid), ("test", splits.test)):
@@ -363,7 +567,12 @@ def store_trained(
     warehouse.write(f"predictions_{name}", pa.concat_tables(predictions))
     log(f"{name}: valid AUC={scores['valid_auc']} test AUC={scores['test_auc']} -> {artifact}")
     cost = measure_cost(fitted, splits, name, log)
-    result = TrainResult(name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds, cost=cost)
+    start = warm_start or WarmStart(fitted.ctx.init_from, None, dataset_end_day(splits), "")
+    lineage = {**start.as_dict(), "threads": threads.threads_per_step()}
+    lineage.pop("warm_start_reason")
+    result = TrainResult(
+        name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds, cost=cost, lineage=lineage
+    )
     record = reproducibility.build_record(
         model=name,
         distribution=plugin.dist,
@@ -377,6 +586,8 @@ def store_trained(
         metrics=scores,
         fit_seconds=fitted.fit_seconds,
     )
+    # threads: this step's share of the cores (`ctr_dagster.threads`); a plugin's own setting is in config
+    record.update({"threads": lineage["threads"], "warm_start": start.as_dict()})
     record.update(record_extra or {})
     result.record = record
     result.record_path = reproducibility.write_record(record, home.records)
@@ -392,6 +603,12 @@ def store_trained(
             "run_id": run_id,
             "metrics": scores,
             "cost": cost,
+            "training": lineage["training"],
+            "warm_started_from": lineage["warm_started_from"],
+            "full_retrain_day": start.full_retrain_day,
+            "data_day": start.data_day,
+            "train_end": _last_ts(splits.train),
+            "training_key": training_key,
         },
     )
     return result

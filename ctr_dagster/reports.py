@@ -86,6 +86,69 @@ def png_markdown(path: Path, alt: str) -> str:
     return f"![{safe_alt}](data:image/png;base64,{data})"
 
 
+#: Dagster's UI draws a markdown metadata entry inline only while it is shorter than this; longer ones
+#: sit behind "[Show Markdown]" (dagster-webserver 1.13, MetadataEntry: `mdStr.length < 1e3`).
+INLINE_MARKDOWN_LIMIT = 1000
+_THUMB_COLOURS = ("17b", "d22", "2a2", "f80", "94b", "855", "1bc")
+
+
+def roc_thumbnail_markdown(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]], limit: int = INLINE_MARKDOWN_LIMIT - 1, points: int = 7
+) -> str:
+    """A small ROC picture as an inline SVG data URI, short enough that the UI shows it without a click.
+
+    Why hand-written SVG: a plotting library's PNG or SVG of even a tiny figure is several kB, and only
+    markdown under `INLINE_MARKDOWN_LIMIT` characters is drawn on the asset's first view. Each curve
+    is its ROC resampled at `points` false-positive rates (integer coordinates on a 100-unit square);
+    the curves with the highest AUC come first and as many as fit within `limit` are drawn (at least
+    one), the legend naming each with its AUC. The full-size ROC/reliability PNG stays beside it.
+    """
+    from html import escape
+    from urllib.parse import quote
+
+    from sklearn.metrics import roc_curve
+
+    from ctr_dagster.metrics import auc
+
+    drawn: list[tuple[float, str, str]] = []
+    for name, (labels, scores) in curves.items():
+        y = np.asarray(labels).astype(np.int64)
+        if y.size == 0 or y.min() == y.max():
+            continue
+        s = np.asarray(scores, dtype=np.float64)
+        fpr, tpr, _ = roc_curve(y, s)
+        grid = np.linspace(0.0, 1.0, points)
+        xy = ",".join(
+            f"{round(100 * x)},{round(100 - 100 * t)}"
+            for x, t in zip(grid, np.interp(grid, fpr, tpr), strict=True)
+        )
+        drawn.append((auc(y, s), name, xy))
+    drawn.sort(key=lambda d: -d[0])
+
+    def render(rows: list[tuple[float, str, str]]) -> str:
+        parts = [
+            "<svg xmlns='http://www.w3.org/2000/svg' width='330' height='120' viewBox='-2 -2 222 104' "
+            "fill='none' font-size='9'><path d='M0 100H100V0H0ZM0 100L100 0' stroke='#bbb'/>",
+        ]
+        for i, (score, name, xy) in enumerate(rows):
+            colour = _THUMB_COLOURS[i % len(_THUMB_COLOURS)]
+            parts.append(f"<polyline points='{xy}' stroke='#{colour}'/>")
+            parts.append(
+                f"<text x='106' y='{10 + 12 * i}' fill='#{colour}'>{escape(name)} {score:.4f}</text>"
+            )
+        parts.append("</svg>")
+        uri = quote("".join(parts), safe="/:=',.")
+        return f"![ROC, test split](data:image/svg+xml,{uri})"
+
+    if not drawn:
+        return "_(no ROC: no split with both classes)_"
+    for n in range(len(drawn), 0, -1):
+        text = render(drawn[:n])
+        if len(text) <= limit:
+            return text
+    return render(drawn[:1])
+
+
 def projection_png(
     points: dict[str, np.ndarray], labels: list[str | None], path: Path, title: str = "", max_legend: int = 12
 ) -> Path:

@@ -15,7 +15,8 @@ is declared once, here (the world's seed: `WorldConfig.seed`, the generator's ow
 | mapping | ``CTR_MAPPING`` | none | the import mapping YAML (``examples/mapping.example.yaml``) |
 | home | ``CTR_HOME`` | ``./.ctr_home`` | generated state: warehouse, artifacts, champion, ... |
 | dagster_home | ``DAGSTER_HOME`` | none | the Dagster instance the CLI records its runs in (none: ephemeral) |
-| warm_start | ``CTR_WARM_START`` | off | nightly runs continue each model from the champion's artifact |
+| warm_start | ``CTR_WARM_START`` | on | nightly runs continue each model from its own previous artifact (``0``: off) |
+| full_retrain_every_days | ``CTR_FULL_RETRAIN_EVERY_DAYS`` | 7 | warm-started models retrain from scratch once the data moved this many days past their last full retrain |
 
 Torch-free and numpy-free: the code location imports this when it loads.
 """
@@ -32,6 +33,9 @@ from ctr_dagster.datagen.config import WorldConfig
 
 SOURCES = ("synthetic", "import")
 DEFAULT_PROFILE = "small"
+#: Warm-started (nightly) trainings retrain from scratch once the data has moved this many days past the
+#: model's last full retrain (`Settings.full_retrain_every_days`, the model assets' launchpad field).
+FULL_RETRAIN_EVERY_DAYS = 7
 
 #: Settings field -> the environment variable it is read from (and written to for child processes).
 ENV_VARS = {
@@ -43,6 +47,7 @@ ENV_VARS = {
     "home": "CTR_HOME",
     "dagster_home": "DAGSTER_HOME",
     "warm_start": "CTR_WARM_START",
+    "full_retrain_every_days": "CTR_FULL_RETRAIN_EVERY_DAYS",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -125,7 +130,8 @@ class Settings:
     mapping: Path | None = None
     home: Path = Path(".ctr_home")
     dagster_home: Path | None = None
-    warm_start: bool = False
+    warm_start: bool = True
+    full_retrain_every_days: int = FULL_RETRAIN_EVERY_DAYS
 
     def __post_init__(self) -> None:
         # Paths are stored absolute, so a child process or a later `cd` sees the same folders.
@@ -146,7 +152,7 @@ class Settings:
             raw = env.get(var, "").strip()
             if not raw:
                 continue
-            if name == "seed":
+            if name in ("seed", "full_retrain_every_days"):
                 try:
                     values[name] = int(raw)
                 except ValueError as exc:
@@ -206,7 +212,7 @@ class Settings:
             value = getattr(self, name)
             if value is None:
                 continue
-            env[var] = ("1" if value else "") if isinstance(value, bool) else str(value)
+            env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
 
 

@@ -6,10 +6,17 @@ file in the same folder and is renamed over the target (atomic on POSIX), so a r
 or the new file, never half of one, and re-materializing a partition replaces it (idempotent).
 No DuckDB database file exists: each query opens its own in-memory connection, so parallel Dagster
 steps never fight over a lock.
+
+The root may also be an object-store URI, ``s3://bucket/prefix`` (`ObjectStoreWarehouse`, returned by
+``Warehouse("s3://...")``), where rename is not atomic: each write uploads a uniquely named object and
+then replaces a small pointer object naming it (one PUT, atomic), so readers see the old table or the
+new one; a write that fails leaves the pointer, hence the previous version, in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -28,9 +35,18 @@ FILE_NAME = "data.parquet"
 
 @dataclass(frozen=True)
 class Warehouse:
-    """The tables under `root` (in a project: `Home.warehouse`, handed out by the warehouse resource)."""
+    """The tables under `root` (in a project: `Home.warehouse`, handed out by the warehouse resource).
+
+    ``Warehouse("s3://bucket/prefix")`` gives an `ObjectStoreWarehouse` (same methods, see there).
+    """
 
     root: Path
+
+    def __new__(cls, *args, **kwargs):
+        root = args[0] if args else kwargs.get("root")
+        if cls is Warehouse and is_object_uri(root):
+            cls = ObjectStoreWarehouse
+        return super().__new__(cls)
 
     # -- paths ---------------------------------------------------------------------------------
     def table_dir(self, table: str) -> Path:
@@ -135,6 +151,247 @@ class Warehouse:
                     raise ValueError(f"invalid view name {view!r}")
                 rel = con.read_parquet(list(files))
                 rel.create_view(view)
+            return con.sql(sql, params=list(params or [])).to_arrow_table()
+        finally:
+            con.close()
+
+
+# -- object storage -----------------------------------------------------------------------------
+OBJECT_SCHEMES = ("s3://",)
+POINTER_NAME = "_current.json"  # leading underscore: dataset readers that list a folder skip it
+_DATA_PREFIX = "data-"
+
+
+def is_object_uri(root: object) -> bool:
+    """True for an object-store root such as ``s3://bucket/prefix`` (a `Path` never is)."""
+    return isinstance(root, str) and root.startswith(OBJECT_SCHEMES)
+
+
+def s3_filesystem(query: str = "", environ: dict[str, str] | None = None):
+    """A `pyarrow.fs.S3FileSystem` configured like the AWS tools: credentials from the usual chain
+    (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, profile, instance role),
+    region from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, and an S3-compatible server (MinIO, Ceph,
+    a test server) from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``. Options in the root URI's
+    query string (``?endpoint_override=host:port&scheme=http``) win over the environment."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from pyarrow import fs
+
+    env = os.environ if environ is None else environ
+    options: dict[str, object] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parts = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options["endpoint_override"] = parts.netloc
+        options["scheme"] = parts.scheme
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        options["region"] = region
+    for key, value in parse_qsl(query):
+        options[key] = value
+    if "allow_bucket_creation" in options:
+        options["allow_bucket_creation"] = str(options["allow_bucket_creation"]).lower() in ("1", "true")
+    return fs.S3FileSystem(**options)
+
+
+@dataclass(frozen=True)
+class ObjectStoreWarehouse(Warehouse):
+    """The warehouse on object storage: ``s3://bucket/prefix`` (pyarrow's own S3 filesystem).
+
+    Layout per table (or ``dt=YYYY-MM-DD`` partition) folder: ``data-<uuid>.parquet`` objects and a
+    pointer object ``_current.json`` ({"file", "rows", "written"}) naming the current one. A write
+    uploads a new object under a unique name, then PUTs the pointer (S3 replaces an object whole:
+    readers see the old pointer or the new one), then deletes data objects older than the previous
+    one (kept so a reader that read the old pointer a moment ago can still open its file). A failed
+    or interrupted write never touches the pointer; whatever it uploaded is removed, or left as an
+    unreferenced object that the next successful write of that table deletes.
+
+    Paths are URIs here (`path`, `files`, `table_dir` return ``s3://...`` strings); `query` scans
+    the objects through pyarrow datasets registered in the in-memory DuckDB (no DuckDB extension).
+    """
+
+    root: str  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        root = str(self.root).rstrip("/")
+        if not is_object_uri(root):
+            raise ValueError(f"not an object-store URI: {self.root!r}")
+        object.__setattr__(self, "root", root)
+
+    # -- addressing ----------------------------------------------------------------------------
+    @functools.cached_property
+    def _location(self) -> tuple[str, str]:
+        """(bucket/prefix without scheme or query, query string)."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.root)
+        return f"{parts.netloc}{parts.path}".rstrip("/"), parts.query
+
+    @functools.cached_property
+    def fs(self):
+        """The pyarrow filesystem (built once per warehouse object)."""
+        return s3_filesystem(self._location[1])
+
+    def _uri(self, key: str) -> str:
+        return f"{self.root.split('://', 1)[0]}://{key}"
+
+    def _key(self, path_or_uri: str) -> str:
+        return path_or_uri.split("://", 1)[1] if "://" in path_or_uri else path_or_uri
+
+    def _folder(self, table: str, partition: str | None = None) -> str:
+        if not _TABLE_NAME.match(table):
+            raise ValueError(f"invalid table name {table!r}: use [a-z][a-z0-9_]*")
+        base = f"{self._location[0]}/{table}"
+        if partition is None:
+            return base
+        if not _PARTITION.match(partition):
+            raise ValueError(f"invalid daily partition {partition!r}: expected YYYY-MM-DD")
+        return f"{base}/dt={partition}"
+
+    def _pointer(self, folder: str) -> dict | None:
+        import json
+
+        from pyarrow import fs
+
+        if self.fs.get_file_info(f"{folder}/{POINTER_NAME}").type != fs.FileType.File:
+            return None
+        with self.fs.open_input_stream(f"{folder}/{POINTER_NAME}") as stream:
+            return json.loads(stream.read())
+
+    def _current(self, table: str, partition: str | None = None) -> str:
+        """Key of the table's (partition's) current object; FileNotFoundError when there is none."""
+        folder = self._folder(table, partition)
+        pointer = self._pointer(folder)
+        if pointer is None:
+            where = f"partition {partition} of " if partition else ""
+            raise FileNotFoundError(f"{where}table {table!r} has not been materialized ({self._uri(folder)})")
+        return f"{folder}/{pointer['file']}"
+
+    # -- paths ---------------------------------------------------------------------------------
+    def table_dir(self, table: str) -> str:  # type: ignore[override]
+        return self._uri(self._folder(table))
+
+    def path(self, table: str, partition: str | None = None) -> str:  # type: ignore[override]
+        """URI of the current object (FileNotFoundError when the table or partition is absent)."""
+        return self._uri(self._current(table, partition))
+
+    def partitions(self, table: str) -> list[str]:
+        from pyarrow import fs
+
+        base = self._folder(table)
+        selector = fs.FileSelector(base, recursive=True, allow_not_found=True)
+        found = []
+        for info in self.fs.get_file_info(selector):
+            parent, _, name = info.path.rpartition("/")
+            folder = parent.rpartition("/")[2]
+            if name == POINTER_NAME and folder.startswith("dt=") and parent.rpartition("/")[0] == base:
+                found.append(folder[3:])
+        return sorted(found)
+
+    def exists(self, table: str, partition: str | None = None) -> bool:
+        return self._pointer(self._folder(table, partition)) is not None
+
+    def num_rows(self, table: str, partition: str | None = None) -> int:
+        pointer = self._pointer(self._folder(table, partition))
+        return int(pointer["rows"]) if pointer else 0
+
+    # -- write ---------------------------------------------------------------------------------
+    def write(self, table: str, data: pa.Table, partition: str | None = None) -> str:  # type: ignore[override]
+        folder = self._folder(table, partition)
+        key = f"{folder}/{_DATA_PREFIX}{uuid.uuid4().hex}.parquet"
+        try:
+            pq.write_table(data, key, filesystem=self.fs, compression="zstd", row_group_size=256_000)
+        except BaseException:
+            self._delete_quietly(key)
+            raise
+        self._publish(folder, key, data.num_rows)
+        return self._uri(key)
+
+    def write_batches(  # type: ignore[override]
+        self, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], partition: str | None = None
+    ) -> tuple[str, int]:
+        folder = self._folder(table, partition)
+        key = f"{folder}/{_DATA_PREFIX}{uuid.uuid4().hex}.parquet"
+        rows = 0
+        try:
+            with pq.ParquetWriter(key, schema, compression="zstd", filesystem=self.fs) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        except BaseException:
+            self._delete_quietly(key)  # closing the writer may have completed the upload
+            raise
+        self._publish(folder, key, rows)
+        return self._uri(key), rows
+
+    def _publish(self, folder: str, key: str, rows: int) -> None:
+        """Point the folder at `key` (the commit), then drop objects older than the previous one."""
+        import datetime as dt
+        import json
+
+        previous = self._pointer(folder)
+        doc = {
+            "file": key.rpartition("/")[2],
+            "rows": rows,
+            "written": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+        }
+        try:
+            with self.fs.open_output_stream(
+                f"{folder}/{POINTER_NAME}", metadata={"Content-Type": "application/json"}
+            ) as out:
+                out.write(json.dumps(doc).encode())
+        except BaseException:
+            self._delete_quietly(key)  # never published: the previous version stays current
+            raise
+        keep = {doc["file"], previous["file"] if previous else None}
+        self._collect(folder, keep)
+
+    def _collect(self, folder: str, keep: set) -> None:
+        from pyarrow import fs
+
+        for info in self.fs.get_file_info(fs.FileSelector(folder, allow_not_found=True)):
+            name = info.path.rpartition("/")[2]
+            if info.type == fs.FileType.File and name.startswith(_DATA_PREFIX) and name not in keep:
+                self._delete_quietly(info.path)
+
+    def _delete_quietly(self, key: str) -> None:
+        with contextlib.suppress(OSError, FileNotFoundError):
+            self.fs.delete_file(key)
+
+    # -- read ----------------------------------------------------------------------------------
+    def read(
+        self, table: str, partitions: Sequence[str] | None = None, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        if partitions is None and not self.partitions(table):
+            return pq.read_table(self._current(table), columns=columns, filesystem=self.fs)
+        parts = list(partitions) if partitions is not None else self.partitions(table)
+        missing = [p for p in parts if not self.exists(table, p)]
+        if missing:
+            raise FileNotFoundError(f"table {table!r} is missing partition(s) {missing}")
+        tables = [pq.read_table(self._current(table, p), columns=columns, filesystem=self.fs) for p in parts]
+        if not tables:
+            raise FileNotFoundError(f"table {table!r} has no partitions")
+        return pa.concat_tables(tables)
+
+    def files(self, table: str, partitions: Sequence[str] | None = None) -> list[str]:
+        if partitions is None and not self.partitions(table):
+            return [self._uri(self._current(table))]
+        parts = partitions if partitions is not None else self.partitions(table)
+        return [self._uri(self._current(table, p)) for p in parts]
+
+    def query(self, sql: str, params: Sequence[object] | None = None, **tables: Sequence[str]) -> pa.Table:
+        """As `Warehouse.query`, over the objects of `files(...)`: each view is a pyarrow dataset of
+        those objects scanned by DuckDB (projection and filters pushed into the scan)."""
+        import duckdb
+        import pyarrow.dataset as ds
+
+        con = duckdb.connect(":memory:")
+        try:
+            for view, files in tables.items():
+                if not _TABLE_NAME.match(view):
+                    raise ValueError(f"invalid view name {view!r}")
+                dataset = ds.dataset([self._key(f) for f in files], filesystem=self.fs, format="parquet")
+                con.register(view, dataset)
             return con.sql(sql, params=list(params or [])).to_arrow_table()
         finally:
             con.close()

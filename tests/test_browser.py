@@ -1,5 +1,7 @@
 """The UI end to end: `dagster dev`, "Materialize all" clicked in headless Chromium, every run succeeds,
-and the evaluation asset shows its leaderboard.
+then each page a new user checks (`tests/browser_pages.py`): the leaderboard and ROC thumbnail drawn
+without a click, the gate's verdict, a clean partition's own counts, the plugin registry, launchpad
+field descriptions, and `evaluation` / `champion` unsynced after a model is retrained from its launchpad.
 
 Screenshots of each stage and the `dagster dev` log go to `$CTR_TEST_ARTIFACTS` (default
 `test-artifacts/browser/`, git-ignored). Without Chromium or Playwright the test is skipped, or fails
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import browser_pages as pages
 from tests.browser_support import (
     CHROMIUM_FLAGS,
     FAILED_BACKFILL_STATUSES,
@@ -30,12 +33,15 @@ from tests.browser_support import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# What step 4 looks for: the asset, its metadata label, and texts its leaderboard must show.
-EVALUATION_ASSET_KEY = "evaluation"  # a multi-part key is written "a/b"
-LEADERBOARD_LABEL = "leaderboard"
+# Texts the leaderboard's first tables must show.
 LEADERBOARD_EXPECTED_TEXTS = ("baseline_lr", "lightgbm", "oracle")
+# The model retrained from its launchpad (fast), the field whose description the launchpad must show,
+# and the edit that changes its artifact (so `evaluation` and `champion` become unsynced).
+RETRAINED_MODEL = "baseline_lr"
+DESCRIBED_FIELD = "smoothing"
+RETRAIN_EDIT = ("epochs", "7")
 
-RUNS_TIMEOUT_S = 15 * 60  # backfills advance on daemon ticks
+RUNS_TIMEOUT_S = 30 * 60  # backfills advance on daemon ticks; a safety net, not a speed goal (2 busy cores)
 POLL_S = 2.0
 UI_TIMEOUT_MS = 60_000  # the code location loads in the background after the server answers
 
@@ -170,29 +176,13 @@ def _wait_for_runs(ui: DagsterDev, log: Progress) -> tuple[list[dict], list[dict
         time.sleep(POLL_S)
 
 
-def _check_leaderboard(page, ui: DagsterDev, artifacts: Path, log: Progress) -> None:
-    """The asset's Overview tab lists its latest materialization's metadata in a Key/Value table."""
-    from playwright.sync_api import expect
+def _described_field() -> tuple[str, str]:
+    """(field, the description its author wrote) of the retrained model's Config, as the launchpad shows it."""
+    from ctr_dagster.config_docs import field_descriptions
+    from ctr_dagster.registry import default_registry
 
-    page.goto(f"{ui.url}/assets/{EVALUATION_ASSET_KEY}")
-    key_cell = page.get_by_role("cell", name=LEADERBOARD_LABEL, exact=True)
-    expect(key_cell.first).to_be_visible(timeout=UI_TIMEOUT_MS)
-    _settle(page)
-    _shot(page, artifacts, "05-evaluation-asset", log)
-    row = page.get_by_role("row").filter(has=key_cell).first
-    # Markdown with inline images renders behind a "[Show Markdown]" link that opens a dialog.
-    show = row.get_by_text("[Show Markdown]")
-    if show.count():
-        show.first.click()
-        scope = page.get_by_role("dialog").last
-    else:
-        scope = row
-    for text in LEADERBOARD_EXPECTED_TEXTS:
-        expect(scope.get_by_text(text).first).to_be_visible(timeout=UI_TIMEOUT_MS)
-    scope.screenshot(path=str(artifacts / "06-evaluation-leaderboard.png"))
-    log(
-        f"leaderboard shows {', '.join(LEADERBOARD_EXPECTED_TEXTS)}; screenshot 06-evaluation-leaderboard.png"
-    )
+    plugin = next(p for p in default_registry().good("model") if p.name == RETRAINED_MODEL)
+    return DESCRIBED_FIELD, field_descriptions(plugin.cls.Config)[DESCRIBED_FIELD]
 
 
 def test_materialize_all_in_the_ui(tmp_path):
@@ -228,7 +218,14 @@ def test_materialize_all_in_the_ui(tmp_path):
                 _shot(page, artifacts, "04-runs-finished", log)
                 missing = unmaterialized_assets(ui)
                 assert not missing, f"runs succeeded but these were not materialized: {missing}"
-                _check_leaderboard(page, ui, artifacts, log)
+                # what a new user checks on each page (issue "the UI tells the truth at a glance")
+                pages.check_leaderboard(page, ui, artifacts, log, LEADERBOARD_EXPECTED_TEXTS)
+                pages.check_gate(page, ui, artifacts, log)
+                pages.check_clean_partition(page, ui, artifacts, log)
+                pages.check_registry(page, ui, artifacts, log)
+                pages.check_launchpad_and_staleness(
+                    page, ui, artifacts, log, RETRAINED_MODEL, *_described_field(), edit=RETRAIN_EDIT
+                )
             except BaseException:
                 try:
                     _shot(page, artifacts, "99-failure", log, full_page=True)

@@ -56,8 +56,10 @@ def test_definitions_resolve_with_versions_and_checks(tiny_settings):
 
     rows = default_registry().as_rows()
     assert {r["asset_key"] for r in rows if r["status"] == "ok"} <= keys
-    table = graph.get(dg.AssetKey("plugin_registry")).metadata["plugins"].value
-    assert "None" not in table and "item_attributes" in table
+    table = graph.get(dg.AssetKey("plugin_registry")).metadata["plugins"]  # table metadata: drawn inline
+    cells = [r.data for r in table.records]
+    assert all(c["error"] == "" for c in cells if c["status"] == "ok") and "None" not in str(cells)
+    assert "item_attributes" in {c["asset_key"] for c in cells}
     for key in graph.get_all_asset_keys():
         assert graph.get(key).code_version, f"{key.to_user_string()} has no code_version"
     checks = {(c.asset_key.to_user_string(), c.name) for c in graph.asset_check_keys}

@@ -25,7 +25,12 @@ def good_plugin(tmp_path):
 def test_launchpad_config_mirrors_the_plugin_config(good_plugin):
     config_class = _launchpad_config(good_plugin)
     config = config_class()
-    assert config.model_dump() == {"smoothing": 10.0, "seed": 0, "warm_start": False}
+    assert config.model_dump() == {
+        "smoothing": 10.0,
+        "seed": 0,
+        "warm_start": False,
+        "full_retrain_every_days": 7,
+    }
     assert split_engine_fields(good_plugin, config_class(seed=4, warm_start=True).model_dump()) == (
         4,
         True,
@@ -105,7 +110,11 @@ def test_a_plugin_with_its_own_seed_keeps_it(tmp_path):
     with on_sys_path(root):
         plugin = discover(["model"], path=[root]).get("model", "ctrfix_seeded")
         config_class = _launchpad_config(plugin)
-        assert config_class().model_dump() == {"seed": 5, "warm_start": False}  # the plugin's seed default
+        assert config_class().model_dump() == {  # the plugin's seed default
+            "seed": 5,
+            "warm_start": False,
+            "full_retrain_every_days": 7,
+        }
         home = Home(tmp_path / "home")
         wh = Warehouse(home.warehouse)
         wh.write("training_dataset", make_training_table(300, seed=1))
@@ -113,23 +122,6 @@ def test_a_plugin_with_its_own_seed_keeps_it(tmp_path):
         assert (seed, values) == (11, {"seed": 11})
         result = train_and_store(plugin, values, wh, home, seed=seed, log=lambda s: None)
         assert (result.artifact_dir / "seen.json").read_text() == "[11, 11]"
-
-
-def test_warm_start_uses_the_champion_artifact_only_for_the_champion_plugin(good_plugin, tmp_path):
-    from assets.models import warm_start_dir
-    from ctr_dagster.champion import ChampionStore
-
-    home = Home(tmp_path)
-    store = ChampionStore(home.champion)
-    lines: list[str] = []
-    assert warm_start_dir(good_plugin, home, lines.append) is None  # no champion yet
-    artifact = tmp_path / "artifacts" / "ctrfix_good" / "abc"
-    artifact.mkdir(parents=True)
-    store.promote({"name": "ctrfix_good", "artifact": str(artifact), "auc": 0.7}, who="test")
-    assert warm_start_dir(good_plugin, home, lines.append) == artifact
-    store.promote({"name": "other", "artifact": str(artifact), "auc": 0.8}, who="test")
-    assert warm_start_dir(good_plugin, home, lines.append) is None
-    assert "the champion is other, not ctrfix_good" in lines[-1]
 
 
 def test_predict_never_sees_a_label(good_plugin, tmp_path, monkeypatch):

@@ -46,3 +46,26 @@ def test_png_markdown_round_trips(tmp_path):
     prefix = "![ROC (test)](data:image/png;base64,"
     assert md.startswith(prefix) and md.endswith(")")
     assert base64.b64decode(md[len(prefix) : -1]) == target.read_bytes()
+
+
+def test_roc_thumbnail_is_short_enough_to_show_inline_and_ranks_by_auc():
+    """The UI draws markdown inline only under 1,000 characters: the thumbnail keeps the best curves
+    that fit, first by AUC, and always draws at least one."""
+    from urllib.parse import unquote
+
+    rng = np.random.default_rng(0)
+    curves = {}
+    for name, strength in [("weak", 0.2), ("strong", 2.0), ("middle", 0.8)] + [
+        (f"extra_model_{i}", 0.5) for i in range(8)
+    ]:
+        y = rng.integers(0, 2, 2000)
+        curves[name] = (y, 1 / (1 + np.exp(-(y * strength + rng.normal(size=2000)))))
+    text = reports.roc_thumbnail_markdown(curves)
+    assert text.startswith("![ROC") and len(text) < reports.INLINE_MARKDOWN_LIMIT
+    svg = unquote(text.split("svg+xml,", 1)[1][:-1])
+    legend = [t.split(">")[-1] for t in svg.split("</text>")[:-1]]
+    assert legend[0].startswith("strong ") and legend[1].startswith("middle ")
+    assert 2 <= svg.count("<polyline") < len(curves)  # as many as fit, not all eleven
+    one = reports.roc_thumbnail_markdown({"only": curves["strong"]}, limit=10)
+    assert one.count("<polyline") == 0 and unquote(one).count("<polyline") == 1  # at least one
+    assert "no ROC" in reports.roc_thumbnail_markdown({"flat": (np.zeros(5), np.ones(5))})

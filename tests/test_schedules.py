@@ -55,20 +55,26 @@ def test_nightly_job_covers_the_whole_chain_with_the_gate(tiny_settings):
 
 def test_warm_start_config_turns_the_engine_field_on_for_every_model():
     assert warm_start_config(False) == {}
-    ops = warm_start_config(True)["ops"]
+    ops = warm_start_config(True, 3)["ops"]
     names = {"__".join(p.asset_key) for p in default_registry().good("model")}
     assert set(ops) == names
-    assert all(v == {"config": {"warm_start": True}} for v in ops.values())
+    assert all(v == {"config": {"warm_start": True, "full_retrain_every_days": 3}} for v in ops.values())
 
 
-def test_warm_start_setting_reaches_the_nightly_job(tiny_settings):
+def test_the_nightly_job_warm_starts_by_default_with_the_cadence_of_the_settings(tiny_settings):
+    """Issue 22: incremental by design. The nightly job warm-starts every model (CTR_WARM_START=0
+    turns it off) with `full_retrain_every_days` from the settings (CTR_FULL_RETRAIN_EVERY_DAYS)."""
     day = daily_partitions(tiny_settings).get_partition_keys()[1]
-    cold = build_definitions(tiny_settings).resolve_job_def("nightly_retrain")
-    warm = build_definitions(tiny_settings.replace(warm_start=True)).resolve_job_def("nightly_retrain")
+    assert tiny_settings.warm_start and tiny_settings.full_retrain_every_days == 7
+    warm = build_definitions(tiny_settings.replace(full_retrain_every_days=2)).resolve_job_def(
+        "nightly_retrain"
+    )
+    cold = build_definitions(tiny_settings.replace(warm_start=False)).resolve_job_def("nightly_retrain")
     assert cold.get_run_config_for_partition_key(day) == {}
     ops = warm.get_run_config_for_partition_key(day)["ops"]
-    assert {k: v["config"]["warm_start"] for k, v in ops.items()} == {
-        "__".join(p.asset_key): True for p in default_registry().good("model")
+    assert {k: v["config"] for k, v in ops.items()} == {
+        "__".join(p.asset_key): {"warm_start": True, "full_retrain_every_days": 2}
+        for p in default_registry().good("model")
     }
 
 

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             init_from=Path(args.init_from) if args.init_from else None,
             log=log,
             run_id=args.run_id,
+            # the other ranks fit in any case (they wait for rank 0 in every collective)
+            skip_unchanged=False,
         )
         return {**result.metadata(), **training_metadata(result.artifact_dir)}
 

@@ -34,6 +34,8 @@ Inputs the engine may hand `fit` through ``ctx.inputs``:
 * ``item_tags``: `ctr_dagster.item_tags.ItemTags` (int32[rows, T] tag ids per item_idx, 0 = pad) -- used
   when the config has ``use_item_tags=True`` or the plugin `requires` it; `frozen_item_tags` hands it
   to the module and `FeatureSpec.item_tags` records its shape.
+* ``warm_start``: ``{"previous_train_end": ISO timestamp}`` -- with ``ctx.init_from``, the last train
+  row the previous artifact saw: the warm-started fit fine-tunes on the later rows (`fine_tune_rows`).
 * ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
   "temperature"}`` -- read as a `DistillationWeights` (missing weights take its defaults: 1, 1, T = 2);
   the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
@@ -283,9 +285,14 @@ class TorchModel:
         if tag_shape is not None:
             spec = dataclasses.replace(spec, item_tags=tag_shape)
         self.spec, self.encoder = spec, BatchEncoder.fit(train, spec)
+        distill = (ctx.inputs or {}).get("distillation")
+        torch.manual_seed(int(ctx.seed))
+        module = self.build_module(spec)
+        init_from = self._warm_start(module, ctx)
+        if init_from is not None and distill is None:
+            train = self.fine_tune_rows(train, ctx)
         train_t = self._tensors(train, with_labels=True)
         valid_t = self._tensors(valid, with_labels=True) if valid.num_rows else {}
-        distill = (ctx.inputs or {}).get("distillation")
         distillation = None
         if distill is not None:
             train_t["teacher_logit"] = torch.from_numpy(
@@ -293,9 +300,6 @@ class TorchModel:
             )
             distillation = DistillationWeights.from_mapping(distill)
             ctx.log(f"{self.name}: distilling from teacher scores with {distillation}")
-        torch.manual_seed(int(ctx.seed))
-        module = self.build_module(spec)
-        init_from = self._warm_start(module, ctx)
         trainer = Trainer(self.config, loss_fn=self.loss, callbacks=getattr(self, "callbacks", ()))
         summary = trainer.fit(
             module,
@@ -313,6 +317,34 @@ class TorchModel:
         self.module = module.eval()
         self.summary = summary.as_dict()
         return self
+
+    def fine_tune_rows(self, train: pa.Table, ctx: FitContext) -> pa.Table:
+        """The train rows a warm-started fit trains on: those after the last train row the previous
+        artifact saw (``ctx.inputs["warm_start"]["previous_train_end"]``, set by the engine's nightly
+        warm start), when they fill at least one batch; else the whole train split."""
+        import datetime as dt
+
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        previous = ((ctx.inputs or {}).get("warm_start") or {}).get("previous_train_end")
+        if not previous or train.num_rows == 0:
+            return train
+        after = dt.datetime.fromisoformat(previous)
+        ts_type = train.schema.field("ts").type
+        if getattr(ts_type, "tz", None) and after.tzinfo is None:
+            after = after.replace(tzinfo=dt.UTC)
+        new = train.filter(pc.greater(train.column("ts"), pa.scalar(after, type=ts_type)))
+        if new.num_rows < self.config.batch_size:
+            ctx.log(
+                f"{self.name}: {new.num_rows} train rows after {previous} (< one batch of "
+                f"{self.config.batch_size}): fine-tuning on all {train.num_rows}"
+            )
+            return train
+        ctx.log(
+            f"{self.name}: fine-tuning on the {new.num_rows} train rows after {previous} (of {train.num_rows})"
+        )
+        return new
 
     def _warm_start(self, module: torch.nn.Module, ctx: FitContext) -> str | None:
         """Copy matching tensors from `ctx.init_from` (this plugin's saved artifact).

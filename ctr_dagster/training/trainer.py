@@ -46,6 +46,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -189,6 +190,21 @@ def run_key(config: TrainerConfig, extra: dict[str, Any]) -> str:
     return hashlib.blake2b(document.encode(), digest_size=16).hexdigest()
 
 
+def training_threads(explicit: int) -> int | None:
+    """torch's intra-op threads for one training process: the config's `num_threads` when > 0, else
+    the step's share (`ctr_dagster.threads`, set by the asset glue) split over the DDP processes of
+    this machine, else None (torch's own default: nothing is known about other steps)."""
+    from ctr_dagster.threads import step_thread_budget
+
+    if explicit > 0:
+        return explicit
+    budget = step_thread_budget()
+    if budget is None:
+        return None
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or ddp.env_world_size()
+    return max(1, budget // max(1, local))
+
+
 def _logits_and_aux(output: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A module returns logits (B,), or a dict with "logit" and optionally "aux_loss"."""
     if isinstance(output, dict):
@@ -253,8 +269,9 @@ class Trainer:
         random.seed(seed)  # for plugin code that draws from the global generators
         np.random.seed(seed % 2**32)
         threads = torch.get_num_threads()
-        if self.config.num_threads > 0:
-            torch.set_num_threads(self.config.num_threads)
+        wanted = training_threads(self.config.num_threads)
+        if wanted:
+            torch.set_num_threads(wanted)
         env, device = ddp.setup(torch.device(getattr(ctx, "device", None) or "cpu"))
         self._sparse_tables = []
         try:

@@ -65,7 +65,9 @@ class LightgbmConfig:
     use_user_idx: bool = False  # user ids as a LightGBM categorical: overfits on `small` (see README)
     use_treatment: bool = True  # the coupon arm of the request (it moves the click probability)
     recent_window: int = 5  # clicks counted by hist_cat_recent_count
-    num_threads: int = 2  # fixed (not "all cores"): part of what makes a fit reproducible
+    # 0: the engine's share for this step (ctr_dagster.threads: cores // trainings running at once, so
+    # two side by side do not oversubscribe the cores); > 0 fixes it. The count used is in model.json.
+    num_threads: int = 0
     # Multimodal item vectors (the item_embeddings asset): PCA components of the target's fused vector
     # and its cosine similarity to the behaviour sequence (ctr_lightgbm.embeddings). Needs the input.
     use_item_embeddings: bool = False
@@ -124,14 +126,20 @@ class LightgbmModel:
             "cat_smooth": cfg.cat_smooth,
             "cat_l2": cfg.cat_l2,
             "min_data_per_group": cfg.min_data_per_group,
-            "num_threads": cfg.num_threads,
+            "num_threads": self._threads(),
             # Reproducibility: one seed drives bagging/feature sampling; deterministic + a fixed
-            # histogram layout and thread count make two fits bitwise identical.
+            # histogram layout and the same thread count make two fits bitwise identical.
             "seed": seed,
             "deterministic": True,
             "force_row_wise": True,
             "verbosity": -1,
         }
+
+    def _threads(self) -> int:
+        """The config's `num_threads` when > 0, else the engine's share for this step."""
+        from ctr_dagster.threads import resolve
+
+        return resolve(self.config.num_threads)
 
     def _warm_start(self, ctx: FitContext, names: list[str]) -> lgb.Booster | None:
         """The booster to continue from (ctx.init_from written by this plugin's `save`), or None."""
@@ -234,6 +242,7 @@ class LightgbmModel:
             "init_trees": int(init_trees),
             "valid_auc": None if valid_auc is None else float(valid_auc),
             "train_rows": int(train.num_rows),
+            "num_threads": int(params["num_threads"]),
             "lightgbm_version": lgb.__version__,
         }
         if self.vectors is not None:
@@ -272,7 +281,7 @@ class LightgbmModel:
                 self._tables = stats.compile_tables(state)
             extra = stats.transform(batch, state, self._tables)
         x = features.build(batch, self._spec(), extra, self.vectors)
-        scores = self.booster.predict(x, num_threads=self.config.num_threads)
+        scores = self.booster.predict(x, num_threads=self._threads())
         return np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
 
     def save(self, directory: Path) -> None:

@@ -1,0 +1,280 @@
+"""Nightly retrain against a full build, both through the executor the UI uses (issue 22).
+
+    .venv/bin/python benchmarks/bench_nightly.py --profile tiny     # minutes
+    .venv/bin/python benchmarks/bench_nightly.py                    # small (the issue's goal)
+
+Every run goes through the `dagster` CLI (`dagster asset materialize`, `dagster job execute`), which
+executes it like a run launched from the UI: Dagster's default multiprocess executor (one process per
+step, ``max_concurrent`` = cores), in a Dagster instance of its own (a temporary DAGSTER_HOME).
+
+1. setup: a project home built up to the profile's second-to-last day (catalogue, each day, then the
+   dataset, embeddings, attributes, every model, evaluation and champion), as yesterday's state;
+2. nightly: job `nightly_retrain` for the last (new) day on that state, as the schedule launches it
+   (warm start on by default: each model continues from its own previous artifact);
+3. full: a fresh home built the same way as 1. for every day: the full build the nightly replaces;
+4. (``--cold``) the nightly again on a copy of the setup state with ``CTR_WARM_START=0``.
+
+Both 2. and 3. end with models trained on the same dataset (the same days), so each warm-started
+model's validation AUC is compared with its full retrain's: DeLong 95 % intervals, the paired
+difference, and whether the warm AUC lies inside the full retrain's interval.
+
+Writes benchmarks/results/nightly.json (``nightly_<profile>.json`` for other profiles than small
+unless ``--name``): wall and CPU seconds (CPU of every process the CLI started, from
+``getrusage(RUSAGE_CHILDREN)``), ``nightly_over_full_wall``, per-step seconds (STEP_START to
+STEP_SUCCESS/FAILURE in the event log, summed over runs), each model's training kind (warm start,
+full retrain, skipped) and threads, and the AUC comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+DAGSTER = str(Path(sys.executable).with_name("dagster"))
+CODE = ["-f", "assets/definitions.py", "-d", str(ROOT)]
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Home:
+    """One project home (CTR_HOME) and the Dagster instances its phases record their runs in."""
+
+    def __init__(self, root: Path, settings, warm_start: bool = True):
+        self.root, self.settings = root, settings
+        self.warm_start = warm_start
+        self.commands: list[str] = []
+
+    def env(self, dagster_home: Path) -> dict[str, str]:
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        env = {**os.environ, **self.settings.as_env(), "DAGSTER_HOME": str(dagster_home)}
+        env["CTR_WARM_START"] = "1" if self.warm_start else "0"
+        env.pop("CTR_STEP_THREADS", None)
+        return env
+
+    def cli(self, args: list[str], dagster_home: Path) -> tuple[float, float, bool]:
+        """(wall s, CPU s, success) of one `dagster` command."""
+        command = [DAGSTER, *args, *CODE]
+        self.commands.append(" ".join(args))
+        cpu, started = _cpu(), time.perf_counter()
+        proc = subprocess.run(command, cwd=ROOT, env=self.env(dagster_home), capture_output=True, text=True)
+        wall, cpu = time.perf_counter() - started, _cpu() - cpu
+        ok = proc.returncode == 0
+        print(
+            f"  {wall:7.1f} s wall {cpu:7.1f} s CPU  {'ok' if ok else 'FAILED'}  dagster {' '.join(args)}",
+            flush=True,
+        )
+        if not ok:
+            print(proc.stderr[-3000:], flush=True)
+        return wall, cpu, ok
+
+    def build(self, days: list[str], groups: dict[str, list[str]], dagster_home: Path) -> dict[str, object]:
+        """Catalogue, each day, then the unpartitioned chain and the evaluation (as `ctr demo` orders
+        them, each a run of the multiprocess executor)."""
+        phases = [(groups["catalogue"], None)] + [(groups["day"], d) for d in days]
+        phases += [(groups["train"], None), (groups["evaluation"], None)]
+        wall = cpu = 0.0
+        failed = []
+        for keys, day in phases:
+            args = ["asset", "materialize", "--select", ",".join(keys)]
+            if day:
+                args += ["--partition", day]
+            w, c, ok = self.cli(args, dagster_home)
+            wall, cpu = wall + w, cpu + c
+            if not ok:
+                failed.append(" ".join(args))
+        return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "runs": len(phases), "failed": failed}
+
+    def nightly(self, day: str, dagster_home: Path) -> dict[str, object]:
+        tags = json.dumps({"dagster/partition": day})
+        w, c, ok = self.cli(["job", "execute", "-j", "nightly_retrain", "--tags", tags], dagster_home)
+        return {
+            "wall_s": round(w, 2),
+            "cpu_s": round(c, 2),
+            "runs": 1,
+            "failed": [] if ok else ["nightly_retrain"],
+        }
+
+
+def step_seconds(dagster_home: Path) -> dict[str, float]:
+    """Seconds per step (STEP_START -> STEP_SUCCESS/FAILURE), summed over the instance's runs."""
+    import dagster as dg
+
+    out: dict[str, float] = {}
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        for run in instance.get_runs():
+            started: dict[str, float] = {}
+            for entry in instance.all_logs(run.run_id):
+                event = entry.dagster_event
+                if event is None or event.step_key is None:
+                    continue
+                kind = event.event_type_value
+                if kind == "STEP_START":
+                    started[event.step_key] = entry.timestamp
+                elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and event.step_key in started:
+                    seconds = entry.timestamp - started.pop(event.step_key)
+                    out[event.step_key] = out.get(event.step_key, 0.0) + seconds
+    return {k: round(v, 2) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def trainings(home) -> dict[str, dict[str, object]]:
+    """Each model's last training: warm start / full retrain / skipped, threads, fit seconds."""
+    out = {}
+    for path in sorted(home.models.glob("*/status.json")):
+        status = json.loads(path.read_text())
+        record = {}
+        if status.get("record") and Path(status["record"]).is_file():
+            record = json.loads(Path(status["record"]).read_text())
+        out[path.parent.name] = {
+            "status": status.get("status"),
+            "training": status.get("training"),
+            "full_retrain_day": status.get("full_retrain_day"),
+            "threads": record.get("threads"),
+            "fit_seconds": record.get("fit_seconds"),
+            "error": status.get("error"),
+        }
+    return out
+
+
+def _scores(wh, table: str, split: str):
+    import pyarrow.compute as pc
+
+    p = wh.read(table)
+    return p.filter(pc.equal(p.column("split"), split)).select(["impression_id", "score"])
+
+
+def auc_comparison(warm_home, full_home) -> dict[str, dict[str, object]]:
+    """Per model: validation AUC of the nightly (warm) and the full-retrain model on the same rows,
+    DeLong intervals, the paired difference, and whether warm lies inside the full interval."""
+    import pyarrow.compute as pc
+
+    from ctr_dagster.significance import auc_interval, paired_comparison
+    from ctr_dagster.warehouse import Warehouse
+
+    warm_wh, full_wh = Warehouse(warm_home.warehouse), Warehouse(full_home.warehouse)
+    dataset = full_wh.read("training_dataset", columns=["impression_id", "split", "label"])
+    out = {}
+    for table in sorted(p.name for p in full_wh.root.glob("predictions_*")):
+        if not warm_wh.exists(table):
+            continue
+        name = table.removeprefix("predictions_")
+        for split in ("valid", "test"):
+            rows = dataset.filter(pc.equal(dataset.column("split"), split)).select(["impression_id", "label"])
+
+            joined = rows.join(_scores(full_wh, table, split), "impression_id").join(
+                _scores(warm_wh, table, split).rename_columns(["impression_id", "warm"]), "impression_id"
+            )
+            labels = joined.column("label").to_numpy()
+            full_i = auc_interval(labels, joined.column("score").to_numpy())
+            warm_i = auc_interval(labels, joined.column("warm").to_numpy())
+            paired = paired_comparison(
+                labels, joined.column("warm").to_numpy(), joined.column("score").to_numpy()
+            )
+            if full_i is None or warm_i is None:
+                continue
+            entry = out.setdefault(name, {})
+            entry[split] = {
+                "rows": joined.num_rows,
+                "nightly_auc": round(warm_i.auc, 4),
+                "nightly_ci": [round(warm_i.low, 4), round(warm_i.high, 4)],
+                "full_auc": round(full_i.auc, 4),
+                "full_ci": [round(full_i.low, 4), round(full_i.high, 4)],
+                "delta": round(paired.delta, 4) if paired else None,
+                "delta_ci": [round(paired.low, 4), round(paired.high, 4)] if paired else None,
+                "nightly_within_full_ci": full_i.low <= warm_i.auc <= full_i.high,
+            }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="small")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--cold", action="store_true", help="also time the nightly without warm start")
+    parser.add_argument("--keep", type=Path, default=None, help="work here and keep it (default: a temp dir)")
+    parser.add_argument("--name", default=None, help="result name (default: nightly, or nightly_<profile>)")
+    args = parser.parse_args()
+
+    from ctr_dagster.code_location import load_code_location
+    from ctr_dagster.settings import Settings
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_nightly-"))
+    root.mkdir(parents=True, exist_ok=True)
+    settings = {
+        name: Settings(profile=args.profile, seed=args.seed, home=root / name)
+        if args.seed is not None
+        else Settings(profile=args.profile, home=root / name)
+        for name in ("nightly", "full", "cold")
+    }
+    definitions = load_code_location(ROOT, "definitions")
+    raw = load_code_location(ROOT, "raw")
+    schedules = load_code_location(ROOT, "schedules")
+    resources = load_code_location(ROOT, "resources")
+    defs = definitions.build_definitions(settings["full"])
+    nightly_keys = defs.resolve_job_def("nightly_retrain").asset_layer.selected_asset_keys
+    catalogue = [*raw.CATALOGUE_TABLES, "plugin_registry"]
+    fixed = set(catalogue) | set(schedules.DAY_ASSETS) | set(schedules.EVALUATION_ASSETS)
+    groups = {
+        "catalogue": catalogue,
+        "day": list(schedules.DAY_ASSETS),
+        "train": sorted(k.to_user_string() for k in nightly_keys if k.to_user_string() not in fixed),
+        "evaluation": list(schedules.EVALUATION_ASSETS),
+    }
+    days = resources.daily_partitions(settings["full"]).get_partition_keys()
+    print(f"profile {args.profile}: {len(days)} days, new day {days[-1]}; work in {root}", flush=True)
+
+    nightly = Home(root / "nightly", settings["nightly"])
+    print("setup: up to the second-to-last day", flush=True)
+    setup = nightly.build(days[:-1], groups, root / "dagster_setup")
+    if args.cold:
+        shutil.copytree(root / "nightly", root / "cold")
+    print("nightly: job nightly_retrain for the new day", flush=True)
+    night = nightly.nightly(days[-1], root / "dagster_nightly")
+    night["steps_s"] = step_seconds(root / "dagster_nightly")
+    night["trainings"] = trainings(settings["nightly"].ctr_home)
+    full = Home(root / "full", settings["full"])
+    print("full: every day from scratch", flush=True)
+    built = full.build(days, groups, root / "dagster_full")
+    built["steps_s"] = step_seconds(root / "dagster_full")
+    figures: dict[str, object] = {
+        "profile": args.profile,
+        "days": len(days),
+        "new_day": days[-1],
+        "executor": "multiprocess (dagster CLI, default max_concurrent = cores)",
+        "cores": os.cpu_count(),
+        "nightly_over_full_wall": round(night["wall_s"] / built["wall_s"], 3),
+        "nightly_over_full_cpu": round(night["cpu_s"] / built["cpu_s"], 3),
+        "setup": setup,
+        "nightly": night,
+        "full": built,
+    }
+    if args.cold:
+        cold = Home(root / "cold", settings["cold"], warm_start=False)
+        print("cold nightly: CTR_WARM_START=0 on a copy of the setup state", flush=True)
+        figures["nightly_cold"] = cold.nightly(days[-1], root / "dagster_cold")
+        figures["nightly_cold"]["steps_s"] = step_seconds(root / "dagster_cold")
+        figures["nightly_cold_over_full_wall"] = round(figures["nightly_cold"]["wall_s"] / built["wall_s"], 3)
+    figures["auc_nightly_vs_full"] = auc_comparison(settings["nightly"].ctr_home, settings["full"].ctr_home)
+    figures["commands"] = sorted(set(nightly.commands + full.commands))
+    name = args.name or ("nightly" if args.profile == "small" else f"nightly_{args.profile}")
+    write_result(name, figures)
+    if args.keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
