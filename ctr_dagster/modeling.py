@@ -459,7 +459,9 @@ def train_and_store(
     once per temperature and stores the one with the best validation AUC.)
 
     Warm start: `init_from` continues from that artifact; else `full_retrain_every_days` (not None)
-    lets `plan_warm_start` continue from the model's own previous artifact within the cadence.
+    lets `plan_warm_start` continue from the model's own previous artifact within the cadence, for
+    plugins that declare ``supports_warm_start = True`` (they read `FitContext.init_from`: LightGBM,
+    every `TorchModel`); the others train from scratch and say so.
     With `skip_unchanged` (and no `extra_inputs`), a training whose `training_key` equals the last
     good one's is not repeated: its artifact and numbers are returned, marked `skipped`.
 
@@ -479,6 +481,8 @@ def train_and_store(
         data_day = dataset_end_day(splits)
         if init_from is not None:
             start = WarmStart(init_from, None, data_day, f"warm start from {init_from} (given)")
+        elif full_retrain_every_days is not None and not getattr(plugin.cls, "supports_warm_start", False):
+            start = WarmStart(None, data_day, data_day, "full retrain: the plugin does not warm-start")
         elif full_retrain_every_days is not None:
             start = plan_warm_start(home, name, plugin.name, data_day, full_retrain_every_days)
         else:

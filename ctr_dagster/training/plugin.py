@@ -131,6 +131,8 @@ class TorchModel:
     teacher: ClassVar[str | None] = None
     #: The engine may run this plugin under torchrun (DDP) when several GPUs (or CTR_DDP_PROCS) are set.
     distributed: ClassVar[bool] = True
+    #: `fit` continues from `ctx.init_from` (the engine's nightly warm start, `modeling.plan_warm_start`).
+    supports_warm_start: ClassVar[bool] = True
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

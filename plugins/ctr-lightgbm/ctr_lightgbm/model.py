@@ -83,6 +83,8 @@ class LightgbmModel:
     task = "ctr"
     Config = LightgbmConfig
     requires: frozenset[str] = frozenset()
+    #: `fit` keeps boosting from `ctx.init_from` (the engine's nightly warm start).
+    supports_warm_start = True
 
     def __init__(self, config: LightgbmConfig | None = None):
         self.config = config or LightgbmConfig()
