@@ -83,24 +83,22 @@ def redis_ready(url: str) -> str | None:
 
 def create_database(env: Mapping[str, str], name: str) -> None:
     """Create database `name` (a fresh one; the name is checked, never interpolated unchecked)."""
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"invalid database name {name!r}")
-    conn = pg_connect(env)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        conn.close()
+    _on_server(env, name, 'CREATE DATABASE "{name}"')
 
 
 def drop_database(env: Mapping[str, str], name: str) -> None:
     """Drop database `name`, closing whatever sessions are still attached to it."""
+    _on_server(env, name, 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _on_server(env: Mapping[str, str], name: str, statement: str) -> None:
+    """Run one server-level statement about database `name` (checked: letters, digits, underscores)."""
     if not name.replace("_", "").isalnum():
         raise ValueError(f"invalid database name {name!r}")
     conn = pg_connect(env)
     try:
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(statement.format(name=name))
     finally:
         conn.close()
 
