@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Opt-in plugins are in the repository but not installed by default (`pip install -e plugins/<dist>`):
-# ctr-suan trains at ~80 samples/s on `tiny` (a slow path not yet found), which would multiply the
-# demo's and the suite's time; its tests run only where it is installed.
+# ctr-suan: its many small attention ops collapse under OpenMP thread contention (on `tiny`, 2 threads
+# on a loaded 2-core machine: 84 samples/s; num_threads=1: 1,732) and a `small` epoch takes ~70 s,
+# which would multiply the demo's and the suite's time; its tests run only where it is installed.
 OPT_IN_PLUGINS := plugins/ctr-suan/pyproject.toml
 PLUGINS := $(filter-out $(OPT_IN_PLUGINS),$(wildcard plugins/*/pyproject.toml))
 # PROFILE=tiny|small|large picks the synthetic profile (default: ctr_dagster.settings, i.e. small)
