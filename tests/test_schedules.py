@@ -50,6 +50,7 @@ def test_nightly_job_covers_the_whole_chain_with_the_gate(tiny_settings):
     assert {k.to_user_string() for k in evaluate.asset_layer.selected_asset_keys} == {
         "evaluation",
         "champion",
+        "uplift_evaluation",  # the uplift models' own leaderboard runs beside the CTR one
     }
 
 
