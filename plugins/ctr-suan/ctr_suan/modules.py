@@ -86,7 +86,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from ctr_dagster.training.spec import FeatureSpec
-from ctr_din.modules import SMALL_TABLE_ROWS, Dice, SmallTable, attach_item_vectors
+from ctr_din.modules import Dice, attach_item_vectors, id_embedding
 from torch import nn
 
 #: The code's bucketization: floor(ln(max(|dt|, 1)) / 0.301) (HSTU's).
@@ -402,10 +402,9 @@ class SuanNet(nn.Module):
         self.profile_dense_index = [spec.dense.index(name) for name in self.profile_dense]
         self.embeddings = nn.ModuleDict()
         for name in ("item_idx", "category_idx", *self.profile_fields):
-            table = _table(spec.categorical[name], d, padding_idx=0 if name.endswith("_idx") else None)
-            nn.init.normal_(table.weight, std=std)
-            _zero_padding(table)
-            self.embeddings[name] = table
+            self.embeddings[name] = id_embedding(
+                spec.categorical[name], d, 0 if name.endswith("_idx") else None, std
+            )
         token = 2 * d + attach_item_vectors(self, spec, item_vectors, d)
         self.item_dim = token
         self.dim = token  # D: the behaviour token's width (the code: fields x d)
@@ -664,14 +663,3 @@ def _linear(n_in: int, n_out: int) -> nn.Linear:
     nn.init.xavier_normal_(layer.weight)
     nn.init.zeros_(layer.bias)
     return layer
-
-
-def _table(rows: int, width: int, padding_idx: int | None) -> nn.Embedding:
-    kind = SmallTable if rows <= SMALL_TABLE_ROWS else nn.Embedding
-    return kind(rows, width, padding_idx=padding_idx)
-
-
-def _zero_padding(table: nn.Embedding) -> None:
-    if table.padding_idx is not None:
-        with torch.no_grad():
-            table.weight[table.padding_idx].zero_()

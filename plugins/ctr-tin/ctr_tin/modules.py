@@ -57,7 +57,7 @@ from typing import Any
 
 import torch
 from ctr_dagster.training.spec import FeatureSpec
-from ctr_din.modules import MLP, SMALL_TABLE_ROWS, SmallTable, attach_item_vectors
+from ctr_din.modules import MLP, attach_item_vectors, id_embedding, id_table
 from torch import nn
 
 
@@ -90,10 +90,10 @@ class TemporalEncoding(nn.Module):
         self.rank_table: nn.Embedding | None = None
         self.time_table: nn.Embedding | None = None
         if self.mode in ("rank", "rank_time"):
-            self.rank_table = _table(self.max_seq_len + 1, width, None)  # 0 = target, 1..L = rank
+            self.rank_table = id_table(self.max_seq_len + 1, width, None)  # 0 = target, 1..L = rank
             nn.init.normal_(self.rank_table.weight, std=std)
         if self.mode in ("time_bucket", "rank_time"):
-            self.time_table = _table(count + 2, width, None)  # 0 = target, 1..count, count+1 = unknown
+            self.time_table = id_table(count + 2, width, None)  # 0 = target, 1..count, count+1 = unknown
             nn.init.normal_(self.time_table.weight, std=std)
 
     @property
@@ -156,10 +156,7 @@ class TinNet(nn.Module):
         for name, rows in spec.categorical.items():
             if name not in ("item_idx", "category_idx") and name not in self.context_fields:
                 continue
-            table = _table(rows, d, padding_idx=0 if name.endswith("_idx") else None)
-            nn.init.normal_(table.weight, std=std)
-            _zero_padding(table)
-            self.embeddings[name] = table
+            self.embeddings[name] = id_embedding(rows, d, 0 if name.endswith("_idx") else None, std)
         token = 2 * d + attach_item_vectors(self, spec, item_vectors, d)
         self.token_dim = token
         self.scale = 1.0 / math.sqrt(token)
@@ -186,7 +183,7 @@ class TinNet(nn.Module):
         self.head = MLP(head_in, list(config.tower_units), config.tower_activation, config.dropout, out=1)
         self.item_bias: nn.Embedding | None = None
         if config.use_item_bias:
-            self.item_bias = _table(spec.categorical["item_idx"], 1, padding_idx=0)
+            self.item_bias = id_table(spec.categorical["item_idx"], 1, padding_idx=0)
             nn.init.zeros_(self.item_bias.weight)
 
     # -- declared tables for the trainer's mini-batch-aware L2 ------------------------------------
@@ -260,14 +257,3 @@ class TinNet(nn.Module):
         if self.item_bias is not None:
             logit = logit + self.item_bias(batch["item_idx"]).squeeze(1)
         return logit
-
-
-def _table(rows: int, width: int, padding_idx: int | None) -> nn.Embedding:
-    kind = SmallTable if rows <= SMALL_TABLE_ROWS else nn.Embedding
-    return kind(rows, width, padding_idx=padding_idx)
-
-
-def _zero_padding(table: nn.Embedding) -> None:
-    if table.padding_idx is not None:
-        with torch.no_grad():
-            table.weight[table.padding_idx].zero_()
