@@ -28,7 +28,7 @@ from ctr_dagster import atomic, mechanisms, metrics, significance
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.model_cost import cost_row
 from ctr_dagster.modeling import features_only, read_status
-from ctr_dagster.registry import PluginInfo, Registry
+from ctr_dagster.registry import PluginInfo, Registry, default_registry
 from ctr_dagster.reproducibility import file_sha256
 from ctr_dagster.settings import Home
 from ctr_dagster.warehouse import Warehouse
@@ -593,13 +593,17 @@ def changed_since(doc: dict[str, Any], home: Home) -> list[dict[str, Any]]:
 
     Their row in the evaluation describes an older artifact (or none): the evaluation is stale for
     them until it runs again. A retrain that reproduced the same artifact (same content hash) is no
-    change. Read from each model's status file, so it also sees models trained outside Dagster."""
+    change. Read from each model's status file, so it also sees models trained outside Dagster; only
+    the entries this leaderboard ranks (`leaderboard_entries`: not the uplift models, judged apart)."""
     evaluated = dt.datetime.fromisoformat(doc["evaluated_at"]).timestamp()
     judged = {r["name"]: r.get("artifact") for r in [*doc.get("unranked", []), *doc.get("models", [])]}
+    ranked = {name for name, _, _ in leaderboard_entries(default_registry())}
     changed = []
     for path in sorted(home.models.glob("*/status.json")):
         status = json.loads(path.read_text())
         name = status.get("model") or path.parent.name
+        if name not in ranked:
+            continue
         at = float(status.get("at") or 0.0)
         if status.get("status") == "ok":
             if status.get("artifact") == judged.get(name):

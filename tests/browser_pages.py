@@ -219,17 +219,24 @@ def check_launchpad_and_staleness(
     expect(page.get_by_text("Unsynced").first).to_be_visible(timeout=UI_TIMEOUT_MS)
     for key in ("evaluation", "champion"):  # the page agrees with the API, which names the model
         status, causes = _stale(ui, key)
-        assert status == "STALE" and any(f"models/{model}" == c for c in causes), (key, status, causes)
+        assert status == "STALE" and any(c.startswith(f"models/{model} (") for c in causes), (
+            key,
+            status,
+            causes,
+        )
     _shot(page, artifacts, "13-champion-unsynced", log)
     log(f"evaluation and champion unsynced after the {model} retrain; the popover names models/{model}")
 
 
 def _stale(ui: DagsterDev, key: str) -> tuple[str, list[str]]:
-    """(Dagster's stale status of asset `key`, the upstream assets it names as causes)."""
+    """(Dagster's stale status of asset `key`, its causes: the upstream asset each names, else the
+    asset itself, with the reason, so a failing assertion says why)."""
     node = ui.graphql(STALE_QUERY, {"path": key.split("/")})["assetNodeOrError"]
-    return node["staleStatus"], [
-        "/".join(c["dependency"]["path"]) for c in node["staleCauses"] if c.get("dependency")
+    causes = [
+        "/".join((c.get("dependency") or c["key"])["path"]) + f" ({c['category']}: {c['reason']})"
+        for c in node["staleCauses"]
     ]
+    return node["staleStatus"], causes
 
 
 def _wait_for_new_run(ui: DagsterDev, before: set[str], log: Log) -> dict:

@@ -49,11 +49,11 @@ class MetaLearnerConfig:
 
     num_boost_round: int = 100  # upper bound; early stopping on the valid log loss picks the best
     early_stopping_rounds: int = 10  # 0 disables early stopping
-    learning_rate: float = 0.1
-    num_leaves: int = 15
-    min_data_in_leaf: int = 40
-    feature_fraction: float = 0.9
-    lambda_l2: float = 1.0
+    learning_rate: float = 0.1  # LightGBM's shrinkage per boosting round
+    num_leaves: int = 15  # leaves per tree (model capacity)
+    min_data_in_leaf: int = 40  # rows a leaf needs at least (guards against noisy arm-specific splits)
+    feature_fraction: float = 0.9  # share of the features each tree samples
+    lambda_l2: float = 1.0  # L2 penalty on the leaf values
     max_categories: int = 255  # vocabulary of a text column (most frequent values)
     model_conversion: bool = True  # fit the conversion stage when the table has a `conversion` column
     # Fixed (not "all cores"), as the lightgbm plugin: part of what makes a fit reproducible. One
