@@ -381,9 +381,11 @@ def training_key(
     warehouse: Warehouse,
     data_sha256: str,
     seed: int,
+    mode: str = "full",
 ) -> str | None:
     """What a training computes from: the dataset, the prepared input tables, the vocabularies' sizes,
-    the plugin's code, its full config (defaults filled in), the seed and the library versions.
+    the plugin's code, its full config (defaults filled in), the seed, the library versions and the
+    `mode` (a warm-starting run, or a full retrain).
     Equal keys: the same training (`unchanged_training`). None when an input cannot be fingerprinted."""
     tables = sorted({table for table, _ in INPUT_PROVIDERS.values() if warehouse.exists(table)})
     inputs = {}
@@ -399,6 +401,7 @@ def training_key(
         "config": config_to_dict(config_from_dict(plugin.cls, config_values)),
         "seed": seed,
         "libraries": reproducibility.library_versions((plugin.dist,) if plugin.dist else ()),
+        "mode": mode,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -474,7 +477,13 @@ def train_and_store(
         key = None
         if skip_unchanged and extra_inputs is None:
             data_sha = reproducibility.file_sha256(splits.data_path)
-            key = training_key(plugin, config_values, warehouse, data_sha, seed)
+            # a full retrain asked for after warm-started ones is not "unchanged"
+            warm = init_from is not None or (
+                full_retrain_every_days is not None and getattr(plugin.cls, "supports_warm_start", False)
+            )
+            key = training_key(
+                plugin, config_values, warehouse, data_sha, seed, mode="warm" if warm else "full"
+            )
             kept = unchanged_training(home, warehouse, name, key, log)
             if kept is not None:
                 return kept

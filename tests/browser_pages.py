@@ -186,21 +186,29 @@ def check_launchpad_and_staleness(
     expect(materialize).to_be_enabled(timeout=UI_TIMEOUT_MS)
     page.locator("button:right-of(:text('Materialize'))").first.click()  # the button's dropdown
     page.get_by_text("Open launchpad").first.click()
-    dialog = page.get_by_role("dialog").filter(has_text="Launchpad").first
-    line = dialog.locator(".CodeMirror-line").filter(has_text=f"{field}:").first
-    expect(line).to_be_visible(timeout=UI_TIMEOUT_MS)
+    # The launchpad is the page's only CodeMirror editor: its lines are found page-wide, not inside
+    # a role=dialog element (in one CI run a second overlay hid the dialog role while the editor showed).
+    line = page.locator(".CodeMirror-line").filter(has_text=f"{field}:").first
+    try:
+        expect(line).to_be_visible(timeout=UI_TIMEOUT_MS)
+    except AssertionError:
+        _shot(page, artifacts, "11-launchpad-missing-line", log)
+        dialogs = page.get_by_role("dialog")
+        log(f"dialogs open: {[dialogs.nth(i).inner_text()[:80] for i in range(dialogs.count())]}")
+        log(f"editor lines: {page.locator('.CodeMirror-line').all_inner_texts()}")
+        raise
     line.click()  # the cursor on the field: the help panel shows the field's type and description
-    expect(dialog.get_by_text(description).first).to_be_visible(timeout=UI_TIMEOUT_MS)
+    expect(page.get_by_text(description).first).to_be_visible(timeout=UI_TIMEOUT_MS)
     _shot(page, artifacts, "11-launchpad-descriptions", log)
     name, value = edit
-    target = dialog.locator(".CodeMirror-line").filter(has_text=f"{name}:").first
+    target = page.locator(".CodeMirror-line").filter(has_text=f"{name}:").first
     target.click()
     page.keyboard.press("End")
     page.keyboard.press("Shift+Home")
     page.keyboard.type(f"{name}: {value}")
-    expect(dialog.locator(".CodeMirror-line").filter(has_text=f"{name}: {value}").first).to_be_visible()
+    expect(page.locator(".CodeMirror-line").filter(has_text=f"{name}: {value}").first).to_be_visible()
     before = {r["runId"] for r in snapshot(ui)[1]}
-    dialog.get_by_role("button", name="Materialize").last.click()
+    page.get_by_role("button", name="Materialize").last.click()  # the launchpad's, drawn after the page's
     log(f"launched {model} from the launchpad with {name}: {value}")
     run = _wait_for_new_run(ui, before, log)
     config = ui.graphql(RUN_CONFIG_QUERY, {"runId": run["runId"]})["runOrError"]["runConfigYaml"]

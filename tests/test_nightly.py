@@ -258,3 +258,18 @@ def test_an_unchanged_training_dataset_is_kept_with_the_same_data_version(tiny_s
     assert second.metadata["skipped"].value.startswith("unchanged")
     assert path.stat().st_mtime_ns == written  # not rewritten
     assert second.tags["dagster/data_version"] == first.tags["dagster/data_version"]
+
+
+def test_skipping_tells_a_warm_start_from_a_full_retrain(tmp_path):
+    """Unchanged data: a repeated nightly (warm) run is skipped, but a full retrain asked for after it
+    is not (and neither is the first warm run after a full one)."""
+    plugin = default_registry().get("model", "lightgbm")
+    home = Home(tmp_path)
+    wh = Warehouse(home.warehouse)
+    wh.write("training_dataset", make_training_table(3000, seed=1))
+    config = {"num_boost_round": 30}
+    assert train_and_store(plugin, config, wh, home, **QUIET).skipped is None
+    warm = train_and_store(plugin, config, wh, home, full_retrain_every_days=7, **QUIET)
+    assert warm.skipped is None and warm.lineage["training"] == "warm start"
+    assert train_and_store(plugin, config, wh, home, full_retrain_every_days=7, **QUIET).skipped
+    assert train_and_store(plugin, config, wh, home, **QUIET).skipped is None
