@@ -127,6 +127,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
         config: config_class,  # type: ignore[valid-type]
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
+        from ctr_dagster.errors import NotApplicableError
         from ctr_dagster.modeling import train_and_store
 
         home = warehouse.ctr_home
@@ -160,17 +161,24 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
                     launch.record_failure(home, plugin.name, context.run.run_id, exc)
                     raise
         with training_threads(context):
-            result = train_and_store(
-                plugin,
-                values,
-                warehouse.get(),
-                home,
-                seed=seed,
-                log=context.log.info,
-                run_id=context.run.run_id,
-                # warm start: continue from this model's previous artifact within the cadence
-                full_retrain_every_days=cadence if warm_start else None,
-            )
+            try:
+                result = train_and_store(
+                    plugin,
+                    values,
+                    warehouse.get(),
+                    home,
+                    seed=seed,
+                    log=context.log.info,
+                    run_id=context.run.run_id,
+                    # warm start: continue from this model's previous artifact within the cadence
+                    full_retrain_every_days=cadence if warm_start else None,
+                )
+            except NotApplicableError as exc:  # e.g. an uplift model on a log without treatment
+                context.log.warning(f"skipped, not applicable to this data: {exc}")
+                return dg.MaterializeResult(
+                    metadata={"skipped": f"not applicable: {exc}"},
+                    data_version=dg.DataVersion("not-applicable"),
+                )
         metadata = result.metadata()
         if getattr(plugin.cls, "distributed", False):
             from ctr_dagster.training.launch import training_metadata

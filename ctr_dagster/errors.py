@@ -31,3 +31,9 @@ class MalformedInputError(ValueError):
 
     def __reduce__(self):  # keep pickling (multiprocess executors) working with 4 arguments
         return (type(self), (self.file, self.row, self.column, self.message))
+
+
+class NotApplicableError(Exception):
+    """A plugin cannot learn from this data at all, e.g. an uplift model on a log with no treated
+    rows (most public CTR logs). Not a failure: the model's asset materializes as `skipped` and says
+    why, instead of failing the run with a traceback the user can do nothing about."""

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from ctr_dagster import atomic, model_cost, reproducibility, threads, vocab
 from ctr_dagster.contracts import INPUT_TABLES, FitContext, config_from_dict, config_to_dict
 from ctr_dagster.dataset import VOCAB_FIELDS
+from ctr_dagster.errors import NotApplicableError
 from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
 from ctr_dagster.schemas import ORACLE_IMPRESSIONS
@@ -474,6 +475,11 @@ def train_and_store(
     name = entry or plugin.name
     try:
         splits = Splits.read(warehouse)
+        reason = not_applicable(plugin, splits)
+        if reason is not None:
+            write_status(home, name, {"status": "skipped", "reason": reason, "run_id": run_id})
+            log(f"{name}: skipped: {reason}")
+            raise NotApplicableError(f"{name}: {reason}")
         key = None
         if skip_unchanged and extra_inputs is None:
             data_sha = reproducibility.file_sha256(splits.data_path)
@@ -517,9 +523,26 @@ def train_and_store(
             warm_start=start,
             training_key=key,
         )
+    except NotApplicableError:
+        raise
     except BaseException as exc:
         record_failure(home, name, exc, run_id)
         raise
+
+
+def not_applicable(plugin: PluginInfo, splits: Splits) -> str | None:
+    """Why `plugin` cannot learn from these splits at all, else None. An uplift model needs a
+    randomized experiment: control rows (treatment 0) and at least one treated arm in the train split;
+    a CTR log without a treatment column (imported with ``treatment: 0``) has neither."""
+    if getattr(plugin.cls, "task", "ctr") != "uplift":
+        return None
+    arms = set(pc.unique(splits.train.column("treatment")).to_pylist()) if splits.train.num_rows else set()
+    if 0 not in arms or not any(arm for arm in arms if arm):
+        return (
+            f"uplift needs control rows (treatment 0) and a treated arm (treatment >= 1) in the train "
+            f"split; it has arms {sorted(arms)} (a log without a randomized treatment)"
+        )
+    return None
 
 
 def measure_cost(fitted: Fitted, splits: Splits, name: str, log: Callable[[str], None]) -> dict[str, Any]:

@@ -60,6 +60,9 @@ def assert_full_leaderboard(summary: dict, days: set[str]) -> None:
     assert ranked >= SHIPPED_MODELS, evaluation["unranked"]
     assert evaluation["oracle"] is None and "no oracle" in evaluation["oracle_note"]
     assert evaluation["profile"] == "import"
+    # these logs have no randomized treatment: the uplift models are skipped and say why, not failed
+    uplift = evaluation["uplift"]
+    assert uplift["unranked"] and {u["status"] for u in uplift["unranked"]} == {"skipped"}, uplift["unranked"]
     assert summary["days"] == len(days)
     assert (
         summary["rows_read"]

@@ -57,14 +57,13 @@ def evaluate_trained(
     for plugin in uplift_plugins(registry):
         status = read_status(home, plugin.name)
         if status is None or status.get("status") != "ok":
-            reason = "no training has run yet" if status is None else status.get("error") or "training failed"
-            unranked.append(
-                {
-                    "model": plugin.name,
-                    "status": "not_trained" if status is None else "failed",
-                    "error": reason,
-                }
-            )
+            if status is None:
+                state, reason = "not_trained", "no training has run yet"
+            elif status.get("status") == "skipped":  # not applicable to this data (no treatment arms)
+                state, reason = "skipped", status.get("reason") or "not applicable to this data"
+            else:
+                state, reason = "failed", status.get("error") or "training failed"
+            unranked.append({"model": plugin.name, "status": state, "error": reason})
             continue
         if status.get("data_sha256") != data_sha:
             unranked.append(
