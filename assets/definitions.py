@@ -21,13 +21,21 @@ from assets.raw import raw_assets
 from assets.resources import WarehouseResource
 from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly
 from assets.sensors import inbox_sensor, ingest_job
-from assets.uplift import uplift_evaluation
+from assets.uplift import uplift_evaluation_asset
+from ctr_dagster.registry import select_models
 from ctr_dagster.settings import Settings
 
 
-@functools.cache
 def build_definitions(settings: Settings) -> dg.Definitions:
-    """Every asset, check, job, schedule and sensor of the project for `settings` (source, profile, home)."""
+    """Every asset, check, job, schedule and sensor of the project for `settings` (source, profile, home,
+    the selected model plugins). The model selection is applied on every call, cached or not: the
+    steps that run in this process ask the same registry."""
+    select_models(settings.model_names)  # before any factory asks the registry
+    return _build_definitions(settings)
+
+
+@functools.cache
+def _build_definitions(settings: Settings) -> dg.Definitions:
     evaluation, champion_gate, champion = evaluation_assets(settings)
     nightly_retrain, nightly_schedule = nightly(settings)
     return dg.Definitions(
@@ -42,7 +50,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *distilled_assets(),
             evaluation,
             champion,
-            uplift_evaluation,
+            uplift_evaluation_asset(),
         ],
         asset_checks=[champion_gate],
         jobs=[ingest_job, nightly_retrain, evaluate_and_promote],

@@ -14,13 +14,17 @@ def _uplift_model_keys() -> list[dg.AssetKey]:
     return [dg.AssetKey(p.asset_key) for p in default_registry().good("model") if p.cls.task == "uplift"]
 
 
-@dg.asset(
-    name="uplift_evaluation",
-    group_name="evaluation",
-    code_version="1",
-    deps=["training_dataset", *_uplift_model_keys()],
-    kinds={"python"},
-)
+def uplift_evaluation_asset() -> dg.AssetsDefinition:
+    """Built with the code location (not at import): its deps are the selected uplift models."""
+    return dg.asset(
+        name="uplift_evaluation",
+        group_name="evaluation",
+        code_version="1",
+        deps=["training_dataset", *_uplift_model_keys()],
+        kinds={"python"},
+    )(uplift_evaluation)
+
+
 def uplift_evaluation(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

@@ -40,6 +40,12 @@ def main_options(
     ctx.obj = {"home": home}
 
 
+MODELS_HELP = (
+    "Comma-separated model plugins to train (default $CTR_MODELS, else every installed one); "
+    "a distilled student needs its teacher selected too."
+)
+
+
 def _settings(ctx: typer.Context, **flags: object) -> Settings:
     """`Settings.from_env()` with the global `--home` and the command's flags on top (None = not given)."""
     from ctr_dagster.settings import Settings
@@ -154,6 +160,7 @@ def demo(
         None, "--signal", "-s", help="Planted-signal strength NAME=VALUE (0 turns it off); repeatable."
     ),
     project: Path = typer.Option(Path("."), "--project", help="Project root (holds assets/)."),
+    models: str = typer.Option(None, "--models", help=MODELS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Materialize the whole graph on the synthetic world in-process (the same assets as the UI)."""
@@ -167,7 +174,12 @@ def demo(
         )
         raise typer.Exit(2)
     settings = _settings(
-        ctx, source="synthetic", profile=profile, seed=seed, signals=",".join(signal) if signal else None
+        ctx,
+        source="synthetic",
+        profile=profile,
+        seed=seed,
+        signals=",".join(signal) if signal else None,
+        models=models,
     )
     summary = _materialize(settings, project, as_json)
     summary["profile"] = settings.profile
@@ -185,6 +197,7 @@ def run_mapping(
         help="Import mapping YAML (see examples/mapping.example.yaml; `ctr mapping-schema` prints its schema).",
     ),
     project: Path = typer.Option(Path("."), "--project", help="Project root (holds assets/)."),
+    models: str = typer.Option(None, "--models", help=MODELS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Import your logs and materialize everything in-process, ending with the leaderboard.
@@ -203,7 +216,7 @@ def run_mapping(
     except MappingError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    settings = _settings(ctx, source="import", mapping=mapping)
+    settings = _settings(ctx, source="import", mapping=mapping, models=models)
     summary = _materialize(settings, project, as_json)
     summary["mapping"] = str(settings.mapping)
     _print_summary(settings, summary, as_json, f"mapping {settings.mapping}")
@@ -328,13 +341,17 @@ def uplift_text(doc: dict) -> str:
     """The uplift leaderboard (`uplift_evaluation`): normalised AUUC / Qini per model x arm, per stage."""
     from ctr_dagster.uplift.lineage import summary_rows
 
+    has_oracle = any(r.get("model") == "oracle" for r in doc["rows"])
     lines = [
         f"\nuplift (test split, {doc['n_rows']} rows; normalised AUUC / Qini above random targeting, "
-        f"{round(100 * doc['confidence'])} % bootstrap intervals; oracle = the true effects)"
+        f"{round(100 * doc['confidence'])} % bootstrap intervals"
+        + ("; oracle = the true effects)" if has_oracle else ")")
     ]
     for stage in doc["stages"]:
-        lines.append(f"stage {stage}:")
-        lines.append(_table(summary_rows(doc, stage), ["model", "arm", "AUUC", "Qini", "verdict"]))
+        rows = summary_rows(doc, stage)
+        if rows:  # a log without a randomized treatment has no row to show
+            lines.append(f"stage {stage}:")
+            lines.append(_table(rows, ["model", "arm", "AUUC", "Qini", "verdict"]))
     lines += [f"  {note}" for note in doc["notes"]]
     lines += [f"  {r['status']}: {r['model']}: {r['error']}" for r in doc.get("unranked", [])]
     return "\n".join(lines)
@@ -588,3 +605,76 @@ def uplift(
     typer.echo(json.dumps(result.as_json(), indent=2) if as_json else result_text(result))
     if not result.scored:
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_bundle(
+    ctx: typer.Context,
+    model: str = typer.Option(
+        ..., "--model", "-m", help="A trained model's name (its latest good artifact), `champion`, or `all`."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Bundle folder (with `all`: one sub-folder per model)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing bundle folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was exported (or why not) as JSON."),
+) -> None:
+    """Write a portable serving bundle: the network (torch.export program) or LightGBM text model,
+    vocabularies and preprocessing as data, the runtime as score.py, a manifest with sha256 hashes.
+
+    The bundle is kept only if it scores the example rows as the model does, to 1e-5. A model
+    that cannot be exported is named with the reason (exit 1; with `all`, exit 1 only if none exported).
+    """
+    from ctr_dagster.serving.bundle import NotExportable
+    from ctr_dagster.serving.export import ExportResult, export_all, export_model
+    from ctr_dagster.warehouse import Warehouse
+
+    home = _settings(ctx).ctr_home
+    warehouse = Warehouse(home.warehouse)
+    if model == "all":
+        results = export_all(home, warehouse, out, force=force)
+    else:
+        try:
+            results = [export_model(home, warehouse, model, out, force=force)]
+        except (NotExportable, FileExistsError) as exc:
+            results = [ExportResult(model, error=str(exc))]
+    rows = [r.as_row() for r in results]
+    if as_json:
+        typer.echo(json.dumps(rows if model == "all" else rows[0], indent=2, default=str))
+    for r in results:
+        if as_json:
+            break
+        if r.ok:
+            typer.echo(
+                f"exported {r.name} ({r.kind}{', ' + r.strategy if r.strategy else ''}) to {r.directory}: "
+                f"{r.checked_rows} probe rows score as the model (largest gap {r.max_gap:.1e})"
+            )
+        else:
+            typer.echo(f"not exported: {r.name}: {r.error}", err=model != "all")
+    exported = sum(r.ok for r in results)
+    if model == "all" and not as_json:
+        typer.echo(f"{exported} of {len(results)} model(s) exported")
+    if exported == 0 or (model != "all" and not results[0].ok):
+        raise typer.Exit(1)
+
+
+@app.command("score")
+def score_bundle(
+    bundle: Path = typer.Option(..., "--bundle", "-b", help="A bundle folder written by `ctr export`."),
+    request: Path = typer.Option(
+        ...,
+        "--request",
+        "-r",
+        help="JSON request: one user and a list of candidates (or a list of requests).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
+    threads: int = typer.Option(None, "--threads", help="Intra-op threads (default: the library's)."),
+) -> None:
+    """Score one user's candidates with a bundle (the bundle's own runtime, as `python DIR/score.py`)."""
+    from ctr_dagster.serving.runtime import BundleError, run
+
+    try:
+        typer.echo(run(bundle, request, as_json, threads))
+    except BundleError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

@@ -204,6 +204,24 @@ class Registry:
             raise KeyError(f"{kind} plugin {name!r} is broken: " + "; ".join(b.error for b in broken))
         raise KeyError(f"no {kind} plugin named {name!r}; available: {self.names(kind)}")
 
+    def only_models(self, names: Iterable[str]) -> Registry:
+        """This registry with only the model plugins `names` (the other kinds unchanged): the
+        `Settings.models` selection. A name that is neither a good nor a broken model plugin is an
+        error naming what is installed; a selected broken plugin stays reported."""
+        wanted = {n.strip() for n in names if n.strip()}
+        known = {p.name for p in self.good("model")} | {b.name for b in self.broken_of("model")}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise ValueError(
+                f"CTR_MODELS names {unknown}, which are not installed model plugins; "
+                f"installed: {sorted(known)}"
+            )
+        return Registry(
+            plugins=tuple(p for p in self.plugins if p.kind != "model" or p.name in wanted),
+            broken=tuple(b for b in self.broken if b.kind != "model" or b.name in wanted),
+            kinds=self.kinds,
+        )
+
     def __contains__(self, key: object) -> bool:
         """`("model", "din") in registry`: is there a good plugin of that kind and name?"""
         return isinstance(key, tuple) and any((p.kind, p.name) == key for p in self.plugins)
@@ -332,10 +350,26 @@ def discover(
     return Registry(plugins=tuple(good), broken=tuple(bad), kinds=selected)
 
 
+_model_selection: tuple[str, ...] | None = None
+
+
+def select_models(names: Iterable[str] | None) -> None:
+    """Restrict the model plugins `default_registry()` offers to `names` (None or empty: every
+    installed one). The code location calls it with `Settings.models` (``CTR_MODELS``) before any
+    asset is built, so every stage (assets, evaluation, schedules) sees the same models."""
+    global _model_selection
+    selection = tuple(sorted({n.strip() for n in names or () if n.strip()})) or None
+    if selection != _model_selection:
+        _model_selection = selection
+        default_registry.cache_clear()
+
+
 @functools.cache
 def default_registry() -> Registry:
-    """The registry of all kinds, discovered once per process (the code location's view)."""
-    return discover()
+    """The registry of all kinds, discovered once per process (the code location's view), with
+    only the selected model plugins when `select_models` was given some."""
+    registry = discover()
+    return registry.only_models(_model_selection) if _model_selection else registry
 
 
 def refresh_registry() -> Registry:

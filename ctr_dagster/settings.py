@@ -17,6 +17,7 @@ is declared once, here (the world's seed: `WorldConfig.seed`, the generator's ow
 | dagster_home | ``DAGSTER_HOME`` | none | the Dagster instance the CLI records its runs in (none: ephemeral) |
 | warm_start | ``CTR_WARM_START`` | on | nightly runs continue each model from its own previous artifact (``0``: off) |
 | full_retrain_every_days | ``CTR_FULL_RETRAIN_EVERY_DAYS`` | 7 | warm-started models retrain from scratch once the data moved this many days past their last full retrain |
+| models | ``CTR_MODELS`` | every installed one | the model plugins to build assets for, comma-separated (``lightgbm,din``); distilled students need their teacher selected too |
 
 Torch-free and numpy-free: the code location imports this when it loads.
 """
@@ -48,6 +49,7 @@ ENV_VARS = {
     "dagster_home": "DAGSTER_HOME",
     "warm_start": "CTR_WARM_START",
     "full_retrain_every_days": "CTR_FULL_RETRAIN_EVERY_DAYS",
+    "models": "CTR_MODELS",
 }
 _TRUE = ("1", "true", "yes", "on")
 
@@ -132,6 +134,7 @@ class Settings:
     dagster_home: Path | None = None
     warm_start: bool = True
     full_retrain_every_days: int = FULL_RETRAIN_EVERY_DAYS
+    models: str = ""
 
     def __post_init__(self) -> None:
         # Paths are stored absolute, so a child process or a later `cd` sees the same folders.
@@ -141,6 +144,7 @@ class Settings:
             if value is not None:
                 object.__setattr__(self, name, Path(value).resolve())
         object.__setattr__(self, "signals", normalize_signals(self.signals))
+        object.__setattr__(self, "models", ",".join(self.model_names))
         self.validate()
 
     @classmethod
@@ -179,6 +183,11 @@ class Settings:
             if self.profile not in PROFILES:
                 raise ValueError(f"CTR_PROFILE must be one of {sorted(PROFILES)}, got {self.profile!r}")
             parse_signals(self.signals)  # a typo fails here, naming the knob
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The selected model plugins (`models`, sorted, no duplicates); empty: every installed one."""
+        return tuple(sorted({n.strip() for n in str(self.models or "").split(",") if n.strip()}))
 
     @property
     def data_home(self) -> Path:

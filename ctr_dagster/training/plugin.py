@@ -26,7 +26,8 @@ The batch dict keys are documented in `ctr_dagster.training.batching`.
 Persistence is safe by construction: ``weights.safetensors`` (the module's state dict, frozen
 buffers included) and ``model.json`` (`ctr_dagster.artifact_meta`: kind = the plugin's name, format
 version, config, feature spec, dense statistics, training summary, library versions). `load` rebuilds the module from the JSON and loads the weights;
-nothing is unpickled.
+nothing is unpickled. `export` writes the serving bundle's part (a torch.export program + the batch
+encoding as JSON; `ctr_dagster.serving.torch_export`), so every torch plugin can be served by `ctr export`.
 
 Inputs the engine may hand `fit` through ``ctx.inputs``:
 * ``item_embeddings``: float32[rows, d], row = item_idx -- used when the config has
@@ -433,6 +434,20 @@ class TorchModel:
             training=self.summary,
             versions={"torch": torch.__version__.split("+")[0]},
         )
+
+    def export(self, directory: Path, example: pa.Table) -> dict[str, Any]:
+        """Serving bundle: write the network as a torch.export program and its batch encoding as JSON
+        into `directory`; return how the bundle's runtime runs them (`ctr_dagster.serving`).
+
+        `example`: a few rows (features only) to trace with and to check the program against
+        `predict` (several users, one user's candidates, one row, empty histories). Raises
+        `ctr_dagster.serving.bundle.NotExportable` with the reason when torch.export cannot capture
+        the network (e.g. a data-dependent branch); a plugin may override this method. How the
+        network is traced: `ctr_dagster.serving.torch_export`.
+        """
+        from ctr_dagster.serving.torch_export import export_torch_model
+
+        return export_torch_model(self, Path(directory), example)
 
     @classmethod
     def load(cls, directory: Path) -> TorchModel:

@@ -1,0 +1,192 @@
+"""`TorchModel.export`: a torch plugin's network as a torch.export program, its batch encoding as JSON.
+
+Why torch.export (not ONNX): onnx / onnxruntime are not in the lock, and torch.export ships with the
+torch the project already pins; the program (``network.pt2``) holds the graph as JSON and the
+weights as raw tensors (frozen buffers such as item vectors included), loads with
+``torch.export.load`` without the plugin's Python code, and is saved without sample inputs so the
+archive holds no pickled data at all.
+
+The batch encoding (``encoding.json``: the `FeatureSpec` layout, the train split's dense mean/std, the
+sequence length, the input order) is data for the runtime's copy of `BatchEncoder`
+(`ctr_dagster.serving.runtime.TorchExportModel`).
+
+Tracing, with a dynamic batch axis; the first strategy whose program reproduces the model's
+`predict` on every probe (`ctr_dagster.serving.probes`, to `PARITY_TOLERANCE`) is kept:
+
+1. ``eval``: the module in eval mode, exactly as `predict` runs it.
+2. ``training_path``: eval-only shortcuts that branch on the data -- DIN's and QIN's shared-history
+   path, taken when every row holds the same history -- are data-dependent branches torch.export
+   cannot capture, while the training code path is the general one. The root module's ``training``
+   flag is set and every layer (BatchNorm, Dropout, Dice) stays in eval mode, so tracing follows the
+   general path and computes the eval function. The probes (several users, one user's candidates,
+   one row, empty histories) must confirm it, or the strategy is rejected.
+
+When neither works the model is not exportable, and the error says why per strategy (for a
+data-dependent branch: its source line), e.g. AW-MoE's ``if scores.numel() == 0`` early return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ctr_dagster.atomic import write_json
+from ctr_dagster.serving.bundle import NotExportable
+from ctr_dagster.serving.probes import PARITY_TOLERANCE, probe_tables
+from ctr_dagster.serving.runtime import sigmoid
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from ctr_dagster.training.plugin import TorchModel
+
+PROGRAM_FILE = "network.pt2"
+ENCODING_FILE = "encoding.json"
+STRATEGIES = ("eval", "training_path")
+#: Rows of the example the network is traced on (at least 2: a batch of 1 would fix the batch axis).
+TRACE_ROWS = 64
+
+
+class LogitOnly(nn.Module):
+    """The plugin's module with one output: the logit (a module may return {"logit", "aux_loss"})."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = self.module(batch)
+        return output["logit"] if isinstance(output, dict) else output
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason from a torch.export error: its first line and the plugin source line it names."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:240]
+    where = next((line for line in lines if line.startswith("Caused by:")), None)
+    for i, line in enumerate(lines):
+        if line.startswith('File "') and "site-packages" not in line:
+            where = line + (f": {lines[i + 1]}" if i + 1 < len(lines) else "")
+            break
+    return f"{reason} ({where})" if where else reason
+
+
+def summarize(failures: list[str]) -> str:
+    """The strategies' failures, one line per distinct reason, with what to do about a data-dependent branch."""
+    reasons: dict[str, list[str]] = {}
+    for failure in failures:
+        strategy, _, reason = failure.partition(": ")
+        reasons.setdefault(reason, []).append(strategy)
+    text = " | ".join(f"{' and '.join(names)}: {reason}" for reason, names in reasons.items())
+    if "DataDependent" in text:
+        text += (
+            ". The network branches on the data in a way torch.export cannot trace; make that branch "
+            "traceable (no early return on a data-dependent size, or torch._check / guard_or_false) or "
+            "give the plugin its own export"
+        )
+    return text
+
+
+def trace(module: nn.Module, batch: dict[str, torch.Tensor], strategy: str) -> torch.export.ExportedProgram:
+    """The program of `module` on `batch` (dynamic batch axis) by one strategy (module docstring)."""
+    wrapper = LogitOnly(module).eval()
+    rows = torch.export.Dim("batch", min=1)
+    shapes = ({name: {0: rows} for name in batch},)
+    if strategy == "training_path":
+        module.training = True  # the root only: its layers stay in eval mode
+    try:
+        # a failed export prints its partial graph to stderr; the reason goes into NotExportable instead
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            return torch.export.export(wrapper, (batch,), dynamic_shapes=shapes)
+    finally:
+        module.eval()
+
+
+def largest_gap(
+    program: torch.export.ExportedProgram, model: TorchModel, probes: dict[str, pa.Table], expected: dict
+) -> tuple[float, str]:
+    """(largest |program probability - predict|, the probe it occurred on) over the probes."""
+    run = program.module()
+    worst, where = 0.0, ""
+    for name, table in probes.items():
+        with torch.no_grad():
+            logits = run(model.encoder.tensors(table))
+        gap = float(np.max(np.abs(sigmoid(logits.float().numpy()) - expected[name]), initial=0.0))
+        if gap > worst or not np.isfinite(gap):
+            worst, where = gap, name
+    return worst, where
+
+
+def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) -> dict[str, Any]:
+    """Write ``network.pt2`` and ``encoding.json`` into `directory`; return the runtime description."""
+    from ctr_dagster.training.plugin import TorchModel
+
+    if model.module is None or model.encoder is None or model.spec is None:
+        raise RuntimeError(f"{model.name}: export() before fit() or load()")
+    if (
+        type(model).predict is not TorchModel.predict
+        or type(model).predict_logits is not TorchModel.predict_logits
+    ):
+        raise NotExportable(
+            f"{model.name} overrides predict/predict_logits, so its scores are not the sigmoid of the "
+            "network's logit that the generic torch export serves; the plugin needs its own export"
+        )
+    if example.num_rows < 2:
+        raise NotExportable(f"{model.name}: at least 2 example rows are needed to trace the network")
+    module = model.module
+    if next(module.parameters(), torch.empty(0)).device.type != "cpu":
+        module = copy.deepcopy(module).cpu()
+    probes = probe_tables(example)
+    expected = {name: model.predict(table) for name, table in probes.items()}
+    batch = model.encoder.tensors(example.slice(0, TRACE_ROWS))
+    failures = []
+    for strategy in STRATEGIES:
+        try:
+            program = trace(module, batch, strategy)
+        except Exception as exc:  # noqa: BLE001 - every torch.export failure is a reason to report
+            failures.append(f"{strategy}: {describe_error(exc)}")
+            continue
+        gap, where = largest_gap(program, model, probes, expected)
+        if gap <= PARITY_TOLERANCE:
+            break
+        failures.append(
+            f"{strategy}: traced, but its scores differ from predict by {gap:.2e} on the {where} probe"
+        )
+    else:
+        raise NotExportable(
+            f"{model.name}: torch.export could not capture the network. " + summarize(failures)
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    program.example_inputs = None  # no sample inputs: nothing in the archive is pickled
+    torch.export.save(program, str(directory / PROGRAM_FILE))
+    spec = model.spec.to_dict()
+    write_json(
+        directory / ENCODING_FILE,
+        {
+            "categorical": spec["categorical"],
+            "dense": spec["dense"],
+            "log_dense": spec["log_dense"],
+            "sequence": spec["sequence"],
+            "max_seq_len": spec["max_seq_len"],
+            "mean": model.encoder.mean.tolist(),
+            "std": model.encoder.std.tolist(),
+            "inputs": list(batch),
+        },
+        indent=1,
+    )
+    return {
+        "kind": "torch_export",
+        "program": PROGRAM_FILE,
+        "encoding": ENCODING_FILE,
+        "strategy": strategy,
+        "rejected_strategies": failures,
+        "probe_gap": gap,
+    }
