@@ -126,6 +126,25 @@ def test_din_bundle_scores_as_predict_without_training_code(table, tmp_path):
     assert_parity(model, tmp_path / "din", test, tmp_path)
 
 
+@pytest.mark.parametrize("plugin", ["awmoe"])
+def test_other_torch_models_export_with_parity(table, tmp_path, plugin):
+    """Every torch model on the shared trainer gets the export: AW-MoE (gate over packed behaviours) too."""
+    from ctr_dagster.registry import default_registry
+
+    info = default_registry().get("model", plugin)
+    model = fit(info.instantiate({"epochs": 1, "batch_size": 128, "num_threads": 1}), table)
+    test = _split(table, "test")
+    result = write_bundle(
+        model,
+        tmp_path / plugin,
+        name=plugin,
+        example=test.slice(0, 64),
+        vocabularies=vocabularies_from_table(table),
+    )
+    assert result.kind == "torch_export" and result.max_gap <= TOLERANCE
+    assert_parity(model, tmp_path / plugin, test, tmp_path)
+
+
 def test_lightgbm_bundle_scores_as_predict_without_training_code(table, tmp_path):
     from ctr_lightgbm.model import LightgbmEmbModel
 

@@ -22,7 +22,8 @@ Tracing, with a dynamic batch axis; the first strategy whose program reproduces 
    one row, empty histories) must confirm it, or the strategy is rejected.
 
 When neither works the model is not exportable, and the error says why per strategy (for a
-data-dependent branch: its source line), e.g. AW-MoE's ``if scores.numel() == 0`` early return.
+data-dependent branch: its source line), e.g. an ``if scores.numel() == 0`` early return (AW-MoE
+had one; it was removed so that AW-MoE exports) or SUAN's length-bucketed attention groups.
 """
 
 from __future__ import annotations

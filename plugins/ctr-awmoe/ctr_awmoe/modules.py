@@ -167,9 +167,9 @@ class AttentionGate(nn.Module):
 
 
 def packed_softmax(scores: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
-    """Softmax of packed scores (P,) within each row (`rows` (P,) gives each score's row)."""
-    if scores.numel() == 0:
-        return scores
+    """Softmax of packed scores (P,) within each row (`rows` (P,) gives each score's row). No early
+    return for an empty batch of behaviours: the ops below handle P = 0, and a data-dependent branch
+    would stop `torch.export` (the serving bundle)."""
     top = scores.new_full((batch,), float("-inf"))
     top = top.scatter_reduce(0, rows, scores.detach(), reduce="amax", include_self=False)
     e = (scores - top.index_select(0, rows)).exp()
