@@ -23,3 +23,28 @@ def tiny_settings(tmp_path):
     from ctr_dagster.settings import Settings
 
     return Settings(profile="tiny", home=tmp_path / "ctr_home")
+
+
+#: The slowest test files (seconds on an idle 2-core machine: the browser test ~240, `ctr run` over
+#: every log format ~230, the in-process graph ~180, Celery workers ~60). Collected first, so that
+#: pytest-xdist (`--dist loadfile`, `make test`) starts them first and the short files fill the gaps:
+#: longest-first keeps the suite's wall time close to (total / workers) instead of ending on one
+#: long file started late.
+SLOWEST_FIRST = (
+    "tests/test_browser.py",
+    "tests/test_ctr_run.py",
+    "tests/test_integration.py",
+    "tests/test_scale_celery.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).resolve()
+        try:
+            relative = path.relative_to(ROOT).as_posix()
+        except ValueError:
+            return len(SLOWEST_FIRST)
+        return SLOWEST_FIRST.index(relative) if relative in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each file and among the others is kept
