@@ -64,7 +64,9 @@ def run_seed(profile: str, seed: int, names: list[str]) -> dict:
         models[name] = plugin.cls(plugin.cls.Config()).fit(train, valid, ctx)
         seconds[name] = round(time.perf_counter() - started, 1)
         print(f"seed {seed}: {name} fitted in {seconds[name]} s", flush=True)
-    report = evaluate_uplift(models, test, oracle_for(test, oracle_table), seed=seed)
+    report = evaluate_uplift(
+        models, test, oracle_for(test, oracle_table), seed=seed, cluster_column="user_id"
+    )
     return {
         "seed": seed,
         "rows": {"train": train.num_rows, "test": test.num_rows},

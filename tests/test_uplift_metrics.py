@@ -155,3 +155,40 @@ def test_mean_difference():
     assert d["ate"] == pytest.approx(2 / 3 - 1 / 3)
     assert d["low"] < d["ate"] < d["high"] and d["n_treated"] == 3 and d["n_control"] == 3
     assert metrics.mean_difference(np.array([1, 0]), np.array([1, 1]))["ate"] is None
+
+
+def _clustered_null(rng: np.random.Generator, clusters: int, size: int, arm_per_cluster: bool = False):
+    """Zero-effect data whose rows come in clusters (a user's impressions): within a cluster x and a
+    cluster effect are shared; the arm is drawn per row, or per cluster (a request's slate shares it)."""
+    u = rng.normal(size=clusters)
+    x = np.repeat(u, size) + rng.normal(0, 0.2, clusters * size)
+    t = (
+        np.repeat(rng.integers(0, 2, clusters), size)
+        if arm_per_cluster
+        else rng.integers(0, 2, clusters * size)
+    )
+    y = (rng.random(clusters * size) < 1 / (1 + np.exp(1.0 - 2 * np.repeat(u, size)))).astype(int)
+    return x, t, y, np.repeat(np.arange(clusters), size)
+
+
+def test_cluster_bootstrap_is_wider_than_row_bootstrap_on_clustered_rows():
+    rng = np.random.default_rng(3)
+    x, t, y, groups = _clustered_null(rng, 120, 10, arm_per_cluster=True)
+    rows = metrics.score_uplift(y, t, {"by_x": x}, seed=0)["by_x"]
+    clustered = metrics.score_uplift(y, t, {"by_x": x}, seed=0, groups=groups)["by_x"]
+    assert clustered.auuc == rows.auuc  # the estimate does not change, only its interval
+    assert clustered.auuc_high - clustered.auuc_low > 1.5 * (rows.auuc_high - rows.auuc_low)
+    with pytest.raises(ValueError, match="groups has 3 values"):
+        metrics.score_uplift(y, t, {"by_x": x}, groups=[1, 2, 3])
+
+
+def test_cluster_bootstrap_covers_zero_on_clustered_zero_effect_data():
+    """With clustered rows a ranking that follows the clusters' x must still cover 0 about 95 % of
+    the time once whole clusters are resampled."""
+    rng = np.random.default_rng(4)
+    runs, covered = 40, 0
+    for run in range(runs):
+        x, t, y, groups = _clustered_null(rng, 60, 8, arm_per_cluster=run % 2 == 0)
+        s = metrics.score_uplift(y, t, {"by_x": x}, seed=run, groups=groups)["by_x"]
+        covered += s.auuc_low <= 0.0 <= s.auuc_high
+    assert covered >= 0.85 * runs, covered

@@ -207,6 +207,7 @@ def evaluate_uplift(
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
     effect_rows: pa.Table | None = None,
+    cluster_column: str | None = None,
 ) -> UpliftReport:
     """Score every fitted uplift model on `test` per arm x stage (see the module docstring).
 
@@ -216,6 +217,8 @@ def evaluate_uplift(
     out; the others are still scored. `effect_rows`: the rows (treatment + outcome columns) on which the
     observed average effect of each arm is measured, which decides the zero-effect arms when there is
     no oracle (default: `test`; more rows, e.g. the whole experiment, give that check more power).
+    `cluster_column` (e.g. ``user_id``): the bootstrap resamples whole clusters (a user's rows are
+    correlated; `metrics.score_uplift`'s `groups`); None or absent: rows are resampled one by one.
     """
     from ctr_dagster.modeling import features_only
 
@@ -242,6 +245,13 @@ def evaluate_uplift(
     if truth is not None:
         effects[ORACLE] = truth
 
+    clusters = (
+        _column(test, cluster_column) if cluster_column and cluster_column in test.column_names else None
+    )
+    if clusters is not None:
+        report.notes.append(
+            f"intervals: bootstrap over {cluster_column} clusters (their rows resampled together)"
+        )
     effect_rows = test if effect_rows is None else effect_rows
     effect_arm = _column(effect_rows, "treatment").astype(np.int64)
     for stage_index, stage in enumerate(used):
@@ -272,7 +282,7 @@ def evaluate_uplift(
                 continue
             summary = score_uplift(
                 outcome, treated, scores, n_resamples=n_resamples, seed=_seed(seed, arm, stage_index),
-                confidence=confidence,
+                confidence=confidence, groups=None if clusters is None else clusters[rows],
             )  # fmt: skip
             report.curves[(stage, arm)] = CurveData(outcome, treated, scores, summary)
             for name in sorted(summary, key=lambda m: (m == ORACLE, m)):

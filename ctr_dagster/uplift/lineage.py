@@ -40,6 +40,10 @@ def _oracle(wh: Warehouse, test: pa.Table) -> dict[str, Any] | None:
     return oracle_for(test, table) if table.num_rows else None
 
 
+#: The bootstrap's cluster in the lineage: the user (rows of one user are not independent draws).
+USER_CLUSTER = "user_id"
+
+
 def evaluate_trained(
     wh: Warehouse, home: Home, registry: Registry, log: Callable[[str], None] = print
 ) -> tuple[dict[str, Any], Any]:
@@ -75,7 +79,8 @@ def evaluate_trained(
     log(
         f"uplift evaluation: {len(models)} model(s) on {test.num_rows} test rows, oracle {'yes' if oracle else 'no'}"
     )
-    report = evaluate_uplift(models, test, oracle)
+    # a user's impressions (and a request's slate, which shares its arm) are correlated: resample users
+    report = evaluate_uplift(models, test, oracle, cluster_column=USER_CLUSTER)
     for name, error in report.failed.items():
         unranked.append({"model": name, "status": "failed", "error": error})
     doc = {
