@@ -192,3 +192,17 @@ def test_cluster_bootstrap_covers_zero_on_clustered_zero_effect_data():
         s = metrics.score_uplift(y, t, {"by_x": x}, seed=run, groups=groups)["by_x"]
         covered += s.auuc_low <= 0.0 <= s.auuc_high
     assert covered >= 0.85 * runs, covered
+
+
+def test_mean_difference_with_clusters_is_wider_and_equals_the_plain_one_for_singletons():
+    rng = np.random.default_rng(5)
+    x, t, y, groups = _clustered_null(rng, 100, 10, arm_per_cluster=True)
+    plain = metrics.mean_difference(y, t)
+    clustered = metrics.mean_difference(y, t, groups=groups)
+    assert clustered["ate"] == plain["ate"]
+    assert clustered["high"] - clustered["low"] > 1.5 * (plain["high"] - plain["low"])
+    singletons = metrics.mean_difference(y, t, groups=np.arange(len(y)))
+    # one row per cluster: the cluster-robust variance is p(1-p)/n, the plain one
+    assert singletons["low"] == pytest.approx(plain["low"]) and singletons["high"] == pytest.approx(
+        plain["high"]
+    )

@@ -254,6 +254,11 @@ def evaluate_uplift(
         )
     effect_rows = test if effect_rows is None else effect_rows
     effect_arm = _column(effect_rows, "treatment").astype(np.int64)
+    effect_clusters = (
+        _column(effect_rows, cluster_column)
+        if clusters is not None and cluster_column in effect_rows.column_names
+        else None
+    )
     for stage_index, stage in enumerate(used):
         outcome_all = _column(test, STAGE_COLUMNS[stage]).astype(np.int64)
         effect_outcome = _column(effect_rows, STAGE_COLUMNS[stage]).astype(np.int64)
@@ -261,7 +266,12 @@ def evaluate_uplift(
             rows = np.flatnonzero((treatment == 0) | (treatment == arm))
             outcome, treated = outcome_all[rows], (treatment[rows] == arm).astype(np.int64)
             judged = (effect_arm == 0) | (effect_arm == arm)
-            observed = mean_difference(effect_outcome[judged], effect_arm[judged] == arm, confidence)
+            observed = mean_difference(
+                effect_outcome[judged],
+                effect_arm[judged] == arm,
+                confidence,
+                groups=None if effect_clusters is None else effect_clusters[judged],
+            )
             zero, basis = _zero_effect(truth, stage, arm, observed)
             report.arms.append(
                 {

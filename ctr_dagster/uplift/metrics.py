@@ -331,10 +331,14 @@ def _cluster_counts(rng: np.random.Generator, codes: np.ndarray, size: int) -> n
     return counts[:, codes].astype(np.float64)
 
 
-def mean_difference(outcome: Any, treated: Any, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
+def mean_difference(
+    outcome: Any, treated: Any, confidence: float = DEFAULT_CONFIDENCE, groups: Any = None
+) -> dict[str, Any]:
     """Observed average effect (treated rate - control rate) with a normal-approximation interval.
 
     The check of an arm on data without an oracle: an arm whose interval contains 0 shows no effect.
+    With `groups` (a cluster id per row, e.g. the user) each rate's variance is the cluster-robust one
+    (sum over clusters of the squared residual sums / n^2): correlated rows are not n independent draws.
     """
     from statistics import NormalDist
 
@@ -345,6 +349,14 @@ def mean_difference(outcome: Any, treated: Any, confidence: float = DEFAULT_CONF
         return {"ate": None, "low": None, "high": None, "n_treated": n1, "n_control": n0}
     p1, p0 = float(y[t].mean()), float(y[~t].mean())
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    half = z * math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
+    if groups is None:
+        variance = p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0
+    else:
+        codes = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+        variance = sum(
+            float(np.sum(np.bincount(codes[rows], weights=y[rows] - rate) ** 2)) / len(y[rows]) ** 2
+            for rows, rate in ((t, p1), (~t, p0))
+        )
+    half = z * math.sqrt(variance)
     ate = p1 - p0
     return {"ate": ate, "low": ate - half, "high": ate + half, "n_treated": n1, "n_control": n0}
