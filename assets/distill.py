@@ -13,7 +13,7 @@ import pydantic
 
 from assets.concurrency import training_threads
 from assets.metadata import markdown_table
-from assets.models import _launchpad_config, split_engine_fields, training_pool
+from assets.models import _launchpad_config, retrain_cadence, split_engine_fields, training_pool
 from assets.resources import WarehouseResource
 from ctr_dagster.registry import PluginInfo, default_registry
 
@@ -64,7 +64,8 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
             label_weight=values.pop("label_weight"), teacher_weight=values.pop("teacher_weight")
         )
         temperatures = values.pop("temperatures")
-        seed, _warm_start, values = split_engine_fields(student, values)
+        cadence = retrain_cadence(values)
+        seed, warm_start, values = split_engine_fields(student, values)
         wh, home = warehouse.get(), warehouse.ctr_home
         with training_threads(context):  # this step's share of the cores (assets.concurrency)
             result = distill_and_store(
@@ -78,6 +79,8 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
                 log=context.log.info,
                 run_id=context.run.run_id,
                 temperatures=temperatures,
+                # nightly: continue from the previous distilled artifact at its temperature (no grid)
+                full_retrain_every_days=cadence if warm_start else None,
             )
         compared = comparison(student, teacher, result, wh, home)
         context.log.info(f"distillation: {compared}")

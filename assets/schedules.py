@@ -33,8 +33,13 @@ def warm_start_config(enabled: bool, full_retrain_every_days: int = FULL_RETRAIN
     (empty when disabled)."""
     if not enabled:
         return {}
+    from ctr_dagster.distillation import students
+
     config = {"warm_start": True, "full_retrain_every_days": full_retrain_every_days}
-    ops = {"__".join(p.asset_key): {"config": dict(config)} for p in default_registry().good("model")}
+    registry = default_registry()
+    ops = {"__".join(p.asset_key): {"config": dict(config)} for p in registry.good("model")}
+    # the distilled students too: within the cadence, their previous artifact and temperature
+    ops.update({f"distilled__{s.name}": {"config": dict(config)} for s, _ in students(registry)})
     return {"ops": ops}
 
 

@@ -39,7 +39,7 @@ from ctr_dagster.training.config import DistillationWeights  # the one typed def
 if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions: the code location
     import pyarrow as pa  # imports this module (to pair students with teachers) at load time
 
-    from ctr_dagster.modeling import Fitted, TrainResult
+    from ctr_dagster.modeling import Fitted, TrainResult, WarmStart
     from ctr_dagster.settings import Home
     from ctr_dagster.warehouse import Warehouse
 
@@ -86,7 +86,6 @@ def students(registry: Registry) -> list[tuple[PluginInfo, PluginInfo]]:
 def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse, home: Home) -> Path:
     """The teacher's artifact folder, refusing a teacher that failed or is stale."""
     from ctr_dagster.modeling import read_status
-    from ctr_dagster.reproducibility import file_sha256
 
     status = read_status(home, teacher.name)
     where = f"materialize models/{teacher.name} first"
@@ -96,7 +95,7 @@ def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse, home: Home
         raise RuntimeError(
             f"teacher {teacher.name!r} failed its last training ({status.get('error')}): {where}"
         )
-    if status.get("data_sha256") != file_sha256(warehouse.path("training_dataset")):
+    if status.get("data_sha256") != warehouse.content_sha256("training_dataset"):
         raise RuntimeError(f"teacher {teacher.name!r} was trained on an older training_dataset: {where}")
     artifact = Path(status["artifact"])
     if not artifact.is_dir():
@@ -153,16 +152,23 @@ def distill_and_store(
     log: Callable[[str], None] = print,
     run_id: str | None = None,
     temperatures: Sequence[float] = TEMPERATURES,
+    full_retrain_every_days: int | None = None,
 ) -> TrainResult:
     """Train `student` on labels + `teacher`'s soft predictions; stored as ``<student>_distilled``.
 
     One fit per temperature in `temperatures` (the grid replaces `weights.temperature`), each with
     its own checkpoint folder; the best validation AUC wins (ties: smaller T) and only the winner is
     scored on test and stored. The result's `selection` and its reproducibility record say how.
+
+    Warm start (`full_retrain_every_days` not None, a student with ``supports_warm_start``): within
+    the cadence, as the model assets do (`modeling.plan_warm_start`), the distilled student continues
+    from its own previous artifact at the temperature chosen then, one fit instead of the grid; the
+    grid runs again at each full retrain.
     """
     import numpy as np
 
     from ctr_dagster.modeling import (
+        WARM_START_INPUT,
         Splits,
         features_only,
         fit_context,
@@ -178,6 +184,10 @@ def distill_and_store(
         grid = temperature_grid(temperatures)
         teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse, home))
         splits = Splits.read(warehouse)
+        start = _warm_start(student, home, name, splits, full_retrain_every_days)
+        if start.warm:
+            grid = (_previous_temperature(home, name),)
+        log(f"{name}: {start.reason}" + (f"; temperature {grid[0]:g} as chosen then" if start.warm else ""))
         started = time.perf_counter()
         soft = np.asarray(teacher_model.predict(features_only(splits.train)), dtype=np.float32)
         if soft.shape != (splits.train.num_rows,) or not np.all(np.isfinite(soft)):
@@ -204,7 +214,10 @@ def distill_and_store(
                     "distillation": {"teacher": teacher.name, "teacher_scores": soft, **tried.as_dict()},
                 },
                 workdir=home.work / name / f"temperature-{t:g}",
+                init_from=start.init_from,
             )
+            if start.warm and start.previous_train_end:  # fine-tune on the rows the artifact never saw
+                ctx.inputs[WARM_START_INPUT] = {"previous_train_end": start.previous_train_end}
             fitted = fit_model(student, config_values, splits, ctx, name)
             aucs[t], seconds[t] = valid_auc(fitted, splits, name), fitted.fit_seconds
             log(f"{name}: temperature {t:g}: valid AUC {aucs[t]}")
@@ -231,12 +244,41 @@ def distill_and_store(
                     "selection": selection.as_dict(),
                 }
             },
+            warm_start=start,
         )
     except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
         record_failure(home, name, exc, run_id)
         raise
     result.selection = selection.as_dict()
     return result
+
+
+def _warm_start(student: PluginInfo, home: Home, name: str, splits: Any, every_days: int | None) -> WarmStart:
+    """Where this distillation starts: a full retrain (the grid), or, within the cadence, the previous
+    distilled artifact (only when its temperature is known)."""
+    from ctr_dagster.modeling import WarmStart, dataset_end_day, plan_warm_start
+
+    day = dataset_end_day(splits)
+    if every_days is None or not getattr(student.cls, "supports_warm_start", False):
+        return WarmStart(None, day, day, "full retrain (temperature grid)")
+    start = plan_warm_start(home, name, student.name, day, every_days)
+    if start.warm and _previous_temperature(home, name) is None:
+        return WarmStart(None, day, day, "full retrain: the previous temperature is not recorded")
+    return start
+
+
+def _previous_temperature(home: Home, name: str) -> float | None:
+    """The temperature the last good distillation chose (from its reproducibility record)."""
+    import json
+
+    from ctr_dagster.modeling import read_status
+
+    status = read_status(home, name) or {}
+    record = Path(status.get("record") or "")
+    if not record.is_file():
+        return None
+    value = (json.loads(record.read_text()).get("distillation") or {}).get("temperature")
+    return float(value) if value is not None else None
 
 
 def one_user_candidates(table: pa.Table, n: int = 1000) -> pa.Table:

@@ -245,6 +245,40 @@ def test_the_temperature_is_chosen_on_validation_never_on_test(t_registry, wareh
     assert record["distillation"]["temperature"] == 2.0 and record["distillation"]["selection"] == selection
 
 
+def test_nightly_distillation_continues_at_the_chosen_temperature_within_the_cadence(
+    t_registry, warehouse, home, monkeypatch
+):
+    """Issue 22: the nightly run warm-starts the distilled student (one fit at the temperature the
+    last full retrain chose, from its artifact) instead of the whole grid; the grid runs again at
+    the next full retrain. (The fixture student ignores `init_from`: this checks the plan.)"""
+    import ctrfix_tstudent
+
+    student, teacher = _pair(t_registry)
+    monkeypatch.setattr(student.cls, "supports_warm_start", True, raising=False)
+    train_and_store(teacher, {}, warehouse, home, log=lambda s: None)
+    kwargs = {"log": lambda s: None, "full_retrain_every_days": 7}
+    weights = distillation.DistillationWeights()
+    first = distillation.distill_and_store(student, teacher, {}, weights, warehouse, home, **kwargs)
+    assert first.lineage["training"] == "full retrain" and set(first.selection["valid_auc"]) == {
+        "1",
+        "2",
+        "4",
+    }
+    ctrfix_tstudent.SCORED.clear()
+    lines: list[str] = []
+    kwargs["log"] = lines.append
+    night = distillation.distill_and_store(student, teacher, {}, weights, warehouse, home, **kwargs)
+    assert night.lineage["training"] == "warm start"
+    assert night.lineage["warm_started_from"] == str(first.artifact_dir)
+    assert set(night.selection["valid_auc"]) == {"2"}  # one fit, at the temperature chosen then
+    assert {t for t, _ in ctrfix_tstudent.SCORED} == {2.0}
+    assert any("temperature 2 as chosen then" in line for line in lines)
+    # cadence 0: every night is a full retrain, grid included
+    kwargs["full_retrain_every_days"] = 0
+    full = distillation.distill_and_store(student, teacher, {}, weights, warehouse, home, **kwargs)
+    assert full.lineage["training"] == "full retrain" and set(full.selection["valid_auc"]) == {"1", "2", "4"}
+
+
 def test_temperature_ties_go_to_the_smaller_and_the_grid_is_validated():
     assert distillation.best_on_valid({4.0: 0.7, 1.0: 0.7, 2.0: 0.69}) == 1.0
     assert distillation.best_on_valid({1.0: None, 2.0: 0.6}) == 2.0

@@ -52,6 +52,7 @@ def test_only_the_selected_models_get_assets_and_the_stages_agree(tmp_path):
         "models__din_student",
         "models__lightgbm",
         "models__s_learner",
+        "distilled__din_student",
     }
 
     # the same process, the default settings again: every installed model is back

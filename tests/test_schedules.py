@@ -12,6 +12,7 @@ from assets.schedules import (
     evaluate_and_promote,
     warm_start_config,
 )
+from ctr_dagster.distillation import students
 from ctr_dagster.registry import default_registry
 
 
@@ -58,7 +59,8 @@ def test_warm_start_config_turns_the_engine_field_on_for_every_model():
     assert warm_start_config(False) == {}
     ops = warm_start_config(True, 3)["ops"]
     names = {"__".join(p.asset_key) for p in default_registry().good("model")}
-    assert set(ops) == names
+    distilled = {f"distilled__{s.name}" for s, _ in students(default_registry())}
+    assert distilled and set(ops) == names | distilled  # the distilled students warm-start too
     assert all(v == {"config": {"warm_start": True, "full_retrain_every_days": 3}} for v in ops.values())
 
 
@@ -73,9 +75,10 @@ def test_the_nightly_job_warm_starts_by_default_with_the_cadence_of_the_settings
     cold = build_definitions(tiny_settings.replace(warm_start=False)).resolve_job_def("nightly_retrain")
     assert cold.get_run_config_for_partition_key(day) == {}
     ops = warm.get_run_config_for_partition_key(day)["ops"]
+    keys = ["__".join(p.asset_key) for p in default_registry().good("model")]
+    keys += [f"distilled__{s.name}" for s, _ in students(default_registry())]
     assert {k: v["config"] for k, v in ops.items()} == {
-        "__".join(p.asset_key): {"warm_start": True, "full_retrain_every_days": 2}
-        for p in default_registry().good("model")
+        key: {"warm_start": True, "full_retrain_every_days": 2} for key in keys
     }
 
 
