@@ -197,6 +197,31 @@ def test_a_warm_started_torch_model_fine_tunes_on_the_rows_it_never_saw(tmp_path
     assert f"fine-tuning on the {new_rows} train rows after {previous_end}" in "\n".join(lines)
 
 
+def test_a_warm_started_distilled_student_fine_tunes_with_its_rows_teacher_scores(tmp_path):
+    """The nightly distillation (one fit at the chosen temperature) fine-tunes the student on the new
+    rows only, the teacher's soft labels subset with them (they are row-aligned with the train split)."""
+    from ctr_dagster import distillation
+
+    registry = default_registry()
+    student, teacher = registry.get("model", "din_student"), registry.get("model", "din")
+    config = {"epochs": 1, "log_every": 0, "num_threads": 1, "batch_size": 512}
+    world = make_training_table(6000, seed=0)
+    last = sorted(set(_days(world)))
+    home = Home(tmp_path)
+    wh = Warehouse(home.warehouse)
+    weights = distillation.DistillationWeights()
+    for day in last[-2:]:
+        wh.write("training_dataset", _by_day(world, day))
+        train_and_store(teacher, config, wh, home, **QUIET)
+        lines: list[str] = []
+        result = distillation.distill_and_store(
+            student, teacher, config, weights, wh, home, temperatures=(1.0, 2.0), full_retrain_every_days=7,
+            log=lines.append,
+        )  # fmt: skip
+    assert result.lineage["training"] == "warm start" and len(result.selection["valid_auc"]) == 1
+    assert any("fine-tuning on the" in line for line in lines), lines
+
+
 # -- 3. skip what did not change -------------------------------------------------------------------
 
 

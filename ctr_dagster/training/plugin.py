@@ -36,7 +36,8 @@ Inputs the engine may hand `fit` through ``ctx.inputs``:
   when the config has ``use_item_tags=True`` or the plugin `requires` it; `frozen_item_tags` hands it
   to the module and `FeatureSpec.item_tags` records its shape.
 * ``warm_start``: ``{"previous_train_end": ISO timestamp}`` -- with ``ctx.init_from``, the last train
-  row the previous artifact saw: the warm-started fit fine-tunes on the later rows (`fine_tune_rows`).
+  row the previous artifact saw: the warm-started fit fine-tunes on the later rows (`fine_tune_mask`;
+  a distilled student's teacher scores are subset with them).
 * ``distillation``: ``{"teacher_scores": float[n_train], "label_weight", "teacher_weight",
   "temperature"}`` -- read as a `DistillationWeights` (missing weights take its defaults: 1, 1, T = 2);
   the trainer adds the soft-target term (see `ctr_dagster.training.trainer`).
@@ -276,6 +277,7 @@ class TorchModel:
         return out
 
     def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> TorchModel:
+        import numpy as np
         import torch
 
         from ctr_dagster.training.batching import BatchEncoder
@@ -292,8 +294,12 @@ class TorchModel:
         torch.manual_seed(int(ctx.seed))
         module = self.build_module(spec)
         init_from = self._warm_start(module, ctx)
-        if init_from is not None and distill is None:
-            train = self.fine_tune_rows(train, ctx)
+        if init_from is not None:
+            keep = self.fine_tune_mask(train, ctx)
+            if keep is not None:
+                train = train.filter(keep)
+                if distill is not None:  # the teacher's soft labels follow their rows
+                    distill = {**distill, "teacher_scores": np.asarray(distill["teacher_scores"])[keep]}
         train_t = self._tensors(train, with_labels=True)
         valid_t = self._tensors(valid, with_labels=True) if valid.num_rows else {}
         distillation = None
@@ -322,9 +328,15 @@ class TorchModel:
         return self
 
     def fine_tune_rows(self, train: pa.Table, ctx: FitContext) -> pa.Table:
-        """The train rows a warm-started fit trains on: those after the last train row the previous
+        """The train rows a warm-started fit trains on (`fine_tune_mask`)."""
+        keep = self.fine_tune_mask(train, ctx)
+        return train if keep is None else train.filter(keep)
+
+    def fine_tune_mask(self, train: pa.Table, ctx: FitContext) -> np.ndarray | None:
+        """Which train rows a warm-started fit trains on: those after the last train row the previous
         artifact saw (``ctx.inputs["warm_start"]["previous_train_end"]``, set by the engine's nightly
-        warm start), when they fill at least one batch; else the whole train split."""
+        warm start), when they fill at least one batch; None = the whole train split. A mask, so
+        row-aligned inputs (a distilled student's teacher scores) can follow."""
         import datetime as dt
 
         import pyarrow as pa
@@ -332,22 +344,21 @@ class TorchModel:
 
         previous = ((ctx.inputs or {}).get("warm_start") or {}).get("previous_train_end")
         if not previous or train.num_rows == 0:
-            return train
+            return None
         after = dt.datetime.fromisoformat(previous)
         ts_type = train.schema.field("ts").type
         if getattr(ts_type, "tz", None) and after.tzinfo is None:
             after = after.replace(tzinfo=dt.UTC)
-        new = train.filter(pc.greater(train.column("ts"), pa.scalar(after, type=ts_type)))
-        if new.num_rows < self.config.batch_size:
+        keep = pc.greater(train.column("ts"), pa.scalar(after, type=ts_type)).to_numpy(zero_copy_only=False)
+        new = int(keep.sum())
+        if new < self.config.batch_size:
             ctx.log(
-                f"{self.name}: {new.num_rows} train rows after {previous} (< one batch of "
+                f"{self.name}: {new} train rows after {previous} (< one batch of "
                 f"{self.config.batch_size}): fine-tuning on all {train.num_rows}"
             )
-            return train
-        ctx.log(
-            f"{self.name}: fine-tuning on the {new.num_rows} train rows after {previous} (of {train.num_rows})"
-        )
-        return new
+            return None
+        ctx.log(f"{self.name}: fine-tuning on the {new} train rows after {previous} (of {train.num_rows})")
+        return keep
 
     def _warm_start(self, module: torch.nn.Module, ctx: FitContext) -> str | None:
         """Copy matching tensors from `ctx.init_from` (this plugin's saved artifact).
