@@ -151,6 +151,7 @@ def model_asset(plugin: PluginInfo) -> dg.AssetsDefinition:
                     seed=seed,
                     init_from=init_from,
                     run_id=context.run.run_id,
+                    warehouse=home.warehouse_uri,
                 )
                 env = {"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {}
                 client = dg.PipesSubprocessClient(env=env)

@@ -40,24 +40,26 @@ class WarehouseResource(dg.ConfigurableResource):
     """Where every asset reads and writes: the Parquet warehouse and the rest of the project home.
 
     `home` is `Settings.data_home` (``$CTR_HOME``, default ./.ctr_home; imported logs get a folder per
-    mapping under it), set when the definitions are built.
+    mapping under it), set when the definitions are built. `warehouse` is `Settings.data_warehouse`
+    (``$CTR_WAREHOUSE``: ``s3://bucket/prefix`` or a local folder); empty: ``<home>/warehouse``.
     """
 
     home: str
+    warehouse: str = ""
 
     @classmethod
     def for_settings(cls, settings: Settings) -> "WarehouseResource":
-        return cls(home=str(settings.data_home))
+        return cls(home=str(settings.data_home), warehouse=settings.data_warehouse or "")
 
     @property
     def ctr_home(self) -> Home:
-        """The folders under the home: artifacts, champion, evaluation, caches, reports, ..."""
+        """The folders under the home: artifacts, champion, evaluation, caches, reports, ...; and
+        where the tables are (`Home.warehouse`)."""
         from pathlib import Path
 
-        return Home(Path(self.home))
+        return Home(Path(self.home), self.warehouse or None)
 
     def get(self):
-        """The `ctr_dagster.warehouse.Warehouse` (imported here: pyarrow loads only when a step runs)."""
-        from ctr_dagster.warehouse import Warehouse
-
-        return Warehouse(self.ctr_home.warehouse)
+        """The `ctr_dagster.warehouse.Warehouse` (an `ObjectStoreWarehouse` for ``s3://``; imported
+        here: pyarrow loads only when a step runs)."""
+        return self.ctr_home.open_warehouse()

@@ -70,7 +70,8 @@ def materialize_all(
         outcome = "" if result.success else "  FAILED: " + "; ".join(_failures(result))
         log(f"  {label:<28} {timings[label]:6.1f} s  run {result.run_id[:8]}{outcome}")
 
-    log(f"source: {settings.label}, home {settings.data_home}")
+    where = f", warehouse {settings.data_warehouse}" if settings.data_warehouse else ""
+    log(f"source: {settings.label}, home {settings.data_home}{where}")
     if partitions is None:
         partitions = _days_with_data(settings, log) if settings.source == "import" else None
     run("catalogue", [*CATALOGUE_TABLES, "plugin_registry"])
@@ -141,9 +142,8 @@ def summary(settings: Settings) -> dict[str, object]:
     """Figures the demo prints: rows, clean/quarantined, vocabulary sizes, oracle AUC of the test split."""
     from ctr_dagster import metrics, vocab
     from ctr_dagster.dataset import VOCAB_FIELDS
-    from ctr_dagster.warehouse import Warehouse
 
-    wh = Warehouse(settings.ctr_home.warehouse)
+    wh = settings.ctr_home.open_warehouse()
 
     def rows(table: str) -> int:
         return (
@@ -174,7 +174,7 @@ def summary(settings: Settings) -> dict[str, object]:
     if settings.source == "import":
         out.update(_import_accounting(settings, out))
     models = {}
-    for table in sorted(p.name for p in wh.root.glob("predictions_*")):
+    for table in wh.tables("predictions_"):
         scored = test.join(wh.read(table).select(["impression_id", "score"]), "impression_id")
         models[table.removeprefix("predictions_")] = metrics.auc(
             scored.column("label").to_numpy(), scored.column("score").to_numpy()

@@ -627,10 +627,9 @@ def export_bundle(
     """
     from ctr_dagster.serving.bundle import NotExportable
     from ctr_dagster.serving.export import ExportResult, export_all, export_model
-    from ctr_dagster.warehouse import Warehouse
 
     home = _settings(ctx).ctr_home
-    warehouse = Warehouse(home.warehouse)
+    warehouse = home.open_warehouse()
     if model == "all":
         results = export_all(home, warehouse, out, force=force)
     else:

@@ -432,13 +432,14 @@ def inputs_fingerprint(
 ) -> str | None:
     """sha256 over everything the training table is built from: the content of each clean day of the
     plan and of the catalogue tables it joins, the plan, the config, the asset's code version and the
-    building modules' source. None when a file is not local (object storage: never skipped)."""
+    building modules' source (each table's content hash from the warehouse, local or object storage).
+    None when an input table is missing."""
     import hashlib
     import json
     from dataclasses import asdict
     from pathlib import Path
 
-    from ctr_dagster.reproducibility import file_sha256
+    from ctr_dagster.warehouse import FILE_NAME
 
     digest = hashlib.sha256()
     document = {"plan": asdict(plan), "config": asdict(config), "code_version": code_version}
@@ -446,14 +447,17 @@ def inputs_fingerprint(
     here = Path(__file__).parent
     for name in _BUILD_MODULES:
         digest.update((here / name).read_bytes())
-    files = [f for day in plan.all for f in warehouse.files("clean_impressions", [day])]
-    files += warehouse.files("raw_items") + warehouse.files("raw_users")
-    for file in files:
-        path = Path(file)
-        if not path.is_file():
+    parts = [("clean_impressions", day) for day in plan.all]
+    parts += [
+        (table, p) for table in ("raw_items", "raw_users") for p in warehouse.partitions(table) or [None]
+    ]
+    for table, partition in parts:
+        try:
+            sha = warehouse.content_sha256(table, partition)
+        except FileNotFoundError:
             return None
-        digest.update(path.name.encode())
-        digest.update(file_sha256(path).encode())
+        digest.update(FILE_NAME.encode())  # the local file's name, as this fingerprint always hashed it
+        digest.update(sha.encode())
     return digest.hexdigest()
 
 
@@ -468,12 +472,10 @@ def with_fingerprint(table: pa.Table, fingerprint: str | None) -> pa.Table:
 
 def built_from(warehouse: Warehouse) -> str | None:
     """The fingerprint the stored training table was built from (None: no table, or none recorded)."""
-    import pyarrow.parquet as pq
-
     if not warehouse.exists("training_dataset"):
         return None
     try:
-        metadata = pq.read_schema(warehouse.path("training_dataset")).metadata or {}
+        metadata = warehouse.read_schema("training_dataset").metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     value = metadata.get(INPUTS_METADATA)

@@ -29,7 +29,6 @@ from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.model_cost import cost_row
 from ctr_dagster.modeling import features_only, read_status
 from ctr_dagster.registry import PluginInfo, Registry, default_registry
-from ctr_dagster.reproducibility import file_sha256
 from ctr_dagster.settings import Home
 from ctr_dagster.warehouse import Warehouse
 
@@ -364,7 +363,7 @@ def evaluate(
     policy = policy or GatePolicy()
     store = ChampionStore(home.champion)
     dataset_path = wh.path("training_dataset")
-    data_sha = file_sha256(dataset_path)
+    data_sha = wh.content_sha256("training_dataset")
     dataset = wh.read("training_dataset")
     test = _test_split(dataset)
     valid = dataset.filter(pc.equal(dataset.column("split"), "valid"))
@@ -514,7 +513,7 @@ def gate_comparison(
     candidate = doc.get("candidate")
     if candidate is None or current is None or candidate.get("artifact") == current.get("artifact"):
         return None
-    if file_sha256(wh.path("training_dataset")) != doc["dataset"]["sha256"]:
+    if wh.content_sha256("training_dataset") != doc["dataset"]["sha256"]:
         log("the training dataset changed since this evaluation: re-run the evaluation before the gate")
         return None
     test = _test_split(wh.read("training_dataset"))

@@ -12,6 +12,7 @@ failed with the error), which the evaluation reads to rank the fresh models and 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
 from ctr_dagster.schemas import ORACLE_IMPRESSIONS
 from ctr_dagster.settings import Home
-from ctr_dagster.warehouse import Warehouse
+from ctr_dagster.warehouse import FILE_NAME, Warehouse
 
 PREDICTIONS = pa.schema([("impression_id", pa.string()), ("split", pa.string()), ("score", pa.float32())])
 
@@ -193,19 +194,27 @@ def prepare_inputs(plugin: PluginInfo, warehouse: Warehouse, log: Callable[[str]
 
 @dataclass(frozen=True)
 class Splits:
-    """The training dataset's three splits, read once, and the file they came from (its sha is the
-    record's data hash)."""
+    """The training dataset's three splits, read once, and the file they came from (a path, or an
+    ``s3://`` URI); `data_sha256`, its content hash, is the record's data hash."""
 
-    data_path: Path
+    data_path: Path | str
     train: pa.Table
     valid: pa.Table
     test: pa.Table
+    source: Warehouse | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def read(cls, warehouse: Warehouse) -> Splits:
         dataset = warehouse.read("training_dataset")
         train, valid, test = (_split(dataset, s) for s in ("train", "valid", "test"))
-        return cls(warehouse.path("training_dataset"), train, valid, test)
+        return cls(warehouse.path("training_dataset"), train, valid, test, source=warehouse)
+
+    @functools.cached_property
+    def data_sha256(self) -> str:
+        """sha256 of the training table's bytes (asked of the warehouse: it may be an object store)."""
+        if self.source is not None:
+            return self.source.content_sha256("training_dataset")
+        return reproducibility.file_sha256(Path(self.data_path))
 
     def rows(self) -> dict[str, int]:
         return {"train": self.train.num_rows, "valid": self.valid.num_rows, "test": self.test.num_rows}
@@ -365,14 +374,17 @@ def plan_warm_start(
     )
 
 
-def _files_sha256(paths: list[Path]) -> str | None:
-    """One hash over the files' contents (None when one is not a local file)."""
+def _table_sha256(warehouse: Warehouse, table: str) -> str | None:
+    """One hash over the contents of the table's files (each partition's, or the whole table's), as
+    the warehouse reports them (local or object storage); None when one is missing."""
     digest = hashlib.sha256()
-    for path in paths:
-        if not path.is_file():
+    for partition in warehouse.partitions(table) or [None]:
+        try:
+            sha = warehouse.content_sha256(table, partition)
+        except FileNotFoundError:
             return None
-        digest.update(path.name.encode())
-        digest.update(reproducibility.file_sha256(path).encode())
+        digest.update(FILE_NAME.encode())  # the local file's name, as this hash always included it
+        digest.update(sha.encode())
     return digest.hexdigest()
 
 
@@ -391,7 +403,7 @@ def training_key(
     tables = sorted({table for table, _ in INPUT_PROVIDERS.values() if warehouse.exists(table)})
     inputs = {}
     for table in tables:
-        inputs[table] = _files_sha256([Path(f) for f in warehouse.files(table)])
+        inputs[table] = _table_sha256(warehouse, table)
         if inputs[table] is None:
             return None
     document = {
@@ -482,7 +494,7 @@ def train_and_store(
             raise NotApplicableError(f"{name}: {reason}")
         key = None
         if skip_unchanged and extra_inputs is None:
-            data_sha = reproducibility.file_sha256(splits.data_path)
+            data_sha = splits.data_sha256
             # a full retrain asked for after warm-started ones is not "unchanged"
             warm = init_from is not None or (
                 full_retrain_every_days is not None and getattr(plugin.cls, "supports_warm_start", False)
@@ -617,6 +629,7 @@ def store_trained(
         seed=seed,
         device=fitted.ctx.device,
         data_path=splits.data_path,
+        data_sha256=splits.data_sha256,
         data_rows=splits.rows(),
         artifact=artifact,
         metrics=scores,

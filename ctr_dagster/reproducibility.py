@@ -109,12 +109,15 @@ def build_record(
     config: dict[str, Any],
     seed: int,
     device: str,
-    data_path: Path,
+    data_path: Path | str,
     data_rows: dict[str, int],
     artifact: Path,
     metrics: dict[str, Any],
     fit_seconds: float,
+    data_sha256: str | None = None,
 ) -> dict[str, Any]:
+    """The reproducibility record of one training; `data_sha256`: the training table's content hash
+    when already known (e.g. from an object-store warehouse), else hashed from the file `data_path`."""
     code_hash, code_root = code_sha256(plugin_class)
     return {
         "model": model,
@@ -124,7 +127,11 @@ def build_record(
         "seed": seed,
         "device": device,
         "config": config,
-        "data": {"path": str(data_path), "sha256": file_sha256(data_path), "rows": data_rows},
+        "data": {
+            "path": str(data_path),
+            "sha256": data_sha256 or file_sha256(Path(data_path)),
+            "rows": data_rows,
+        },
         "code": {"sha256": code_hash, "root": code_root},
         "libraries": library_versions((distribution,) if distribution else ()),
         "hardware": hardware(),

@@ -14,6 +14,7 @@ is declared once, here (the world's seed: `WorldConfig.seed`, the generator's ow
 | signals | ``CTR_SIGNALS`` | all 1.0 | planted-signal strengths, ``sequence=0,temporal=0.5`` |
 | mapping | ``CTR_MAPPING`` | none | the import mapping YAML (``examples/mapping.example.yaml``) |
 | home | ``CTR_HOME`` | ``./.ctr_home`` | generated state: warehouse, artifacts, champion, ... |
+| warehouse | ``CTR_WAREHOUSE`` | none: ``<data_home>/warehouse`` | where the Parquet tables live instead: ``s3://bucket/prefix`` (object storage) or a local folder; imported logs get ``<warehouse>/import/<stem>-<hash>`` |
 | dagster_home | ``DAGSTER_HOME`` | none | the Dagster instance the CLI records its runs in (none: ephemeral) |
 | warm_start | ``CTR_WARM_START`` | on | nightly runs continue each model from its own previous artifact (``0``: off) |
 | full_retrain_every_days | ``CTR_FULL_RETRAIN_EVERY_DAYS`` | 7 | warm-started models retrain from scratch once the data moved this many days past their last full retrain |
@@ -33,6 +34,8 @@ from pathlib import Path
 from ctr_dagster.datagen.config import WorldConfig
 
 SOURCES = ("synthetic", "import")
+#: URI schemes of an object-store warehouse (`ctr_dagster.warehouse.ObjectStoreWarehouse`).
+OBJECT_SCHEMES = ("s3://",)
 DEFAULT_PROFILE = "small"
 #: Warm-started (nightly) trainings retrain from scratch once the data has moved this many days past the
 #: model's last full retrain (`Settings.full_retrain_every_days`, the model assets' launchpad field).
@@ -46,6 +49,7 @@ ENV_VARS = {
     "signals": "CTR_SIGNALS",
     "mapping": "CTR_MAPPING",
     "home": "CTR_HOME",
+    "warehouse": "CTR_WAREHOUSE",
     "dagster_home": "DAGSTER_HOME",
     "warm_start": "CTR_WARM_START",
     "full_retrain_every_days": "CTR_FULL_RETRAIN_EVERY_DAYS",
@@ -56,17 +60,41 @@ _TRUE = ("1", "true", "yes", "on")
 
 @dataclass(frozen=True)
 class Home:
-    """Where the project keeps generated state; each folder under it is named here, once."""
+    """Where the project keeps generated state; each folder under it is named here, once.
+
+    The tables may live elsewhere (`warehouse_uri`, from ``CTR_WAREHOUSE``: an ``s3://`` URI or a local
+    folder); everything else stays under `root`. Open the warehouse with `open_warehouse`.
+    """
 
     root: Path
+    warehouse_uri: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+        if self.warehouse_uri is not None:
+            object.__setattr__(self, "warehouse_uri", str(self.warehouse_uri) or None)
 
     @property
-    def warehouse(self) -> Path:
-        """Parquet tables, the record of every stage (`ctr_dagster.warehouse`)."""
-        return self.root / "warehouse"
+    def warehouse(self) -> Path | str:
+        """Parquet tables, the record of every stage (`ctr_dagster.warehouse`): ``<root>/warehouse``,
+        or `warehouse_uri` when set (a local folder as a `Path`, an object-store URI as a string)."""
+        if self.warehouse_uri is None:
+            return self.root / "warehouse"
+        return self.warehouse_uri if is_object_uri(self.warehouse_uri) else Path(self.warehouse_uri)
+
+    @property
+    def locks(self) -> Path:
+        """Write locks of a warehouse on object storage (the vocabularies'): a local folder has them
+        beside its tables, an object store has no file locks."""
+        return self.root / "locks"
+
+    def open_warehouse(self):
+        """The `ctr_dagster.warehouse.Warehouse` of `warehouse` (an `ObjectStoreWarehouse` for a URI,
+        its locks under `locks`). Imported here: pyarrow loads only when a step runs."""
+        from ctr_dagster.warehouse import Warehouse
+
+        where = self.warehouse
+        return Warehouse(where, lock_dir=self.locks) if isinstance(where, str) else Warehouse(where)
 
     @property
     def artifacts(self) -> Path:
@@ -131,6 +159,7 @@ class Settings:
     signals: str = ""
     mapping: Path | None = None
     home: Path = Path(".ctr_home")
+    warehouse: str | None = None
     dagster_home: Path | None = None
     warm_start: bool = True
     full_retrain_every_days: int = FULL_RETRAIN_EVERY_DAYS
@@ -143,6 +172,7 @@ class Settings:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, Path(value).resolve())
+        object.__setattr__(self, "warehouse", normalize_warehouse(self.warehouse))
         object.__setattr__(self, "signals", normalize_signals(self.signals))
         object.__setattr__(self, "models", ",".join(self.model_names))
         self.validate()
@@ -202,8 +232,21 @@ class Settings:
         return self.home / "import" / f"{self.mapping.stem}-{digest}"
 
     @property
+    def data_warehouse(self) -> str | None:
+        """`warehouse` for this data (None: ``<data_home>/warehouse``). Imported logs keep their own
+        tables as under the home: the data home's folder (``import/<stem>-<hash>``) is appended to the
+        location, before an ``s3://`` URI's query string."""
+        if self.warehouse is None or self.data_home == self.home:
+            return self.warehouse
+        relative = self.data_home.relative_to(self.home).as_posix()
+        if not is_object_uri(self.warehouse):
+            return str(Path(self.warehouse) / relative)
+        location, sep, query = self.warehouse.partition("?")
+        return f"{location.rstrip('/')}/{relative}{sep}{query}"
+
+    @property
     def ctr_home(self) -> Home:
-        return Home(self.data_home)
+        return Home(self.data_home, self.data_warehouse)
 
     @property
     def label(self) -> str:
@@ -223,6 +266,30 @@ class Settings:
                 continue
             env[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return env
+
+
+def is_object_uri(location: object) -> bool:
+    """True for an object-store location such as ``s3://bucket/prefix`` (a `Path` never is)."""
+    return isinstance(location, str) and location.startswith(OBJECT_SCHEMES)
+
+
+def normalize_warehouse(location: str | Path | None) -> str | None:
+    """``CTR_WAREHOUSE`` in one spelling: None when unset, an ``s3://`` URI without a trailing slash,
+    or a local folder made absolute (like every path here)."""
+    if location is None or not str(location).strip():
+        return None
+    text = str(location).strip()
+    if is_object_uri(text):
+        path, sep, query = text.partition("?")
+        bucket = path.split("://", 1)[1].split("/", 1)[0]
+        if not bucket:
+            raise ValueError(f"CTR_WAREHOUSE={text!r} names no bucket: expected s3://bucket/prefix")
+        return f"{path.rstrip('/')}{sep}{query}"
+    if "://" in text:
+        raise ValueError(
+            f"CTR_WAREHOUSE={text!r}: only {', '.join(OBJECT_SCHEMES)} URIs or a local folder are supported"
+        )
+    return str(Path(text).resolve())
 
 
 def normalize_signals(text: str | Mapping[str, float] | None) -> str:

@@ -83,7 +83,7 @@ def update(warehouse: Warehouse, name: str, keys: pa.Array | pa.ChunkedArray) ->
     Under a lock: two runs extending the same vocabulary at once would otherwise both append from
     the same base and hand the same index to different keys.
     """
-    with exclusive(warehouse.table_dir(table_name(name)).with_suffix(".lock")):
+    with exclusive(warehouse.lock_path(table_name(name))):
         result = extend(load(warehouse, name), name, keys)
         if result.added:
             warehouse.write(table_name(name), result.table)

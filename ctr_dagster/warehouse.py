@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import re
 import tempfile
@@ -28,6 +29,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ctr_dagster.settings import OBJECT_SCHEMES as OBJECT_SCHEMES  # re-exported: declared once, in settings
+from ctr_dagster.settings import is_object_uri
+
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARTITION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 FILE_NAME = "data.parquet"
@@ -38,9 +42,12 @@ class Warehouse:
     """The tables under `root` (in a project: `Home.warehouse`, handed out by the warehouse resource).
 
     ``Warehouse("s3://bucket/prefix")`` gives an `ObjectStoreWarehouse` (same methods, see there).
+    `lock_dir`: where the write locks of read-modify-write tables (the vocabularies) live; None: beside
+    the tables (``<root>/<table>.lock``).
     """
 
     root: Path
+    lock_dir: Path | None = None
 
     def __new__(cls, *args, **kwargs):
         root = args[0] if args else kwargs.get("root")
@@ -71,6 +78,36 @@ class Warehouse:
 
     def exists(self, table: str, partition: str | None = None) -> bool:
         return self.path(table, partition).exists()
+
+    def tables(self, prefix: str = "") -> list[str]:
+        """Names of the tables whose name starts with `prefix` (e.g. every ``predictions_*``)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.glob(f"{prefix}*") if p.is_dir() and _TABLE_NAME.match(p.name)
+        )
+
+    def lock_path(self, table: str) -> Path:
+        """The local file to `ctr_dagster.locks.exclusive` on while reading, changing and writing
+        `table` (`lock_dir`, else beside the table's folder)."""
+        if self.lock_dir is None:
+            return self.table_dir(table).with_suffix(".lock")
+        self.table_dir(table)  # validates the name
+        return Path(self.lock_dir) / f"{table}.lock"
+
+    # -- content -------------------------------------------------------------------------------
+    def content_sha256(self, table: str, partition: str | None = None) -> str:
+        """sha256 of the table's (partition's) current Parquet bytes: the dataset hash that records,
+        statuses and the evaluation compare (FileNotFoundError when absent)."""
+        digest = hashlib.sha256()
+        with open(self.path(table, partition), "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def read_schema(self, table: str, partition: str | None = None) -> pa.Schema:
+        """The table's (partition's) schema with its metadata, from the Parquet footer."""
+        return pq.read_schema(self.path(table, partition))
 
     # -- write ---------------------------------------------------------------------------------
     def num_rows(self, table: str, partition: str | None = None) -> int:
@@ -157,14 +194,47 @@ class Warehouse:
 
 
 # -- object storage -----------------------------------------------------------------------------
-OBJECT_SCHEMES = ("s3://",)
 POINTER_NAME = "_current.json"  # leading underscore: dataset readers that list a folder skip it
 _DATA_PREFIX = "data-"
 
 
-def is_object_uri(root: object) -> bool:
-    """True for an object-store root such as ``s3://bucket/prefix`` (a `Path` never is)."""
-    return isinstance(root, str) and root.startswith(OBJECT_SCHEMES)
+class _HashingSink:
+    """A write-only file object passing every byte on to `stream` and hashing it on the way, so an
+    upload's sha256 is known when it ends without reading the object back. `close` closes `stream`
+    (which completes the upload)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._digest = hashlib.sha256()
+        self._position = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._digest.update(view)
+        self._stream.write(data)
+        self._position += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._stream.close()
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
 def s3_filesystem(query: str = "", environ: dict[str, str] | None = None):
@@ -199,7 +269,8 @@ class ObjectStoreWarehouse(Warehouse):
     """The warehouse on object storage: ``s3://bucket/prefix`` (pyarrow's own S3 filesystem).
 
     Layout per table (or ``dt=YYYY-MM-DD`` partition) folder: ``data-<uuid>.parquet`` objects and a
-    pointer object ``_current.json`` ({"file", "rows", "written"}) naming the current one. A write
+    pointer object ``_current.json`` ({"file", "rows", "written", "sha256"}) naming the current one
+    and the sha256 of its bytes (hashed while uploading: `content_sha256` reads no data). A write
     uploads a new object under a unique name, then PUTs the pointer (S3 replaces an object whole:
     readers see the old pointer or the new one), then deletes data objects older than the previous
     one (kept so a reader that read the old pointer a moment ago can still open its file). A failed
@@ -208,6 +279,8 @@ class ObjectStoreWarehouse(Warehouse):
 
     Paths are URIs here (`path`, `files`, `table_dir` return ``s3://...`` strings); `query` scans
     the objects through pyarrow datasets registered in the in-memory DuckDB (no DuckDB extension).
+    An object store has no file locks: `lock_path` is a local file under `lock_dir` (the project
+    home's ``locks/``, `Home.open_warehouse`), else under the temporary folder, one per root.
     """
 
     root: str  # type: ignore[assignment]
@@ -291,20 +364,63 @@ class ObjectStoreWarehouse(Warehouse):
     def exists(self, table: str, partition: str | None = None) -> bool:
         return self._pointer(self._folder(table, partition)) is not None
 
+    def tables(self, prefix: str = "") -> list[str]:
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self._location[0], recursive=False, allow_not_found=True)
+        names = [
+            info.path.rpartition("/")[2]
+            for info in self.fs.get_file_info(selector)
+            if info.type == fs.FileType.Directory
+        ]
+        return sorted(
+            n
+            for n in names
+            if n.startswith(prefix) and _TABLE_NAME.match(n) and (self.exists(n) or self.partitions(n))
+        )
+
+    def lock_path(self, table: str) -> Path:
+        self._folder(table)  # validates the name
+        if self.lock_dir is not None:
+            return Path(self.lock_dir) / f"{table}.lock"
+        root = hashlib.sha256(self._location[0].encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / "ctr-warehouse-locks" / root / f"{table}.lock"
+
     def num_rows(self, table: str, partition: str | None = None) -> int:
         pointer = self._pointer(self._folder(table, partition))
         return int(pointer["rows"]) if pointer else 0
+
+    # -- content -------------------------------------------------------------------------------
+    def content_sha256(self, table: str, partition: str | None = None) -> str:
+        """sha256 of the current object's bytes: recorded in the pointer when it was written (equal
+        to the sha256 of the same Parquet bytes on disk), hashed from the object otherwise."""
+        folder = self._folder(table, partition)
+        pointer = self._pointer(folder)
+        if pointer is None:
+            where = f"partition {partition} of " if partition else ""
+            raise FileNotFoundError(f"{where}table {table!r} has not been materialized ({self._uri(folder)})")
+        if pointer.get("sha256"):
+            return str(pointer["sha256"])
+        digest = hashlib.sha256()
+        with self.fs.open_input_stream(f"{folder}/{pointer['file']}") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def read_schema(self, table: str, partition: str | None = None) -> pa.Schema:
+        return pq.read_schema(self._current(table, partition), filesystem=self.fs)
 
     # -- write ---------------------------------------------------------------------------------
     def write(self, table: str, data: pa.Table, partition: str | None = None) -> str:  # type: ignore[override]
         folder = self._folder(table, partition)
         key = f"{folder}/{_DATA_PREFIX}{uuid.uuid4().hex}.parquet"
         try:
-            pq.write_table(data, key, filesystem=self.fs, compression="zstd", row_group_size=256_000)
+            with self._upload(key) as sink:
+                pq.write_table(data, sink, compression="zstd", row_group_size=256_000)
         except BaseException:
             self._delete_quietly(key)
             raise
-        self._publish(folder, key, data.num_rows)
+        self._publish(folder, key, data.num_rows, sha256=sink.hexdigest())
         return self._uri(key)
 
     def write_batches(  # type: ignore[override]
@@ -314,17 +430,26 @@ class ObjectStoreWarehouse(Warehouse):
         key = f"{folder}/{_DATA_PREFIX}{uuid.uuid4().hex}.parquet"
         rows = 0
         try:
-            with pq.ParquetWriter(key, schema, compression="zstd", filesystem=self.fs) as writer:
+            with self._upload(key) as sink, pq.ParquetWriter(sink, schema, compression="zstd") as writer:
                 for batch in batches:
                     writer.write_batch(batch)
                     rows += batch.num_rows
         except BaseException:
             self._delete_quietly(key)  # closing the writer may have completed the upload
             raise
-        self._publish(folder, key, rows)
+        self._publish(folder, key, rows, sha256=sink.hexdigest())
         return self._uri(key), rows
 
-    def _publish(self, folder: str, key: str, rows: int) -> None:
+    @contextlib.contextmanager
+    def _upload(self, key: str):
+        """A `_HashingSink` over a new object `key`; the upload completes when the block ends."""
+        sink = _HashingSink(self.fs.open_output_stream(key))
+        try:
+            yield sink
+        finally:
+            sink.close()
+
+    def _publish(self, folder: str, key: str, rows: int, sha256: str | None = None) -> None:
         """Point the folder at `key` (the commit), then drop objects older than the previous one."""
         import datetime as dt
         import json
@@ -334,6 +459,7 @@ class ObjectStoreWarehouse(Warehouse):
             "file": key.rpartition("/")[2],
             "rows": rows,
             "written": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+            "sha256": sha256,
         }
         try:
             with self.fs.open_output_stream(

@@ -117,6 +117,21 @@ def test_tables_and_partitions_round_trip_through_s3(s3_env):
     assert sum(k.endswith(POINTER_NAME) for k in keys) == 3
     assert all(k.endswith((POINTER_NAME, ".parquet")) for k in keys)
 
+    # content hash (recorded in the pointer while uploading, = sha256 of the object's bytes), schema, listing
+    import hashlib
+    import json
+
+    body = s3.get_object(Bucket=BUCKET, Key=path.removeprefix(f"s3://{BUCKET}/"))["Body"].read()
+    assert wh.content_sha256("items") == hashlib.sha256(body).hexdigest()
+    assert wh.read_schema("events", "2026-11-01").names == ["id", "click"]
+    assert wh.tables() == ["events", "items"] and wh.tables("it") == ["items"]
+    with pytest.raises(FileNotFoundError, match="has not been materialized"):
+        wh.content_sha256("nothing")
+    pointer_key = f"{path.removeprefix(f's3://{BUCKET}/').rpartition('/')[0]}/{POINTER_NAME}"
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key=pointer_key)["Body"].read())
+    s3.put_object(Bucket=BUCKET, Key=pointer_key, Body=json.dumps({**pointer, "sha256": None}).encode())
+    assert wh.content_sha256("items") == hashlib.sha256(body).hexdigest()  # a pointer without: hashed
+
 
 def test_a_failed_write_leaves_the_previous_version_readable(s3_env, monkeypatch):
     s3, root = s3_env
@@ -137,7 +152,7 @@ def test_a_failed_write_leaves_the_previous_version_readable(s3_env, monkeypatch
     # the data object is uploaded but the process dies before the pointer is written (the commit)
     import ctr_dagster.warehouse as warehouse_module
 
-    def dies_before_commit(self, folder, key, rows):
+    def dies_before_commit(self, folder, key, rows, **kwargs):
         raise KeyboardInterrupt("killed between upload and commit")
 
     with monkeypatch.context() as patch:

@@ -1,7 +1,8 @@
 """Multi-process training entry: ``python -m ctr_dagster.training.launch`` under ``torchrun``.
 
     torchrun --standalone --nproc_per_node 2 -m ctr_dagster.training.launch --model din \\
-        --home .ctr_home [--config '{"epochs": 3}'] [--seed 0] [--init-from DIR] [--run-id ID]
+        --home .ctr_home [--warehouse s3://bucket/prefix] [--config '{"epochs": 3}'] [--seed 0] \\
+        [--init-from DIR] [--run-id ID]
 
 Every rank reads the warehouse's training dataset and fits the named model plugin; the trainer
 sees WORLD_SIZE > 1 and trains with DDP (`ctr_dagster.training.ddp`). Rank 0 does it through
@@ -65,6 +66,7 @@ def command(
     seed: int = 0,
     init_from: Path | None = None,
     run_id: str | None = None,
+    warehouse: str | None = None,
 ) -> list[str]:
     """The torchrun command line (``python -m torch.distributed.run``: no PATH lookup needed)."""
     args = [
@@ -85,6 +87,8 @@ def command(
         "--home",
         str(home),
     ]
+    if warehouse:
+        args += ["--warehouse", warehouse]
     if init_from is not None:
         args += ["--init-from", str(init_from)]
     if run_id:
@@ -118,6 +122,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default="{}", help="the plugin's config values as JSON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--home", required=True, type=Path, help="the project home (Settings.home)")
+    parser.add_argument(
+        "--warehouse",
+        default=None,
+        help="where the tables live (Home.warehouse_uri); default <home>/warehouse",
+    )
     parser.add_argument("--init-from", default=None, help="warm-start artifact folder")
     parser.add_argument("--run-id", default=None)
     return parser.parse_args(argv)
@@ -130,10 +139,9 @@ def _other_rank(plugin: Any, values: dict[str, Any], args: argparse.Namespace) -
     from ctr_dagster.contracts import FitContext, config_from_dict
     from ctr_dagster.modeling import cardinalities, prepare_inputs
     from ctr_dagster.training.device import device_name
-    from ctr_dagster.warehouse import Warehouse
 
-    home = Home(args.home)
-    warehouse = Warehouse(home.warehouse)
+    home = Home(args.home, args.warehouse)
+    warehouse = home.open_warehouse()
     dataset = warehouse.read("training_dataset")
     train, valid = (dataset.filter(pc.equal(dataset.column("split"), s)) for s in ("train", "valid"))
     quiet = lambda message: None  # noqa: E731 - rank 0 logs for everyone
@@ -160,15 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from ctr_dagster.modeling import train_and_store
-    from ctr_dagster.warehouse import Warehouse
 
-    home = Home(args.home)
+    home = Home(args.home, args.warehouse)
 
     def run(log: Callable[[str], None]) -> dict[str, Any]:
         result = train_and_store(
             plugin,
             values,
-            Warehouse(home.warehouse),
+            home.open_warehouse(),
             home,
             seed=args.seed,
             init_from=Path(args.init_from) if args.init_from else None,

@@ -49,11 +49,10 @@ def evaluate_trained(
 ) -> tuple[dict[str, Any], Any]:
     """(the JSON document, the `UpliftReport` with its curves) for every trained uplift model."""
     from ctr_dagster.modeling import read_status
-    from ctr_dagster.reproducibility import file_sha256
     from ctr_dagster.uplift.evaluate import evaluate_uplift
 
     dataset_path = wh.path("training_dataset")
-    data_sha = file_sha256(dataset_path)
+    data_sha = wh.content_sha256("training_dataset")
     dataset = wh.read("training_dataset")
     test = dataset.filter(pc.equal(dataset.column("split"), "test"))
     models: dict[str, Any] = {}
