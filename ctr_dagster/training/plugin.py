@@ -65,6 +65,37 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT_VERSION = 1
+
+
+def fine_tune_mask(train: pa.Table, ctx: FitContext, min_rows: int, name: str) -> np.ndarray | None:
+    """Which train rows a warm-started fit trains on: those after the last train row the previous
+    artifact saw (``ctx.inputs["warm_start"]["previous_train_end"]``, set by the engine's nightly
+    warm start), when there are at least `min_rows` (a batch); None = the whole train split. A mask,
+    so row-aligned inputs (a distilled student's teacher scores) can follow. Any plugin that
+    warm-starts may use it (the torch models here, ECUP)."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    previous = ((ctx.inputs or {}).get("warm_start") or {}).get("previous_train_end")
+    if not previous or train.num_rows == 0:
+        return None
+    after = dt.datetime.fromisoformat(previous)
+    ts_type = train.schema.field("ts").type
+    if getattr(ts_type, "tz", None) and after.tzinfo is None:
+        after = after.replace(tzinfo=dt.UTC)
+    keep = pc.greater(train.column("ts"), pa.scalar(after, type=ts_type)).to_numpy(zero_copy_only=False)
+    new = int(keep.sum())
+    if new < min_rows:
+        ctx.log(
+            f"{name}: {new} train rows after {previous} (< {min_rows}): fine-tuning on all {train.num_rows}"
+        )
+        return None
+    ctx.log(f"{name}: fine-tuning on the {new} train rows after {previous} (of {train.num_rows})")
+    return keep
+
+
 WEIGHTS_FILE = "weights.safetensors"
 
 
@@ -333,32 +364,8 @@ class TorchModel:
         return train if keep is None else train.filter(keep)
 
     def fine_tune_mask(self, train: pa.Table, ctx: FitContext) -> np.ndarray | None:
-        """Which train rows a warm-started fit trains on: those after the last train row the previous
-        artifact saw (``ctx.inputs["warm_start"]["previous_train_end"]``, set by the engine's nightly
-        warm start), when they fill at least one batch; None = the whole train split. A mask, so
-        row-aligned inputs (a distilled student's teacher scores) can follow."""
-        import datetime as dt
-
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        previous = ((ctx.inputs or {}).get("warm_start") or {}).get("previous_train_end")
-        if not previous or train.num_rows == 0:
-            return None
-        after = dt.datetime.fromisoformat(previous)
-        ts_type = train.schema.field("ts").type
-        if getattr(ts_type, "tz", None) and after.tzinfo is None:
-            after = after.replace(tzinfo=dt.UTC)
-        keep = pc.greater(train.column("ts"), pa.scalar(after, type=ts_type)).to_numpy(zero_copy_only=False)
-        new = int(keep.sum())
-        if new < self.config.batch_size:
-            ctx.log(
-                f"{self.name}: {new} train rows after {previous} (< one batch of "
-                f"{self.config.batch_size}): fine-tuning on all {train.num_rows}"
-            )
-            return None
-        ctx.log(f"{self.name}: fine-tuning on the {new} train rows after {previous} (of {train.num_rows})")
-        return keep
+        """Which train rows a warm-started fit trains on (`fine_tune_mask` below, one batch at least)."""
+        return fine_tune_mask(train, ctx, self.config.batch_size, self.name)
 
     def _warm_start(self, module: torch.nn.Module, ctx: FitContext) -> str | None:
         """Copy matching tensors from `ctx.init_from` (this plugin's saved artifact).

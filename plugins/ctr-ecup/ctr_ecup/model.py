@@ -141,6 +141,9 @@ class EcupModel:
     task: ClassVar[str] = "uplift"
     Config: ClassVar[type] = EcupConfig
     requires: ClassVar[frozenset[str]] = frozenset({"treatment", "conversion"})
+    #: `fit` continues from `ctx.init_from` (the nightly warm start): the previous encoder and
+    #: weights, fine-tuned on the train rows after the last one it saw.
+    supports_warm_start: ClassVar[bool] = True
 
     def __init__(self, config: EcupConfig | None = None):
         self.config = config if config is not None else EcupConfig()

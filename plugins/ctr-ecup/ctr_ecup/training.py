@@ -116,6 +116,32 @@ def _evaluate(
     return float(totals[0]), float(totals[1]), (float(totals[2]) if data.conversion is not None else None)
 
 
+def _warm_from(model: EcupModel, ctx: FitContext) -> EcupModel | None:
+    """The previous ECUP to continue from (`ctx.init_from`, the engine's nightly warm start) when it
+    has the same arms, stages and network shape; else None, and the fit starts from scratch (said in
+    the log). Its encoder is kept: a category first seen since then maps to the OOV slot until the
+    next full retrain refits the vocabularies."""
+    from pathlib import Path
+
+    if ctx.init_from is None:
+        return None
+    try:
+        previous = type(model).load(Path(ctx.init_from))
+        fresh = model.build_module(previous.encoder.cat_sizes, len(previous.encoder.numeric))
+        fresh.load_state_dict(previous.module.state_dict(), strict=True)  # same network shape?
+    except Exception as exc:  # an old format, another config's shapes: a full retrain, not a failure
+        ctx.log(f"ecup: cannot warm-start from {ctx.init_from} ({type(exc).__name__}: {exc}); from scratch")
+        return None
+    if previous.n_arms != model.n_arms or previous.stages != model.stages:
+        ctx.log(
+            f"ecup: {ctx.init_from} has arms {previous.n_arms} / stages {list(previous.stages)}, now "
+            f"{model.n_arms} / {list(model.stages)}: from scratch"
+        )
+        return None
+    ctx.log(f"ecup: warm start from {ctx.init_from}")
+    return previous
+
+
 def fit_ecup(model: EcupModel, train: pa.Table, valid: pa.Table, ctx: FitContext) -> None:
     from ctr_dagster.training.device import select_device
 
@@ -132,9 +158,18 @@ def fit_ecup(model: EcupModel, train: pa.Table, valid: pa.Table, ctx: FitContext
         )
     model.n_arms = k + 1
     model.stages = ("click", "conversion") if "conversion" in train.column_names else ("click",)
-    model.encoder = FeatureEncoder.fit(
-        train, ctx.cardinalities, exclude=set(config.exclude_columns), max_vocab=config.max_vocab
-    )
+    previous = _warm_from(model, ctx)
+    if previous is not None:  # the nightly warm start: its encoder, its weights, the new rows only
+        from ctr_dagster.training.plugin import fine_tune_mask
+
+        model.encoder = previous.encoder
+        keep = fine_tune_mask(train, ctx, config.batch_size, "ecup")
+        if keep is not None:
+            train = train.filter(keep)
+    else:
+        model.encoder = FeatureEncoder.fit(
+            train, ctx.cardinalities, exclude=set(config.exclude_columns), max_vocab=config.max_vocab
+        )
     train_data = _Split(train, model.encoder, "train", model.stages)
     valid_data = _Split(valid, model.encoder, "valid", model.stages) if valid.num_rows else None
     if valid_data is not None:
@@ -153,7 +188,10 @@ def fit_ecup(model: EcupModel, train: pa.Table, valid: pa.Table, ctx: FitContext
         torch.set_num_threads(config.num_threads)
     try:
         torch.manual_seed(ctx.seed)
-        module = model.build_module(model.encoder.cat_sizes, len(model.encoder.numeric)).to(device)
+        module = model.build_module(model.encoder.cat_sizes, len(model.encoder.numeric))
+        if previous is not None:
+            module.load_state_dict(previous.module.state_dict(), strict=True)
+        module = module.to(device)
         optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         rng = np.random.default_rng(ctx.seed)
         ctx.log(

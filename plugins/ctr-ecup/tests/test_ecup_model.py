@@ -271,3 +271,44 @@ def test_discovery_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+# -- the nightly warm start ----------------------------------------------------------------------------
+def test_warm_start_continues_from_the_previous_weights_on_the_new_rows(fitted, kit, test_rows, tmp_path):
+    """`ctx.init_from` (the engine's nightly warm start): the previous encoder and weights, fine-tuned
+    on the train rows after `previous_train_end` only. Proof that the weights are continued: with a
+    vanishing learning rate the warm fit scores as the previous model does, while a fresh fit does not."""
+    fitted.save(tmp_path / "yesterday")
+    train = _split(kit, "train")
+    ts = train.column("ts").to_numpy()
+    cutoff = np.sort(ts)[int(0.8 * len(ts))]
+    lines: list[str] = []
+    ctx = FitContext(
+        seed=1,
+        cardinalities=training_cardinalities(kit),
+        log=lines.append,
+        init_from=tmp_path / "yesterday",
+        inputs={"warm_start": {"previous_train_end": cutoff.astype("datetime64[us]").item().isoformat()}},
+    )
+    config = EcupConfig(**{**FAST, "epochs": 1, "lr": 1e-12, "batch_size": 64})
+    warm = EcupModel(config).fit(train, _split(kit, "valid"), ctx)
+    text = "\n".join(lines)
+    assert "ecup: warm start from" in text and "fine-tuning on the" in text
+    assert f"(of {train.num_rows})" in text
+    assert warm.encoder.to_json() == fitted.encoder.to_json()
+    previous = fitted.predict_effects(test_rows)["click"]
+    np.testing.assert_allclose(warm.predict_effects(test_rows)["click"], previous, atol=1e-5)
+    fresh = _fit(kit, lr=1e-12, epochs=1)
+    assert not np.allclose(fresh.predict_effects(test_rows)["click"], previous, atol=1e-3)
+    assert EcupModel.supports_warm_start
+
+
+def test_warm_start_from_an_incompatible_artifact_trains_from_scratch(kit, tmp_path):
+    small = _fit(kit, embedding_dim=8, num_heads=2, epochs=1)
+    small.save(tmp_path / "other")
+    lines: list[str] = []
+    ctx = FitContext(
+        seed=0, cardinalities=training_cardinalities(kit), log=lines.append, init_from=tmp_path / "other"
+    )
+    EcupModel(EcupConfig(**{**FAST, "epochs": 1})).fit(_split(kit, "train"), _split(kit, "valid"), ctx)
+    assert any("cannot warm-start" in line and "from scratch" in line for line in lines)
