@@ -17,23 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ctr_dagster.distillation import USER_COLUMNS
 from ctr_dagster.schemas import VOCAB
 from ctr_dagster.serving import runtime
 
 #: Written for an index that no vocabulary key maps to (OOV): parsed back to OOV.
 UNKNOWN_KEY = "<unknown>"
-#: Request-level fields, shared by every candidate of a request (the rest describe a candidate).
-REQUEST_COLUMNS = (
-    "user_id",
-    "user_idx",
-    "device_idx",
-    "region_idx",
-    "age_group_idx",
-    "hour",
-    "day_of_week",
-    "user_click_count",
-    "is_new_user",
-)
+#: Request-level fields, shared by every candidate of a request (the rest describe a candidate): the
+#: user and request columns of a one-user candidate set, less the history (a request carries it apart).
+REQUEST_COLUMNS = tuple(c for c in USER_COLUMNS if not c.startswith("hist_"))
 
 
 def _array(table: pa.Table, name: str) -> pa.Array:
