@@ -21,6 +21,7 @@ from assets.raw import raw_assets
 from assets.resources import WarehouseResource
 from assets.schedules import evaluate_after_failure, evaluate_and_promote, nightly
 from assets.sensors import inbox_sensor, ingest_job
+from assets.studies import study_assets
 from assets.uplift import uplift_evaluation_asset
 from ctr_dagster.registry import select_models
 from ctr_dagster.settings import Settings
@@ -51,6 +52,7 @@ def _build_definitions(settings: Settings) -> dg.Definitions:
             evaluation,
             champion,
             uplift_evaluation_asset(),
+            *study_assets(),  # only with the opt-in ctr-suan installed
         ],
         asset_checks=[champion_gate],
         jobs=[ingest_job, nightly_retrain, evaluate_and_promote],

@@ -1,0 +1,283 @@
+"""SUAN on the synthetic world: scaling curves and online distillation of LightSUAN (issue 18, items 3-4).
+
+Two studies, on one CPU thread per fit (`--threads`, default 1: SUAN's many small attention ops
+collapse under OpenMP contention on a loaded 2-core machine, plugins/ctr-suan/README.md):
+
+* **scaling** (`ctr_dagster.studies.run_scaling`): SUAN at every `--grades` x `--train-rows` (nested
+  random subsets of the world's train split, kept in time order; the validation and test rows are
+  the whole valid / test days, the same for every cell) x `--seeds`. Per cell: trainable parameters,
+  training samples, validation / test AUC (test with its DeLong 95 % interval) and logloss. Then
+  metric ~ a + b log10(parameters) (at the largest size), ~ a + b log10(samples) (at the largest
+  grade) and the joint fit on both over every cell, by least squares: slopes per tenfold with their
+  standard error, t-interval and R². Plot: benchmarks/results/suan_scaling.png.
+* **distillation**: per seed (world = subsample = init seed) on the same world recipe, (a) LightSUAN
+  (the student: grade `--student-grade`, sparse attention) trained alone, (b) LightSUAN trained
+  *online* with a SUAN teacher (grade `--teacher-grade`) in the same run
+  (`ctr_dagster.online_distillation.fit_online`; loss BCE(student) + BCE(teacher) + 1 * T^2 *
+  BCE(sigmoid(z_s/T), sigmoid(sg(z_t)/T)), T = 1: the **assumed** weights `ONLINE_WEIGHTS`, the
+  paper's are not public), (c) SUAN one grade above the student, trained alone. Reported: each arm's
+  mean test AUC with a 95 % t-interval over seeds, the per-seed paired DeLong differences (b - a)
+  and (b - c), and their mean with a t-interval over seeds.
+
+    .venv/bin/python benchmarks/bench_suan.py [--study scaling distillation] [--profile small]
+        [--grades 1 2 3 4] [--train-rows 10000 30000 100000] [--seeds 0]
+        [--epochs 6] [--min-steps 500] [--max-epochs 30] [--threads 1]
+        [--distill-seeds 0 1 2 3 4] [--distill-rows 100000] [--student-grade 2] [--teacher-grade 3]
+        [--alone-longer-epochs 0] [--name suan]
+
+Epochs: a fit runs at most `--epochs` epochs, a limit raised for a smaller training set (up to
+`--max-epochs`) so that it may take `--min-steps` optimizer steps of 512 rows; early stopping on
+validation AUC (patience 2, the best epoch restored) ends most small-set fits sooner.
+`--alone-longer-epochs N` adds an arm: the lone student with up to N epochs. The defaults took about 10 minutes
+(scaling) and 21 minutes (distillation) of one thread on a shared 2-core machine (docs/benchmarks.md);
+at 100k rows 6 epochs left the lone student short (+0.011 AUC with 12): `--epochs 12` is the better
+setting for the next run.
+
+Writes benchmarks/results/suan.json (`figures.scaling`, `figures.distillation`; running one study
+keeps the other's last result) and prints tables. ctr-suan is opt-in and is NOT installed by this
+script: it is imported from plugins/ctr-suan. Selection is on validation only (early stopping);
+nothing is chosen on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT / "plugins/ctr-suan"))
+from common import RESULTS, write_result  # noqa: E402
+
+
+def scaling(args: argparse.Namespace) -> dict:
+    from ctr_suan.model import SuanModel
+
+    from ctr_dagster import studies
+
+    settings = studies.ScalingSettings(
+        profile=args.profile,
+        seeds=tuple(args.seeds),
+        grades=tuple(args.grades),
+        train_rows=tuple(args.train_rows),
+        epochs=args.epochs,
+        min_steps=args.min_steps,
+        max_epochs=args.max_epochs,
+        num_threads=args.threads,
+    )
+    doc = studies.run_scaling(SuanModel, settings, log=lambda s: print(s, flush=True))
+    png = studies.scaling_png(doc, RESULTS / f"{args.name}_scaling.png")
+    doc["png"] = png.name
+    print(studies.markdown(studies.cell_rows(doc["cells"])))
+    print()
+    print(studies.markdown(studies.fit_rows(doc["fits"])))
+    return doc
+
+
+def _rounded(numbers: dict) -> dict:
+    out = {}
+    for k, v in numbers.items():
+        if isinstance(v, float):
+            out[k] = round(v, 5)
+        elif isinstance(v, list) and v and isinstance(v[0], float):
+            out[k] = [round(x, 5) for x in v]
+        else:
+            out[k] = v
+    return out
+
+
+def distillation_seed(args: argparse.Namespace, seed: int) -> dict:
+    import torch
+    from ctr_suan.model import LightSuanModel, SuanModel
+
+    from ctr_dagster import studies
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.model_cost import parameter_count
+    from ctr_dagster.online_distillation import ONLINE_WEIGHTS, fit_online
+    from ctr_dagster.significance import paired_comparison
+
+    train, valid, test, cards = studies.split_world(args.profile, seed)
+    part = studies.subsample(train, args.distill_rows, seed) if args.distill_rows else train
+    labels = test.column("label").to_numpy()
+    rule = studies.ScalingSettings(
+        epochs=args.epochs, min_steps=args.min_steps, max_epochs=args.max_epochs, num_threads=args.threads
+    )
+    epochs = rule.epochs_for(part.num_rows, LightSuanModel.Config().batch_size)
+    loop = {"epochs": epochs, "num_threads": args.threads, "log_every": 0}
+    arms: dict[str, dict] = {}
+    scores = {}
+    torch.set_num_threads(args.threads)
+
+    _, arms["alone"], scores["alone"] = studies.fit_and_score(
+        LightSuanModel, {**loop, "grade": args.student_grade}, part, valid, test, cards, seed
+    )
+    print(f"distillation seed {seed}: lightsuan alone {arms['alone']['test_auc']:.4f}", flush=True)
+
+    student = LightSuanModel(LightSuanModel.Config(**loop, grade=args.student_grade))
+    teacher = SuanModel(SuanModel.Config(**loop, grade=args.teacher_grade))
+    ctx = FitContext(seed=seed, cardinalities=dict(cards), log=lambda s: None)
+    started = time.perf_counter()
+    fit_online(student, teacher, part, valid, ctx, ONLINE_WEIGHTS)
+    online_s = round(time.perf_counter() - started, 1)
+    numbers, scores["online"] = studies.score_model(student, valid, test)
+    arms["online"] = {
+        "parameters": parameter_count(student),
+        "fit_s": online_s,
+        **numbers,
+        "epochs_run": student.summary.get("epochs_run"),
+        "best_epoch": student.summary.get("best_epoch"),
+    }
+    teacher_numbers, _ = studies.score_model(teacher, valid, test)
+    arms["online_teacher"] = {"parameters": parameter_count(teacher), **teacher_numbers}
+    print(f"distillation seed {seed}: lightsuan online {arms['online']['test_auc']:.4f}", flush=True)
+
+    _, arms["suan_higher"], scores["suan_higher"] = studies.fit_and_score(
+        SuanModel, {**loop, "grade": args.student_grade + 1}, part, valid, test, cards, seed
+    )
+    print(
+        f"distillation seed {seed}: suan grade {args.student_grade + 1} {arms['suan_higher']['test_auc']:.4f}"
+    )
+
+    pairs = [("online_minus_alone", "alone"), ("online_minus_suan_higher", "suan_higher")]
+    if args.alone_longer_epochs:
+        # the lone student with more epochs: is the online lift a faster convergence under the cap?
+        longer = {**loop, "grade": args.student_grade, "epochs": args.alone_longer_epochs}
+        _, arms["alone_longer"], scores["alone_longer"] = studies.fit_and_score(
+            LightSuanModel, longer, part, valid, test, cards, seed
+        )
+        pairs.append(("online_minus_alone_longer", "alone_longer"))
+    paired = {}
+    for name, other in pairs:
+        cmp = paired_comparison(labels, scores["online"], scores[other])
+        paired[name] = {
+            "delta": round(cmp.delta, 5),
+            "ci": [round(cmp.low, 5), round(cmp.high, 5)],
+            "p_one_sided": round(cmp.p_value, 4),
+        }
+    return {
+        "seed": seed,
+        "rows": {"train": part.num_rows, "valid": valid.num_rows, "test": test.num_rows},
+        "max_epochs": epochs,
+        "arms": {k: _rounded(v) for k, v in arms.items()},
+        "paired": paired,
+    }
+
+
+def distillation(args: argparse.Namespace) -> dict:
+    from ctr_dagster import studies
+    from ctr_dagster.online_distillation import ONLINE_WEIGHTS
+
+    started = time.perf_counter()
+    runs = [distillation_seed(args, s) for s in args.distill_seeds]
+    summary: dict = {"arms": {}, "paired": {}}
+    for arm in [
+        a
+        for a in ("alone", "online", "suan_higher", "online_teacher", "alone_longer")
+        if a in runs[0]["arms"]
+    ]:
+        summary["arms"][arm] = {
+            "test_auc": studies.mean_t_interval([r["arms"][arm]["test_auc"] for r in runs]),
+            "valid_auc": studies.mean_t_interval([r["arms"][arm]["valid_auc"] for r in runs]),
+            "test_logloss": studies.mean_t_interval([r["arms"][arm]["test_logloss"] for r in runs]),
+        }
+    for name in runs[0]["paired"]:
+        deltas = [r["paired"][name]["delta"] for r in runs]
+        stat = studies.mean_t_interval(deltas)
+        ci = stat["ci"]
+        if ci is None:
+            verdict = "one seed: no interval over seeds"
+        elif ci[0] > 0:
+            verdict = "online is ahead (t-interval over seeds above 0)"
+        elif ci[1] < 0:
+            verdict = "online is behind (t-interval over seeds below 0)"
+        else:
+            verdict = "not distinguishable from noise (t-interval over seeds holds 0)"
+        summary["paired"][name] = {
+            **stat,
+            "per_seed": deltas,
+            "wins": f"{sum(d > 0 for d in deltas)}/{len(deltas)}",
+            "seeds_with_delong_interval_above_0": sum(r["paired"][name]["ci"][0] > 0 for r in runs),
+            "seeds_with_delong_interval_below_0": sum(r["paired"][name]["ci"][1] < 0 for r in runs),
+            "verdict": verdict,
+        }
+    return {
+        "study": "online_distillation",
+        "profile": args.profile,
+        "seeds": list(args.distill_seeds),
+        "train_rows": args.distill_rows,
+        "epochs": {"at_least": args.epochs, "min_steps": args.min_steps, "max": args.max_epochs},
+        "threads": args.threads,
+        "student": {"model": "lightsuan", "grade": args.student_grade, "attention": "sparse"},
+        "teacher": {"model": "suan", "grade": args.teacher_grade},
+        "higher": {"model": "suan", "grade": args.student_grade + 1},
+        "alone_longer_epochs": args.alone_longer_epochs or None,
+        "weights_assumed": ONLINE_WEIGHTS.as_dict(),
+        "loss": "BCE(z_s, y) + BCE(z_t, y) + teacher_weight * T^2 * BCE(sigmoid(z_s/T), sigmoid(sg(z_t)/T))",
+        "runs": runs,
+        "summary": summary,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def print_distillation(doc: dict) -> None:
+    def fmt(stat: dict, sign: str = "") -> str:
+        ci = stat["ci"]
+        return f"{stat['mean']:{sign}.4f}" + (f" [{ci[0]:{sign}.4f}, {ci[1]:{sign}.4f}]" if ci else "")
+
+    for arm, s in doc["summary"]["arms"].items():
+        print(f"{arm:15s} test AUC {fmt(s['test_auc'])}  valid AUC {fmt(s['valid_auc'])}")
+    for name, s in doc["summary"]["paired"].items():
+        print(f"{name:25s} {fmt(s, '+')} wins {s['wins']}: {s['verdict']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--study", nargs="+", choices=["scaling", "distillation"], default=["scaling", "distillation"]
+    )
+    parser.add_argument("--profile", default="small", help="synthetic world profile (both studies)")
+    parser.add_argument("--grades", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--train-rows", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="scaling: world/subsample/init seeds"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=6, help="most epochs per fit (early stopping on valid AUC)"
+    )
+    parser.add_argument("--min-steps", type=int, default=500, help="smaller sets get more epochs, up to ...")
+    parser.add_argument("--max-epochs", type=int, default=30, help="... this many, to take this many steps")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--distill-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument(
+        "--distill-rows", type=int, default=100_000, help="training rows (0: the whole split)"
+    )
+    parser.add_argument("--name", default="suan", help="results/<name>.json and <name>_scaling.png")
+    parser.add_argument(
+        "--alone-longer-epochs",
+        type=int,
+        default=0,
+        help="also fit the lone student with this many epochs at most (0: not)",
+    )
+    parser.add_argument("--student-grade", type=int, default=2)
+    parser.add_argument("--teacher-grade", type=int, default=3)
+    args = parser.parse_args()
+
+    previous = RESULTS / f"{args.name}.json"
+    figures: dict = {}
+    if previous.exists():
+        figures = {k: v for k, v in json.loads(previous.read_text()).get("figures", {}).items()}
+    figures["threads"] = args.threads
+    for study in args.study:
+        started = time.perf_counter()
+        figures[study] = scaling(args) if study == "scaling" else distillation(args)
+        if study == "distillation":
+            print_distillation(figures[study])
+        figures.setdefault("wall_s", {})[study] = round(time.perf_counter() - started, 1)
+        write_result(args.name, figures)  # after each study, so a later failure keeps the first
+
+
+if __name__ == "__main__":
+    main()
