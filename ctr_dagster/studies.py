@@ -143,6 +143,22 @@ def log_linear_fit(x: Sequence[float], y: Sequence[float], confidence: float = 0
     }
 
 
+def _fit_row(
+    metric: str, against: str, slope: float, se: float | None, ci: Any, r2: float | None, n: int, fmt: Any
+) -> dict[str, Any]:
+    """One display row of a least-squares slope: value, SE, interval, R², points and its reading."""
+    return {
+        "metric": metric,
+        "against": against,
+        "slope": fmt(slope),
+        "se": None if se is None else f"{se:.4f}",
+        "95 % interval": None if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]",
+        "R²": None if r2 is None else f"{r2:.2f}",
+        "n": n,
+        "reading": describe_slope(slope, ci).split(": ", 1)[-1] if ci is not None else "no interval",
+    }
+
+
 def describe_slope(slope: float, ci: Sequence[float] | None, unit: str = "per tenfold") -> str:
     """One honest sentence about a fitted slope: its interval and whether it excludes 0."""
     if ci is None:
@@ -250,22 +266,7 @@ def fit_rows(fits: Mapping[str, Any]) -> list[dict]:
         ):
             if fit is None:
                 continue
-            rows.append(
-                {
-                    "metric": metric,
-                    "against": label,
-                    "slope": fmt(fit["slope"]),
-                    "se": None if fit["se"] is None else f"{fit['se']:.4f}",
-                    "95 % interval": None
-                    if fit["ci"] is None
-                    else f"[{fmt(fit['ci'][0])}, {fmt(fit['ci'][1])}]",
-                    "R²": None if fit["r2"] is None else f"{fit['r2']:.2f}",
-                    "n": fit["n"],
-                    "reading": describe_slope(fit["slope"], fit["ci"]).split(": ", 1)[-1]
-                    if fit["ci"] is not None
-                    else "no interval",
-                }
-            )
+            rows.append(_fit_row(metric, label, fit["slope"], fit["se"], fit["ci"], fit["r2"], fit["n"], fmt))
         joint = entry.get("joint")
         if joint:
             for name, label in (
@@ -274,20 +275,7 @@ def fit_rows(fits: Mapping[str, Any]) -> list[dict]:
             ):
                 c = joint["coefficients"][name]
                 rows.append(
-                    {
-                        "metric": metric,
-                        "against": label,
-                        "slope": fmt(c["estimate"]),
-                        "se": None if c["se"] is None else f"{c['se']:.4f}",
-                        "95 % interval": None
-                        if c["ci"] is None
-                        else f"[{fmt(c['ci'][0])}, {fmt(c['ci'][1])}]",
-                        "R²": None if joint["r2"] is None else f"{joint['r2']:.2f}",
-                        "n": joint["n"],
-                        "reading": describe_slope(c["estimate"], c["ci"]).split(": ", 1)[-1]
-                        if c["ci"] is not None
-                        else "no interval",
-                    }
+                    _fit_row(metric, label, c["estimate"], c["se"], c["ci"], joint["r2"], joint["n"], fmt)
                 )
     return rows
 
