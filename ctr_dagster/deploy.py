@@ -191,6 +191,20 @@ def wait_for_workers(names: list[str], env: Mapping[str, str], timeout: float = 
         app.close()
 
 
+def create_instance_storage(env: Mapping[str, str]) -> None:
+    """Create the Dagster instance's tables (``$DAGSTER_HOME/dagster.yaml``) once, from this process,
+    before several workers open it: workers that create a fresh PostgreSQL schema at the same moment
+    race (``type "secondary_indexes" already exists``, seen in CI). In production the same is
+    ``dagster instance migrate`` before the workers start (docs/deploy.md)."""
+    home = env.get("DAGSTER_HOME")
+    if not home:
+        return
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(home):
+        pass
+
+
 @contextlib.contextmanager
 def local_workers(
     count: int, config_yaml: Path, env: Mapping[str, str], log_dir: Path, queue: str, cwd: Path | None = None
@@ -200,6 +214,7 @@ def local_workers(
     tag = queue.rsplit("-", 1)[-1]
     names = [f"ctr{i}-{tag}" for i in range(count)]
     workers = []
+    create_instance_storage(env)
     try:
         for name in names:
             workers.append(
