@@ -11,7 +11,7 @@ import pytest
 
 from ctr_dagster.settings import Home, Settings
 from ctr_dagster.warehouse import POINTER_NAME, ObjectStoreWarehouse, Warehouse
-from tests.test_warehouse_s3 import s3_server  # noqa: F401 - the moto server fixture
+from tests.test_warehouse_s3 import s3_server, set_aws_env  # noqa: F401 - s3_server: the moto server fixture
 
 MODELS = ("baseline_lr", "lightgbm")
 BUCKET = "ctr-graph"
@@ -67,15 +67,7 @@ def graph_on_s3(s3_server, tmp_path_factory):  # noqa: F811 - the imported fixtu
         profile="tiny", home=home, warehouse=f"s3://{BUCKET}/{prefix}", models=",".join(MODELS)
     )
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_REGION": "us-east-1",
-            "AWS_ENDPOINT_URL": s3_server,
-        }.items():
-            patch.setenv(name, value)
-        patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-        patch.delenv("AWS_PROFILE", raising=False)
+        set_aws_env(patch, s3_server)
         s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         try:

@@ -50,18 +50,23 @@ def s3_server():
         process.wait(timeout=10)
 
 
-@pytest.fixture
-def s3_env(s3_server, monkeypatch):
-    """Credentials and endpoint as a real deployment would set them; a fresh prefix per test."""
+def set_aws_env(patch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """Credentials and endpoint as a real deployment would set them, pointing at `endpoint`."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ENDPOINT_URL": endpoint,
     }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+        patch.setenv(name, value)
+    patch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    patch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Credentials and endpoint as a real deployment would set them; a fresh prefix per test."""
+    set_aws_env(monkeypatch, s3_server)
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
