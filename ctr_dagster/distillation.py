@@ -184,9 +184,9 @@ def distill_and_store(
         grid = temperature_grid(temperatures)
         teacher_model = teacher.cls.load(fresh_teacher_artifact(teacher, warehouse, home))
         splits = Splits.read(warehouse)
-        start = _warm_start(student, home, name, splits, full_retrain_every_days)
+        start, previous_t = _warm_start(student, home, name, splits, full_retrain_every_days)
         if start.warm:
-            grid = (_previous_temperature(home, name),)
+            grid = (previous_t,)
         log(f"{name}: {start.reason}" + (f"; temperature {grid[0]:g} as chosen then" if start.warm else ""))
         started = time.perf_counter()
         soft = np.asarray(teacher_model.predict(features_only(splits.train)), dtype=np.float32)
@@ -253,18 +253,24 @@ def distill_and_store(
     return result
 
 
-def _warm_start(student: PluginInfo, home: Home, name: str, splits: Any, every_days: int | None) -> WarmStart:
-    """Where this distillation starts: a full retrain (the grid), or, within the cadence, the previous
-    distilled artifact (only when its temperature is known)."""
+def _warm_start(
+    student: PluginInfo, home: Home, name: str, splits: Any, every_days: int | None
+) -> tuple[WarmStart, float | None]:
+    """Where this distillation starts, and the temperature to keep: a full retrain (the grid, None),
+    or, within the cadence, the previous distilled artifact at the temperature chosen then (only
+    when that temperature is recorded)."""
     from ctr_dagster.modeling import WarmStart, dataset_end_day, plan_warm_start
 
     day = dataset_end_day(splits)
     if every_days is None or not getattr(student.cls, "supports_warm_start", False):
-        return WarmStart(None, day, day, "full retrain (temperature grid)")
+        return WarmStart(None, day, day, "full retrain (temperature grid)"), None
     start = plan_warm_start(home, name, student.name, day, every_days)
-    if start.warm and _previous_temperature(home, name) is None:
-        return WarmStart(None, day, day, "full retrain: the previous temperature is not recorded")
-    return start
+    if not start.warm:
+        return start, None
+    temperature = _previous_temperature(home, name)
+    if temperature is None:
+        return WarmStart(None, day, day, "full retrain: the previous temperature is not recorded"), None
+    return start, temperature
 
 
 def _previous_temperature(home: Home, name: str) -> float | None:
