@@ -10,9 +10,17 @@ p50 / p99 over `--repeats` requests; beside it the model's own `predict` on the 
 (`model_cost`'s measurement). With `--home`, the models are exported from that project home instead
 (`ctr export --model all` semantics: each one's latest good artifact).
 
-    .venv/bin/python benchmarks/bench_serving.py [--profile tiny] [--repeats 50] [--home .ctr_home]
+A bundle with a one-request program (SUAN / LightSUAN: the history encoded once per request) serves
+the request with it; its general program (every row at full length) is timed beside it
+(``bundle_general_ms``). `--with-suan` adds the opt-in suan / lightsuan, imported from
+plugins/ctr-suan when the plugin is not installed; `--models` keeps only the named models (training
+every plugin takes a while on a shared machine).
 
-Writes benchmarks/results/serving.json. A model that cannot be exported is listed with its reason.
+    .venv/bin/python benchmarks/bench_serving.py [--profile tiny] [--repeats 50] [--home .ctr_home]
+    .venv/bin/python benchmarks/bench_serving.py --with-suan --models suan lightsuan --repeats 200
+
+Writes benchmarks/results/serving.json (`--out NAME`: NAME.json). A model that cannot be exported is
+listed with its reason. `--with-suan` applies to the models trained here, not to `--home`.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
@@ -54,11 +63,17 @@ def timed(fn, repeats: int) -> dict[str, float]:
 
 
 def one_request(test, bundle_dir: Path):
-    """(request dict, the 1,000 rows it stands for): row 0's user with 1,000 candidates."""
+    """(request dict, the 1,000 rows it stands for): the user with the longest history among the test
+    rows (row 0's may have none, which flatters a model that trims empty history) and 1,000 candidates."""
+    import pyarrow.compute as pc
+
     from ctr_dagster.distillation import one_user_candidates
     from ctr_dagster.serving.convert import inverse_vocabularies, requests_from_table
 
-    rows = one_user_candidates(test, CANDIDATES)
+    lengths = pc.fill_null(pc.list_value_length(test.column("hist_item_idx")), 0).to_numpy()
+    first = int(np.argmax(lengths))
+    order = np.r_[first, np.delete(np.arange(test.num_rows), first)]
+    rows = one_user_candidates(test.take(order), CANDIDATES)
     requests = requests_from_table(rows, inverse_vocabularies(bundle_dir))
     assert len(requests) == 1, f"expected one request, got {len(requests)}"
     return requests[0][0], rows
@@ -80,9 +95,18 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
         "kind": bundle.manifest["model"]["kind"],
         "strategy": bundle.manifest["model"].get("strategy"),
         "bundle_bytes": size,
+        "history_length": len(request["user"].get("history") or []),
         "max_gap_vs_predict": float(np.max(np.abs(scores - expected))),
         "bundle_ms": timed(lambda: bundle.score(request), repeats),
     }
+    engine = bundle.model
+    if getattr(engine, "request_program", None) is not None:
+        out["programs"] = {"request": "one-request program (history encoded once)"}
+        engine.use_request_program = False
+        general = bundle.score(request)
+        out["max_gap_general_vs_predict"] = float(np.max(np.abs(general - expected)))
+        out["bundle_general_ms"] = timed(lambda: bundle.score(request), repeats)
+        engine.use_request_program = True
     torch.set_num_threads(1)
     if hasattr(model, "config") and hasattr(model.config, "num_threads"):
         model.config.num_threads = 1  # LightGBM: predict on one thread too
@@ -92,11 +116,23 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
     return out
 
 
-def trained_models(profile: str, epochs: int, log) -> tuple[dict[str, Any], Any, Any]:
+def suan_classes() -> list[type]:
+    """SuanModel and LightSuanModel: the installed plugin's, else imported from plugins/ctr-suan."""
+    try:
+        from ctr_suan.model import LightSuanModel, SuanModel
+    except ImportError:
+        sys.path.insert(0, str(ROOT / "plugins" / "ctr-suan"))
+        from ctr_suan.model import LightSuanModel, SuanModel
+    return [SuanModel, LightSuanModel]
+
+
+def trained_models(
+    profile: str, epochs: int, log, with_suan: bool = False, only: list[str] | None = None
+) -> tuple[dict[str, Any], Any, Any]:
     """({name: fitted model or error text}, the world's TRAINING table, its vocabularies)."""
     import pyarrow.compute as pc
 
-    from ctr_dagster.contracts import FitContext, config_from_dict
+    from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
     from ctr_dagster.registry import discover
     from ctr_dagster.serving.convert import vocabularies_from_table
     from ctr_dagster.testing import make_fit_inputs, synthetic_training_table, training_cardinalities
@@ -105,27 +141,33 @@ def trained_models(profile: str, epochs: int, log) -> tuple[dict[str, Any], Any,
     train = table.filter(pc.equal(table.column("split"), "train"))
     valid = table.filter(pc.equal(table.column("split"), "valid"))
     inputs = make_fit_inputs({"item_embeddings", "item_tags"}, table)
+    plugins = {info.name: info.cls for info in discover(["model"]).good("model")}
+    if with_suan:
+        for cls in suan_classes():
+            plugins.setdefault(cls.name, cls)
     models: dict[str, Any] = {}
-    for info in discover(["model"]).good("model"):
-        if getattr(info.cls, "task", "ctr") != "ctr":
-            models[info.name] = f"an {info.cls.task!r} model: bundles serve click probabilities"
+    for name, cls in plugins.items():
+        if only and name not in only:
+            continue
+        if getattr(cls, "task", "ctr") != "ctr":
+            models[name] = f"an {cls.task!r} model: bundles serve click probabilities"
             continue
         values = {}
-        fields = set(info.default_config())
+        fields = set(config_to_dict(cls.Config()))
         if "epochs" in fields:
             values["epochs"] = epochs
         if "num_threads" in fields:
             values["num_threads"] = 1
         started = time.perf_counter()
         try:
-            model = info.cls(config_from_dict(info.cls, values))
+            model = cls(config_from_dict(cls, values))
             ctx = FitContext(
                 cardinalities=training_cardinalities(table), log=lambda line: None, inputs=dict(inputs)
             )
-            models[info.name] = model.fit(train, valid, ctx)
-            log(f"{info.name}: trained in {time.perf_counter() - started:.1f} s")
+            models[name] = model.fit(train, valid, ctx)
+            log(f"{name}: trained in {time.perf_counter() - started:.1f} s")
         except Exception as exc:  # noqa: BLE001 - reported in the results
-            models[info.name] = f"training failed: {type(exc).__name__}: {exc}"
+            models[name] = f"training failed: {type(exc).__name__}: {exc}"
     return models, table, vocabularies_from_table(table)
 
 
@@ -136,6 +178,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument(
         "--home", type=Path, default=None, help="export the models trained in this project home"
+    )
+    parser.add_argument(
+        "--with-suan",
+        action="store_true",
+        help="add the opt-in suan / lightsuan (from plugins/ctr-suan when not installed)",
+    )
+    parser.add_argument("--models", nargs="+", default=None, help="only these models (default: all)")
+    parser.add_argument(
+        "--out", default="serving", help="result name: benchmarks/results/NAME.json (default: serving)"
     )
     args = parser.parse_args()
 
@@ -167,6 +218,8 @@ def main() -> None:
             registry = discover(["model"])
             figures["source"] = f"project home {args.home}"
             for result in export_all(home, warehouse, Path(tmp)):
+                if args.models and result.name not in args.models:
+                    continue
                 if not result.ok:
                     results[result.name] = {"exported": False, "reason": result.error}
                     continue
@@ -178,7 +231,9 @@ def main() -> None:
                     **bench_bundle(model, Path(result.directory), test, args.repeats),
                 }
         else:
-            models, table, vocabularies = trained_models(args.profile, args.epochs, log)
+            models, table, vocabularies = trained_models(
+                args.profile, args.epochs, log, with_suan=args.with_suan, only=args.models
+            )
             test = table.filter(pc.equal(table.column("split"), "test"))
             figures["source"] = (
                 f"synthetic {args.profile} world, {table.num_rows} rows, torch epochs={args.epochs}"
@@ -208,7 +263,7 @@ def main() -> None:
                 }
                 log(f"{name}: {results[name]}")
     figures["models"] = results
-    write_result("serving", figures)
+    write_result(args.out, figures)
 
 
 if __name__ == "__main__":

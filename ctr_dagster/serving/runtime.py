@@ -23,8 +23,10 @@ What a bundle holds (written by `ctr_dagster.serving.export`):
   (0 = padding, 1 = out of vocabulary: an id the training data never had).
 * ``model/``: what the model's own export wrote, and how to run it (``manifest["model"]["kind"]``):
   ``torch_export`` (the network as a torch.export program + the batch encoding as JSON: the
-  engine's `BatchEncoder` for torch plugins) or ``lightgbm`` (a booster in LightGBM's text format
-  + a feature program: a numpy-only Python file the plugin ships with the bundle, run on the rows).
+  engine's `BatchEncoder` for torch plugins; optionally a one-request program, run on rows that
+  share one user, e.g. SUAN's history encoded once per request) or ``lightgbm`` (a booster in
+  LightGBM's text format + a feature program: a numpy-only Python file the plugin ships with the
+  bundle, run on the rows).
 * ``score.py``: this file.
 
 Request (JSON; one user, many candidates; the README's "Serving bundle" section)::
@@ -95,6 +97,19 @@ DTYPES: dict[str, Any] = {
     "hist_rel_pos": np.int32,
 }
 LIST_COLUMNS = ("hist_item_idx", "hist_category_idx", "hist_age_s", "hist_rel_pos")
+#: The user-side columns: equal on every row of one request (its user, context and history). A
+#: ``torch_export`` bundle's one-request program may read them from row 0 (`shares_one_user`).
+USER_COLUMNS = (
+    "user_idx",
+    "device_idx",
+    "region_idx",
+    "age_group_idx",
+    "hour",
+    "day_of_week",
+    "user_click_count",
+    "is_new_user",
+    *LIST_COLUMNS,
+)
 #: Unknown click time in a history entry (as the training data marks a log's own sequences).
 UNKNOWN_AGE_S = -1.0
 
@@ -193,6 +208,26 @@ class Rows:
         """The row of each flat value of a list column."""
         lengths = self.lengths(name)
         return np.repeat(np.arange(self.n, dtype=np.int64), lengths)
+
+
+def shares_one_user(rows: Rows) -> bool:
+    """Whether every row holds row 0's user-side columns (`USER_COLUMNS`; every parsed request does):
+    then a one-request program, which reads them from row 0, scores the rows as the general one."""
+    if rows.n == 0:
+        return False
+    for name in USER_COLUMNS:
+        if name in rows.scalars:
+            column = rows.scalars[name]
+            if not np.array_equal(column, np.broadcast_to(column[:1], column.shape)):
+                return False
+        elif name in rows.lists:
+            values, lengths = rows.lists[name]
+            k = int(lengths[0])
+            if np.any(lengths != k) or len(values) != rows.n * k:
+                return False
+            if k and not np.array_equal(values.reshape(rows.n, k), np.broadcast_to(values[:k], (rows.n, k))):
+                return False
+    return True
 
 
 def _where(path: str, key: str) -> str:
@@ -410,7 +445,12 @@ class TorchExportModel:
 
     The encoding mirrors `ctr_dagster.training.batching.BatchEncoder.numpy`: ids outside a table ->
     OOV (fixed categories such as the hour clipped), dense columns log1p'ed where listed and
-    standardized with the train split's mean/std, sequences right-aligned with a mask."""
+    standardized with the train split's mean/std, sequences right-aligned with a mask.
+
+    An optional second program (``request_program``, e.g. SUAN's: the history encoded once per
+    request) scores rows that share one user and may read the user's inputs from row 0; `predict`
+    runs it on such rows (`shares_one_user`: every parsed request) when `use_request_program`, the
+    general program on any others. `runs` counts the calls of each."""
 
     def __init__(self, directory: Path, spec: dict[str, Any], threads: int | None):
         import torch
@@ -428,10 +468,15 @@ class TorchExportModel:
         self.std = np.asarray(encoding["std"], dtype=np.float64)
         self.inputs = list(encoding["inputs"])
         self.program = torch.export.load(str(directory / spec["program"])).module()
+        request = spec.get("request_program")
+        self.request_program = torch.export.load(str(directory / request)).module() if request else None
+        self.use_request_program = True
+        self.runs = {"general": 0, "request": 0}
 
     @staticmethod
     def files(spec: dict[str, Any]) -> list[str]:
-        return [spec["program"], spec["encoding"]]
+        extra = [spec["request_program"]] if spec.get("request_program") else []
+        return [spec["program"], spec["encoding"], *extra]
 
     @staticmethod
     def _vocabulary_of(name: str) -> str | None:
@@ -472,8 +517,10 @@ class TorchExportModel:
         torch = self.torch
         encoded = self.encode(rows)
         batch = {name: torch.from_numpy(np.ascontiguousarray(encoded[name])) for name in self.inputs}
+        shared = self.request_program is not None and self.use_request_program and shares_one_user(rows)
+        self.runs["request" if shared else "general"] += 1
         with torch.no_grad():
-            logits = self.program(batch)
+            logits = (self.request_program if shared else self.program)(batch)
         return sigmoid(logits.float().numpy())
 
 

@@ -23,7 +23,21 @@ Tracing, with a dynamic batch axis; the first strategy whose program reproduces 
 
 When neither works the model is not exportable, and the error says why per strategy (for a
 data-dependent branch: its source line), e.g. an ``if scores.numel() == 0`` early return (AW-MoE
-had one; it was removed so that AW-MoE exports) or SUAN's length-bucketed attention groups.
+had one; it was removed so that AW-MoE exports).
+
+Export hooks a plugin's ``nn.Module`` may define (duck-typed, so the engine names no model):
+
+* ``export_module() -> nn.Module``: the module to trace in its place, computing the same function
+  without python that reads the data (SUAN: every row at full length instead of its length-bucketed
+  groups, and no one-request shortcut). The strategies above run on it.
+* ``export_request_module() -> nn.Module | None``: a second, optional **one-request program**
+  (``request.pt2``) that may assume every row shares row 0's user-side inputs (`runtime.USER_COLUMNS`:
+  the user, the request context, the history) and read them from row 0, e.g. to encode one user's
+  history once for all of its candidates (LightSUAN's serving). It is checked on the probes whose
+  rows share one user (one user's candidates, one row, the candidates of the example's user with the
+  longest history and of a new user); the runtime runs it only on such rows, the general program on
+  any others. A request module that fails to trace or to match `predict` makes the model not
+  exportable (not silently dropped: the plugin promised it).
 """
 
 from __future__ import annotations
@@ -39,8 +53,9 @@ import torch
 from torch import nn
 
 from ctr_dagster.atomic import write_json
+from ctr_dagster.serving import runtime
 from ctr_dagster.serving.bundle import NotExportable
-from ctr_dagster.serving.probes import PARITY_TOLERANCE, probe_tables
+from ctr_dagster.serving.probes import ONE_USER_CANDIDATES, PARITY_TOLERANCE, probe_tables
 from ctr_dagster.serving.runtime import sigmoid
 
 if TYPE_CHECKING:
@@ -49,6 +64,7 @@ if TYPE_CHECKING:
     from ctr_dagster.training.plugin import TorchModel
 
 PROGRAM_FILE = "network.pt2"
+REQUEST_PROGRAM_FILE = "request.pt2"
 ENCODING_FILE = "encoding.json"
 STRATEGIES = ("eval", "training_path")
 #: Rows of the example the network is traced on (at least 2: a batch of 1 would fix the batch axis).
@@ -110,6 +126,70 @@ def trace(module: nn.Module, batch: dict[str, torch.Tensor], strategy: str) -> t
         module.eval()
 
 
+def export_views(module: nn.Module) -> tuple[nn.Module, nn.Module | None]:
+    """(the module to trace for any rows, the one-request module or None): the module's export hooks
+    (module docstring) where it defines them, else the module itself and no request program."""
+    general = getattr(module, "export_module", None)
+    request = getattr(module, "export_request_module", None)
+    return (general() if callable(general) else module), (request() if callable(request) else None)
+
+
+def shares_one_user(table: pa.Table) -> bool:
+    """Whether every row of `table` holds row 0's user-side columns: the rows a request program serves
+    (the runtime's own test, on the same rows)."""
+    from ctr_dagster.serving.convert import rows_from_table
+
+    return table.num_rows > 0 and runtime.shares_one_user(rows_from_table(table))
+
+
+def request_probes(example: pa.Table, probes: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """The probes a request program must match: those whose rows share one user, plus the candidates
+    of the example's user with the longest history (row 0's may be empty) and a new user's (no history)."""
+    import pyarrow.compute as pc
+
+    from ctr_dagster.distillation import one_user_candidates
+    from ctr_dagster.serving.probes import without_history
+
+    out = {name: table for name, table in probes.items() if shares_one_user(table)}
+    if "hist_item_idx" in example.column_names and example.num_rows:
+        lengths = pc.fill_null(pc.list_value_length(example.column("hist_item_idx")), 0).to_numpy()
+        busiest = int(np.argmax(lengths))
+        rest = example.take(np.r_[busiest, np.delete(np.arange(example.num_rows), busiest)])
+        out["busiest_user"] = one_user_candidates(rest, ONE_USER_CANDIDATES)
+    out["new_user"] = one_user_candidates(without_history(example), ONE_USER_CANDIDATES)
+    return out
+
+
+def faithful_program(
+    view: nn.Module,
+    model: TorchModel,
+    batch: dict[str, torch.Tensor],
+    probes: dict[str, pa.Table],
+    expected: dict[str, np.ndarray],
+) -> tuple[torch.export.ExportedProgram | None, str, float, list[str]]:
+    """(program, strategy, largest probe gap, failures) of the first strategy whose program matches
+    `predict` on every probe; program None when none does."""
+    failures = []
+    for strategy in STRATEGIES:
+        try:
+            program = trace(view, batch, strategy)
+        except Exception as exc:  # noqa: BLE001 - every torch.export failure is a reason to report
+            failures.append(f"{strategy}: {describe_error(exc)}")
+            continue
+        gap, where = largest_gap(program, model, probes, expected)
+        if gap <= PARITY_TOLERANCE:
+            return program, strategy, gap, failures
+        failures.append(
+            f"{strategy}: traced, but its scores differ from predict by {gap:.2e} on the {where} probe"
+        )
+    return None, "", float("nan"), failures
+
+
+def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+    program.example_inputs = None  # no sample inputs: nothing in the archive is pickled
+    torch.export.save(program, str(path))
+
+
 def largest_gap(
     program: torch.export.ExportedProgram, model: TorchModel, probes: dict[str, pa.Table], expected: dict
 ) -> tuple[float, str]:
@@ -127,6 +207,7 @@ def largest_gap(
 
 def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) -> dict[str, Any]:
     """Write ``network.pt2`` and ``encoding.json`` into `directory`; return the runtime description."""
+    from ctr_dagster.distillation import one_user_candidates
     from ctr_dagster.training.plugin import TorchModel
 
     if model.module is None or model.encoder is None or model.spec is None:
@@ -144,30 +225,41 @@ def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) ->
     module = model.module
     if next(module.parameters(), torch.empty(0)).device.type != "cpu":
         module = copy.deepcopy(module).cpu()
+    general, request = export_views(module)
     probes = probe_tables(example)
     expected = {name: model.predict(table) for name, table in probes.items()}
     batch = model.encoder.tensors(example.slice(0, TRACE_ROWS))
-    failures = []
-    for strategy in STRATEGIES:
-        try:
-            program = trace(module, batch, strategy)
-        except Exception as exc:  # noqa: BLE001 - every torch.export failure is a reason to report
-            failures.append(f"{strategy}: {describe_error(exc)}")
-            continue
-        gap, where = largest_gap(program, model, probes, expected)
-        if gap <= PARITY_TOLERANCE:
-            break
-        failures.append(
-            f"{strategy}: traced, but its scores differ from predict by {gap:.2e} on the {where} probe"
-        )
-    else:
+    program, strategy, gap, failures = faithful_program(general, model, batch, probes, expected)
+    if program is None:
         raise NotExportable(
             f"{model.name}: torch.export could not capture the network. " + summarize(failures)
         )
+    extra: dict[str, Any] = {}
+    request_program = None
+    if request is not None:
+        one_user = request_probes(example, probes)
+        wanted = {name: model.predict(table) for name, table in one_user.items()}
+        request_batch = model.encoder.tensors(one_user_candidates(example, TRACE_ROWS))
+        request_program, request_strategy, request_gap, request_failures = faithful_program(
+            request, model, request_batch, one_user, wanted
+        )
+        if request_program is None:
+            raise NotExportable(
+                f"{model.name}: its one-request module (export_request_module) could not be exported. "
+                + summarize(request_failures)
+            )
+        extra = {
+            "request_program": REQUEST_PROGRAM_FILE,
+            "request_strategy": request_strategy,
+            "request_probes": sorted(one_user),
+            "request_probe_gap": request_gap,
+            "request_shared": list(runtime.USER_COLUMNS),
+        }
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    program.example_inputs = None  # no sample inputs: nothing in the archive is pickled
-    torch.export.save(program, str(directory / PROGRAM_FILE))
+    save_program(program, directory / PROGRAM_FILE)
+    if request_program is not None:
+        save_program(request_program, directory / REQUEST_PROGRAM_FILE)
     spec = model.spec.to_dict()
     write_json(
         directory / ENCODING_FILE,
@@ -190,4 +282,5 @@ def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) ->
         "strategy": strategy,
         "rejected_strategies": failures,
         "probe_gap": gap,
+        **extra,
     }

@@ -460,8 +460,10 @@ class TorchModel:
         `example`: a few rows (features only) to trace with and to check the program against
         `predict` (several users, one user's candidates, one row, empty histories). Raises
         `ctr_dagster.serving.bundle.NotExportable` with the reason when torch.export cannot capture
-        the network (e.g. a data-dependent branch); a plugin may override this method. How the
-        network is traced: `ctr_dagster.serving.torch_export`.
+        the network (e.g. a data-dependent branch); a plugin may override this method, or give its
+        module ``export_module()`` (a traceable stand-in for the module) and ``export_request_module()``
+        (a one-request program: rows sharing one user, e.g. the history encoded once). How the network
+        is traced: `ctr_dagster.serving.torch_export`.
         """
         from ctr_dagster.serving.torch_export import export_torch_model
 
