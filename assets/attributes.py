@@ -39,6 +39,11 @@ class ItemAttributesConfig(dg.Config):
         0.1, description="imported data (no oracle): share of other rows held out for the seen-value score"
     )
     extractor_config: _ExtractorConfigs = pydantic.Field(default_factory=_ExtractorConfigs)  # type: ignore[valid-type]
+    refresh_every_days: int = pydantic.Field(
+        0,
+        description="keep the last table while only the logs changed, for this many days of new logs "
+        "since the last fit (the nightly job sets its full-retrain cadence); 0 = refit every run",
+    )
 
 
 @dg.asset(
@@ -65,6 +70,7 @@ def item_attributes(
     context: dg.AssetExecutionContext, config: ItemAttributesConfig, warehouse: WarehouseResource
 ):
     """Catalogue attributes plus extracted values (score, extractor), scored against the truth."""
+    from ctr_dagster import attribute_refresh
     from ctr_dagster.attributes import (
         EVALUATION_TABLE,
         EXTRACTOR_COLUMNS,
@@ -78,6 +84,18 @@ def item_attributes(
     installed, wanted, broken = select_plugins("extractor", config.extractors, context.log.warning)
     values = config.extractor_config.model_dump()
     specs = [ExtractorSpec(installed[n].cls, values.get(n, {})) for n in wanted if n in installed]
+    record_folder = home.reports / TABLE
+    key = day = None
+    if config.refresh_every_days > 0:
+        key = attribute_refresh.catalogue_key(wh, config.model_dump(), [s.cls for s in specs])
+        day = attribute_refresh.data_day(wh)
+        plan = attribute_refresh.plan_refresh(
+            record_folder, key, day, config.refresh_every_days, wh.exists(TABLE) and not broken
+        )
+        context.log.info(f"item_attributes: {plan.reason}")
+        if plan.keep:
+            yield from _kept(plan, wh.read(TABLE), str(wh.path(TABLE)))
+            return
 
     def optional(table: str):
         return wh.read(table) if wh.exists(table) else None
@@ -105,26 +123,34 @@ def item_attributes(
     evaluation = result.evaluation_table()
     if evaluation is not None:
         wh.write(EVALUATION_TABLE, evaluation)
+    shown = {
+        "numbers": result.numbers(),
+        "markdown": {
+            "evaluation": (
+                f"Against the {result.evaluation_source} ({result.truth_rows} held-out truths); only "
+                "(item, attribute) pairs the fitting catalogue lacks count"
+                + ("" if result.evaluation_source == "oracle" else ", and only labelled ones")
+                + "; unseen = value absent from it (zero-shot); no_value = pairs known to have no "
+                f"value (abstained = share left empty); 95 % intervals resample items. "
+                f"{result.candidate_note}.\n\n"
+                + markdown_table(display_rows(result.evaluation), DISPLAY_COLUMNS)
+            ),
+            "vs_baseline": (
+                "Each extractor against the stronger baseline (title matching, text-only ablation) "
+                "per slice, paired over the same item resamples; `noise` = the interval holds 0.\n\n"
+                + markdown_table(display_comparisons(result.comparisons))
+            ),
+            "extractors": markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS),
+        },
+    }
+    if config.refresh_every_days > 0 and not result.runs.problems:
+        attribute_refresh.record_fit(record_folder, key, day, shown)
     yield dg.MaterializeResult(
         metadata=with_plugin_reports(
             {
                 **table_summary(result.table, str(path)),
-                **numbers(result.numbers()),
-                "evaluation": dg.MetadataValue.md(
-                    f"Against the {result.evaluation_source} ({result.truth_rows} held-out truths); only "
-                    "(item, attribute) pairs the fitting catalogue lacks count"
-                    + ("" if result.evaluation_source == "oracle" else ", and only labelled ones")
-                    + "; unseen = value absent from it (zero-shot); no_value = pairs known to have no "
-                    f"value (abstained = share left empty); 95 % intervals resample items. "
-                    f"{result.candidate_note}.\n\n"
-                    + markdown_table(display_rows(result.evaluation), DISPLAY_COLUMNS)
-                ),
-                "vs_baseline": dg.MetadataValue.md(
-                    "Each extractor against the stronger baseline (title matching, text-only ablation) "
-                    "per slice, paired over the same item resamples; `noise` = the interval holds 0.\n\n"
-                    + markdown_table(display_comparisons(result.comparisons))
-                ),
-                "extractors": dg.MetadataValue.md(markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS)),
+                **numbers(shown["numbers"]),
+                **{name: dg.MetadataValue.md(text) for name, text in shown["markdown"].items()},
             },
             "extractor",
             result.runs.reports(),
@@ -132,3 +158,22 @@ def item_attributes(
         )
     )
     yield plugin_check("all_extractors_ok", result.runs)
+
+
+def _kept(plan, table, path: str):
+    """The materialization of a kept table: what the fit it comes from showed, and why it was kept."""
+    shown = plan.previous.get("shown") or {}
+    yield dg.MaterializeResult(
+        metadata={
+            **table_summary(table, path),
+            **numbers(shown.get("numbers") or {}),
+            **{name: dg.MetadataValue.md(text) for name, text in (shown.get("markdown") or {}).items()},
+            "refresh": dg.MetadataValue.md(plan.reason),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="all_extractors_ok",
+        passed=True,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"refresh": dg.MetadataValue.md(f"no extractor ran: {plan.reason}")},
+    )

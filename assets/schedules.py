@@ -14,7 +14,9 @@ Incremental by default: with `Settings.warm_start` (on; ``CTR_WARM_START=0`` tur
 runs continue each model from its own previous artifact (LightGBM keeps boosting, torch models
 fine-tune), and train from scratch once the data has moved `Settings.full_retrain_every_days` days
 (default 7) past the model's last full retrain: the `warm_start` and `full_retrain_every_days`
-launchpad fields of every model asset. Trainings whose inputs did not change are skipped.
+launchpad fields of every model asset. Trainings whose inputs did not change are skipped. The
+attribute stage keeps its table while only the logs changed, for the same cadence
+(`item_attributes`' `refresh_every_days`, `ctr_dagster.attribute_refresh`).
 """
 
 import dagster as dg
@@ -40,6 +42,8 @@ def warm_start_config(enabled: bool, full_retrain_every_days: int = FULL_RETRAIN
     ops = {"__".join(p.asset_key): {"config": dict(config)} for p in registry.good("model")}
     # the distilled students too: within the cadence, their previous artifact and temperature
     ops.update({f"distilled__{s.name}": {"config": dict(config)} for s, _ in students(registry)})
+    # attribute extraction: kept while only the logs changed, refit at the same cadence
+    ops["item_attributes"] = {"config": {"refresh_every_days": full_retrain_every_days}}
     return {"ops": ops}
 
 

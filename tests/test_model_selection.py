@@ -53,6 +53,7 @@ def test_only_the_selected_models_get_assets_and_the_stages_agree(tmp_path):
         "models__lightgbm",
         "models__s_learner",
         "distilled__din_student",
+        "item_attributes",  # the attribute stage's refresh cadence
     }
 
     # the same process, the default settings again: every installed model is back

@@ -60,6 +60,8 @@ def test_warm_start_config_turns_the_engine_field_on_for_every_model():
     ops = warm_start_config(True, 3)["ops"]
     names = {"__".join(p.asset_key) for p in default_registry().good("model")}
     distilled = {f"distilled__{s.name}" for s, _ in students(default_registry())}
+    attributes = ops.pop("item_attributes")  # kept while only the logs changed, refit at the cadence
+    assert attributes == {"config": {"refresh_every_days": 3}}
     assert distilled and set(ops) == names | distilled  # the distilled students warm-start too
     assert all(v == {"config": {"warm_start": True, "full_retrain_every_days": 3}} for v in ops.values())
 
@@ -77,6 +79,7 @@ def test_the_nightly_job_warm_starts_by_default_with_the_cadence_of_the_settings
     ops = warm.get_run_config_for_partition_key(day)["ops"]
     keys = ["__".join(p.asset_key) for p in default_registry().good("model")]
     keys += [f"distilled__{s.name}" for s, _ in students(default_registry())]
+    assert ops.pop("item_attributes") == {"config": {"refresh_every_days": 2}}
     assert {k: v["config"] for k, v in ops.items()} == {
         key: {"warm_start": True, "full_retrain_every_days": 2} for key in keys
     }

@@ -68,6 +68,9 @@ class LightgbmConfig:
     # 0: the engine's share for this step (ctr_dagster.threads: cores // trainings running at once, so
     # two side by side do not oversubscribe the cores); > 0 fixes it. The count used is in model.json.
     num_threads: int = 0
+    # Warm start (nightly): boost only on the rows the previous booster never saw (the new days);
+    # false = continue boosting over the whole window (slower, see `_boosting_rows`).
+    warm_start_new_rows_only: bool = True
     # Multimodal item vectors (the item_embeddings asset): PCA components of the target's fused vector
     # and its cosine similarity to the behaviour sequence (ctr_lightgbm.embeddings). Needs the input.
     use_item_embeddings: bool = False
@@ -165,6 +168,21 @@ class LightgbmModel:
         )
         return init
 
+    def _boosting_rows(self, train: pa.Table, ctx: FitContext):
+        """The train rows a warm start boosts on: those the previous booster never saw (the new
+        days), when there are enough of them; None = the whole window.
+
+        Why: continuing to boost over the whole window re-bins every row and re-scores it through all
+        the previous trees, which made the nightly warm start slower than a fresh fit; the new trees
+        only need to correct the old ensemble on the rows it has not learned from. The whole window
+        still feeds the id statistics, and early stopping on the validation day decides how many
+        trees to add."""
+        from ctr_dagster.training.plugin import fine_tune_mask
+
+        if not self.config.warm_start_new_rows_only:
+            return None
+        return fine_tune_mask(train, ctx, max(1, 5 * self.config.min_data_in_leaf), self.name)
+
     def _item_vectors(self, train: pa.Table, ctx: FitContext) -> ItemVectors:
         """The item vectors from the engine's prepared input (float32[item_idx cardinality, d])."""
         from ctr_lightgbm.embeddings import ItemVectors
@@ -186,6 +204,7 @@ class LightgbmModel:
     def fit(self, train: pa.Table, valid: pa.Table, ctx: FitContext) -> LightgbmModel:
         import lightgbm as lgb
         import numpy as np
+        import pyarrow as pa
 
         from ctr_lightgbm import features, stats
 
@@ -203,10 +222,15 @@ class LightgbmModel:
                 user_cat_smoothing=cfg.user_cat_smoothing,
             )
         self.vectors = self._item_vectors(train, ctx) if spec.use_embeddings else None
-        x = features.build(train, spec, train_stats, self.vectors)
-        y = train.column("label").to_numpy().astype(np.float64)
         init = self._warm_start(ctx, names)
         init_trees = init.num_trees() if init is not None else 0
+        boosted = self._boosting_rows(train, ctx) if init is not None else None
+        window_rows = train.num_rows
+        if boosted is not None:  # the statistics above still count the whole window
+            train = train.filter(pa.array(boosted))
+            train_stats = train_stats[boosted] if train_stats is not None else None
+        x = features.build(train, spec, train_stats, self.vectors)
+        y = train.column("label").to_numpy().astype(np.float64)
 
         params = self._params(ctx.seed)
         dtrain = lgb.Dataset(x, y, feature_name=names, categorical_feature=categorical, free_raw_data=False)
@@ -243,7 +267,8 @@ class LightgbmModel:
             "num_trees": int(self.booster.num_trees()),
             "init_trees": int(init_trees),
             "valid_auc": None if valid_auc is None else float(valid_auc),
-            "train_rows": int(train.num_rows),
+            "train_rows": int(window_rows),
+            "boosted_rows": int(train.num_rows),
             "num_threads": int(params["num_threads"]),
             "lightgbm_version": lgb.__version__,
         }

@@ -279,6 +279,45 @@ def test_warm_start_continues_boosting(splits: dict[str, pa.Table], tmp_path: Pa
     np.testing.assert_array_equal(again.predict(splits["test"]), second.predict(splits["test"]))
 
 
+def test_a_warm_start_boosts_only_on_the_rows_the_previous_booster_never_saw(
+    splits: dict[str, pa.Table], tmp_path: Path
+) -> None:
+    """The nightly warm start (`previous_train_end` from the engine) adds trees fitted on the later
+    rows only; the whole-window setting still boosts on every row."""
+    train = splits["train"]
+    cut = (
+        pc.min(train.column("ts")).as_py()
+        + (pc.max(train.column("ts")).as_py() - pc.min(train.column("ts")).as_py()) * 0.7
+    )
+    new_rows = int(
+        pc.sum(pc.greater(train.column("ts"), pa.scalar(cut, type=train.schema.field("ts").type))).as_py()
+    )
+    assert 0 < new_rows < train.num_rows
+    first = fast_model().fit(train, splits["valid"], FitContext(seed=0, log=lambda m: None))
+    first.save(tmp_path / "previous")
+
+    def warm(**overrides: Any) -> tuple[LightgbmModel, list[str]]:
+        lines: list[str] = []
+        ctx = FitContext(
+            seed=0,
+            log=lines.append,
+            init_from=tmp_path / "previous",
+            inputs={"warm_start": {"previous_train_end": cut.isoformat()}},
+        )
+        return fast_model(num_boost_round=10, min_data_in_leaf=5, **overrides).fit(
+            train, splits["valid"], ctx
+        ), lines
+
+    model, lines = warm()
+    assert model.meta["boosted_rows"] == new_rows and model.meta["train_rows"] == train.num_rows
+    assert model.meta["init_trees"] == first.booster.num_trees()
+    assert any(f"fine-tuning on the {new_rows} train rows" in line for line in lines), lines
+    assert_scores_valid(model.predict(splits["test"]), splits["test"].num_rows)
+    whole, _ = warm(warm_start_new_rows_only=False)
+    assert whole.meta["boosted_rows"] == train.num_rows
+    assert not np.array_equal(whole.predict(splits["test"]), model.predict(splits["test"]))
+
+
 def test_warm_start_ignores_a_folder_without_a_model(splits: dict[str, pa.Table], tmp_path: Path) -> None:
     lines: list[str] = []
     ctx = FitContext(seed=0, log=lines.append, init_from=tmp_path)  # empty folder
