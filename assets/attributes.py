@@ -85,10 +85,10 @@ def item_attributes(
     values = config.extractor_config.model_dump()
     specs = [ExtractorSpec(installed[n].cls, values.get(n, {})) for n in wanted if n in installed]
     record_folder = home.reports / TABLE
-    key = day = None
+    # every fit is recorded, so the first nightly after a full build can keep it
+    key = attribute_refresh.catalogue_key(wh, config.model_dump(), [s.cls for s in specs])
+    day = attribute_refresh.data_day(wh)
     if config.refresh_every_days > 0:
-        key = attribute_refresh.catalogue_key(wh, config.model_dump(), [s.cls for s in specs])
-        day = attribute_refresh.data_day(wh)
         plan = attribute_refresh.plan_refresh(
             record_folder, key, day, config.refresh_every_days, wh.exists(TABLE) and not broken
         )
@@ -143,7 +143,7 @@ def item_attributes(
             "extractors": markdown_table(result.extractor_rows(), EXTRACTOR_COLUMNS),
         },
     }
-    if config.refresh_every_days > 0 and not result.runs.problems:
+    if not result.runs.problems:
         attribute_refresh.record_fit(record_folder, key, day, shown)
     yield dg.MaterializeResult(
         metadata=with_plugin_reports(
