@@ -6,25 +6,57 @@ on validation AUC, never on test) are launchpad config beside the student's own.
 trained alone is its ordinary `models/<student>` asset, so the leaderboard shows the distilled one,
 the lone one and the teacher together; this asset's metadata compares them (a lift only against a
 lone student trained on the same dataset) and their scoring latency.
+
+Launchpad ``mode``: "offline" (the default: the soft labels of the stored ``models/<teacher>``) or
+"online" (a fresh teacher, configured by ``teacher_config``, trained together with the student in
+this run; torch pairs only, `ctr_dagster.distillation.distill_online_and_store`). One asset, not two:
+both modes write the same ``<student>_distilled`` entry the evaluation ranks, so a second asset would
+be a second writer of one artifact. The ``models/<teacher>`` dependency is read by the offline mode only.
 """
+
+from typing import Literal
 
 import dagster as dg
 import pydantic
 
 from assets.concurrency import training_threads
+from assets.launchpad import plugin_config
 from assets.metadata import markdown_table
 from assets.models import _launchpad_config, retrain_cadence, split_engine_fields, training_pool
 from assets.resources import WarehouseResource
 from ctr_dagster.registry import PluginInfo, default_registry
 
 
-def _distill_config(student: PluginInfo) -> type[dg.Config]:
-    from ctr_dagster.distillation import TEMPERATURES, DistillationWeights
+def _distill_config(student: PluginInfo, teacher: PluginInfo | None = None) -> type[dg.Config]:
+    """The student's launchpad config plus the distillation fields (and, given the teacher, its
+    config for the online mode: the teacher that mode trains is configured here, not in models/)."""
+    from ctr_dagster.distillation import MODES, TEMPERATURES, DistillationWeights
 
     defaults = DistillationWeights()
+    extra: dict[str, tuple[object, object]] = {}
+    if teacher is not None:
+        title = student.name.title().replace("_", "")
+        nested = plugin_config(teacher, f"TeacherOf{title}Config")
+        extra["teacher_config"] = (
+            nested,
+            pydantic.Field(
+                nested(),
+                description=f"online mode only: the config of the fresh {teacher.name} trained with the "
+                "student (its model fields; the joint loop runs with the student's trainer fields)",
+            ),
+        )
     return pydantic.create_model(
         f"{student.name.title().replace('_', '')}DistillConfig",
         __base__=_launchpad_config(student),
+        mode=(
+            Literal[MODES],  # type: ignore[valid-type]
+            pydantic.Field(
+                default=MODES[0],
+                description="offline: learn from the stored teacher's soft labels (temperature grid); "
+                "online: train a fresh teacher and the student together in one run (torch plugins, "
+                "one joint fit at the assumed temperature 1; no warm start)",
+            ),
+        ),
         label_weight=(float, defaults.label_weight),
         teacher_weight=(float, defaults.teacher_weight),
         temperatures=(
@@ -32,14 +64,15 @@ def _distill_config(student: PluginInfo) -> type[dg.Config]:
             pydantic.Field(
                 default=list(TEMPERATURES),
                 description="temperatures tried (one student fit each); the best validation AUC wins, "
-                "ties to the smaller",
+                "ties to the smaller (offline mode)",
             ),
         ),
+        **extra,
     )
 
 
 def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefinition:
-    config_class = _distill_config(student)
+    config_class = _distill_config(student, teacher)
 
     @dg.asset(
         key=["distilled", student.name],
@@ -50,38 +83,64 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         tags={"ctr/task": student.cls.task, "ctr/teacher": teacher.name},
         pool=training_pool(student),
         metadata={"plugin": student.entry_point_value, "teacher": teacher.name},
-        description=f"{student.name} distilled from {teacher.name}'s soft predictions plus the labels",
+        description=f"{student.name} distilled from {teacher.name}'s soft predictions plus the labels "
+        f"(offline), or trained together with a fresh {teacher.name} (launchpad mode: online)",
     )
     def _distilled(
         context: dg.AssetExecutionContext,
         config: config_class,  # type: ignore[valid-type]
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        from ctr_dagster.distillation import DistillationWeights, comparison, distill_and_store
+        from ctr_dagster.distillation import (
+            DistillationWeights,
+            comparison,
+            distill_and_store,
+            distill_online_and_store,
+        )
 
         values = config.model_dump()
         weights = DistillationWeights(
             label_weight=values.pop("label_weight"), teacher_weight=values.pop("teacher_weight")
         )
         temperatures = values.pop("temperatures")
+        mode = values.pop("mode")
+        teacher_values = values.pop("teacher_config", {})
         cadence = retrain_cadence(values)
         seed, warm_start, values = split_engine_fields(student, values)
         wh, home = warehouse.get(), warehouse.ctr_home
         with training_threads(context):  # this step's share of the cores (assets.concurrency)
-            result = distill_and_store(
-                student,
-                teacher,
-                values,
-                weights,
-                wh,
-                home,
-                seed=seed,
-                log=context.log.info,
-                run_id=context.run.run_id,
-                temperatures=temperatures,
-                # nightly: continue from the previous distilled artifact at its temperature (no grid)
-                full_retrain_every_days=cadence if warm_start else None,
-            )
+            if mode == "online":
+                if warm_start:
+                    context.log.info(
+                        "warm_start applies to the offline mode: online trains both from scratch"
+                    )
+                result = distill_online_and_store(
+                    student,
+                    teacher,
+                    values,
+                    teacher_values,
+                    weights,
+                    wh,
+                    home,
+                    seed=seed,
+                    log=context.log.info,
+                    run_id=context.run.run_id,
+                )
+            else:
+                result = distill_and_store(
+                    student,
+                    teacher,
+                    values,
+                    weights,
+                    wh,
+                    home,
+                    seed=seed,
+                    log=context.log.info,
+                    run_id=context.run.run_id,
+                    temperatures=temperatures,
+                    # nightly: continue from the previous distilled artifact at its temperature (no grid)
+                    full_retrain_every_days=cadence if warm_start else None,
+                )
         compared = comparison(student, teacher, result, wh, home)
         context.log.info(f"distillation: {compared}")
         rows = [
@@ -100,11 +159,23 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         if "teacher_latency_ms" in compared:
             rows.append(
                 {
-                    "model": f"{teacher.name} (teacher)",
+                    "model": f"{teacher.name} (teacher)"
+                    if mode == "offline"
+                    else f"{teacher.name} (models/)",
                     "test AUC": compared["teacher_auc"],
                     "latency p50 ms": compared["teacher_latency_ms"]["p50"],
                     "latency p99 ms": compared["teacher_latency_ms"]["p99"],
                     "note": compared["gap_note"] or "",
+                }
+            )
+        distilled = result.record["distillation"]
+        online_teacher = distilled.get("online_teacher") or {}
+        if mode == "online":  # the teacher trained in this run (scored on test to report it, never stored)
+            rows.append(
+                {
+                    "model": f"{teacher.name} (online teacher, this run)",
+                    "test AUC": online_teacher.get("test_auc"),
+                    "note": "trained with the student; not stored",
                 }
             )
         selection = result.selection
@@ -115,8 +186,9 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
                     markdown_table(rows, ["model", "test AUC", "latency p50 ms", "latency p99 ms", "note"])
                 ),
                 "teacher": teacher.name,
+                "distillation_mode": mode,
                 "loss_weights": dg.MetadataValue.json(
-                    {**weights.as_dict(), "temperature": selection["temperature"]}
+                    {k: distilled[k] for k in ("label_weight", "teacher_weight", "temperature")}
                 ),
                 "temperature": float(selection["temperature"]),
                 "temperature_chosen_by": selection["chosen_by"],
@@ -129,6 +201,9 @@ def distilled_asset(student: PluginInfo, teacher: PluginInfo) -> dg.AssetsDefini
         for key in ("lift_note", "gap_note"):
             if compared[key]:
                 metadata[key] = compared[key]
+        if online_teacher.get("test_auc") is not None:
+            metadata["online_teacher_test_auc"] = float(online_teacher["test_auc"])
+            metadata["online_weights_are"] = distilled["weights_are"]
         metadata["student_latency_p50_ms"] = compared["student_latency_ms"]["p50"]
         if "teacher_latency_ms" in compared:
             metadata["teacher_latency_p50_ms"] = compared["teacher_latency_ms"]["p50"]

@@ -19,6 +19,14 @@ the grid's validation AUCs travel with the result (`Selection`). The same studen
 alone by the ordinary model stage, so the leaderboard shows what the teacher adds; `comparison`
 reports that lift only when the lone student was trained on the same training dataset, and the
 scoring latency of student and teacher side by side (the reason to distil at all).
+
+Two modes (`MODES`, launchpad ``mode`` of ``distilled/<student>``): "offline" (the default, above)
+and "online" (`distill_online_and_store`): no stored teacher is read; a fresh teacher (the declared
+teacher plugin, its config from the launchpad) and the student are trained together in one run by
+`ctr_dagster.online_distillation` (torch plugins only), one joint fit at the assumed temperature
+(`online_distillation.ONLINE_WEIGHTS`; the grid is offline only). The student is stored under the
+same entry either way; its record and status say which mode made it. The nightly warm start
+(`_warm_start`) is offline only: it never continues from an online-distilled student.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ if TYPE_CHECKING:  # numpy/pyarrow/the trainer are imported inside the functions
 
 #: The entry name under which a distilled student is stored, evaluated and ranked.
 SUFFIX = "_distilled"
+
+#: The distillation modes: "offline" learns from the stored teacher's soft labels (the default),
+#: "online" trains a fresh teacher and the student together in one run.
+MODES: tuple[str, ...] = ("offline", "online")
 
 #: The temperatures tried by default (each is one fit of the student; the best validation AUC wins).
 TEMPERATURES: tuple[float, ...] = (1.0, 2.0, 4.0)
@@ -239,12 +251,150 @@ def distill_and_store(
             run_id=run_id,
             record_extra={
                 "distillation": {
+                    "mode": "offline",
                     "teacher": teacher.name,
                     **chosen.as_dict(),
                     "selection": selection.as_dict(),
                 }
             },
             warm_start=start,
+            status_extra={"distillation_mode": "offline"},
+        )
+    except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
+        record_failure(home, name, exc, run_id)
+        raise
+    result.selection = selection.as_dict()
+    return result
+
+
+def online_unsupported(student: PluginInfo, teacher: PluginInfo) -> str | None:
+    """Why this pair cannot be distilled online, else None: the joint loop
+    (`ctr_dagster.online_distillation`) needs both to be torch plugins (`TorchModel`)."""
+    from ctr_dagster.training.plugin import TorchModel  # torch-free module
+
+    others = [p.name for p in (student, teacher) if not issubclass(p.cls, TorchModel)]
+    if not others:
+        return None
+    return (
+        f"online distillation trains teacher and student in one torch loop, but {', '.join(others)} "
+        f"{'is not a torch plugin' if len(others) == 1 else 'are not torch plugins'} (TorchModel); "
+        f"use mode 'offline' for {student.name}"
+    )
+
+
+def distill_online_and_store(
+    student: PluginInfo,
+    teacher: PluginInfo,
+    config_values: dict[str, Any],
+    teacher_values: dict[str, Any],
+    weights: DistillationWeights,
+    warehouse: Warehouse,
+    home: Home,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    run_id: str | None = None,
+) -> TrainResult:
+    """Train a fresh `teacher` (config `teacher_values`) and `student` together; store the student as
+    ``<student>_distilled``, exactly where the offline mode stores it.
+
+    One joint fit (`online_distillation.fit_online`, the student's trainer settings) at the assumed
+    weights `ONLINE_WEIGHTS` with the launchpad's `teacher_weight`; the student's label term is its
+    own loss (weight 1, so `label_weight` must be 1). Raises ValueError, before any status changes,
+    for a pair that is not torch on both sides. The record's ``distillation`` says ``mode: online``,
+    the weights, the teacher's config and the jointly trained teacher's own AUCs (reported only: it
+    is not stored); the status carries ``distillation_mode: online`` for the evaluation.
+    """
+    from ctr_dagster.contracts import config_from_dict, config_to_dict
+    from ctr_dagster.metrics import auc
+    from ctr_dagster.modeling import (
+        Fitted,
+        Splits,
+        WarmStart,
+        dataset_end_day,
+        fit_context,
+        prepare_inputs,
+        record_failure,
+        score,
+        store_trained,
+        valid_auc,
+    )
+    from ctr_dagster.online_distillation import ONLINE_WEIGHTS, fit_online
+
+    name = entry_name(student.name)
+    reason = online_unsupported(student, teacher)
+    if reason is not None:
+        raise ValueError(f"{name}: {reason}")
+    if weights.label_weight != 1.0:
+        raise ValueError(
+            f"{name}: online mode keeps the student's own label loss at weight 1 (label_weight "
+            f"{weights.label_weight:g} applies to the offline mode only); set label_weight to 1"
+        )
+    online = dataclasses.replace(ONLINE_WEIGHTS, teacher_weight=weights.teacher_weight)
+    try:
+        splits = Splits.read(warehouse)
+        day = dataset_end_day(splits)
+        # the teacher's required inputs first (a clear error when missing), then every available one
+        inputs = {**prepare_inputs(teacher, warehouse, log), **prepare_inputs(student, warehouse, log)}
+        ctx = fit_context(
+            student,
+            warehouse,
+            home,
+            name,
+            seed=seed,
+            log=log,
+            inputs=inputs,
+            workdir=home.work / name / "online",
+        )
+        student_config = config_from_dict(student.cls, config_values)
+        teacher_config = config_from_dict(teacher.cls, teacher_values)
+        student_model, teacher_model = student.cls(student_config), teacher.cls(teacher_config)
+        log(
+            f"{name}: online distillation, a fresh {teacher.name} ({config_to_dict(teacher_config)}) and "
+            f"{student.name} ({config_to_dict(student_config)}) on {splits.train.num_rows} train rows "
+            f"with {online} (assumed; the temperature grid is for the offline mode)"
+        )
+        started = time.perf_counter()
+        fit_online(student_model, teacher_model, splits.train, splits.valid, ctx, online)
+        fitted = Fitted(student_model, student_config, ctx, time.perf_counter() - started)
+        student_valid = valid_auc(fitted, splits, name)
+        teacher_aucs = {
+            f"{split}_auc": auc(
+                part.column("label").to_numpy(), score(teacher_model, part, f"{teacher.name} (online)", split)
+            )
+            for split, part in (("valid", splits.valid), ("test", splits.test))
+        }
+        log(f"{name}: student valid AUC {student_valid}; the online teacher {teacher.name}: {teacher_aucs}")
+        selection = Selection(
+            valid_auc={online.temperature: student_valid},
+            temperature=online.temperature,
+            chosen_by="online_assumption",
+            fit_seconds={online.temperature: fitted.fit_seconds},
+        )
+        result = store_trained(
+            student,
+            fitted,
+            splits,
+            warehouse,
+            home,
+            name,
+            seed=seed,
+            log=log,
+            run_id=run_id,
+            record_extra={
+                "distillation": {
+                    "mode": "online",
+                    "teacher": teacher.name,
+                    **online.as_dict(),
+                    "weights_are": "assumed (the paper's are not public); teacher_weight from the launchpad",
+                    "teacher_config": config_to_dict(teacher_config),
+                    "online_teacher": teacher_aucs,
+                    "selection": selection.as_dict(),
+                }
+            },
+            # a full retrain today (both from scratch): recorded like the offline mode's, for the cadence
+            warm_start=WarmStart(None, day, day, "full retrain (online distillation)"),
+            status_extra={"distillation_mode": "online"},
         )
     except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
         record_failure(home, name, exc, run_id)
@@ -269,12 +419,14 @@ def _warm_start(
         return start, None
     temperature = _previous_temperature(home, name)
     if temperature is None:
-        return WarmStart(None, day, day, "full retrain: the previous temperature is not recorded"), None
+        why = "the previous temperature is not recorded (or that student was distilled online)"
+        return WarmStart(None, day, day, f"full retrain: {why}"), None
     return start, temperature
 
 
 def _previous_temperature(home: Home, name: str) -> float | None:
-    """The temperature the last good distillation chose (from its reproducibility record)."""
+    """The temperature the last good offline distillation chose (from its reproducibility record);
+    None after an online one: its temperature was assumed, not chosen, and its teacher is not stored."""
     import json
 
     from ctr_dagster.modeling import read_status
@@ -283,7 +435,10 @@ def _previous_temperature(home: Home, name: str) -> float | None:
     record = Path(status.get("record") or "")
     if not record.is_file():
         return None
-    value = (json.loads(record.read_text()).get("distillation") or {}).get("temperature")
+    distilled = json.loads(record.read_text()).get("distillation") or {}
+    if distilled.get("mode", "offline") != "offline":
+        return None
+    value = distilled.get("temperature")
     return float(value) if value is not None else None
 
 

@@ -289,11 +289,14 @@ def leaderboard_entries(registry: Registry) -> list[tuple[str, PluginInfo, str]]
     return entries
 
 
-def _variant(plugin: PluginInfo, kind: str) -> dict[str, str]:
+def _variant(plugin: PluginInfo, kind: str, status: dict[str, Any] | None = None) -> dict[str, str]:
     """What this entry is an ablation of: a plugin's `variant_of`/`variant` class attributes (e.g. the
-    same GBDT with item embeddings), or, for a distilled student, the same student trained alone."""
+    same GBDT with item embeddings), or, for a distilled student, the same student trained alone (its
+    status says whether it was distilled online, with a teacher trained in the same run)."""
     if kind == "distilled":
-        return {"variant_of": plugin.name, "variant": f"distilled from {plugin.cls.teacher}"}
+        online = (status or {}).get("distillation_mode") == "online"
+        how = "distilled online from" if online else "distilled from"
+        return {"variant_of": plugin.name, "variant": f"{how} {plugin.cls.teacher}"}
     base = getattr(plugin.cls, "variant_of", None)
     return {"variant_of": base, "variant": getattr(plugin.cls, "variant", None) or "variant"} if base else {}
 
@@ -390,7 +393,7 @@ def evaluate(
             "kind": kind,
             "task": plugin.cls.task,
             "distribution": plugin.dist,
-            **_variant(plugin, kind),
+            **_variant(plugin, kind, status),
         }
         if status is None:
             unranked.append({**base, "status": "not_trained", "error": "no training has run yet"})

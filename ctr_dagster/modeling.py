@@ -589,13 +589,15 @@ def store_trained(
     record_extra: dict[str, Any] | None = None,
     warm_start: WarmStart | None = None,
     training_key: str | None = None,
+    status_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Score valid/test (features only), store the artifact, predictions, record and ok status.
 
     `record_extra` adds top-level keys to the reproducibility record (e.g. the distillation settings
     and how they were chosen); `warm_start` says where the fit started (recorded, and carried in the
     status for the next night's `plan_warm_start`); `training_key` lets the next identical training
-    be skipped (`unchanged_training`)."""
+    be skipped (`unchanged_training`); `status_extra` adds keys to the status the evaluation reads
+    (e.g. the distillation mode, so the leaderboard says how a distilled student was trained)."""
     scores: dict[str, float | None] = {}
     predictions = []
     for split_name, part in (("valid", splits.valid), ("test", splits.test)):
@@ -658,6 +660,7 @@ def store_trained(
             "data_day": start.data_day,
             "train_end": _last_ts(splits.train),
             "training_key": training_key,
+            **(status_extra or {}),
         },
     )
     return result

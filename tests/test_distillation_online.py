@@ -1,0 +1,126 @@
+"""Online distillation in the lineage: launchpad ``mode: online`` of ``distilled/<student>`` trains a
+fresh teacher and the student together (`ctr_dagster.online_distillation`) and stores the student
+where the offline mode does, so the evaluation ranks it; offline stays the default."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.distill import _distill_config, distilled_asset
+from assets.resources import WarehouseResource
+from ctr_dagster import distillation, evaluation
+from ctr_dagster.modeling import read_status, train_and_store
+from ctr_dagster.registry import discover
+from ctr_dagster.settings import Home
+from ctr_dagster.testing import make_training_table
+from ctr_dagster.warehouse import Warehouse
+from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
+
+
+@pytest.fixture
+def numpy_pair(tmp_path):
+    """A non-torch student and teacher (the fixture plugins of tests/test_distillation.py)."""
+    root = tmp_path / "site"
+    write_dist(
+        root,
+        "ctrfix-kd",
+        {MODELS: {"ctrfix_good": "ctrfix_good:GoodModel", "ctrfix_student": "ctrfix_student:StudentModel"}},
+        ("ctrfix_good", "ctrfix_student"),
+    )
+    with on_sys_path(root):
+        [pair] = distillation.students(discover(["model"], path=[root]))
+        yield pair
+
+
+@pytest.fixture
+def home(tmp_path) -> Home:
+    return Home(tmp_path / "home")
+
+
+def _materialize(asset: dg.AssetsDefinition, home: Home, config: dict) -> dg.ExecuteInProcessResult:
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [asset],
+            instance=instance,
+            resources={"warehouse": WarehouseResource(home=str(home.root))},
+            run_config={"ops": {asset.op.name: {"config": config}}},
+            raise_on_error=False,
+        )
+
+
+def test_offline_is_the_default_and_a_non_torch_pair_cannot_go_online(numpy_pair, home):
+    student, teacher = numpy_pair
+    fields = _distill_config(student, teacher).model_fields
+    assert fields["mode"].default == "offline" and "teacher_config" in fields
+    assert distillation.online_unsupported(student, teacher).startswith(
+        "online distillation trains teacher and student in one torch loop, but ctrfix_student, ctrfix_good "
+        "are not torch plugins"
+    )
+    wh = Warehouse(home.warehouse)
+    wh.write("training_dataset", make_training_table(3000, seed=2))
+    train_and_store(teacher, {}, wh, home, log=lambda s: None)
+    asset = distilled_asset(student, teacher)
+    offline = _materialize(asset, home, {"temperatures": [2.0]})  # no mode given: offline
+    assert offline.success
+    status = read_status(home, "ctrfix_student_distilled")
+    assert status["distillation_mode"] == "offline"
+    assert json.loads(Path(status["record"]).read_text())["distillation"]["mode"] == "offline"
+    # online with a non-torch pair: a clear step error, and the stored offline student is untouched
+    online = _materialize(asset, home, {"mode": "online"})
+    assert not online.success
+    [failure] = [e for e in online.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "ctrfix_student_distilled: online distillation trains" in str(failure.event_specific_data.error)
+    assert read_status(home, "ctrfix_student_distilled") == status
+
+
+def test_din_student_distilled_online_is_stored_ranked_and_says_online(tmp_path):
+    """din_student with a fresh din teacher, three joint epochs on `tiny` (a few seconds on 2 cores)."""
+    pytest.importorskip("ctr_din")
+    from ctr_dagster.testing import synthetic_training_table
+
+    registry = discover(["model"])
+    student, teacher = registry.get("model", "din_student"), registry.get("model", "din")
+    home = Home(tmp_path / "home")
+    wh = Warehouse(home.warehouse)
+    wh.write("training_dataset", synthetic_training_table("tiny"))
+    fast = {"epochs": 3, "lr": 3e-3, "num_threads": 1, "log_every": 0}
+    config = {
+        "mode": "online",
+        **fast,
+        "teacher_weight": 0.5,
+        "teacher_config": {**fast, "embedding_dim": 8, "tower_units": [32]},
+    }
+    result = _materialize(distilled_asset(student, teacher), home, config)
+    assert result.success  # no models/din was trained: online mode does not read the stored teacher
+    [materialization] = result.asset_materializations_for_node("distilled__din_student")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["distillation_mode"] == "online"
+    assert meta["loss_weights"] == {"label_weight": 1.0, "teacher_weight": 0.5, "temperature": 1.0}
+    assert meta["temperature_chosen_by"] == "online_assumption"
+    assert meta["online_teacher_test_auc"] > 0.6 and meta["test_auc"] > 0.6  # both learned
+    assert "online teacher, this run" in meta["comparison"]
+
+    status = read_status(home, "din_student_distilled")
+    assert status["status"] == "ok" and status["distillation_mode"] == "online"
+    artifact = Path(status["artifact"])
+    assert artifact.parent.name == "din_student_distilled" and Path(meta["artifact"]) == artifact
+    record = json.loads(Path(status["record"]).read_text())["distillation"]
+    assert record["mode"] == "online" and record["teacher"] == "din"
+    assert record["teacher_config"]["embedding_dim"] == 8 and record["teacher_weight"] == 0.5
+    assert "assumed" in record["weights_are"]
+    saved = json.loads((artifact / "model.json").read_text())  # the artifact itself says online
+    assert saved["training"]["online"]["teacher"] == "din"
+
+    doc = evaluation.evaluate(wh, home, registry, log=lambda s: None)
+    ranked = {row["name"]: row for row in doc["models"]}
+    row = ranked["din_student_distilled"]
+    assert row["plugin"] == "din_student" and row["kind"] == "distilled" and row["auc"] > 0.5
+    assert row["variant"] == "distilled online from din"
+
+    # the nightly warm start is offline only: it never continues from an online-distilled student
+    from ctr_dagster.modeling import Splits
+
+    start, temperature = distillation._warm_start(student, home, "din_student_distilled", Splits.read(wh), 7)
+    assert not start.warm and temperature is None and "distilled online" in start.reason
