@@ -106,3 +106,96 @@ def test_display_rows_leave_no_literal_none():
     )
     for row in scoring.display_rows(scores.rows):
         assert "None" not in " ".join(row.values())
+
+
+# -- marked slices (the synthetic oracle's "hidden": values no title or image states) ------------------
+def test_marked_slice_holds_predictions_and_truth_on_marked_slots_split_by_unseen():
+    truth = _attrs(
+        [
+            ("i1", "colour", "red"),  # seen, marked
+            ("i2", "colour", "teal"),  # unseen, marked
+            ("i3", "colour", "teal"),  # unseen, not marked
+            ("i4", "brand", "Acme"),  # seen, not marked
+        ]
+    )
+    hidden = _neg([("i1", "colour"), ("i2", "colour"), ("i5", "colour")])  # i5: no value at all
+    predictions = _pred(
+        [
+            ("i1", "colour", "blue"),  # marked, wrong, unseen value predicted
+            ("i2", "colour", "teal"),  # marked, right, unseen
+            ("i3", "colour", "teal"),  # right, unmarked
+            ("i5", "colour", "red"),  # marked slot without a value: wrong, seen value predicted
+        ]
+    )
+    scores = scoring.score_extractors(
+        {"x": predictions}, truth, KNOWN, complete=True, marked={"hidden": hidden}
+    )
+    rows = _rows(scores, "x")
+    assert set(rows) == {"overall", "seen", "unseen", "hidden", "hidden_unseen"}
+    count = {s: (rows[s]["tp"], rows[s]["predicted"], rows[s]["true"]) for s in rows}
+    assert count["hidden"] == (1, 3, 2)
+    assert count["hidden_unseen"] == (1, 2, 1)  # by the predicted value, and by the true value
+    assert count["overall"] == (2, 4, 4)  # marking changes no other slice
+    assert rows["hidden"]["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2), abs=1e-4)
+
+
+def test_marked_slices_are_compared_with_the_baseline_and_absent_when_not_asked():
+    truth = _attrs([(f"i{k}", "colour", "teal") for k in range(60)])
+    hidden = _neg([(f"i{k}", "colour") for k in range(30)])
+    graph = _pred([(f"i{k}", "colour", "teal") for k in range(60)])
+    text = _pred([(f"i{k}", "colour", "teal") for k in range(30, 60)])  # finds only the stated ones
+    scores = scoring.score_extractors(
+        {"graph": graph, "text": text},
+        truth,
+        KNOWN,
+        complete=True,
+        baselines=["text"],
+        marked={"hidden": hidden},
+    )
+    by = {c["slice"]: c for c in scores.comparisons}
+    assert by["hidden"]["verdict"] == "better" and by["hidden"]["baseline_f1"] == 0.0
+    assert by["hidden_unseen"]["difference"] == pytest.approx(1.0)
+    plain = scoring.score_extractors({"graph": graph}, truth, KNOWN, complete=True)
+    assert {r["slice"] for r in plain.rows} == set(scoring.SLICES)  # real data: no marked rows
+
+
+def test_hidden_slice_of_a_tiny_world_is_what_neither_title_nor_image_states():
+    """The oracle flags give the slice: a reader of every title and image finds none of it, the
+    values the `neighbourhood` knob hides are all in it, and the full truth fills it."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from ctr_dagster.datagen import build_world, profile
+
+    world = build_world(profile("tiny", seed=5))
+    assert world.config.signals.neighbourhood > 0
+    oracle = world.oracle_item_attributes()
+    silent = pc.invert(pc.or_(oracle.column("in_title"), oracle.column("in_image")))
+    hidden = oracle.filter(silent).select(["item_id", "attribute"])
+    marked = scoring.slots(hidden)
+    by_line = {
+        (f"i{i:06d}", a)
+        for a, flags in world.catalogue.hidden_by_line.items()
+        for i in np.flatnonzero(flags).tolist()
+    }
+    assert by_line and by_line <= marked
+    truth = oracle.filter(pc.invert(oracle.column("in_catalogue"))).select(["item_id", "attribute", "value"])
+    stated = oracle.filter(pc.invert(pc.or_(silent, oracle.column("in_catalogue"))))
+    reader = stated.select(["item_id", "attribute", "value"]).append_column(
+        "score", pa.array([1.0] * stated.num_rows, pa.float32())
+    )
+    everything = truth.append_column("score", pa.array([1.0] * truth.num_rows, pa.float32()))
+    scores = scoring.score_extractors(
+        {"reader": reader, "oracle": everything},
+        truth,
+        world.item_attributes(),
+        complete=True,
+        marked={"hidden": hidden},
+        n_boot=10,
+    )
+    reader_rows, oracle_rows = _rows(scores, "reader"), _rows(scores, "oracle")
+    n_hidden = sum(1 for s in scoring.slots(truth) if s in marked)
+    assert n_hidden > 0
+    assert (reader_rows["hidden"]["tp"], reader_rows["hidden"]["predicted"]) == (0, 0)
+    assert reader_rows["hidden"]["true"] == oracle_rows["hidden"]["true"] == n_hidden
+    assert oracle_rows["hidden"]["f1"] == 1.0 and reader_rows["overall"]["precision"] == 1.0

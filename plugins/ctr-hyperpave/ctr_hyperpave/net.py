@@ -32,12 +32,25 @@ Follows the released code (gjiaying/HyperPAVE: `code/Hypergraph.py`, `code/GNN.p
   co-members (itself excluded). It is the hypergraph convolution of the frozen text with Θ = I, the
   zero-shot counterpart of the frozen title term: a value the product's own title does not state
   but its co-viewed products' titles do scores high even for an AV node without edges, which the
-  learned part (trained on connected AVs) does not transfer to. See the plugin README for its effect.
+  learned part (trained on connected AVs) does not transfer to. With `neighbour_values` (default)
+  each co-member contributes its product_aspect convolution (title + its AV nodes' texts), so a
+  value co-viewed products are *known* to have counts too (two hops: partner family after
+  product_aspect, on the message-passing edges only).
+* Gate (`gate=True`): the graph part (cosine + neighbourhood) is weighted by
+  1 - σ(a·(t - b)), t = the best frozen own-title similarity among the AV nodes of the scored
+  AV's attribute, a and b learned: the graph fills values the title is silent about and does not
+  outvote a title that states one.
+* Homophily (`HyperPAVENet.homophily`, set by the fit from `attribute_homophily` on the training
+  edges): the neighbourhood term of an AV is multiplied by its attribute's log(observed / chance)
+  agreement of partners' values, so it is off where partners do not share values. Its overall
+  weight is then chosen on validation (`training.fit_model`, `neighbour_grid`). See the plugin
+  README ("Does the graph matter?") for all of these.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,6 +98,10 @@ class GraphTensors:
     mx: torch.Tensor  # [n_nodes, d_in]
     mean_adj: dict[str, torch.Tensor]  # edge type -> dense row-normalized [n_dst, n_src]
     neighbour_text: torch.Tensor  # [n_products, d_in] unit mean text of co-members (0: none)
+    #: [n_products, n_attributes]: the best frozen title-vs-AV similarity among each attribute's AV
+    #: nodes (how clearly the own title states some value of it), and each AV's attribute column
+    title_max: torch.Tensor | None = None
+    av_attribute: torch.Tensor | None = None
 
 
 def _offsets(hg: Hypergraph) -> tuple[dict[str, int], dict[str, int], int]:
@@ -152,11 +169,10 @@ def fused_propagation(
     return total
 
 
-def neighbour_text(hg: Hypergraph, x: np.ndarray) -> np.ndarray:
-    """float32 [n_products, d]: per product, the frozen text (rows of `x`, products first) of its
-    also_view / also_buy partners of the same category, each weighted by its association with the
-    product (the partner weight in the product's own hyperedge; symmetric: a product also reads
-    those that list it), itself excluded, scaled to unit norm (0 without partners). Sparse only."""
+def partner_matrix(hg: Hypergraph) -> Any:
+    """scipy CSR [n_products, n_products]: w_pq = association of partner q with product p in the
+    also_view / also_buy hyperedges (summed over the two families), symmetric (a product also
+    reads those that list it), same category only, zero diagonal."""
     import scipy.sparse as sp
 
     n = len(hg.products)
@@ -176,7 +192,27 @@ def neighbour_text(hg: Hypergraph, x: np.ndarray) -> np.ndarray:
         vote = w[partner] * (category[owner[partner]] == category[inc.node[partner]])
         a = sp.csr_matrix((vote, (owner[partner], inc.node[partner])), shape=(n, n), dtype=np.float32)
         together = together + a.maximum(a.T)  # no diagonal: a partner list never holds its product
-    out = np.asarray(together @ x[:n], dtype=np.float32)
+    return together.tocsr()
+
+
+def neighbour_text(
+    hg: Hypergraph,
+    x: np.ndarray,
+    partners: Any | None = None,
+    values: bool = False,
+) -> np.ndarray:
+    """float32 [n_products, d]: per product, the frozen text (rows of `x`, products first) of its
+    also_view / also_buy partners of the same category, weighted by association (`partner_matrix`),
+    itself excluded, scaled to unit norm (0 without partners). Sparse only.
+
+    `values`: each partner contributes its product_aspect convolution (its title and the "attr is
+    value" texts of its AV nodes, `propagate(hg, "product_aspect", x)`) instead of its title alone:
+    two hops of hypergraph convolution, partner family after product_aspect, so a value a co-viewed
+    product is *known* to have reaches the product even when no title states it."""
+    n = len(hg.products)
+    partners = partner_matrix(hg) if partners is None else partners
+    z = propagate(hg, "product_aspect", x)[:n] if values else x[:n]
+    out = np.asarray(partners @ z, dtype=np.float32)
     norm = np.linalg.norm(out, axis=1, keepdims=True)
     return np.divide(out, norm, out=np.zeros_like(out), where=norm > 0)
 
@@ -188,21 +224,30 @@ def graph_tensors(
     cache: dict | None = None,
     text_only: bool = False,
     fusion: str = "all",
+    neighbour_values: bool = False,
 ) -> GraphTensors:
     """`GraphTensors` of `hg` for node features `x` (float32 [n_nodes, d_in], global order).
-    `text_only`: just the node layout (the text-only ablation reads no graph)."""
+    `text_only`: just the node layout (the text-only ablation reads no graph); `neighbour_values`:
+    see `neighbour_text`."""
     offsets, sizes, _ = _offsets(hg)
     if text_only:
         empty = torch.zeros(0)
         return GraphTensors(offsets, sizes, empty, {}, empty)
     mx = torch.from_numpy(fused_propagation(hg, x, cache, fusion)).to(device)
-    key = ("neighbour_text", id(hg.hyperedges["also_view"]), id(hg.hyperedges["also_buy"]))
+    key = ("partners", id(hg.hyperedges["also_view"]), id(hg.hyperedges["also_buy"]))
     if cache is not None and key in cache:
-        neighbours = cache[key]
+        partners = cache[key]
     else:
-        neighbours = torch.from_numpy(neighbour_text(hg, x)).to(device)
+        partners = partner_matrix(hg)
         if cache is not None:  # the partner families do not depend on the AV edges
-            cache[key] = neighbours
+            cache[key] = partners
+    text_key = ("neighbour_text", *key[1:])
+    if not neighbour_values and cache is not None and text_key in cache:
+        neighbours = cache[text_key]
+    else:  # with values it depends on this graph's AV edges: recomputed (one sparse product)
+        neighbours = torch.from_numpy(neighbour_text(hg, x, partners, neighbour_values)).to(device)
+        if cache is not None and not neighbour_values:
+            cache[text_key] = neighbours
     products = np.arange(sizes["product"], dtype=np.int64)
     pairs = {
         "in": (hg.product_category, products),  # (dst, src)
@@ -210,6 +255,12 @@ def graph_tensors(
         "has": (hg.product_av[1], hg.product_av[0]),
         "rev_has": (hg.product_av[0], hg.product_av[1]),
     }
+    if cache is not None and "title_max" in cache:
+        title_max, av_attribute = cache["title_max"]
+    else:  # depends on the node texts and the AV nodes only
+        title_max, av_attribute = (torch.from_numpy(t).to(device) for t in own_title_max(hg, x))
+        if cache is not None:
+            cache["title_max"] = (title_max, av_attribute)
     mean_adj = {}
     for name, (dst, src) in pairs.items():
         src_type, dst_type = EDGE_TYPES[name]
@@ -217,7 +268,87 @@ def graph_tensors(
         np.add.at(adj, (dst, src), 1.0)
         adj /= np.maximum(adj.sum(axis=1, keepdims=True), 1.0)
         mean_adj[name] = torch.from_numpy(adj).to(device)
-    return GraphTensors(offsets, sizes, mx, mean_adj, neighbours)
+    return GraphTensors(offsets, sizes, mx, mean_adj, neighbours, title_max, av_attribute)
+
+
+def own_title_max(hg: Hypergraph, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 [n_products, n_attributes] max over each attribute's AV nodes of ⟨x_product, x_av⟩,
+    int64 [n_av] attribute column of each AV): `GraphTensors.title_max`."""
+    offsets, sizes, _ = _offsets(hg)
+    products = x[: sizes["product"]]
+    avs = x[offsets["av"] : offsets["av"] + sizes["av"]]
+    names = sorted({a for a, _ in hg.avs})
+    column = {a: k for k, a in enumerate(names)}
+    av_attribute = np.array([column[a] for a, _ in hg.avs], dtype=np.int64)
+    sims = products @ avs.T
+    out = np.zeros((len(products), len(names)), dtype=np.float32)
+    for k in range(len(names)):
+        members = av_attribute == k
+        if members.any():
+            out[:, k] = sims[:, members].max(axis=1)
+    return out, av_attribute
+
+
+def attribute_homophily(
+    hg: Hypergraph, partners: Any | None = None, prior_pairs: float = 20.0, kind: str = "pmi"
+) -> np.ndarray:
+    """float32 [n_attributes] (sorted attribute names, as `own_title_max`): per attribute, the
+    evidence a partner's value carries, log(observed / chance) ≥ 0, from the graph's known AV edges
+    only (give it the training edges: no held-out value is read).
+
+    Over partner pairs (p, q) (`partner_matrix`, association-weighted, each pair once) where both
+    have a value of the attribute: observed = weighted share whose value sets intersect; chance =
+    the same pairs' expected agreement Σ_v f_v² with f the value frequencies of the pair's category
+    (partners are same-category, so a category-specific value is not mistaken for homophily).
+    `prior_pairs` pseudo-pairs agreeing at chance shrink a thin estimate toward 0. The log ratio is
+    the pointwise mutual information of "a partner has v" and "the product has v", i.e. the
+    log-odds a partner's value adds, so it scales the neighbourhood term per attribute. Why: that
+    term only helps where partners share values (e.g. a product line's material); on an attribute
+    they do not share (colour) it only adds false answers."""
+    import scipy.sparse as sp
+
+    n = len(hg.products)
+    names = sorted({a for a, _ in hg.avs})
+    column = {a: k for k, a in enumerate(names)}
+    av_attribute = np.array([column[a] for a, _ in hg.avs], dtype=np.int64)
+    out = np.zeros(len(names), dtype=np.float32)
+    pairs = sp.triu(partner_matrix(hg) if partners is None else partners, k=1).tocoo()
+    if not pairs.nnz or not hg.product_av.shape[1]:
+        return out
+    edge_p, edge_a = hg.product_av
+    category = np.asarray(hg.product_category, dtype=np.int64)
+    n_cat = len(hg.categories)
+    for k in range(len(names)):
+        sel = av_attribute[edge_a] == k
+        if not sel.any():
+            continue
+        has = sp.csr_matrix(
+            (np.ones(int(sel.sum()), np.float64), (edge_p[sel], edge_a[sel])), shape=(n, len(hg.avs))
+        )
+        known = np.asarray(has.sum(axis=1)).ravel() > 0
+        both = known[pairs.row] & known[pairs.col]
+        if not both.any():
+            continue
+        row, col, w = pairs.row[both], pairs.col[both], pairs.data[both].astype(np.float64)
+        agree = np.asarray(has[row].multiply(has[col]).sum(axis=1)).ravel() > 0
+        # value frequencies per category (each product's values share its unit weight)
+        share = sp.diags(1.0 / np.maximum(np.asarray(has.sum(axis=1)).ravel(), 1.0)) @ has
+        by_cat = sp.csr_matrix((np.ones(n), (category, np.arange(n))), shape=(n_cat, n)) @ share
+        totals = np.asarray(by_cat.sum(axis=1)).ravel()
+        freq = sp.diags(1.0 / np.maximum(totals, 1e-12)) @ by_cat
+        chance_cat = np.asarray(freq.multiply(freq).sum(axis=1)).ravel()
+        observed = float(np.sum(w * agree) / np.sum(w))
+        chance = float(np.sum(w * chance_cat[category[row]]) / np.sum(w))
+        if chance <= 0.0:
+            continue
+        total = float(np.sum(w))
+        prior = prior_pairs * total / len(row)  # pseudo-pairs weigh as an average pair
+        shrunk = (observed * total + prior * chance) / (total + prior)
+        if kind == "kappa":  # share of pairs agreeing beyond chance, in [0, 1]
+            out[k] = max((shrunk - chance) / (1.0 - chance), 0.0) if chance < 1.0 else 0.0
+        else:
+            out[k] = max(float(np.log(shrunk / chance)), 0.0) if shrunk > 0.0 else 0.0
+    return out
 
 
 class HyperPAVENet(nn.Module):
@@ -238,6 +369,8 @@ class HyperPAVENet(nn.Module):
         cosine: bool = True,
         use_graph: bool = True,
         neighbour_text: bool = True,
+        neighbour_init: float = 2.0,
+        gate: bool = False,
     ):
         super().__init__()
         self.encoder = nn.Linear(d_in, hidden, bias=False)  # shared by all node types (the paper's BERT)
@@ -256,8 +389,17 @@ class HyperPAVENet(nn.Module):
         self.neighbour_text = neighbour_text and use_graph
         self.scale = nn.Parameter(torch.tensor(5.0))  # logit = scale · cos + ... + offset
         self.text_scale = nn.Parameter(torch.tensor(5.0))
-        self.neighbour_scale = nn.Parameter(torch.tensor(2.0))
+        self.neighbour_scale = nn.Parameter(torch.tensor(float(neighbour_init)))
         self.offset = nn.Parameter(torch.tensor(-1.0))
+        self.gate = gate and use_graph
+        # graph part weighted by 1 - σ(slope · (title_max - bias)): starts closing near 0.22, where
+        # on `small` titles that state a value (10th percentile ~0.25-0.30) part from silent ones
+        # (90th percentile ~0.21)
+        self.gate_slope = nn.Parameter(torch.tensor(30.0))
+        self.gate_bias = nn.Parameter(torch.tensor(0.22))
+        # per attribute multiplier of the neighbourhood term (`attribute_homophily`, set by the fit
+        # from the training edges; empty = 1 for every attribute)
+        self.register_buffer("homophily", torch.zeros(0))
 
     def split(self, z: torch.Tensor, g: GraphTensors) -> dict[str, torch.Tensor]:
         return {t: z[g.offsets[t] : g.offsets[t] + g.sizes[t]] for t in NODE_TYPES}
@@ -282,6 +424,8 @@ class HyperPAVENet(nn.Module):
         out = self.sage(1, h1, g)
         out.update({f"text_{t}": v for t, v in text.items()})
         out["neighbours"] = g.neighbour_text
+        if g.title_max is not None:
+            out["title_max"], out["av_attribute"] = g.title_max, g.av_attribute
         return out
 
     def logits(self, h: dict[str, torch.Tensor], product: torch.Tensor, av: torch.Tensor) -> torch.Tensor:
@@ -307,9 +451,16 @@ class HyperPAVENet(nn.Module):
                 )
             else:
                 graph = inner(hp, ha)
-            score = score + graph
             if self.neighbour_text:
-                score = score + self.neighbour_scale * inner(h["neighbours"][product], h["text_av"][av])
+                near = self.neighbour_scale * inner(h["neighbours"][product], h["text_av"][av])
+                if len(self.homophily):
+                    near = near * self.homophily[h["av_attribute"][av]]
+                graph = graph + near
+            if self.gate:
+                column = h["av_attribute"][av]
+                stated = h["title_max"][product, column] if pairwise else h["title_max"][product][:, column]
+                graph = graph * (1.0 - torch.sigmoid(self.gate_slope * (stated - self.gate_bias)))
+            score = score + graph
         if self.text_skip:
             score = score + self.text_scale * inner(h["text_product"][product], h["text_av"][av])
         return score

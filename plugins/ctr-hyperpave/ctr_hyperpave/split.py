@@ -136,6 +136,46 @@ def best_thresholds(
     return float(t1[i]), float(t2[j]), float(f1[i, j]), precision, float(hits[i, j] / n_truth)
 
 
+def group_thresholds(
+    top_score: np.ndarray,
+    correct: np.ndarray,
+    group: np.ndarray,
+    n_groups: int,
+    n_truth: int,
+    start: np.ndarray | None = None,
+    rounds: int = 3,
+) -> tuple[np.ndarray, float, float, float]:
+    """(threshold per group, F1, precision, recall) maximizing micro-F1 when a slot is answered iff
+    its top score reaches its group's threshold: coordinate ascent from `start` (default: answer
+    none), each group's cut exact given the others'. Generalizes `best_thresholds` to groups whose
+    scores live on different scales (e.g. answers where the own title is silent, which only the
+    graph can give); chosen on validation only."""
+    cuts = [_cut_points(top_score[group == g], correct[group == g]) for g in range(n_groups)]
+    pick = np.zeros(n_groups, dtype=np.int64)
+    if start is not None:  # the cut index whose threshold is the largest <= start
+        for g, (t, _, _) in enumerate(cuts):
+            pick[g] = int(np.sum(t >= start[g])) - 1 if np.isfinite(start[g]) else 0
+            pick[g] = max(pick[g], 0)
+    if not len(top_score) or not n_truth:
+        return np.full(n_groups, 0.5), 0.0, 0.0, 0.0
+    for _ in range(rounds):
+        changed = False
+        for g, (_, answered, hits) in enumerate(cuts):
+            rest_a = sum(int(cuts[k][1][pick[k]]) for k in range(n_groups) if k != g)
+            rest_h = sum(float(cuts[k][2][pick[k]]) for k in range(n_groups) if k != g)
+            f1 = 2.0 * (hits + rest_h) / (answered + rest_a + n_truth)
+            best = int(np.argmax(f1))
+            if f1[best] > f1[pick[g]] + 1e-12:
+                pick[g], changed = best, True
+        if not changed:
+            break
+    answered = sum(int(cuts[g][1][pick[g]]) for g in range(n_groups))
+    hits = sum(float(cuts[g][2][pick[g]]) for g in range(n_groups))
+    thresholds = np.array([float(cuts[g][0][pick[g]]) for g in range(n_groups)])
+    precision = hits / answered if answered else 0.0
+    return thresholds, 2.0 * hits / (answered + n_truth), precision, hits / n_truth
+
+
 def macro_f1(pred: np.ndarray, truth: np.ndarray, answered: np.ndarray) -> float:
     """Mean over the true AVs of per-AV F1 (the paper's headline macro-F1, single-label form)."""
     values = []

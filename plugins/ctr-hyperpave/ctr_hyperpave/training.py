@@ -59,7 +59,13 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         cfg.score == "cosine",
         cfg.use_graph,
         cfg.neighbour_text,
+        cfg.neighbour_init,
+        cfg.gate,
     )
+    if cfg.use_graph and cfg.neighbour_text and cfg.homophily != "none":
+        # estimated on the training edges only (validation and held-out values stay unread)
+        weight = net.attribute_homophily(hg.with_av_edges(split.train_edges), kind=cfg.homophily)
+        model.homophily = torch.from_numpy(weight)
     model = model.to(ctx.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     train_av = split.train_av(len(hg.avs))
@@ -67,7 +73,13 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     cache: dict = {}  # also_view / also_buy propagation, computed once
     text_only = not cfg.use_graph
     valid_graph = net.graph_tensors(
-        hg.with_av_edges(split.train_edges), x_np, ctx.device, cache, text_only, cfg.fusion
+        hg.with_av_edges(split.train_edges),
+        x_np,
+        ctx.device,
+        cache,
+        text_only,
+        cfg.fusion,
+        cfg.neighbour_values,
     )
     valid_slots = slots_of(
         np.concatenate([split.valid_edges, split.valid_seen_edges], axis=1),
@@ -94,7 +106,15 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         if cfg.isolate_product_share > 0:  # these products show no value: a new product's condition
             bare = rng.random(len(hg.products)) < cfg.isolate_product_share
             msg = msg[:, ~bare[msg[0]]]
-        g = net.graph_tensors(hg.with_av_edges(msg), x_np, ctx.device, cache, text_only, cfg.fusion)
+        g = net.graph_tensors(
+            hg.with_av_edges(msg),
+            x_np,
+            ctx.device,
+            cache,
+            text_only,
+            cfg.fusion,
+            cfg.neighbour_values,
+        )
         pos_p, pos_a = sup[0], sup[1]
         neg_p, neg_a, neg_w = sampler.sample(pos_p, pos_a, cfg.neg_ratio, rng)
         if len(train_no_value[0]):  # a product without the attribute: none of its values fits
@@ -117,7 +137,15 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         loss_value = float(loss.item())
         if len(valid_slots.truth) and (step % cfg.eval_every == 0 or step == cfg.steps):
             metrics = validate(
-                model, x, valid_graph, split.train_edges, hg, valid_slots, zero_shot_slot, cfg.decision
+                model,
+                x,
+                valid_graph,
+                split.train_edges,
+                hg,
+                valid_slots,
+                zero_shot_slot,
+                cfg.decision,
+                cfg.silent_threshold,
             )
             if metrics["select"] > best.get("select", -1.0):
                 best = {
@@ -132,6 +160,35 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
                     break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
+    grid_trace: list[tuple[float, float]] = []  # (weight, validation select) per grid point
+    informative = (
+        model.neighbour_text
+        and bool(valid_graph.neighbour_text.abs().sum() > 0)  # some product has partners
+        and (not len(model.homophily) or bool(model.homophily.any()))
+    )
+    if cfg.neighbour_grid and informative and len(valid_slots.truth):
+        # the neighbourhood weight is chosen on validation, like the thresholds: the link loss
+        # barely moves it before early stopping, and it trades title-silent answers for precision
+        trained = float(model.neighbour_scale.detach())
+        for value in sorted({trained, *cfg.neighbour_grid}):
+            with torch.no_grad():
+                model.neighbour_scale.fill_(value)
+            metrics = validate(
+                model,
+                x,
+                valid_graph,
+                split.train_edges,
+                hg,
+                valid_slots,
+                zero_shot_slot,
+                cfg.decision,
+                cfg.silent_threshold,
+            )
+            grid_trace.append((round(value, 4), round(float(metrics["select"]), 4)))
+            if metrics["select"] > best.get("select", -1.0) + 1e-9:
+                best = {**best, **metrics, "neighbour_scale": value}
+        with torch.no_grad():
+            model.neighbour_scale.fill_(best.get("neighbour_scale", trained))
     model.eval()
     state = {
         "model": model,
@@ -142,6 +199,11 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         "avs": hg.avs,
         "threshold": float(best["threshold"]),
         "threshold_isolated": float(best.get("threshold_isolated", best["threshold"])),
+        "threshold_silent": float(best.get("threshold_silent", best["threshold"])),
+        "threshold_isolated_silent": float(
+            best.get("threshold_isolated_silent", best.get("threshold_isolated", best["threshold"]))
+        ),
+        "silent_cut": best.get("silent_cut"),
         "applicable": _applicable_attributes(hg),
         "no_value": {(hg.products[p], a) for p, a in zip(*no_value, strict=True)},
         "device": ctx.device,
@@ -155,10 +217,15 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         # None = "never answer" (+inf: validation found no cut worth answering at)
         "threshold": _json_number(best["threshold"]),
         "threshold_isolated": _json_number(best.get("threshold_isolated", best["threshold"])),
+        "threshold_silent": _json_number(best.get("threshold_silent", best["threshold"])),
+        "threshold_isolated_silent": _json_number(best.get("threshold_isolated_silent", best["threshold"])),
+        "silent_cut": None if best.get("silent_cut") is None else round(float(best["silent_cut"]), 5),
         "valid_avs": [" is ".join(hg.avs[a]) for a in split.valid_av.tolist()],
         "valid_slots": int(len(valid_slots.truth)),
         "valid_no_value_slots": int(np.sum(valid_slots.truth < 0)),
         "decision": cfg.decision,
+        "neighbour_scale": round(float(model.neighbour_scale.detach()), 4) if cfg.use_graph else None,
+        "neighbour_grid": grid_trace,
         "zero_shot_candidates": int(len(split.unseen_av)),
         **{
             f"valid_{k}": round(float(v), 4)
@@ -179,13 +246,17 @@ def validate(
     slots,
     zero_shot_slot: np.ndarray,
     decision: str = "tuned",
+    silent_group: str = "off",
 ) -> dict[str, float]:
     """Validation figures of the current model. Slots with truth -1 have no value (known negatives):
     answering one is a wrong answer, leaving it empty is right, so the thresholds learn to abstain.
-    `decision`: "tuned" chooses the two thresholds for F1 here; "logit" keeps the code's logit > 0."""
+    `decision`: "tuned" chooses the two thresholds for F1 here; "logit" keeps the code's logit > 0.
+    `silent_group` (with the gate): answers on slots whose own title states no value of the
+    attribute (best title similarity below the gate's learned midpoint) get their own cut
+    ("pooled": one; "split": one for edge-less AVs and one for connected ones; "off": none)."""
     import torch
 
-    from ctr_hyperpave.split import best_thresholds, candidates_by_attribute, macro_f1
+    from ctr_hyperpave.split import best_thresholds, candidates_by_attribute, group_thresholds, macro_f1
 
     model.eval()
     with torch.no_grad():
@@ -217,6 +288,21 @@ def validate(
     isolated = isolated_av[top_av]
     n_truth = int(valued.sum())
     t_conn, t_iso, f1, precision, recall = best_thresholds(top_score, correct, isolated, n_truth)
+    silent = np.zeros(len(top_av), dtype=bool)
+    t_silent, t_iso_silent = t_conn, t_iso
+    cut = silent_cut(model) if decision == "tuned" and silent_group in ("pooled", "split") else None
+    if cut is not None:  # answers where the own title states no value of the attribute: own cuts
+        stated = h["title_max"][torch.from_numpy(slots.product), h["av_attribute"][torch.from_numpy(top_av)]]
+        silent = stated.detach().cpu().numpy() < cut
+        if silent_group == "pooled":  # one cut for every title-silent answer, edge-less AV or not
+            group = np.where(silent, 2, isolated.astype(np.int64))
+        else:
+            group = isolated.astype(np.int64) + 2 * silent
+        start = np.array([t_conn, t_iso, t_conn, t_iso])
+        cuts, f1, precision, recall = group_thresholds(top_score, correct, group, 4, n_truth, start)
+        t_conn, t_iso, t_silent, t_iso_silent = (float(c) for c in cuts)
+        if silent_group == "pooled":
+            t_iso_silent = t_silent
     if decision == "logit":  # the code's rule: answer when the logit is > 0
         t_conn = t_iso = 0.5
         answered = top_score >= 0.5
@@ -224,7 +310,8 @@ def validate(
         precision = tp / max(float(answered.sum()), 1.0)
         recall = tp / max(float(n_truth), 1.0)
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    answered = top_score >= np.where(isolated, t_iso, t_conn)
+    stated_cut = np.where(isolated, t_iso, t_conn)
+    answered = top_score >= np.where(silent, np.where(isolated, t_iso_silent, t_silent), stated_cut)
     parts = {}
     # no-value slots count against precision in the seen part (their products are in the graph)
     for name, mask in (("zero_shot", zero_shot_slot), ("seen", ~zero_shot_slot)):
@@ -241,6 +328,9 @@ def validate(
         "select": len(values) / sum(1.0 / max(v, 1e-9) for v in values) if values else f1,
         "threshold": t_conn,
         "threshold_isolated": t_iso,
+        "threshold_silent": t_silent,
+        "threshold_isolated_silent": t_iso_silent,
+        "silent_cut": cut,
         "f1": f1,
         "precision": precision,
         "recall": recall,
@@ -272,7 +362,14 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
     with torch.no_grad():
         h = st["model"](
             torch.from_numpy(x_np).to(st["device"]),
-            net.graph_tensors(hg, x_np, st["device"], text_only=not cfg.use_graph, fusion=cfg.fusion),
+            net.graph_tensors(
+                hg,
+                x_np,
+                st["device"],
+                text_only=not cfg.use_graph,
+                fusion=cfg.fusion,
+                neighbour_values=cfg.neighbour_values,
+            ),
         )
     isolated_av = np.bincount(hg.product_av[1], minlength=len(hg.avs)) == 0
     position = {p: i for i, p in enumerate(hg.products)}
@@ -293,13 +390,24 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
         prods = torch.tensor([p for _, p in members])
         logits = st["model"].score_matrix(h, prods, torch.from_numpy(cands))
         prob = torch.sigmoid(logits).detach().cpu().numpy()
-        # an AV node without catalogue edges (a zero-shot value) has its own threshold
-        cut = np.where(isolated_av[cands], st["threshold_isolated"], st["threshold"])
+        # an AV node without catalogue edges (a zero-shot value) has its own threshold, and so does
+        # an answer where the own title states no value of the attribute (silent_cut, validation)
+        cut = np.where(isolated_av[cands], st["threshold_isolated"], st["threshold"])[None, :]
+        if st.get("silent_cut") is not None:
+            stated = h["title_max"][prods][:, h["av_attribute"][torch.from_numpy(cands)][0]].cpu().numpy()
+            silent_cut_row = np.where(
+                isolated_av[cands],
+                st["threshold_isolated_silent"],
+                st["threshold_silent"],
+            )[None, :]
+            cut = np.where((stated < st["silent_cut"])[:, None], silent_cut_row, cut)
+        cut = np.broadcast_to(cut, (len(prods), len(cands)))
         if cfg.multi_label:
-            hit_r, hit_c = np.nonzero(prob >= cut[None, :])
+            hit_r, hit_c = np.nonzero(prob >= cut)
         else:
             hit_c = prob.argmax(axis=1)
-            hit_r = np.flatnonzero(prob[np.arange(len(prods)), hit_c] >= cut[hit_c])
+            rows_ = np.arange(len(prods))
+            hit_r = np.flatnonzero(prob[rows_, hit_c] >= cut[rows_, hit_c])
             hit_c = hit_c[hit_r]
         for r, c in zip(hit_r.tolist(), hit_c.tolist(), strict=True):
             rows.append((int(order[r]), a, hg.avs[cands[c]][1], float(prob[r, c])))
@@ -313,6 +421,14 @@ def extract_rows(cfg: HyperpaveConfig, st: dict[str, Any], items: pa.Table) -> p
             "score": pa.array([min(max(r[3], 0.0), 1.0) for r in rows], pa.float32()),
         }
     )
+
+
+def silent_cut(model) -> float | None:
+    """The own-title similarity below which a slot counts as title-silent: the gate's learned
+    midpoint (None without the gate: no such split)."""
+    if not getattr(model, "gate", False):
+        return None
+    return float(model.gate_bias.detach().cpu())
 
 
 def _json_number(x: float) -> float | None:

@@ -212,3 +212,83 @@ def test_sessions_split_a_users_day():
     )
     view, _ = hgm.co_interaction_groups(rows, {"i1": 0, "i2": 1, "i3": 2, "i4": 3}, session_minutes=30)
     assert sorted(sorted(g.tolist()) for g in view) == [[0, 1], [2, 3]]
+
+
+def test_neighbour_values_read_partners_known_avs_and_title_max_is_per_attribute(graph):
+    """The neighbourhood term with `values` adds the partners' AV texts (their product_aspect
+    convolution) and never the product's own; `own_title_max` is the best own-title similarity
+    among each attribute's AV nodes."""
+    from ctr_hyperpave import net
+
+    rng = np.random.default_rng(0)
+    n_nodes = sum(graph.n_nodes.values())
+    x = rng.normal(size=(n_nodes, 16)).astype(np.float32)
+    partners = net.partner_matrix(graph)
+    assert partners.diagonal().sum() == 0
+    titles_only = net.neighbour_text(graph, x, partners)
+    with_values = net.neighbour_text(graph, x, partners, values=True)
+    has_partners = np.asarray(partners.sum(axis=1)).ravel() > 0
+    assert has_partners.any()
+    assert not np.allclose(titles_only[has_partners], with_values[has_partners])
+    assert np.allclose(with_values[~has_partners], 0.0)  # no partner: no neighbourhood
+    # the product's own AVs do not enter its own neighbourhood: dropping them changes nothing
+    p = int(np.flatnonzero(has_partners)[0])
+    own = graph.product_av[0] == p
+    without_own = graph.with_av_edges(graph.product_av[:, ~own])
+    assert np.allclose(net.neighbour_text(without_own, x, partners, values=True)[p], with_values[p])
+    best, column = net.own_title_max(graph, x)
+    n = len(graph.products)
+    avs = x[n_nodes - len(graph.avs) :]
+    for k, attribute in enumerate(sorted({a for a, _ in graph.avs})):
+        members = [i for i, (a, _) in enumerate(graph.avs) if a == attribute]
+        assert (column[members] == k).all()
+        assert np.allclose(best[:, k], (x[:n] @ avs[members].T).max(axis=1))
+
+
+def _homophily_graph() -> tuple[hgm.Hypergraph, object]:
+    """8 products: 0-5 category "a", 6-7 category "b". "line" is shared along the partner chain
+    (0-3 L1, 4-5 L2), "tint" alternates along it (partners never agree), "kind" is one value per
+    category (partners agree, but so would any two products of the category). Product 5 has no tint."""
+    import scipy.sparse as sp
+
+    avs = [("kind", "ka"), ("kind", "kb"), ("line", "L1"), ("line", "L2"), ("tint", "x"), ("tint", "y")]
+    rows = [(p, 0) for p in range(6)] + [(6, 1), (7, 1)]  # kind
+    rows += [(p, 2) for p in range(4)] + [(4, 3), (5, 3), (6, 2), (7, 2)]  # line
+    rows += [(0, 4), (1, 5), (2, 4), (3, 5), (4, 4), (6, 4), (7, 5)]  # tint (5 has none)
+    graph = hgm.Hypergraph(
+        products=[f"i{p}" for p in range(8)],
+        categories=["a", "b"],
+        avs=avs,
+        product_category=np.array([0] * 6 + [1] * 2, np.int64),
+        product_av=np.array(rows, np.int64).T,
+        hyperedges={},
+    )
+    chain = [(0, 1), (1, 2), (2, 3), (4, 5), (6, 7)]
+    r, c = np.array(chain).T
+    partners = sp.csr_matrix((np.ones(len(chain)), (r, c)), shape=(8, 8))
+    return graph, partners.maximum(partners.T)
+
+
+def test_attribute_homophily_is_partner_agreement_beyond_chance_within_category():
+    """Per attribute, log(observed / chance) of partners sharing a value, chance from the value
+    frequencies of the pair's category: 0 for an attribute partners never share or share only
+    because the category has one value, > 0 for one they share."""
+    from ctr_hyperpave import net
+
+    graph, partners = _homophily_graph()
+    names = ["kind", "line", "tint"]  # column order: sorted attribute names
+    exact = dict(zip(names, net.attribute_homophily(graph, partners, prior_pairs=0.0), strict=True))
+    assert exact["kind"] == pytest.approx(0.0)  # one value per category: chance agreement is 1
+    assert exact["tint"] == 0.0  # partners always differ: below chance, clipped
+    # line: the 5 pairs all agree; chance = category a (4 L1, 2 L2: 20/36) for 4 pairs, b (1 value) for 1
+    chance = (4 * (16 + 4) / 36 + 1 * 1.0) / 5
+    assert exact["line"] == pytest.approx(np.log(1.0 / chance), rel=1e-5)
+    kappa = net.attribute_homophily(graph, partners, prior_pairs=0.0, kind="kappa")
+    assert kappa[1] == pytest.approx(1.0) and kappa[2] == 0.0
+    # pseudo-pairs at chance shrink a thin estimate toward 0, never past it
+    shrunk = net.attribute_homophily(graph, partners, prior_pairs=5.0)
+    assert 0.0 < shrunk[1] < exact["line"]
+    # without partners nothing is known: every weight 0
+    import scipy.sparse as sp
+
+    assert not net.attribute_homophily(graph, sp.csr_matrix((8, 8))).any()

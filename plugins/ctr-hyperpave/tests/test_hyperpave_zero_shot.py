@@ -139,3 +139,46 @@ def test_no_validation_avs_still_trains(catalogue):
     extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None))
     assert extractor.summary["steps"] == 5 and extractor.summary["threshold"] == 0.5
     assert isinstance(extractor.extract(items.slice(0, 3)), pa.Table)
+
+
+def test_group_thresholds_give_each_group_its_own_cut():
+    """Title-silent answers are scored on another scale: their own cut lets the right confident
+    ones through without admitting the wrong ones of the same score elsewhere."""
+    from ctr_hyperpave.split import group_thresholds
+
+    score = np.array([0.9, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3])
+    correct = np.array([True, True, False, False, True, True, False])
+    group = np.array([0, 0, 0, 0, 2, 2, 2])  # 2: silent (0 connected, 1 / 3 isolated: none here)
+    cuts, f1, precision, recall = group_thresholds(score, correct, group, 4, n_truth=5)
+    assert cuts[0] == 0.8 and cuts[2] == 0.35  # each group stops before its first wrong answer
+    assert np.isinf(cuts[1]) and np.isinf(cuts[3])  # empty groups answer nothing
+    assert (precision, recall) == (1.0, 4 / 5) and f1 == pytest.approx(8 / 9)
+    # one shared cut would have to admit the wrong 0.6 / 0.5 to reach the silent 0.4 / 0.35
+    t_conn, _, shared_f1, _, _ = best_thresholds(score, correct, np.zeros(7, bool), n_truth=5)
+    assert shared_f1 < f1
+
+
+def test_homophily_reads_training_edges_only_and_validation_picks_the_neighbour_weight(
+    catalogue, monkeypatch
+):
+    """The per-attribute neighbourhood weights are estimated on the training edges (no validation
+    or held-out edge is read), and the neighbourhood weight kept is the grid point with the best
+    validation criterion."""
+    items, _, known, inputs = catalogue
+    read: list[np.ndarray] = []
+    original = net.attribute_homophily
+
+    def spy(hg, *args, **kwargs):
+        read.append(hg.product_av.copy())
+        return original(hg, *args, **kwargs)
+
+    monkeypatch.setattr(net, "attribute_homophily", spy)
+    extractor = HyperpaveExtractor(HyperpaveConfig(steps=20, eval_every=10))
+    extractor.fit(items, known, FitContext(seed=0, inputs=inputs, log=lambda _m: None))
+    assert len(read) == 1
+    held = np.concatenate([extractor.split.valid_edges, extractor.split.valid_seen_edges], axis=1)
+    assert held.shape[1] > 0
+    assert not {tuple(e) for e in held.T.tolist()} & {tuple(e) for e in read[0].T.tolist()}
+    trace = extractor.summary["neighbour_grid"]
+    assert len(trace) >= len(HyperpaveConfig().neighbour_grid)  # this world has co-views and lines
+    assert dict(trace)[extractor.summary["neighbour_scale"]] == max(select for _, select in trace)
