@@ -317,6 +317,29 @@ def test_warm_start_copies_the_saved_weights(tmp_path):
     assert torch.allclose(model.module.state_dict()["item.weight"][: len(old)], old, atol=1e-6)
 
 
+def test_a_warm_start_keeps_its_weights_when_fine_tuning_only_makes_validation_worse(tmp_path):
+    """Epoch 0 of a warm start is the previous model: a fine-tuning that only hurts validation (here
+    an absurd learning rate) ends with the starting weights, best epoch 0; a fresh fit has no epoch 0."""
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.testing import training_cardinalities
+
+    first = fit_tiny(None, epochs=3)
+    first.save(tmp_path / "previous")
+    table, parts = kit_splits()
+    lines: list[str] = []
+    ctx = FitContext(
+        cardinalities=training_cardinalities(table), log=lines.append, init_from=tmp_path / "previous"
+    )
+    model = TinyTorchModel(TinyConfig(epochs=2, lr=50.0, patience=0)).fit(parts["train"], parts["valid"], ctx)
+    assert model.summary["best_epoch"] == 0
+    assert model.summary["best_valid_auc"] == pytest.approx(first.summary["best_valid_auc"], abs=1e-6)
+    assert any("before fine-tuning" in line for line in lines) and any("kept them" in line for line in lines)
+    before, after = first.module.state_dict(), model.module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fresh = fit_tiny(None, epochs=2, lr=50.0, patience=0)
+    assert fresh.summary["best_epoch"] >= 1
+
+
 def test_weights_only_persistence_round_trip(tmp_path):
     model = fit_tiny(None, epochs=2)
     model.save(tmp_path / "artifact")

@@ -353,6 +353,7 @@ class TorchModel:
                 "code": code_fingerprint(type(self)),
             },
             distillation=distillation,
+            warm_start=init_from is not None,
         )
         self.module = module.eval()
         self.summary = summary.as_dict()

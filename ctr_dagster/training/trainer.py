@@ -255,11 +255,14 @@ class Trainer:
         *,
         key_extra: dict[str, Any] | None = None,
         distillation: DistillationWeights | None = None,
+        warm_start: bool = False,
     ) -> TrainSummary:
         """Train `module` in place on `train` (must hold "label"), early-stopping on `valid`.
 
         `ctx` is the plugin's FitContext (seed, device, workdir, log). `key_extra` adds to the run key
         (e.g. the feature spec); `distillation` enables the soft-target term (needs "teacher_logit").
+        `warm_start`: the module holds a previous model's weights; they are scored on `valid` first
+        and kept (best epoch 0) unless a fine-tuning epoch beats them (`_warm_baseline`).
         """
         import torch
 
@@ -278,6 +281,8 @@ class Trainer:
             run = self._prepare(module, train, valid, ctx, env, device, seed, key_extra, distillation)
             state = self._resume(run)
             self._log_start(run)
+            if warm_start and state.epoch == 0 and not state.finished:
+                self._warm_baseline(run, state)
             if not state.finished:
                 for epoch in range(state.epoch + 1, self.config.epochs + 1):
                     stats = self.train_epoch(run, state, epoch)
@@ -497,6 +502,27 @@ class Trainer:
         y = valid["label"].numpy().astype(np.float64)
         return auc(y, logits), logloss_from_logits(y, logits)
 
+    def _warm_baseline(self, run: TrainingRun, state: LoopState) -> None:
+        """Epoch 0 of a warm start: the starting weights' validation score is the one to beat.
+
+        Why: fine-tuning a previous model on a few new days can only be judged against where it
+        started; without this, early stopping picks the best *fine-tuned* epoch even when every epoch
+        is worse than the warm-started weights (on `small`, TIN's nightly warm start lost 0.05 valid
+        AUC that way). Without a validation score there is nothing to compare: no baseline."""
+        valid_auc, valid_logloss = self.evaluate(run, 0)
+        monitor = (
+            valid_auc if valid_auc is not None else (-valid_logloss if valid_logloss is not None else None)
+        )
+        if monitor is None:
+            return
+        state.best_monitor, state.best_epoch = monitor, 0
+        state.best_weights = _clone_state(run.module)
+        run.summary.best_valid_auc, run.summary.best_valid_logloss = valid_auc, valid_logloss
+        self._log(
+            run,
+            f"warm start: valid AUC {_fmt(valid_auc)} before fine-tuning; kept unless an epoch beats it",
+        )
+
     def _end_epoch(
         self,
         run: TrainingRun,
@@ -575,6 +601,8 @@ class Trainer:
         summary.resumed_from_epoch = state.resumed_from_epoch
         summary.epochs_run = len(state.history)
         best = next((r for r in state.history if r["epoch"] == state.best_epoch), None)
+        if best is None and state.best_epoch == 0 and state.best_weights is not None:
+            self._log(run, "warm start: no fine-tuning epoch beat the starting weights; kept them")
         if best is not None:
             summary.best_valid_auc, summary.best_valid_logloss = best["valid_auc"], best["valid_logloss"]
         summary.train_seconds = run.train_seconds

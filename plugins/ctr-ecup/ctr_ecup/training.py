@@ -202,6 +202,12 @@ def fit_ecup(model: EcupModel, train: pa.Table, valid: pa.Table, ctx: FitContext
         )
         best_loss, best_epoch, best_state, waited = float("inf"), 0, None, 0
         history = []
+        if previous is not None and valid_data is not None:
+            # the warm-started weights are the score to beat: fine-tuning on a few new days keeps
+            # them unless an epoch improves the validation loss (epoch 0 = the previous model)
+            best_loss, _, _ = _evaluate(model, module, valid_data, device)
+            best_state = {key: v.detach().clone() for key, v in module.state_dict().items()}
+            ctx.log(f"ecup: warm start: valid loss {best_loss:.5f} before fine-tuning; kept unless beaten")
         for epoch in range(1, config.epochs + 1):
             t0 = time.perf_counter()
             module.train()
