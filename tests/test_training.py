@@ -340,6 +340,39 @@ def test_a_warm_start_keeps_its_weights_when_fine_tuning_only_makes_validation_w
     assert fresh.summary["best_epoch"] >= 1
 
 
+def test_a_warm_start_fine_tunes_with_the_batch_norm_statistics_of_the_previous_model(tmp_path, monkeypatch):
+    """Fine-tuning on the new days only must not replace the whole window's batch-norm statistics
+    by the new rows' (on `small` that alone cost TIN 0.04 valid AUC): they stay as loaded, while
+    dropout and the weights still train."""
+    from torch import nn
+
+    from ctr_dagster.contracts import FitContext
+    from ctr_dagster.testing import training_cardinalities
+    from ctr_dagster.training.trainer import freeze_norm_statistics
+
+    net = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5)).train()
+    freeze_norm_statistics(net)
+    assert [m.training for m in net] == [True, False, True]
+
+    first = fit_tiny(None, epochs=2)
+    first.save(tmp_path / "previous")
+    # no epoch-0 baseline here: the fine-tuned epoch itself is what is kept and checked
+    monkeypatch.setattr("ctr_dagster.training.trainer.Trainer._warm_baseline", lambda *args: None)
+    table, parts = kit_splits()
+    shifted = parts["train"].slice(0, 600)  # a few "new" rows
+    ctx = FitContext(
+        cardinalities=training_cardinalities(table), log=lambda m: None, init_from=tmp_path / "previous"
+    )
+    model = TinyTorchModel(TinyConfig(epochs=1, lr=1e-9)).fit(shifted, parts["valid"], ctx)
+    before, after = first.module.norm, model.module.norm
+    assert torch.equal(before.running_mean, after.running_mean)
+    assert torch.equal(before.running_var, after.running_var)
+    fresh_start = TinyTorchModel(TinyConfig(epochs=1, lr=1e-9)).fit(
+        shifted, parts["valid"], FitContext(cardinalities=training_cardinalities(table), log=lambda m: None)
+    )
+    assert not torch.equal(fresh_start.module.norm.running_mean, torch.zeros_like(before.running_mean))
+
+
 def test_weights_only_persistence_round_trip(tmp_path):
     model = fit_tiny(None, epochs=2)
     model.save(tmp_path / "artifact")
