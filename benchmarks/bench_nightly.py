@@ -172,9 +172,11 @@ def auc_comparison(warm_home, full_home) -> dict[str, dict[str, object]]:
     DeLong intervals, the paired difference, and whether warm lies inside the full interval."""
     import pyarrow.compute as pc
 
+    from ctr_dagster.registry import default_registry
     from ctr_dagster.significance import auc_interval, paired_comparison
     from ctr_dagster.warehouse import Warehouse
 
+    uplift = {p.name for p in default_registry().good("model") if getattr(p.cls, "task", "ctr") == "uplift"}
     warm_wh, full_wh = Warehouse(warm_home.warehouse), Warehouse(full_home.warehouse)
     dataset = full_wh.read("training_dataset", columns=["impression_id", "split", "label"])
     out = {}
@@ -182,6 +184,9 @@ def auc_comparison(warm_home, full_home) -> dict[str, dict[str, object]]:
         if not warm_wh.exists(table):
             continue
         name = table.removeprefix("predictions_")
+        if name in uplift:  # an uplift score is not a click probability: AUC vs clicks says nothing
+            out[name] = {"not_compared": "uplift model: its score is an uplift, compare AUUC instead"}
+            continue
         for split in ("valid", "test"):
             rows = dataset.filter(pc.equal(dataset.column("split"), split)).select(["impression_id", "label"])
 
@@ -290,14 +295,16 @@ def main() -> None:
     figures["auc_nightly_vs_full"] = comparison = auc_comparison(
         settings["nightly"].ctr_home, settings["full"].ctr_home
     )
+    compared = {m: v for m, v in comparison.items() if "valid" in v}
     figures["valid_auc_summary"] = {
-        "models": len(comparison),
-        "within_full_ci": sorted(m for m, v in comparison.items() if v["valid"]["nightly_within_full_ci"]),
+        "models": len(compared),
+        "not_compared": sorted(set(comparison) - set(compared)),
+        "within_full_ci": sorted(m for m, v in compared.items() if v["valid"]["nightly_within_full_ci"]),
         "above_full_ci": sorted(
-            m for m, v in comparison.items() if v["valid"]["nightly_auc"] > v["valid"]["full_ci"][1]
+            m for m, v in compared.items() if v["valid"]["nightly_auc"] > v["valid"]["full_ci"][1]
         ),
         "below_full_ci": sorted(
-            m for m, v in comparison.items() if not v["valid"]["nightly_not_below_full_ci"]
+            m for m, v in compared.items() if not v["valid"]["nightly_not_below_full_ci"]
         ),
     }
     # other processes on the machine stretch every wall time: the 1/5/15-minute load averages
