@@ -37,12 +37,13 @@ INTERACTIONS_TABLE = "training_dataset"
 
 
 def _table_sha256(warehouse: Warehouse, table: str) -> str | None:
-    """The table's content hash ("absent" when it was never materialized); None if unreadable."""
+    """The table's content hash (`Warehouse.table_sha256`; "absent" when it was never
+    materialized); None if unreadable."""
     if not warehouse.exists(table):
         return "absent"
     try:
-        return warehouse.content_sha256(table)
-    except (FileNotFoundError, OSError):
+        return warehouse.table_sha256(table)
+    except OSError:
         return None
 
 
@@ -93,15 +94,15 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def plan_refresh(
-    folder: Path, key: str | None, day: str | None, every_days: int, table_exists: bool
-) -> Refresh:
-    """Keep the table of the last fit when nothing but `< every_days` days of logs changed since."""
+def plan_refresh(folder: Path, key: str | None, day: str | None, every_days: int, keepable: bool) -> Refresh:
+    """Keep the table of the last fit when nothing but `< every_days` days of logs changed since.
+    `keepable`: the caller has a table to keep and nothing it must refit for (a broken extractor to
+    report)."""
     if every_days < 1:
         return Refresh(False, f"refit: refresh_every_days={every_days} (refit every run)")
     previous = read_record(folder)
-    if previous is None or not table_exists:
-        return Refresh(False, "refit: no previous fit to keep")
+    if previous is None or not keepable:
+        return Refresh(False, "refit: no previous table to keep (or a broken extractor to report)")
     if key is None or previous.get("key") != key:
         return Refresh(False, "refit: the catalogue, the config or the code changed since the last fit")
     if not day or not previous.get("data_day"):

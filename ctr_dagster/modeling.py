@@ -36,7 +36,7 @@ from ctr_dagster.metrics import auc
 from ctr_dagster.registry import PluginInfo
 from ctr_dagster.schemas import ORACLE_IMPRESSIONS
 from ctr_dagster.settings import Home
-from ctr_dagster.warehouse import FILE_NAME, Warehouse
+from ctr_dagster.warehouse import Warehouse
 
 PREDICTIONS = pa.schema([("impression_id", pa.string()), ("split", pa.string()), ("score", pa.float32())])
 
@@ -374,20 +374,6 @@ def plan_warm_start(
     )
 
 
-def _table_sha256(warehouse: Warehouse, table: str) -> str | None:
-    """One hash over the contents of the table's files (each partition's, or the whole table's), as
-    the warehouse reports them (local or object storage); None when one is missing."""
-    digest = hashlib.sha256()
-    for partition in warehouse.partitions(table) or [None]:
-        try:
-            sha = warehouse.content_sha256(table, partition)
-        except FileNotFoundError:
-            return None
-        digest.update(FILE_NAME.encode())  # the local file's name, as this hash always included it
-        digest.update(sha.encode())
-    return digest.hexdigest()
-
-
 def training_key(
     plugin: PluginInfo,
     config_values: dict[str, Any],
@@ -403,7 +389,7 @@ def training_key(
     tables = sorted({table for table, _ in INPUT_PROVIDERS.values() if warehouse.exists(table)})
     inputs = {}
     for table in tables:
-        inputs[table] = _table_sha256(warehouse, table)
+        inputs[table] = warehouse.table_sha256(table)
         if inputs[table] is None:
             return None
     document = {

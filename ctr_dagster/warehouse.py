@@ -105,6 +105,19 @@ class Warehouse:
                 digest.update(block)
         return digest.hexdigest()
 
+    def table_sha256(self, table: str) -> str | None:
+        """One hash over the contents of the whole table (each partition's `content_sha256`, or the
+        unpartitioned file's): what a step computed from; None when a file is missing."""
+        digest = hashlib.sha256()
+        for partition in self.partitions(table) or [None]:
+            try:
+                sha = self.content_sha256(table, partition)
+            except FileNotFoundError:
+                return None
+            digest.update(FILE_NAME.encode())  # the local file's name, as this hash always included it
+            digest.update(sha.encode())
+        return digest.hexdigest()
+
     def read_schema(self, table: str, partition: str | None = None) -> pa.Schema:
         """The table's (partition's) schema with its metadata, from the Parquet footer."""
         return pq.read_schema(self.path(table, partition))
