@@ -153,6 +153,8 @@ class TrainingRun:
     rows_seen: int = 0  # all epochs of this process's run, for the throughput
     train_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
+    #: The module holds a previous model's weights: fine-tuned with batch-norm statistics frozen.
+    warm_start: bool = False
 
     @property
     def on_device(self) -> bool:
@@ -258,7 +260,6 @@ class Trainer:
         self.loss_fn = loss_fn or bce_loss
         self.callbacks = list(callbacks)
         self._sparse_tables: list[Any] = []
-        self._warm_start = False  # set per `fit`: batch norm statistics stay frozen while fine-tuning
 
     # -- fit: the steps in order --------------------------------------------------------------------
     def fit(
@@ -281,7 +282,6 @@ class Trainer:
         """
         import torch
 
-        self._warm_start = warm_start
         if distillation is not None and not isinstance(distillation, DistillationWeights):
             raise TypeError(f"distillation must be a DistillationWeights, got {type(distillation).__name__}")
         seed = int(ctx.seed)
@@ -295,6 +295,7 @@ class Trainer:
         self._sparse_tables = []
         try:
             run = self._prepare(module, train, valid, ctx, env, device, seed, key_extra, distillation)
+            run.warm_start = warm_start
             state = self._resume(run)
             self._log_start(run)
             if warm_start and state.epoch == 0 and not state.finished:
@@ -432,7 +433,7 @@ class Trainer:
         torch.manual_seed(run.seed * 100_003 + epoch)  # dropout etc.: a function of (seed, epoch) only
         order = epoch_order(run.rows, run.seed, epoch)
         run.wrapped.train()
-        if self._warm_start:
+        if run.warm_start:
             freeze_norm_statistics(run.wrapped)
         cosine = cfg.lr_schedule == "cosine"
         loss_sum, count = 0.0, 0
