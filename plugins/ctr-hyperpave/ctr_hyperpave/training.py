@@ -87,6 +87,21 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         no_value=(no_value[0][held_negative], no_value[1][held_negative]),
     )
     zero_shot_slot = np.arange(len(valid_slots.truth)) < split.valid_edges.shape[1]
+
+    def validation() -> dict[str, float]:
+        """The model as it stands, on the validation slots (during training and over the grid)."""
+        return validate(
+            model,
+            x,
+            valid_graph,
+            split.train_edges,
+            hg,
+            valid_slots,
+            zero_shot_slot,
+            cfg.decision,
+            cfg.silent_threshold,
+        )
+
     step = 0
     best: dict[str, Any] = {"f1": -1.0, "step": 0, "threshold": 0.5, "state": None}
     stale = 0
@@ -136,17 +151,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         optimizer.step()
         loss_value = float(loss.item())
         if len(valid_slots.truth) and (step % cfg.eval_every == 0 or step == cfg.steps):
-            metrics = validate(
-                model,
-                x,
-                valid_graph,
-                split.train_edges,
-                hg,
-                valid_slots,
-                zero_shot_slot,
-                cfg.decision,
-                cfg.silent_threshold,
-            )
+            metrics = validation()
             if metrics["select"] > best.get("select", -1.0):
                 best = {
                     **metrics,
@@ -173,17 +178,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         for value in sorted({trained, *cfg.neighbour_grid}):
             with torch.no_grad():
                 model.neighbour_scale.fill_(value)
-            metrics = validate(
-                model,
-                x,
-                valid_graph,
-                split.train_edges,
-                hg,
-                valid_slots,
-                zero_shot_slot,
-                cfg.decision,
-                cfg.silent_threshold,
-            )
+            metrics = validation()
             grid_trace.append((round(value, 4), round(float(metrics["select"]), 4)))
             if metrics["select"] > best.get("select", -1.0) + 1e-9:
                 best = {**best, **metrics, "neighbour_scale": value}
