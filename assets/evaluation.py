@@ -14,6 +14,9 @@ from ctr_dagster.champion import GatePolicy
 from ctr_dagster.registry import default_registry
 from ctr_dagster.settings import Settings
 
+#: The evaluation asset's warning check over the models' warm-start audits.
+WARM_START_CHECK = "warm_starts_track_full_retrains"
+
 
 class EvaluationConfig(dg.Config):
     """The champion gate's policy (see `ctr_dagster.champion.GatePolicy`)."""
@@ -49,14 +52,44 @@ def evaluation_asset(settings: Settings) -> dg.AssetsDefinition:
         code_version="1",
         deps=_model_keys(),
         kinds={"python"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                WARM_START_CHECK,
+                asset="evaluation",
+                description="Warns when a model's latest warm-start audit (made on the night its full "
+                "retrain came due) puts the warm start below the full retrain's validation-AUC interval.",
+            )
+        ],
     )
-    def evaluation(
-        context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource
-    ) -> dg.MaterializeResult:
+    def evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig, warehouse: WarehouseResource):
         """Leaderboard on the test split: AUC, GAUC, logloss, ECE, slices, the oracle and each model's gap to it."""
-        return _evaluate(context, config, warehouse, settings)
+        result, names = _evaluate(context, config, warehouse, settings)
+        yield result
+        yield _warm_start_check(warehouse, names, settings)
 
     return evaluation
+
+
+def _warm_start_check(
+    warehouse: WarehouseResource, names: list[str], settings: Settings
+) -> dg.AssetCheckResult:
+    """Every ranked model's latest warm-start audit (`ctr_dagster.warm_start_audit`), as a warning check."""
+    from ctr_dagster import warm_start_audit
+    from ctr_dagster.modeling import read_status
+
+    home = warehouse.ctr_home
+    rows = warm_start_audit.check_rows({name: read_status(home, name) for name in names})
+    passed, description = warm_start_audit.check_summary(rows, settings.full_retrain_every_days)
+    return dg.AssetCheckResult(
+        check_name=WARM_START_CHECK,
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "audits": dg.MetadataValue.md(markdown_table(rows) if rows else description),
+            "models_audited": len(rows),
+        },
+    )
 
 
 def _evaluate(
@@ -64,7 +97,8 @@ def _evaluate(
     config: EvaluationConfig,
     warehouse: WarehouseResource,
     settings: Settings,
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, list[str]]:
+    """The leaderboard's materialization, and the names of the models it ranks."""
     from ctr_dagster import evaluation as engine
     from ctr_dagster import mechanisms, reports
 
@@ -136,7 +170,8 @@ def _evaluate(
                 meta[f"{row['name']}/{metric}"] = dg.MetadataValue.float(float(row[metric]))
     # data version: the dataset and the artifacts judged; a new evaluation of the same artifacts keeps
     # `champion` in sync, a retrained model changes it (and shows `champion` unsynced until it runs)
-    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(engine.judged_version(doc)))
+    result = dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(engine.judged_version(doc)))
+    return result, [row["name"] for row in doc["models"]]
 
 
 def champion_gate_check(evaluation: dg.AssetsDefinition) -> dg.AssetChecksDefinition:

@@ -217,11 +217,37 @@ def auc_comparison(warm_home, full_home) -> dict[str, dict[str, object]]:
     return out
 
 
+def due_config(run_config: dict) -> dict:
+    """The nightly's run config with every warm-starting op's full retrain due (cadence 1 day)."""
+    due = json.loads(json.dumps(run_config))
+    for op in due.get("ops", {}).values():
+        if "full_retrain_every_days" in op.get("config", {}):
+            op["config"]["full_retrain_every_days"] = 1
+    return due
+
+
+def audits(home) -> dict[str, object]:
+    """Every model's warm-start audit (`ctr_dagster.warm_start_audit`) and the check's verdict."""
+    from ctr_dagster import warm_start_audit
+
+    statuses = {p.parent.name: json.loads(p.read_text()) for p in sorted(home.models.glob("*/status.json"))}
+    rows = warm_start_audit.check_rows(statuses)
+    passed, description = warm_start_audit.check_summary(rows, 1)
+    found = {name: s.get(warm_start_audit.STATUS_KEY) for name, s in statuses.items()}
+    return {"check_passed": passed, "check": description, "rows": rows, "audits": found}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="small")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--cold", action="store_true", help="also time the nightly without warm start")
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="also run the new day's nightly with the full retrain due (cadence 1) on a copy of the setup "
+        "state: every model retrains from scratch and audits the warm start it replaces",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work here and keep it (default: a temp dir)")
     parser.add_argument("--name", default=None, help="result name (default: nightly, or nightly_<profile>)")
     args = parser.parse_args()
@@ -235,7 +261,7 @@ def main() -> None:
         name: Settings(profile=args.profile, seed=args.seed, home=root / name)
         if args.seed is not None
         else Settings(profile=args.profile, home=root / name)
-        for name in ("nightly", "full", "cold")
+        for name in ("nightly", "full", "cold", "audit")
     }
     definitions = load_code_location(ROOT, "definitions")
     raw = load_code_location(ROOT, "raw")
@@ -259,8 +285,9 @@ def main() -> None:
     print("setup: up to the second-to-last day", flush=True)
     setup = nightly.build(days[:-1], groups, root / "dagster_setup")
     setup.update(run_steps(root / "dagster_setup"))
-    if args.cold:
-        shutil.copytree(root / "nightly", root / "cold")
+    for phase in ("cold", "audit"):
+        if getattr(args, phase):
+            shutil.copytree(root / "nightly", root / phase)
     print("nightly: job nightly_retrain for the new day", flush=True)
     job = defs.resolve_job_def("nightly_retrain")
     run_config = job.partitioned_config.get_run_config_for_partition_key(days[-1])
@@ -292,6 +319,12 @@ def main() -> None:
         figures["nightly_cold"] = cold.nightly(days[-1], cold_config, root / "dagster_cold")
         figures["nightly_cold"].update(run_steps(root / "dagster_cold"))
         figures["nightly_cold_over_full_wall"] = round(figures["nightly_cold"]["wall_s"] / built["wall_s"], 3)
+    if args.audit:
+        print("audit nightly: the full retrain due (cadence 1) on a copy of the setup state", flush=True)
+        audited = Home(root / "audit", settings["audit"])
+        figures["nightly_audit"] = audited.nightly(days[-1], due_config(run_config), root / "dagster_audit")
+        figures["nightly_audit"].update(run_steps(root / "dagster_audit"))
+        figures["nightly_audit"]["audits"] = audits(settings["audit"].ctr_home)
     figures["auc_nightly_vs_full"] = comparison = auc_comparison(
         settings["nightly"].ctr_home, settings["full"].ctr_home
     )

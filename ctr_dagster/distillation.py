@@ -182,6 +182,8 @@ def distill_and_store(
     from ctr_dagster.modeling import (
         WARM_START_INPUT,
         Splits,
+        audit_context,
+        audit_warm_start,
         features_only,
         fit_context,
         fit_model,
@@ -209,10 +211,9 @@ def distill_and_store(
             f"in {time.perf_counter() - started:.1f}s (mean soft label {soft.mean():.4f})"
         )
         inputs = prepare_inputs(student, warehouse, log)
-        best: tuple[float, Fitted] | None = None
-        aucs: dict[float, float | None] = {}
-        seconds: dict[float, float] = {}
-        for t in grid:
+
+        def context_at(t: float) -> Any:
+            """The fit context at temperature `t` (its own checkpoint folder)."""
             tried = dataclasses.replace(weights, temperature=t)
             ctx = fit_context(
                 student,
@@ -230,7 +231,13 @@ def distill_and_store(
             )
             if start.warm and start.previous_train_end:  # fine-tune on the rows the artifact never saw
                 ctx.inputs[WARM_START_INPUT] = {"previous_train_end": start.previous_train_end}
-            fitted = fit_model(student, config_values, splits, ctx, name)
+            return ctx
+
+        best: tuple[float, Fitted] | None = None
+        aucs: dict[float, float | None] = {}
+        seconds: dict[float, float] = {}
+        for t in grid:
+            fitted = fit_model(student, config_values, splits, context_at(t), name)
             aucs[t], seconds[t] = valid_auc(fitted, splits, name), fitted.fit_seconds
             log(f"{name}: temperature {t:g}: valid AUC {aucs[t]}")
             if best_on_valid(aucs) == t:
@@ -239,6 +246,15 @@ def distill_and_store(
         selection = Selection(valid_auc=aucs, temperature=best[0], fit_seconds=seconds)
         chosen = dataclasses.replace(weights, temperature=best[0])
         log(f"{name}: chose temperature {best[0]:g} on validation AUC ({selection.as_dict()['valid_auc']})")
+        audit = None
+        if start.audit_from is not None and previous_t is not None:
+            # the nightly's warm start: the previous artifact at the temperature chosen then
+            audit = audit_warm_start(
+                lambda workdir: fit_model(
+                    student, config_values, splits, audit_context(context_at(previous_t), start, workdir), name
+                ),
+                best[1], splits, home, name, start, log,
+            )  # fmt: skip
         result = store_trained(
             student,
             best[1],
@@ -259,6 +275,7 @@ def distill_and_store(
             },
             warm_start=start,
             status_extra={"distillation_mode": "offline"},
+            warm_start_audit=audit,
         )
     except BaseException as exc:  # the leaderboard lists the distilled entry as failed, with why
         record_failure(home, name, exc, run_id)
@@ -406,17 +423,18 @@ def distill_online_and_store(
 def _warm_start(
     student: PluginInfo, home: Home, name: str, splits: Any, every_days: int | None
 ) -> tuple[WarmStart, float | None]:
-    """Where this distillation starts, and the temperature to keep: a full retrain (the grid, None),
-    or, within the cadence, the previous distilled artifact at the temperature chosen then (only
-    when that temperature is recorded)."""
+    """Where this distillation starts, and the temperature to keep: a full retrain (the grid; None,
+    or on the night the cadence comes due the previous temperature, for the warm-start audit), or,
+    within the cadence, the previous distilled artifact at the temperature chosen then (only when
+    that temperature is recorded)."""
     from ctr_dagster.modeling import WarmStart, dataset_end_day, plan_warm_start
 
     day = dataset_end_day(splits)
     if every_days is None or not getattr(student.cls, "supports_warm_start", False):
         return WarmStart(None, day, day, "full retrain (temperature grid)"), None
     start = plan_warm_start(home, name, student.name, day, every_days)
-    if not start.warm:
-        return start, None
+    if not start.warm:  # a full retrain; the temperature is kept for its warm-start audit, if due
+        return start, _previous_temperature(home, name) if start.audit_from is not None else None
     temperature = _previous_temperature(home, name)
     if temperature is None:
         why = "the previous temperature is not recorded (or that student was distilled online)"

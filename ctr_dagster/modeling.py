@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +323,10 @@ class WarmStart:
     reason: str
     #: The last train timestamp (ISO) the previous artifact saw: rows after it are new to the model.
     previous_train_end: str | None = None
+    #: On a full retrain the cadence made due: the artifact the nightly would have continued from (and
+    #: its `previous_train_end`), so `warm_start_audit` can fine-tune it too and compare the two.
+    audit_from: Path | None = None
+    audit_train_end: str | None = None
 
     @property
     def warm(self) -> bool:
@@ -344,7 +348,9 @@ def plan_warm_start(
     """Continue from the model's own previous artifact (its last good training), unless that is
     missing or `every_days` days of data have passed since the full retrain it descends from
     (then: from scratch, and this training becomes the new full retrain). ``every_days < 1``: always
-    from scratch."""
+    from scratch. A model whose last warm-start audit was below its full retrain's interval also
+    retrains from scratch, audited again, each night until an audit is not below: warm starts resume
+    only once they are shown to track a full retrain (`warm_start_audit`)."""
     import datetime as dt
 
     def full(reason: str) -> WarmStart:
@@ -362,8 +368,18 @@ def plan_warm_start(
     if not last_full or data_day is None:
         return full("the previous training does not say when it was last fully retrained")
     age = (dt.date.fromisoformat(data_day) - dt.date.fromisoformat(last_full)).days
-    if age < 0 or age >= every_days:
-        return full(f"{age} day(s) of data since the last full retrain ({last_full}), cadence {every_days}")
+    if age < 0:
+        return full(f"the data day {data_day} is before the last full retrain ({last_full})")
+    audit = previous.get("warm_start_audit") or {}
+    if age >= every_days or audit.get("verdict") == "below":
+        why = (
+            f"{age} day(s) of data since the last full retrain ({last_full}), cadence {every_days}"
+            if age >= every_days
+            else f"the last warm-start audit ({audit.get('day')}) put the warm start below the full "
+            "retrain's validation-AUC interval; full retrains (each audited) until one is not"
+        )
+        # the night a full retrain comes due is the night a warm start can be checked against it
+        return replace(full(why), audit_from=artifact, audit_train_end=previous.get("train_end"))
     return WarmStart(
         artifact,
         last_full,
@@ -372,6 +388,31 @@ def plan_warm_start(
         f"(full retrain every {every_days})",
         previous.get("train_end"),
     )
+
+
+def audit_context(ctx: FitContext, start: WarmStart, workdir: Path) -> FitContext:
+    """`ctx` as the nightly's warm start would have had it: continuing from `start.audit_from`,
+    fine-tuning on the rows after `start.audit_train_end`, checkpointing in its own `workdir`."""
+    inputs = dict(ctx.inputs)
+    if start.audit_train_end:
+        inputs[WARM_START_INPUT] = {"previous_train_end": start.audit_train_end}
+    return replace(ctx, init_from=start.audit_from, workdir=workdir, inputs=inputs)
+
+
+def audit_warm_start(
+    fit_warm: Callable[[Path], Fitted],
+    full: Fitted,
+    splits: Splits,
+    home: Home,
+    name: str,
+    start: WarmStart,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """`warm_start_audit.audit` of a full retrain the cadence made due, in ``<work>/<name>/warm-audit``."""
+    from ctr_dagster import warm_start_audit
+
+    workdir = home.work / name / "warm-audit"
+    return warm_start_audit.audit(lambda: fit_warm(workdir), full, splits, name, start, workdir, log)
 
 
 def training_key(
@@ -508,6 +549,12 @@ def train_and_store(
         if extra_inputs is not None:
             ctx.inputs.update(extra_inputs(splits.train))
         fitted = fit_model(plugin, config_values, splits, ctx, name)
+        audit = None
+        if start.audit_from is not None and getattr(plugin.cls, "task", "ctr") == "ctr":  # AUC vs clicks
+            audit = audit_warm_start(
+                lambda workdir: fit_model(plugin, config_values, splits, audit_context(ctx, start, workdir), name),
+                fitted, splits, home, name, start, log,
+            )  # fmt: skip
         return store_trained(
             plugin,
             fitted,
@@ -520,6 +567,7 @@ def train_and_store(
             run_id=run_id,
             warm_start=start,
             training_key=key,
+            warm_start_audit=audit,
         )
     except NotApplicableError:
         raise
@@ -576,6 +624,7 @@ def store_trained(
     warm_start: WarmStart | None = None,
     training_key: str | None = None,
     status_extra: dict[str, Any] | None = None,
+    warm_start_audit: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Score valid/test (features only), store the artifact, predictions, record and ok status.
 
@@ -583,7 +632,11 @@ def store_trained(
     and how they were chosen); `warm_start` says where the fit started (recorded, and carried in the
     status for the next night's `plan_warm_start`); `training_key` lets the next identical training
     be skipped (`unchanged_training`); `status_extra` adds keys to the status the evaluation reads
-    (e.g. the distillation mode, so the leaderboard says how a distilled student was trained)."""
+    (e.g. the distillation mode, so the leaderboard says how a distilled student was trained);
+    `warm_start_audit` is tonight's comparison of a warm start with this full retrain
+    (`ctr_dagster.warm_start_audit`), kept in the status, and on warm nights the last one is carried."""
+    from ctr_dagster import warm_start_audit as audits
+
     scores: dict[str, float | None] = {}
     predictions = []
     for split_name, part in (("valid", splits.valid), ("test", splits.test)):
@@ -606,6 +659,11 @@ def store_trained(
     start = warm_start or WarmStart(fitted.ctx.init_from, None, dataset_end_day(splits), "")
     lineage = {**start.as_dict(), "threads": threads.threads_per_step()}
     lineage.pop("warm_start_reason")
+    audit = audits.carried(read_status(home, name), start, warm_start_audit)
+    if warm_start_audit is not None:  # tonight's audit shows on the materialization
+        lineage.update(
+            {f"warm_start_audit/{k}": v for k, v in warm_start_audit.items() if not isinstance(v, list)}
+        )
     result = TrainResult(
         name, artifact, config_to_dict(fitted.config), scores, fitted.fit_seconds, cost=cost, lineage=lineage
     )
@@ -625,6 +683,8 @@ def store_trained(
     )
     # threads: this step's share of the cores (`ctr_dagster.threads`); a plugin's own setting is in config
     record.update({"threads": lineage["threads"], "warm_start": start.as_dict()})
+    if warm_start_audit is not None:
+        record["warm_start_audit"] = warm_start_audit
     record.update(record_extra or {})
     result.record = record
     result.record_path = reproducibility.write_record(record, home.records)
@@ -646,6 +706,7 @@ def store_trained(
             "data_day": start.data_day,
             "train_end": _last_ts(splits.train),
             "training_key": training_key,
+            audits.STATUS_KEY: audit,
             **(status_extra or {}),
         },
     )

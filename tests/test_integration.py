@@ -154,6 +154,12 @@ def test_models_evaluation_and_first_champion(materialized, settings):
         [dg.AssetCheckKey(dg.AssetKey("evaluation"), "champion_gate")]
     )
     assert next(iter(gate.values())).event.dagster_event.event_specific_data.passed
+    # no nightly has run: no full retrain came due with a previous artifact, so nothing was audited
+    warm = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("evaluation"), "warm_starts_track_full_retrains")]
+    )
+    warm_check = next(iter(warm.values())).event.dagster_event.event_specific_data
+    assert warm_check.passed and warm_check.metadata["models_audited"].value == 0
     champion = ChampionStore(settings.ctr_home.champion).current()
     assert champion["name"] == doc["candidate"]["name"] == doc["models"][0]["name"]
     assert _last_metadata(instance, "champion")["champion"] == champion["name"]
@@ -259,8 +265,9 @@ def test_gate_blocks_a_model_that_does_not_beat_the_champion_by_the_margin(mater
     )
     assert not result.success  # the blocking check failed: champion was not materialized
     assert store.current()["name"] == "baseline_lr" and len(store.history()) == history
-    check = result.get_asset_check_evaluations()[0]
-    assert check.check_name == "champion_gate" and not check.passed
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    check = checks["champion_gate"]
+    assert not check.passed
     assert "margin 0.5" in check.metadata["reasons"].value
 
 

@@ -112,7 +112,19 @@ def test_warm_start_continues_the_own_artifact_until_the_cadence_is_due(tmp_path
     assert start.warm and start.init_from == artifact and start.full_retrain_day == "2026-11-01"
     due = plan_warm_start(home, "lightgbm", "lightgbm", "2026-11-08", 7)  # 7 days of new data
     assert not due.warm and due.full_retrain_day == "2026-11-08" and "cadence 7" in due.reason
-    assert not plan_warm_start(home, "lightgbm", "lightgbm", "2026-11-02", 0).warm  # < 1: always full
+    assert due.audit_from == artifact  # the due night audits the warm start it replaces
+    assert (
+        start.audit_from is None and not plan_warm_start(home, "lightgbm", "lightgbm", "2026-11-02", 0).warm
+    )
+    # a warm start audited below its full retrain: full retrains, each audited, until one is not below
+    for verdict, warm in (("below", False), ("within", True), ("above", True)):
+        status = read_status(home, "lightgbm") | {
+            "warm_start_audit": {"day": "2026-11-01", "verdict": verdict}
+        }
+        write_status(home, "lightgbm", status)
+        again = plan_warm_start(home, "lightgbm", "lightgbm", "2026-11-03", 7)
+        assert again.warm is warm and (again.audit_from == artifact) is not warm, verdict
+        assert warm or "audit (2026-11-01) put the warm start below" in again.reason
     write_status(home, "lightgbm", {"status": "failed", "error": "boom"})
     assert not plan_warm_start(home, "lightgbm", "lightgbm", "2026-11-02", 7).warm
 
@@ -220,6 +232,116 @@ def test_a_warm_started_distilled_student_fine_tunes_with_its_rows_teacher_score
         )  # fmt: skip
     assert result.lineage["training"] == "warm start" and len(result.selection["valid_auc"]) == 1
     assert any("fine-tuning on the" in line for line in lines), lines
+
+
+def test_the_night_a_full_retrain_comes_due_audits_the_warm_start_it_replaces(tmp_path):
+    """Day 1 a full retrain; day 2 the cadence (1 day) is due: the model retrains from scratch and also
+    fine-tunes yesterday's artifact as the nightly would have. The audit's warm figure is exactly what a
+    real warm start from the same state gives (a copy of the home, cadence 7), its full figure is the
+    stored model's; a warm night after it carries the audit; a full retrain without one drops it."""
+    import shutil
+
+    from ctr_dagster import warm_start_audit
+    from ctr_dagster.significance import auc_interval
+
+    model, config = "lightgbm", {"num_boost_round": 60}
+    plugin = default_registry().get("model", model)
+    world = make_training_table(24000, seed=0)
+    last = sorted(set(_days(world)))
+    home = Home(tmp_path / "audited")
+    wh = Warehouse(home.warehouse)
+    wh.write("training_dataset", _by_day(world, last[-3]))
+    train_and_store(plugin, config, wh, home, full_retrain_every_days=1, **QUIET)
+    assert read_status(home, model)[warm_start_audit.STATUS_KEY] is None  # nothing to fine-tune yet
+    yesterday = read_status(home, model)["artifact"]
+    shutil.copytree(home.root, tmp_path / "warm")
+    wh.write("training_dataset", _by_day(world, last[-2]))
+    lines: list[str] = []
+    full = train_and_store(plugin, config, wh, home, full_retrain_every_days=1, log=lines.append)
+    assert full.lineage["training"] == "full retrain" and "cadence 1" in "\n".join(lines)
+    audit = read_status(home, model)[warm_start_audit.STATUS_KEY]
+    assert audit["warm_started_from"] == yesterday and audit["day"] == last[-2]
+    assert audit["full_valid_auc"] == round(full.scores["valid_auc"], 6)
+    assert full.lineage["warm_start_audit/verdict"] == audit["verdict"]
+    assert full.record["warm_start_audit"] == audit
+    # the same night as the nightly's warm start (cadence 7) would have run it
+    warm_home = Home(tmp_path / "warm")
+    warm_wh = Warehouse(warm_home.warehouse)
+    warm_wh.write("training_dataset", _by_day(world, last[-2]))
+    warm = train_and_store(plugin, config, warm_wh, warm_home, full_retrain_every_days=7, **QUIET)
+    assert warm.lineage["training"] == "warm start"
+    assert audit["warm_valid_auc"] == round(warm.scores["valid_auc"], 6)
+    labels, full_scores = _valid_scores(wh, model)
+    interval = auc_interval(labels, full_scores)
+    assert audit["full_interval"] == [round(interval.low, 6), round(interval.high, 6)]
+    assert audit["verdict"] == warm_start_audit.verdict(warm.scores["valid_auc"], interval.low, interval.high)
+    assert audit["warm_minus_full"] == round(warm.scores["valid_auc"] - full.scores["valid_auc"], 6)
+    assert not (home.work / model / "warm-audit").exists()  # its checkpoints are not left behind
+    # a warm night carries the audit (the model still descends from the audited full retrain)
+    wh.write("training_dataset", _by_day(world, last[-1]))
+    assert (
+        train_and_store(plugin, config, wh, home, full_retrain_every_days=7, **QUIET).lineage["training"]
+        == "warm start"
+    )
+    assert read_status(home, model)[warm_start_audit.STATUS_KEY] == audit
+    train_and_store(plugin, config, wh, home, **QUIET)  # a full retrain outside the nightly: no audit
+    assert read_status(home, model)[warm_start_audit.STATUS_KEY] is None
+
+
+def test_the_warm_start_check_fails_only_on_an_audit_below_the_full_interval():
+    from ctr_dagster import warm_start_audit as audits
+
+    assert audits.verdict(0.79, 0.80, 0.82) == "below"
+    assert audits.verdict(0.80, 0.80, 0.82) == "within"
+    assert audits.verdict(0.83, 0.80, 0.82) == "above"
+
+    def status(warm: float, verdict: str) -> dict:
+        found = {"day": "2026-11-14", "warm_valid_auc": warm, "full_valid_auc": 0.81}
+        found |= {"full_interval": [0.80, 0.82], "warm_minus_full": warm - 0.81, "verdict": verdict}
+        return {"status": "ok", audits.STATUS_KEY: found}
+
+    passed, text = audits.check_summary(audits.check_rows({"din": None, "tin": {"status": "ok"}}), 7)
+    assert passed and "no warm-start audit yet" in text and "7 days" in text
+    rows = audits.check_rows({"din": status(0.815, "within"), "qin": status(0.83, "above")})
+    assert [r["model"] for r in rows] == ["din", "qin"] and audits.check_summary(rows, 7)[0]
+    rows = audits.check_rows({"din": status(0.815, "within"), "din_student_distilled": status(0.79, "below")})
+    passed, text = audits.check_summary(rows, 7)
+    assert not passed and "din_student_distilled" in text and "din," not in text
+    failed = {"status": "ok", audits.STATUS_KEY: {"day": "2026-11-14", "error": "ValueError: one class"}}
+    rows = audits.check_rows({"din": failed})
+    assert rows[0]["verdict"] == "error"
+    passed, text = audits.check_summary(rows, 7)
+    assert passed and "din" in text and "error" in text  # reported, not a verdict on the warm start
+
+
+def test_a_due_distillation_audits_the_warm_start_at_the_temperature_chosen_then(tmp_path):
+    from ctr_dagster import distillation, warm_start_audit
+
+    registry = default_registry()
+    student, teacher = registry.get("model", "din_student"), registry.get("model", "din")
+    config = {"epochs": 1, "log_every": 0, "num_threads": 1, "batch_size": 512}
+    world = make_training_table(6000, seed=0)
+    last = sorted(set(_days(world)))
+    home = Home(tmp_path)
+    wh = Warehouse(home.warehouse)
+    weights = distillation.DistillationWeights()
+    audits = []
+    for day in last[-2:]:
+        wh.write("training_dataset", _by_day(world, day))
+        train_and_store(teacher, config, wh, home, **QUIET)
+        lines: list[str] = []
+        result = distillation.distill_and_store(
+            student, teacher, config, weights, wh, home, temperatures=(1.0, 2.0), full_retrain_every_days=1,
+            log=lines.append,
+        )  # fmt: skip
+        audits.append(read_status(home, "din_student_distilled")[warm_start_audit.STATUS_KEY])
+    assert audits[0] is None and result.lineage["training"] == "full retrain"
+    assert len(result.selection["valid_auc"]) == 2  # the grid ran again
+    audit = audits[1]
+    assert audit["verdict"] in ("below", "within", "above") and audit["valid_rows"] > 0
+    assert audit["full_valid_auc"] == round(result.scores["valid_auc"], 6)
+    text = "\n".join(lines)
+    assert "warm-start audit: fine-tuning" in text and "fine-tuning on the" in text
 
 
 # -- 3. skip what did not change -------------------------------------------------------------------

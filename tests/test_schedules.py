@@ -45,7 +45,10 @@ def test_nightly_job_covers_the_whole_chain_with_the_gate(tiny_settings):
     checks = {
         c.name for c in job.asset_layer.asset_graph.asset_check_keys if c.asset_key.path == ["evaluation"]
     }
-    assert "champion_gate" in checks
+    assert {
+        "champion_gate",
+        "warm_starts_track_full_retrains",
+    } <= checks  # the nightly audits its warm starts
     assert job.partitions_def == daily_partitions(tiny_settings)
     evaluate = defs.resolve_job_def(evaluate_and_promote.name)
     assert {k.to_user_string() for k in evaluate.asset_layer.selected_asset_keys} == {
