@@ -325,9 +325,12 @@ class TorchModel:
         torch.manual_seed(int(ctx.seed))
         module = self.build_module(spec)
         init_from = self._warm_start(module, ctx)
+        window = None  # the rows the mini-batch-aware L2 counts ids over (Trainer.fit)
         if init_from is not None:
             keep = self.fine_tune_mask(train, ctx)
             if keep is not None:
+                if getattr(self.config, "mba_l2", 0) > 0:
+                    window = self._tensors(train, with_labels=False)
                 train = train.filter(keep)
                 if distill is not None:  # the teacher's soft labels follow their rows
                     distill = {**distill, "teacher_scores": np.asarray(distill["teacher_scores"])[keep]}
@@ -354,6 +357,7 @@ class TorchModel:
             },
             distillation=distillation,
             warm_start=init_from is not None,
+            regularizer_rows=window,
         )
         self.module = module.eval()
         self.summary = summary.as_dict()

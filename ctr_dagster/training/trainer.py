@@ -272,6 +272,7 @@ class Trainer:
         key_extra: dict[str, Any] | None = None,
         distillation: DistillationWeights | None = None,
         warm_start: bool = False,
+        regularizer_rows: dict[str, torch.Tensor] | None = None,
     ) -> TrainSummary:
         """Train `module` in place on `train` (must hold "label"), early-stopping on `valid`.
 
@@ -279,6 +280,10 @@ class Trainer:
         (e.g. the feature spec); `distillation` enables the soft-target term (needs "teacher_logit").
         `warm_start`: the module holds a previous model's weights; they are scored on `valid` first
         and kept (best epoch 0) unless a fine-tuning epoch beats them (`_warm_baseline`).
+        `regularizer_rows`: the rows whose ids give the mini-batch-aware L2's n_j (default `train`). A
+        warm start fine-tunes on the new rows only but passes the whole window here: with the new
+        rows' own counts (about 1/12 of the window's for one new day in 13) every id's penalty would
+        be that much stronger against the data term than in the full training it continues.
         """
         import torch
 
@@ -294,7 +299,9 @@ class Trainer:
         env, device = ddp.setup(torch.device(getattr(ctx, "device", None) or "cpu"))
         self._sparse_tables = []
         try:
-            run = self._prepare(module, train, valid, ctx, env, device, seed, key_extra, distillation)
+            run = self._prepare(
+                module, train, valid, ctx, env, device, seed, key_extra, distillation, regularizer_rows
+            )
             run.warm_start = warm_start
             state = self._resume(run)
             self._log_start(run)
@@ -330,6 +337,7 @@ class Trainer:
         seed: int,
         key_extra: dict[str, Any] | None,
         distillation: DistillationWeights | None,
+        regularizer_rows: dict[str, torch.Tensor] | None = None,
     ) -> TrainingRun:
         """Check the inputs, compute the run key, place the data, build optimisers, scaler and DDP."""
         import torch
@@ -351,7 +359,8 @@ class Trainer:
         if cfg.mba_l2 > 0:  # n_j over the whole train split, before it moves to the device
             from ctr_dagster.training.regularization import MiniBatchAwareL2
 
-            regularizer = MiniBatchAwareL2.from_train(module, train, cfg.mba_l2)
+            counted = train if regularizer_rows is None else regularizer_rows
+            regularizer = MiniBatchAwareL2.from_train(module, counted, cfg.mba_l2)
         if device.type != "cpu":
             bytes_total = sum(v.numel() * v.element_size() for v in train.values())
             if bytes_total < 2 * 1024**3:  # small enough: keep the whole split on the GPU
