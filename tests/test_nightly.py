@@ -187,33 +187,14 @@ def test_a_warm_started_lightgbm_is_within_the_interval_of_a_full_retrain(tmp_pa
     assert meta["init_trees"] > 0 and meta["num_trees"] > meta["init_trees"]
 
 
-def test_a_warm_started_torch_model_fine_tunes_on_the_rows_it_never_saw(tmp_path):
+def test_a_warm_started_torch_model_fine_tunes_on_the_rows_it_never_saw(tmp_path, monkeypatch):
     """DIN warm-started by the nightly path trains on the train rows after the last one its previous
-    artifact saw (yesterday's valid day, now train), not on the whole window again."""
-    plugin = default_registry().get("model", "din")
-    config = {"epochs": 1, "log_every": 0, "num_threads": 1, "batch_size": 512}
-    world = make_training_table(6000, seed=0)
-    last = sorted(set(_days(world)))
-    home = Home(tmp_path)
-    wh = Warehouse(home.warehouse)
-    wh.write("training_dataset", _by_day(world, last[-2]))
-    train_and_store(plugin, config, wh, home, full_retrain_every_days=7, **QUIET)
-    previous_end = read_status(home, "din")["train_end"]
-    today = _by_day(world, last[-1])
-    wh.write("training_dataset", today)
-    lines: list[str] = []
-    warm = train_and_store(plugin, config, wh, home, full_retrain_every_days=7, log=lines.append)
-    assert warm.lineage["training"] == "warm start"
-    train_days = _days(today)[np.asarray(today.column("split").to_pylist()) == "train"]
-    new_rows = int((train_days == last[-3]).sum())
-    assert f"fine-tuning on the {new_rows} train rows after {previous_end}" in "\n".join(lines)
+    artifact saw (yesterday's valid day, now train), not on the whole window again.
 
-
-def test_a_warm_start_counts_the_regularised_ids_over_the_whole_window(tmp_path, monkeypatch):
-    """DIN's mini-batch-aware L2 divides each id's penalty by n_j, its training rows. A warm start
-    fine-tunes on the new rows only, but n_j stays the window's: with the new rows' own counts every
-    penalty would be (window / new rows) times stronger than in the full training it continues (on
-    `small`, 12x: the warm start of tin / din / din_student / awmoe lost 0.001-0.002 valid AUC)."""
+    Its mini-batch-aware L2 divides each id's penalty by n_j, the id's training rows; n_j stays the
+    window's: with the new rows' own counts every penalty would be (window / new rows) times stronger
+    than in the full training it continues (on `small`, 12x: the warm starts of tin / din / din_student
+    / awmoe lost 0.001-0.002 valid AUC)."""
     from ctr_dagster.training.regularization import MiniBatchAwareL2
 
     counted: list[int] = []
@@ -232,6 +213,7 @@ def test_a_warm_start_counts_the_regularised_ids_over_the_whole_window(tmp_path,
     wh = Warehouse(home.warehouse)
     wh.write("training_dataset", _by_day(world, last[-2]))
     train_and_store(plugin, config, wh, home, full_retrain_every_days=7, **QUIET)
+    previous_end = read_status(home, "din")["train_end"]
     today = _by_day(world, last[-1])
     wh.write("training_dataset", today)
     lines: list[str] = []
@@ -239,33 +221,41 @@ def test_a_warm_start_counts_the_regularised_ids_over_the_whole_window(tmp_path,
     assert warm.lineage["training"] == "warm start"
     train_days = _days(today)[np.asarray(today.column("split").to_pylist()) == "train"]
     new_rows = int((train_days == last[-3]).sum())
-    assert f"fine-tuning on the {new_rows} train rows" in "\n".join(lines)
-    assert counted[-1] == len(train_days) > new_rows  # the window's rows, not the fine-tune's
+    assert f"fine-tuning on the {new_rows} train rows after {previous_end}" in "\n".join(lines)
+    assert counted[-1] == len(train_days) > new_rows  # the L2 counts the window's rows, not the fine-tune's
 
 
-def test_a_warm_started_distilled_student_fine_tunes_with_its_rows_teacher_scores(tmp_path):
-    """The nightly distillation (one fit at the chosen temperature) fine-tunes the student on the new
-    rows only, the teacher's soft labels subset with them (they are row-aligned with the train split)."""
-    from ctr_dagster import distillation
+def _distil_two_days(tmp_path, every_days: int):
+    """din_student distilled from din (temperatures 1 and 2) on the last two days of a small world at
+    a full-retrain cadence of `every_days`: the last result, its log, each day's warm-start audit."""
+    from ctr_dagster import distillation, warm_start_audit
 
     registry = default_registry()
     student, teacher = registry.get("model", "din_student"), registry.get("model", "din")
     config = {"epochs": 1, "log_every": 0, "num_threads": 1, "batch_size": 512}
     world = make_training_table(6000, seed=0)
-    last = sorted(set(_days(world)))
     home = Home(tmp_path)
     wh = Warehouse(home.warehouse)
     weights = distillation.DistillationWeights()
-    for day in last[-2:]:
+    audits = []
+    for day in sorted(set(_days(world)))[-2:]:
         wh.write("training_dataset", _by_day(world, day))
         train_and_store(teacher, config, wh, home, **QUIET)
         lines: list[str] = []
         result = distillation.distill_and_store(
-            student, teacher, config, weights, wh, home, temperatures=(1.0, 2.0), full_retrain_every_days=7,
-            log=lines.append,
+            student, teacher, config, weights, wh, home, temperatures=(1.0, 2.0),
+            full_retrain_every_days=every_days, log=lines.append,
         )  # fmt: skip
+        audits.append(read_status(home, "din_student_distilled")[warm_start_audit.STATUS_KEY])
+    return result, "\n".join(lines), audits
+
+
+def test_a_warm_started_distilled_student_fine_tunes_with_its_rows_teacher_scores(tmp_path):
+    """The nightly distillation (one fit at the chosen temperature) fine-tunes the student on the new
+    rows only, the teacher's soft labels subset with them (they are row-aligned with the train split)."""
+    result, log, _ = _distil_two_days(tmp_path, 7)
     assert result.lineage["training"] == "warm start" and len(result.selection["valid_auc"]) == 1
-    assert any("fine-tuning on the" in line for line in lines), lines
+    assert "fine-tuning on the" in log, log
 
 
 def test_the_night_a_full_retrain_comes_due_audits_the_warm_start_it_replaces(tmp_path):
@@ -349,33 +339,13 @@ def test_the_warm_start_check_fails_only_on_an_audit_below_the_full_interval():
 
 
 def test_a_due_distillation_audits_the_warm_start_at_the_temperature_chosen_then(tmp_path):
-    from ctr_dagster import distillation, warm_start_audit
-
-    registry = default_registry()
-    student, teacher = registry.get("model", "din_student"), registry.get("model", "din")
-    config = {"epochs": 1, "log_every": 0, "num_threads": 1, "batch_size": 512}
-    world = make_training_table(6000, seed=0)
-    last = sorted(set(_days(world)))
-    home = Home(tmp_path)
-    wh = Warehouse(home.warehouse)
-    weights = distillation.DistillationWeights()
-    audits = []
-    for day in last[-2:]:
-        wh.write("training_dataset", _by_day(world, day))
-        train_and_store(teacher, config, wh, home, **QUIET)
-        lines: list[str] = []
-        result = distillation.distill_and_store(
-            student, teacher, config, weights, wh, home, temperatures=(1.0, 2.0), full_retrain_every_days=1,
-            log=lines.append,
-        )  # fmt: skip
-        audits.append(read_status(home, "din_student_distilled")[warm_start_audit.STATUS_KEY])
+    result, log, audits = _distil_two_days(tmp_path, 1)
     assert audits[0] is None and result.lineage["training"] == "full retrain"
     assert len(result.selection["valid_auc"]) == 2  # the grid ran again
     audit = audits[1]
     assert audit["verdict"] in ("below", "within", "above") and audit["valid_rows"] > 0
     assert audit["full_valid_auc"] == round(result.scores["valid_auc"], 6)
-    text = "\n".join(lines)
-    assert "warm-start audit: fine-tuning" in text and "fine-tuning on the" in text
+    assert "warm-start audit: fine-tuning" in log and "fine-tuning on the" in log
 
 
 # -- 3. skip what did not change -------------------------------------------------------------------
