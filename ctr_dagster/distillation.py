@@ -179,11 +179,10 @@ def distill_and_store(
     """
     import numpy as np
 
+    from ctr_dagster import warm_start_audit
     from ctr_dagster.modeling import (
         WARM_START_INPUT,
         Splits,
-        audit_context,
-        audit_warm_start,
         features_only,
         fit_context,
         fit_model,
@@ -249,12 +248,9 @@ def distill_and_store(
         audit = None
         if start.audit_from is not None and previous_t is not None:
             # the nightly's warm start: the previous artifact at the temperature chosen then
-            audit = audit_warm_start(
-                lambda workdir: fit_model(
-                    student, config_values, splits, audit_context(context_at(previous_t), start, workdir), name
-                ),
-                best[1], splits, home, name, start, log,
-            )  # fmt: skip
+            audit = warm_start_audit.audit(
+                student, config_values, context_at(previous_t), best[1], splits, home, name, start, log
+            )
         result = store_trained(
             student,
             best[1],

@@ -390,31 +390,6 @@ def plan_warm_start(
     )
 
 
-def audit_context(ctx: FitContext, start: WarmStart, workdir: Path) -> FitContext:
-    """`ctx` as the nightly's warm start would have had it: continuing from `start.audit_from`,
-    fine-tuning on the rows after `start.audit_train_end`, checkpointing in its own `workdir`."""
-    inputs = dict(ctx.inputs)
-    if start.audit_train_end:
-        inputs[WARM_START_INPUT] = {"previous_train_end": start.audit_train_end}
-    return replace(ctx, init_from=start.audit_from, workdir=workdir, inputs=inputs)
-
-
-def audit_warm_start(
-    fit_warm: Callable[[Path], Fitted],
-    full: Fitted,
-    splits: Splits,
-    home: Home,
-    name: str,
-    start: WarmStart,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """`warm_start_audit.audit` of a full retrain the cadence made due, in ``<work>/<name>/warm-audit``."""
-    from ctr_dagster import warm_start_audit
-
-    workdir = home.work / name / "warm-audit"
-    return warm_start_audit.audit(lambda: fit_warm(workdir), full, splits, name, start, workdir, log)
-
-
 def training_key(
     plugin: PluginInfo,
     config_values: dict[str, Any],
@@ -551,10 +526,9 @@ def train_and_store(
         fitted = fit_model(plugin, config_values, splits, ctx, name)
         audit = None
         if start.audit_from is not None and getattr(plugin.cls, "task", "ctr") == "ctr":  # AUC vs clicks
-            audit = audit_warm_start(
-                lambda workdir: fit_model(plugin, config_values, splits, audit_context(ctx, start, workdir), name),
-                fitted, splits, home, name, start, log,
-            )  # fmt: skip
+            from ctr_dagster import warm_start_audit
+
+            audit = warm_start_audit.audit(plugin, config_values, ctx, fitted, splits, home, name, start, log)
         return store_trained(
             plugin,
             fitted,

@@ -25,6 +25,7 @@ run the audit, `assets/evaluation.py` turns `check_rows` into an asset check.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -32,7 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ctr_dagster.contracts import FitContext
     from ctr_dagster.modeling import Fitted, Splits, WarmStart
+    from ctr_dagster.registry import PluginInfo
+    from ctr_dagster.settings import Home
 
 #: The status key the audit is kept under (carried from night to night until the next one).
 STATUS_KEY = "warm_start_audit"
@@ -46,28 +50,42 @@ def verdict(warm_auc: float, low: float, high: float) -> str:
     return "above" if warm_auc > high else "within"
 
 
+def warm_context(ctx: FitContext, start: WarmStart, workdir: Path) -> FitContext:
+    """`ctx` as the nightly's warm start would have had it: continuing from `start.audit_from`,
+    fine-tuning on the rows after `start.audit_train_end`, checkpointing in its own `workdir`."""
+    from ctr_dagster.modeling import WARM_START_INPUT
+
+    inputs = dict(ctx.inputs)
+    if start.audit_train_end:
+        inputs[WARM_START_INPUT] = {"previous_train_end": start.audit_train_end}
+    return dataclasses.replace(ctx, init_from=start.audit_from, workdir=workdir, inputs=inputs)
+
+
 def audit(
-    fit_warm: Callable[[], Fitted],
+    plugin: PluginInfo,
+    config_values: dict[str, Any],
+    ctx: FitContext,
     full: Fitted,
     splits: Splits,
+    home: Home,
     name: str,
     start: WarmStart,
-    workdir: Path,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Fine-tune `start.audit_from` as the nightly would have (`fit_warm`, checkpointing under
-    `workdir`, which is emptied before and after) and compare it with the `full` retrain on the
-    validation split. Never raises: an audit that fails is recorded with its error, the full retrain
-    stands either way."""
-    from ctr_dagster.modeling import score
+    """Fine-tune `start.audit_from` as the nightly would have (the full retrain's `ctx` and config,
+    `warm_context`; checkpoints under ``<work>/<name>/warm-audit``, emptied before and after) and
+    compare it with the `full` retrain on the validation split. Never raises: an audit that fails is
+    recorded with its error, the full retrain stands either way."""
+    from ctr_dagster.modeling import fit_model, score
     from ctr_dagster.significance import auc_interval, paired_comparison
 
+    workdir = home.work / name / "warm-audit"
     shutil.rmtree(workdir, ignore_errors=True)  # a stale audit checkpoint must not be resumed
     base = {"day": start.data_day, "warm_started_from": str(start.audit_from)}
     log(f"{name}: warm-start audit: fine-tuning {start.audit_from} as the nightly would have")
     try:
         started = time.perf_counter()
-        warm = fit_warm()
+        warm = fit_model(plugin, config_values, splits, warm_context(ctx, start, workdir), name)
         seconds = time.perf_counter() - started
         labels = splits.valid.column("label").to_numpy()
         full_scores = score(full.model, splits.valid, name, "valid")
