@@ -72,15 +72,14 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
     sampler = NegativeSampler(hg, split.train_edges, train_av)
     cache: dict = {}  # also_view / also_buy propagation, computed once
     text_only = not cfg.use_graph
-    valid_graph = net.graph_tensors(
-        hg.with_av_edges(split.train_edges),
-        x_np,
-        ctx.device,
-        cache,
-        text_only,
-        cfg.fusion,
-        cfg.neighbour_values,
-    )
+
+    def graph_with(edges: np.ndarray) -> Any:
+        """The graph tensors with these product-value edges (the rest of the config as fitted)."""
+        return net.graph_tensors(
+            hg.with_av_edges(edges), x_np, ctx.device, cache, text_only, cfg.fusion, cfg.neighbour_values
+        )
+
+    valid_graph = graph_with(split.train_edges)
     valid_slots = slots_of(
         np.concatenate([split.valid_edges, split.valid_seen_edges], axis=1),
         hg,
@@ -121,15 +120,7 @@ def fit_model(cfg: HyperpaveConfig, items: pa.Table, attributes: pa.Table, ctx: 
         if cfg.isolate_product_share > 0:  # these products show no value: a new product's condition
             bare = rng.random(len(hg.products)) < cfg.isolate_product_share
             msg = msg[:, ~bare[msg[0]]]
-        g = net.graph_tensors(
-            hg.with_av_edges(msg),
-            x_np,
-            ctx.device,
-            cache,
-            text_only,
-            cfg.fusion,
-            cfg.neighbour_values,
-        )
+        g = graph_with(msg)
         pos_p, pos_a = sup[0], sup[1]
         neg_p, neg_a, neg_w = sampler.sample(pos_p, pos_a, cfg.neg_ratio, rng)
         if len(train_no_value[0]):  # a product without the attribute: none of its values fits
