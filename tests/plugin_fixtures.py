@@ -112,3 +112,19 @@ def on_sys_path(root: Path) -> Iterator[Path]:
         sys.path.remove(str(root))
         importlib.invalidate_caches()
         purge_fixture_modules()
+
+
+@contextmanager
+def distillation_pair_registry(root: Path) -> Iterator[object]:
+    """The fixture teacher (``ctrfix_good``) and its numpy student (``ctrfix_student``) installed under
+    `root` as one dist, and the registry that discovers them (while on sys.path)."""
+    from ctr_dagster.registry import discover
+
+    write_dist(
+        root,
+        "ctrfix-kd",
+        {MODELS: {"ctrfix_good": "ctrfix_good:GoodModel", "ctrfix_student": "ctrfix_student:StudentModel"}},
+        ("ctrfix_good", "ctrfix_student"),
+    )
+    with on_sys_path(root):
+        yield discover(["model"], path=[root])
