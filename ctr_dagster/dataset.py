@@ -439,8 +439,6 @@ def inputs_fingerprint(
     from dataclasses import asdict
     from pathlib import Path
 
-    from ctr_dagster.warehouse import FILE_NAME
-
     digest = hashlib.sha256()
     document = {"plan": asdict(plan), "config": asdict(config), "code_version": code_version}
     digest.update(json.dumps(document, sort_keys=True, default=str).encode())
@@ -451,14 +449,7 @@ def inputs_fingerprint(
     parts += [
         (table, p) for table in ("raw_items", "raw_users") for p in warehouse.partitions(table) or [None]
     ]
-    for table, partition in parts:
-        try:
-            sha = warehouse.content_sha256(table, partition)
-        except FileNotFoundError:
-            return None
-        digest.update(FILE_NAME.encode())  # the local file's name, as this fingerprint always hashed it
-        digest.update(sha.encode())
-    return digest.hexdigest()
+    return digest.hexdigest() if warehouse.hash_contents(digest, parts) else None
 
 
 def with_fingerprint(table: pa.Table, fingerprint: str | None) -> pa.Table:

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -109,14 +110,20 @@ class Warehouse:
         """One hash over the contents of the whole table (each partition's `content_sha256`, or the
         unpartitioned file's): what a step computed from; None when a file is missing."""
         digest = hashlib.sha256()
-        for partition in self.partitions(table) or [None]:
+        parts = [(table, partition) for partition in self.partitions(table) or [None]]
+        return digest.hexdigest() if self.hash_contents(digest, parts) else None
+
+    def hash_contents(self, digest: Any, parts: list[tuple[str, str | None]]) -> bool:
+        """Feed each (table, partition)'s `content_sha256` into `digest`, in order; False (digest
+        incomplete) when one is missing. The fingerprints of the steps' inputs are built from it."""
+        for table, partition in parts:
             try:
                 sha = self.content_sha256(table, partition)
             except FileNotFoundError:
-                return None
-            digest.update(FILE_NAME.encode())  # the local file's name, as this hash always included it
+                return False
+            digest.update(FILE_NAME.encode())  # the local file's name, as these hashes always included it
             digest.update(sha.encode())
-        return digest.hexdigest()
+        return True
 
     def read_schema(self, table: str, partition: str | None = None) -> pa.Schema:
         """The table's (partition's) schema with its metadata, from the Parquet footer."""
