@@ -10,6 +10,9 @@ p50 / p99 over `--repeats` requests; beside it the model's own `predict` on the 
 (`model_cost`'s measurement). With `--home`, the models are exported from that project home instead
 (`ctr export --model all` semantics: each one's latest good artifact).
 
+A torch model's bundle holds its network as a torch.export program and, where the export could
+convert it, as ONNX; ``bundle_ms`` is what the runtime's default ("auto": the engine the export timed
+faster, ``engine``) gives, and ``bundle_onnx_ms`` / ``bundle_torch_ms`` the same bundle with each engine.
 A bundle with a one-request program (SUAN / LightSUAN: the history encoded once per request) serves
 the request with it; its general program (every row at full length) is timed beside it
 (``bundle_general_ms``). `--with-suan` adds the opt-in suan / lightsuan, imported from
@@ -100,6 +103,9 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
         "bundle_ms": timed(lambda: bundle.score(request), repeats),
     }
     engine = bundle.model
+    if getattr(engine, "engine", None):
+        out["engine"] = engine.engine  # what ran bundle_ms: "onnx" (ONNX Runtime) or "torch"
+        out["onnx_rejected"] = bundle.manifest["model"].get("onnx_rejected")
     if getattr(engine, "request_program", None) is not None:
         out["programs"] = {"request": "one-request program (history encoded once)"}
         engine.use_request_program = False
@@ -107,6 +113,12 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
         out["max_gap_general_vs_predict"] = float(np.max(np.abs(general - expected)))
         out["bundle_general_ms"] = timed(lambda: bundle.score(request), repeats)
         engine.use_request_program = True
+    if bundle.manifest["model"].get("onnx"):  # the same bundle with each engine running the network
+        out["export_timing_ms"] = bundle.manifest["model"]["onnx"].get("timing_ms")
+        for name in ("onnx", "torch"):
+            forced = runtime.load(bundle_dir, threads=1, engine=name)
+            out[f"max_gap_{name}_vs_predict"] = float(np.max(np.abs(forced.score(request) - expected)))
+            out[f"bundle_{name}_ms"] = timed(lambda forced=forced: forced.score(request), repeats)
     torch.set_num_threads(1)
     if hasattr(model, "config") and hasattr(model.config, "num_threads"):
         model.config.num_threads = 1  # LightGBM: predict on one thread too

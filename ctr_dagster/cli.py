@@ -668,12 +668,18 @@ def score_bundle(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the answer as JSON."),
     threads: int = typer.Option(None, "--threads", help="Intra-op threads (default: the library's)."),
+    engine: str = typer.Option(
+        "auto",
+        "--engine",
+        help="What runs a torch model's network: auto (ONNX Runtime where the bundle has ONNX, else "
+        "torch), onnx or torch.",
+    ),
 ) -> None:
     """Score one user's candidates with a bundle (the bundle's own runtime, as `python DIR/score.py`)."""
     from ctr_dagster.serving.runtime import BundleError, run
 
     try:
-        typer.echo(run(bundle, request, as_json, threads))
+        typer.echo(run(bundle, request, as_json, threads, engine))
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

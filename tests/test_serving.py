@@ -31,10 +31,11 @@ TOLERANCE = 1e-5
 #: Runs the bundle's own score.py with the repository off sys.path and these imports refused.
 ISOLATED = r"""
 import json, runpy, sys
-repo, score, request = sys.argv[1:4]
+repo, score, request, engine = sys.argv[1:5]
 # the repository (and the plugins' editable paths) leave sys.path; the interpreter's own packages stay
 sys.path[:] = [p for p in sys.path if p and (not p.startswith(repo) or p.startswith(sys.prefix))]
-BLOCKED = ("ctr_dagster", "dagster", "pyarrow", "ctr_")
+# served by ONNX Runtime, a bundle needs no torch either
+BLOCKED = ("ctr_dagster", "dagster", "pyarrow", "ctr_") + (("torch",) if engine == "onnx" else ())
 
 class Refuse:
     def find_spec(self, name, path=None, target=None):
@@ -43,7 +44,7 @@ class Refuse:
         return None
 
 sys.meta_path.insert(0, Refuse())
-sys.argv = [score, "--request", request, "--json", "--threads", "1"]
+sys.argv = [score, "--request", request, "--json", "--threads", "1", "--engine", engine]
 try:
     runpy.run_path(score, run_name="__main__")
     status = 0
@@ -69,12 +70,22 @@ def fit(model, table: pa.Table, inputs: dict | None = None):
     return model.fit(_split(table, "train"), _split(table, "valid"), ctx)
 
 
-def score_isolated(bundle: Path, requests: list[dict], tmp_path: Path) -> list[dict]:
-    """The bundle's answers to `requests`, from its score.py in a process that cannot import the engine."""
+def score_isolated(bundle: Path, requests: list[dict], tmp_path: Path, engine: str = "auto") -> list[dict]:
+    """The bundle's answers to `requests`, from its score.py in a process that cannot import the engine
+    (nor torch when `engine` is "onnx")."""
     request_file = tmp_path / "requests.json"
     request_file.write_text(json.dumps(requests))
     out = subprocess.run(
-        [sys.executable, "-I", "-c", ISOLATED, str(ROOT), str(bundle / "score.py"), str(request_file)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            ISOLATED,
+            str(ROOT),
+            str(bundle / "score.py"),
+            str(request_file),
+            engine,
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -85,12 +96,20 @@ def score_isolated(bundle: Path, requests: list[dict], tmp_path: Path) -> list[d
     return json.loads(out.stdout)
 
 
-def assert_parity(model, bundle: Path, rows: pa.Table, tmp_path: Path) -> None:
-    """Every row, grouped into one request per user context, scores as `model.predict` to 1e-5."""
+def assert_parity(
+    model, bundle: Path, rows: pa.Table, tmp_path: Path, engines: tuple[str, ...] = ("auto",)
+) -> None:
+    """Every row, grouped into one request per user context, scores as `model.predict` to 1e-5 (with
+    each of `engines` running the network: `runtime.ENGINES`)."""
+    for engine in engines:
+        _assert_parity(model, bundle, rows, tmp_path, engine)
+
+
+def _assert_parity(model, bundle: Path, rows: pa.Table, tmp_path: Path, engine: str) -> None:
     expected = np.asarray(model.predict(features_only(rows)), dtype=np.float64)
     grouped = requests_from_table(rows, inverse_vocabularies(bundle))
     assert any(len(r["candidates"]) > 1 for r, _ in grouped), "no multi-candidate request in the sample"
-    answers = score_isolated(bundle, [r for r, _ in grouped], tmp_path)
+    answers = score_isolated(bundle, [r for r, _ in grouped], tmp_path, engine)
     got = np.full(rows.num_rows, np.nan)
     for (_, indices), answer in zip(grouped, answers, strict=True):
         got[indices] = [s["score"] for s in answer["scores"]]
@@ -123,7 +142,13 @@ def test_din_bundle_scores_as_predict_without_training_code(table, tmp_path):
     from ctr_dagster.testing import find_pickles
 
     assert find_pickles(tmp_path / "din") == []
-    assert_parity(model, tmp_path / "din", test, tmp_path)
+    # the network also as ONNX, checked on the same probes; served by ONNX Runtime (no torch) or torch
+    assert manifest["model"]["onnx"]["program"] == "network.onnx", manifest["model"].get("onnx_rejected")
+    assert "model/network.onnx" in manifest["files"]
+    assert manifest["model"]["onnx"]["probe_gap"] <= TOLERANCE
+    timing = manifest["model"]["onnx"]["timing_ms"]
+    assert manifest["model"]["onnx"]["preferred"] == min(timing, key=timing.get)
+    assert_parity(model, tmp_path / "din", test, tmp_path, engines=("onnx", "torch"))
 
 
 @pytest.mark.parametrize("plugin", ["awmoe"])
@@ -142,7 +167,7 @@ def test_other_torch_models_export_with_parity(table, tmp_path, plugin):
         vocabularies=vocabularies_from_table(table),
     )
     assert result.kind == "torch_export" and result.max_gap <= TOLERANCE
-    assert_parity(model, tmp_path / plugin, test, tmp_path)
+    assert_parity(model, tmp_path / plugin, test, tmp_path, engines=("onnx", "torch"))
 
 
 def test_lightgbm_bundle_scores_as_predict_without_training_code(table, tmp_path):
@@ -314,3 +339,52 @@ def test_a_network_torch_export_cannot_trace_is_refused_with_its_source_line(tab
             model, tmp_path / "b", name="branchy", example=_split(table, "test").slice(0, 16), vocabularies={}
         )
     assert not (tmp_path / "b").exists()
+
+
+def test_an_exported_program_checks_each_input_signature_once():
+    """`runtime.TorchProgram`: torch.export's per-call input check runs on a signature's first call
+    only; a new shape is checked again, so a wrong input still fails with torch's error."""
+    import torch
+
+    class Scale(torch.nn.Module):
+        def forward(self, batch):
+            return batch["x"].sum(dim=1) * 2.0
+
+    rows = torch.export.Dim("rows", min=2)
+    exported = torch.export.export(
+        Scale(), ({"x": torch.ones(3, 4)},), dynamic_shapes=({"x": {0: rows}},), strict=False
+    )
+    program = exported.module()
+    seen: list[bool] = []
+    program.register_forward_pre_hook(lambda module, args: seen.append(bool(module.validate_inputs)))
+    checked = runtime.TorchProgram(program)
+    ones = np.ones((5, 4), dtype=np.float32)
+
+    assert checked({"x": ones}).tolist() == [8.0] * 5
+    assert checked({"x": ones * 2}).tolist() == [16.0] * 5
+    assert checked({"x": np.ones((6, 4), dtype=np.float32)}).tolist() == [8.0] * 6
+    assert seen == [True, False, True]
+    narrow = np.ones((5, 3), dtype=np.float32)
+    with pytest.raises((RuntimeError, AssertionError), match=r"== 4|equal to 4"):  # the exported width
+        checked({"x": narrow})
+    with pytest.raises((RuntimeError, AssertionError), match=r"== 4|equal to 4"):  # not remembered
+        checked({"x": narrow})
+    assert seen[3:] == [True, True]
+
+
+def test_the_engine_is_onnx_only_where_the_bundle_holds_onnx():
+    """`runtime.choose_engine`: "auto" takes the engine the export timed faster, torch for a bundle
+    without ONNX (e.g. one whose conversion was rejected); insisting on "onnx" there is an error that
+    says why."""
+    with_onnx = {"onnx": {"program": "network.onnx", "preferred": "onnx"}}
+    assert runtime.choose_engine(with_onnx, "auto") == "onnx"
+    assert runtime.choose_engine(with_onnx, "torch") == "torch"
+    torch_faster = {"onnx": {"program": "network.onnx", "preferred": "torch"}}
+    assert runtime.choose_engine(torch_faster, "auto") == "torch"
+    assert runtime.choose_engine(torch_faster, "onnx") == "onnx"
+    rejected = {"onnx_rejected": "ValueError: ONNX Runtime's scores of the program differ"}
+    assert runtime.choose_engine(rejected, "auto") == "torch"
+    with pytest.raises(runtime.BundleError, match="holds no ONNX program .ValueError: ONNX Runtime"):
+        runtime.choose_engine(rejected, "onnx")
+    with pytest.raises(runtime.BundleError, match="unknown engine"):
+        runtime.choose_engine(with_onnx, "tensorrt")

@@ -81,18 +81,22 @@ def test_suan_bundles_hold_both_programs_and_score_as_predict_without_training_c
     assert spec["probe_gap"] <= TOLERANCE and spec["request_probe_gap"] <= TOLERANCE
     assert set(spec["request_probes"]) == {"one_user", "one_row", "busiest_user", "new_user"}
     assert {"model/network.pt2", "model/request.pt2", "model/encoding.json"} <= set(manifest["files"])
+    # both programs also as ONNX (served by ONNX Runtime by default), checked on the same probes
+    assert {"model/network.onnx", "model/request.onnx"} <= set(manifest["files"]), spec.get("onnx_rejected")
     from ctr_dagster.testing import find_pickles
 
     assert find_pickles(bundle) == []
     # every test row, one request per user context (the request program), in a process without
-    # the engine, Dagster, pyarrow or any plugin
-    assert_parity(model, bundle, test, tmp_path)
+    # the engine, Dagster, pyarrow or any plugin (nor torch, run by ONNX Runtime)
+    assert_parity(model, bundle, test, tmp_path, engines=("onnx", "torch"))
 
 
-def test_the_runtime_runs_the_request_program_on_one_user_and_the_general_one_otherwise(exported):
+@pytest.mark.parametrize("engine", ["onnx", "torch"])
+def test_the_runtime_runs_the_request_program_on_one_user_and_the_general_one_otherwise(exported, engine):
     model, bundle, test = exported
-    loaded = runtime.load(bundle, threads=1)
+    loaded = runtime.load(bundle, threads=1, engine=engine)
     net = loaded.model
+    assert net.engine == engine
     assert net.request_program is not None
 
     several = features_only(test)

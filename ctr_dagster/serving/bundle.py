@@ -40,7 +40,7 @@ def version_of(distribution: str) -> str | None:
 #: Libraries a bundle's model kind needs at serving time (their versions go into the manifest, and the
 #: runtime warns when it runs on another major.minor).
 RUNTIME_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "torch_export": ("numpy", "torch"),
+    "torch_export": ("numpy", "torch", "onnxruntime"),
     "lightgbm": ("numpy", "lightgbm"),
 }
 

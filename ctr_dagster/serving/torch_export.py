@@ -1,10 +1,12 @@
 """`TorchModel.export`: a torch plugin's network as a torch.export program, its batch encoding as JSON.
 
-Why torch.export (not ONNX): onnx / onnxruntime are not in the lock, and torch.export ships with the
-torch the project already pins; the program (``network.pt2``) holds the graph as JSON and the
-weights as raw tensors (frozen buffers such as item vectors included), loads with
-``torch.export.load`` without the plugin's Python code, and is saved without sample inputs so the
-archive holds no pickled data at all.
+Why torch.export first: it ships with the torch the project pins and captures what the plugin's
+module computes; the program (``network.pt2``) holds the graph as JSON and the weights as raw
+tensors (frozen buffers such as item vectors included), loads with ``torch.export.load`` without the
+plugin's Python code, and is saved without sample inputs so the archive holds no pickled data at
+all. Each program is then also converted to ONNX (`ctr_dagster.serving.onnx_export`: kept only when
+ONNX Runtime matches `predict` on the same probes), which the runtime prefers: it runs the same
+graph without torch's per-operator Python overhead.
 
 The batch encoding (``encoding.json``: the `FeatureSpec` layout, the train split's dense mean/std, the
 sequence length, the input order) is data for the runtime's copy of `BatchEncoder`
@@ -55,6 +57,7 @@ from torch import nn
 from ctr_dagster.atomic import write_json
 from ctr_dagster.serving import runtime
 from ctr_dagster.serving.bundle import NotExportable
+from ctr_dagster.serving.onnx_export import export_onnx
 from ctr_dagster.serving.probes import ONE_USER_CANDIDATES, PARITY_TOLERANCE, probe_tables
 from ctr_dagster.serving.runtime import sigmoid
 
@@ -257,6 +260,10 @@ def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) ->
         }
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    converted = {"program": (program, batch, probes, expected)}
+    if request_program is not None:
+        converted["request_program"] = (request_program, request_batch, one_user, wanted)
+    extra.update(export_onnx(converted, directory, model))  # before saving: saving drops example inputs
     save_program(program, directory / PROGRAM_FILE)
     if request_program is not None:
         save_program(request_program, directory / REQUEST_PROGRAM_FILE)
