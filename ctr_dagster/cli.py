@@ -372,6 +372,39 @@ def leaderboard(
     typer.echo(json.dumps(doc, indent=2) if as_json else leaderboard_text(doc))
 
 
+@app.command("compare")
+def compare(
+    ctx: typer.Context,
+    model_a: str = typer.Argument(..., help="A model with predictions (a leaderboard name)."),
+    model_b: str = typer.Argument(..., help="The model to compare it with, on the same rows."),
+    split: str = typer.Option("test", "--split", help="valid or test."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Is A better than B, or is the difference noise? DeLong's paired test on the same rows."""
+    from ctr_dagster.evaluation import compare_models
+
+    try:
+        result = compare_models(_settings(ctx).ctr_home, model_a, model_b, split)
+    except (LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    low, high = result["ci"]
+    meaning = {
+        "better": f"{model_a} is better (the 95 % interval excludes 0)",
+        "worse": f"{model_a} is worse (the 95 % interval excludes 0)",
+        "noise": "noise: the 95 % interval contains 0, so this split cannot tell them apart",
+    }[result["verdict"]]
+    typer.echo(
+        f"{split} split, {result['rows']} rows, {result['test']}\n"
+        f"  AUC {model_a} {result['auc_a']:.4f}, {model_b} {result['auc_b']:.4f}\n"
+        f"  difference {result['delta']:+.4f} [{low:+.4f}, {high:+.4f}], p = {result['p_value']:.2g}\n"
+        f"  {meaning}"
+    )
+
+
 @app.command("mapping-schema")
 def mapping_schema(
     output: Path = typer.Option(

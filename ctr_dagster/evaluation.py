@@ -624,6 +624,38 @@ def changed_since(doc: dict[str, Any], home: Home) -> list[dict[str, Any]]:
     return changed
 
 
+def compare_models(home: Home, a: str, b: str, split: str = "test") -> dict[str, Any]:
+    """`ctr compare A B`: DeLong's paired test of two models' latest predictions on the same rows of
+    `split` (the evaluation protocol's paired comparison, for any two models, not only a variant and
+    its base): both AUCs, the difference with its 95 % interval, the one-sided p-value that A beats
+    B, and the verdict ("better" / "worse" for A when the interval excludes 0, else "noise").
+    Raises `LookupError` naming what is missing (a model without predictions, a split without rows)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    if a == b:
+        raise ValueError(f"compare two different models (got {a!r} twice)")
+    wh = home.open_warehouse()
+    if not wh.exists("training_dataset"):
+        raise LookupError("no training_dataset yet: run `ctr demo` or `ctr run` first")
+    dataset = wh.read("training_dataset")
+    rows = dataset.filter(pc.equal(dataset.column("split"), split))
+    if rows.num_rows == 0:
+        raise LookupError(f"the training_dataset has no {split} rows")
+    scores = {}
+    for name in (a, b):
+        if not wh.exists(f"predictions_{name}"):
+            have = sorted(t.removeprefix("predictions_") for t in wh.tables("predictions_"))
+            raise LookupError(f"{name!r} has no predictions; models with predictions: {', '.join(have)}")
+        scores[name] = _model_scores(wh, name, rows, split)
+    labels = rows.column("label").to_numpy(zero_copy_only=False)
+    paired = significance.paired_comparison(labels, scores[a], scores[b])
+    if paired is None:
+        raise LookupError(f"the {split} rows hold one class only: AUC is undefined")
+    result = {"a": a, "b": b, "split": split, **paired.as_dict()}
+    result["verdict"] = "better" if paired.low > 0 else "worse" if paired.high < 0 else "noise"
+    return result
+
+
 def report(home: Home) -> dict[str, Any] | None:
     """The latest evaluation as `ctr leaderboard --json` prints it: the document, the current champion
     (after any promotion or rollback), the gate decision on this evaluation, if one was made, and the

@@ -165,6 +165,40 @@ def test_models_evaluation_and_first_champion(materialized, settings):
     assert _last_metadata(instance, "champion")["champion"] == champion["name"]
 
 
+def test_ctr_compare_is_the_paired_test_of_any_two_models(materialized, settings):
+    """`ctr compare A B`: the leaderboard's AUCs, a paired interval that holds the difference, a verdict
+    that follows the interval, the reverse comparison its mirror, and errors that name what is wrong."""
+    from typer.testing import CliRunner
+
+    from ctr_dagster.cli import app
+    from ctr_dagster.evaluation import compare_models, report
+
+    aucs = {r["name"]: r["auc"] for r in report(settings.ctr_home)["models"]}
+    result = compare_models(settings.ctr_home, "lightgbm", "baseline_lr")
+    assert result["auc_a"] == pytest.approx(aucs["lightgbm"]) and result["auc_b"] == pytest.approx(
+        aucs["baseline_lr"]
+    )
+    low, high = result["ci"]
+    assert low < result["delta"] < high and result["delta"] == pytest.approx(
+        result["auc_a"] - result["auc_b"]
+    )
+    assert result["verdict"] == ("better" if low > 0 else "worse" if high < 0 else "noise")
+    mirror = compare_models(settings.ctr_home, "baseline_lr", "lightgbm")
+    assert mirror["delta"] == pytest.approx(-result["delta"]) and mirror["p_value"] == pytest.approx(
+        1 - result["p_value"]
+    )
+    valid = compare_models(settings.ctr_home, "lightgbm", "baseline_lr", split="valid")
+    assert valid["rows"] != result["rows"] or valid["auc_a"] != result["auc_a"]
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["--home", str(settings.ctr_home.root), "compare", "lightgbm", "baseline_lr"])
+    assert out.exit_code == 0, out.output
+    assert f"difference {result['delta']:+.4f} [{low:+.4f}, {high:+.4f}]" in out.output
+    missing = runner.invoke(app, ["--home", str(settings.ctr_home.root), "compare", "lightgbm", "nope"])
+    assert missing.exit_code == 2 and "'nope' has no predictions" in missing.output
+    assert "lightgbm" in missing.output.split("models with predictions:")[1]
+
+
 def test_rerunning_the_models_reproduces_their_metrics(materialized, settings):
     wh, instance, _ = materialized
     from assets.definitions import build_definitions
