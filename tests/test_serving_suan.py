@@ -116,6 +116,11 @@ def test_the_runtime_runs_the_request_program_on_one_user_and_the_general_one_ot
     expected = model.predict(features_only(one_user_candidates(test, 300)))
     np.testing.assert_allclose(shared, expected, atol=TOLERANCE, rtol=0)
     np.testing.assert_allclose(general, expected, atol=TOLERANCE, rtol=0)
+    # a parsed request is one user's by construction (`Rows.one_user`); the full check agrees
+    parsed, _ = runtime.parse_request(request, loaded.vocabularies, loaded.history_capacity)
+    assert parsed.one_user
+    parsed.one_user = False
+    assert runtime.shares_one_user(parsed)
 
 
 def test_the_request_program_encodes_the_history_once(exported):

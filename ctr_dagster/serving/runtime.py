@@ -181,14 +181,21 @@ class Rows:
 
     `scalars`: column -> array (n,); `lists`: list column -> (flat values, lengths (n,)), each row's
     list oldest first. Feature programs read them through `scalar`, `values`, `lengths`, `parents`.
+    `one_user`: set by `parse_request`, which writes one user's columns on every row by construction,
+    so `shares_one_user` need not compare them (~0.2 ms of a 1,000-candidate request).
     """
 
     def __init__(
-        self, n: int, scalars: dict[str, np.ndarray], lists: dict[str, tuple[np.ndarray, np.ndarray]]
+        self,
+        n: int,
+        scalars: dict[str, np.ndarray],
+        lists: dict[str, tuple[np.ndarray, np.ndarray]],
+        one_user: bool = False,
     ):
         self.n = int(n)
         self.scalars = scalars
         self.lists = lists
+        self.one_user = one_user
 
     def _need(self, name: str, store: dict) -> Any:
         if name not in store:
@@ -215,6 +222,8 @@ def shares_one_user(rows: Rows) -> bool:
     then a one-request program, which reads them from row 0, scores the rows as the general one."""
     if rows.n == 0:
         return False
+    if rows.one_user:
+        return True
     for name in USER_COLUMNS:
         if name in rows.scalars:
             column = rows.scalars[name]
@@ -348,7 +357,7 @@ def parse_request(
     }
     lengths = np.full(n, length, dtype=np.int64)
     lists = {name: (np.tile(v.astype(DTYPES[name]), n), lengths) for name, v in history_lists.items()}
-    return Rows(n, scalars, lists), item_ids
+    return Rows(n, scalars, lists, one_user=True), item_ids
 
 
 CANDIDATE_NUMBERS = ("price", "item_age_days", "position", "treatment")
