@@ -509,10 +509,6 @@ def main() -> None:  # pragma: no cover - `python -m ctr_dagster.cli`
     app()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @app.command("attributes")
 def attributes(
     train: list[Path] = typer.Option(
@@ -716,3 +712,7 @@ def score_bundle(
     except BundleError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

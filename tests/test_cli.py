@@ -100,3 +100,20 @@ def test_importing_the_cli_is_light():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_python_dash_m_knows_every_command():
+    """`python -m ctr_dagster.cli` (what the tests and docs run) registers every command before it runs:
+    a `__main__` guard above a command's definition once hid `export`, `score`, `attributes`, `uplift`."""
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    for name in sorted(names):
+        out = subprocess.run(
+            [sys.executable, "-m", "ctr_dagster.cli", name, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, (
+            f"python -m ctr_dagster.cli {name}: {out.stdout[-500:]}{out.stderr[-500:]}"
+        )
