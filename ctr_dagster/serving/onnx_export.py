@@ -20,6 +20,7 @@ import io
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,22 @@ ONNX_FILES = {"program": "network.onnx", "request_program": "request.onnx"}
 TIMING_ROWS, TIMING_CALLS, TIMING_WARMUP = 1000, 15, 3
 
 
+@contextlib.contextmanager
+def quiet_logs(*names: str) -> Iterator[None]:
+    """Only errors from these loggers meanwhile: torch's tracing and the ONNX exporter log warnings
+    (unbacked symbols, operators of libraries not installed) straight to the terminal of `ctr export`,
+    through handlers bound before any redirect; the outcome is checked on the probes instead."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def convert(
     program: torch.export.ExportedProgram, batch: dict[str, torch.Tensor], path: Path
 ) -> dict[str, str]:
@@ -47,20 +64,15 @@ def convert(
     progress and logs warnings about operators of libraries not installed: both are silenced."""
     import torch
 
-    quiet = logging.getLogger("torch.onnx")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            onnx_program = torch.onnx.export(program, (batch,), dynamo=True, optimize=True, verbose=False)
-            onnx_program.save(str(path))
-    finally:
-        quiet.setLevel(level)
+    with (
+        quiet_logs("torch.onnx", "torch.fx.experimental.symbolic_shapes"),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, (batch,), dynamo=True, optimize=True, verbose=False)
+        onnx_program.save(str(path))
     import onnx
 
     names = [node.name for node in onnx.load(str(path), load_external_data=False).graph.input]

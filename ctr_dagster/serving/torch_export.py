@@ -57,7 +57,7 @@ from torch import nn
 from ctr_dagster.atomic import write_json
 from ctr_dagster.serving import runtime
 from ctr_dagster.serving.bundle import NotExportable
-from ctr_dagster.serving.onnx_export import export_onnx
+from ctr_dagster.serving.onnx_export import export_onnx, quiet_logs
 from ctr_dagster.serving.probes import ONE_USER_CANDIDATES, PARITY_TOLERANCE, probe_tables
 from ctr_dagster.serving.runtime import sigmoid
 
@@ -123,7 +123,11 @@ def trace(module: nn.Module, batch: dict[str, torch.Tensor], strategy: str) -> t
         module.training = True  # the root only: its layers stay in eval mode
     try:
         # a failed export prints its partial graph to stderr; the reason goes into NotExportable instead
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            torch.no_grad(),
+            contextlib.redirect_stderr(io.StringIO()),
+            quiet_logs("torch.fx.experimental.symbolic_shapes"),
+        ):
             return torch.export.export(wrapper, (batch,), dynamic_shapes=shapes)
     finally:
         module.eval()
