@@ -158,7 +158,8 @@ def export_onnx(
                     f"ONNX Runtime's scores of the {key} differ from predict by {gap:.2e} on the {where} probe"
                 )
             out[key], out["inputs"][key], worst = ONNX_FILES[key], inputs, max(worst, gap)
-            out["preferred"], out["timing_ms"] = faster_engine(program, path, inputs, batch)  # the last wins
+        # timed: the program that serves requests, the request program where there is one (the last)
+        out["preferred"], out["timing_ms"] = faster_engine(program, path, inputs, batch)
     except Exception as exc:  # noqa: BLE001 - any failure leaves the torch.export program to serve
         for path in written:
             path.unlink(missing_ok=True)
