@@ -6,12 +6,12 @@ Every bundle carries a copy of this file as ``score.py``, so the bundle alone is
     >>> import sys; sys.path.insert(0, "DIR"); import score
     >>> score.load("DIR").score({"user": {...}, "candidates": [...]})   # float64[n candidates]
 
-Standalone on purpose: it imports the standard library and numpy, and torch or lightgbm only when
-the bundle's model needs them. It never imports ctr_dagster, Dagster or plugin code (a serving host
+Standalone on purpose: it imports the standard library and numpy, and onnxruntime, torch or lightgbm
+only when the bundle's model needs them. It never imports ctr_dagster, Dagster or plugin code (a serving host
 need not install them; the parity tests run it with those imports blocked), and nothing in a bundle
 is unpickled: vocabularies and encodings are JSON, arrays ``.npy`` read with ``allow_pickle=False``,
-the network a torch.export program (raw weights + graph JSON, saved without sample inputs), a
-LightGBM booster its own text format.
+the network a torch.export program (raw weights + graph JSON, saved without sample inputs) and its
+ONNX copy (protobuf), a LightGBM booster its own text format.
 
 What a bundle holds (written by `ctr_dagster.serving.export`):
 
@@ -22,9 +22,11 @@ What a bundle holds (written by `ctr_dagster.serving.export`):
 * ``vocab/<field>.json``: raw id -> index for user, item, category, device, region, age group
   (0 = padding, 1 = out of vocabulary: an id the training data never had).
 * ``model/``: what the model's own export wrote, and how to run it (``manifest["model"]["kind"]``):
-  ``torch_export`` (the network as a torch.export program + the batch encoding as JSON: the
-  engine's `BatchEncoder` for torch plugins; optionally a one-request program, run on rows that
-  share one user, e.g. SUAN's history encoded once per request) or ``lightgbm`` (a booster in
+  ``torch_export`` (the network as a torch.export program, and as ONNX where the export could
+  convert it, + the batch encoding as JSON: the engine's `BatchEncoder` for torch plugins;
+  optionally a one-request program, run on rows that share one user, e.g. SUAN's history encoded
+  once per request; `--engine` picks ONNX Runtime or torch, by default the one the export timed
+  faster) or ``lightgbm`` (a booster in
   LightGBM's text format + a feature program: a numpy-only Python file the plugin ships with the
   bundle, run on the rows).
 * ``score.py``: this file.
