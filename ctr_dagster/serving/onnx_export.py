@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ctr_dagster.serving import runtime
-from ctr_dagster.serving.probes import PARITY_TOLERANCE
+from ctr_dagster.serving.probes import PARITY_TOLERANCE, largest_gap
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     import torch
 
     from ctr_dagster.training.plugin import TorchModel
@@ -81,20 +80,6 @@ def convert(
     if unknown:
         raise ValueError(f"ONNX inputs {unknown} match no batch input {sorted(batch)}")
     return {name: by_name[name] for name in names}
-
-
-def largest_gap(
-    path: Path, inputs: dict[str, str], model: TorchModel, probes: dict[str, pa.Table], expected: dict
-) -> tuple[float, str]:
-    """(largest |ONNX Runtime probability - predict|, its probe) over `probes`, on one thread."""
-    program = runtime.OnnxProgram(path, inputs, threads=1)
-    worst, where = 0.0, ""
-    for name, table in probes.items():
-        arrays = {key: tensor.numpy() for key, tensor in model.encoder.tensors(table).items()}
-        gap = float(np.max(np.abs(runtime.sigmoid(program(arrays)) - expected[name]), initial=0.0))
-        if gap > worst or not np.isfinite(gap):
-            worst, where = gap, name
-    return worst, where
 
 
 def median_ms(program: Any, arrays: dict[str, np.ndarray]) -> float:
@@ -152,7 +137,7 @@ def export_onnx(
             path = Path(directory) / ONNX_FILES[key]
             written.append(path)
             inputs = convert(program, batch, path)
-            gap, where = largest_gap(path, inputs, model, probes, expected)
+            gap, where = largest_gap(runtime.OnnxProgram(path, inputs, threads=1), model, probes, expected)
             if not gap <= PARITY_TOLERANCE:
                 raise ValueError(
                     f"ONNX Runtime's scores of the {key} differ from predict by {gap:.2e} on the {where} probe"

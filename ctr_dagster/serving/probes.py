@@ -12,7 +12,13 @@ capture into an export error instead of wrong scores in production:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
+
+from ctr_dagster.serving.runtime import sigmoid
 
 #: |bundle score - model.predict| allowed on every probe row (issue 18: parity to 1e-5).
 PARITY_TOLERANCE = 1e-5
@@ -43,3 +49,21 @@ def probe_tables(example: pa.Table, candidates: int = ONE_USER_CANDIDATES) -> di
         "one_row": example.slice(0, 1),
         "no_history": without_history(example),
     }
+
+
+def largest_gap(
+    run: Callable[[dict[str, np.ndarray]], np.ndarray],
+    model: Any,
+    probes: dict[str, pa.Table],
+    expected: dict[str, np.ndarray],
+) -> tuple[float, str]:
+    """(largest |sigmoid(run(encoded probe)) - predict|, the probe it occurred on) over `probes`:
+    `run` is a network program of the runtime (`TorchProgram`, `OnnxProgram`) and the probes are
+    encoded by the torch `model`'s own encoder, so any gap is the program's."""
+    worst, where = 0.0, ""
+    for name, table in probes.items():
+        arrays = {key: tensor.numpy() for key, tensor in model.encoder.tensors(table).items()}
+        gap = float(np.max(np.abs(sigmoid(run(arrays)) - expected[name]), initial=0.0))
+        if gap > worst or not np.isfinite(gap):
+            worst, where = gap, name
+    return worst, where

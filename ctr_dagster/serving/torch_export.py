@@ -58,8 +58,7 @@ from ctr_dagster.atomic import write_json
 from ctr_dagster.serving import runtime
 from ctr_dagster.serving.bundle import NotExportable
 from ctr_dagster.serving.onnx_export import export_onnx, quiet_logs
-from ctr_dagster.serving.probes import ONE_USER_CANDIDATES, PARITY_TOLERANCE, probe_tables
-from ctr_dagster.serving.runtime import sigmoid
+from ctr_dagster.serving.probes import ONE_USER_CANDIDATES, PARITY_TOLERANCE, largest_gap, probe_tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -183,7 +182,7 @@ def faithful_program(
         except Exception as exc:  # noqa: BLE001 - every torch.export failure is a reason to report
             failures.append(f"{strategy}: {describe_error(exc)}")
             continue
-        gap, where = largest_gap(program, model, probes, expected)
+        gap, where = largest_gap(runtime.TorchProgram(program.module()), model, probes, expected)
         if gap <= PARITY_TOLERANCE:
             return program, strategy, gap, failures
         failures.append(
@@ -195,21 +194,6 @@ def faithful_program(
 def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
     program.example_inputs = None  # no sample inputs: nothing in the archive is pickled
     torch.export.save(program, str(path))
-
-
-def largest_gap(
-    program: torch.export.ExportedProgram, model: TorchModel, probes: dict[str, pa.Table], expected: dict
-) -> tuple[float, str]:
-    """(largest |program probability - predict|, the probe it occurred on) over the probes."""
-    run = program.module()
-    worst, where = 0.0, ""
-    for name, table in probes.items():
-        with torch.no_grad():
-            logits = run(model.encoder.tensors(table))
-        gap = float(np.max(np.abs(sigmoid(logits.float().numpy()) - expected[name]), initial=0.0))
-        if gap > worst or not np.isfinite(gap):
-            worst, where = gap, name
-    return worst, where
 
 
 def export_torch_model(model: TorchModel, directory: Path, example: pa.Table) -> dict[str, Any]:
