@@ -562,24 +562,22 @@ class TorchExportModel:
         self.std = np.asarray(encoding["std"], dtype=np.float64)
         self.inputs = list(encoding["inputs"])
         self.engine = choose_engine(spec, engine)
-        request = spec.get("request_program")
         if self.engine == "onnx":
             onnx = spec["onnx"]
-            self.program = OnnxProgram(directory / onnx["program"], onnx["inputs"]["program"], threads)
-            self.request_program = (
-                OnnxProgram(directory / onnx["request_program"], onnx["inputs"]["request_program"], threads)
-                if request
-                else None
-            )
+
+            def load(key: str) -> OnnxProgram:
+                return OnnxProgram(directory / onnx[key], onnx["inputs"][key], threads)
         else:
             import torch
 
             if threads:
                 torch.set_num_threads(int(threads))
-            self.program = TorchProgram(torch.export.load(str(directory / spec["program"])).module())
-            self.request_program = (
-                TorchProgram(torch.export.load(str(directory / request)).module()) if request else None
-            )
+
+            def load(key: str) -> TorchProgram:
+                return TorchProgram(torch.export.load(str(directory / spec[key])).module())
+
+        self.program = load("program")
+        self.request_program = load("request_program") if spec.get("request_program") else None
         self.use_request_program = True
         self.runs = {"general": 0, "request": 0}
 
