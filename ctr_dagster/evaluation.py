@@ -652,7 +652,7 @@ def compare_models(home: Home, a: str, b: str, split: str = "test") -> dict[str,
     if paired is None:
         raise LookupError(f"the {split} rows hold one class only: AUC is undefined")
     result = {"a": a, "b": b, "split": split, **paired.as_dict()}
-    result["verdict"] = "better" if paired.low > 0 else "worse" if paired.high < 0 else "noise"
+    result["verdict"] = _verdict(result)
     return result
 
 
