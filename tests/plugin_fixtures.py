@@ -117,7 +117,8 @@ def on_sys_path(root: Path) -> Iterator[Path]:
 @contextmanager
 def distillation_pair_registry(root: Path) -> Iterator[object]:
     """The fixture teacher (``ctrfix_good``) and its numpy student (``ctrfix_student``) installed under
-    `root` as one dist, and the registry that discovers them (while on sys.path)."""
+    `root` as one dist, and the registry that discovers them (while on sys.path): the distillation
+    tests and the gate protocol's models."""
     from ctr_dagster.registry import discover
 
     write_dist(

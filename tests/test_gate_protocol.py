@@ -13,24 +13,16 @@ import pytest
 from ctr_dagster import evaluation
 from ctr_dagster.champion import ChampionStore, GatePolicy
 from ctr_dagster.modeling import PREDICTIONS, read_status, train_and_store
-from ctr_dagster.registry import discover
 from ctr_dagster.settings import Home
 from ctr_dagster.testing import make_training_table
 from ctr_dagster.warehouse import Warehouse
-from tests.plugin_fixtures import MODELS, on_sys_path, write_dist
+from tests.plugin_fixtures import distillation_pair_registry
 
 
 @pytest.fixture
 def registry(tmp_path):
-    root = tmp_path / "site"
-    write_dist(
-        root,
-        "ctrfix-gate",
-        {MODELS: {"ctrfix_good": "ctrfix_good:GoodModel", "ctrfix_student": "ctrfix_student:StudentModel"}},
-        ("ctrfix_good", "ctrfix_student"),
-    )
-    with on_sys_path(root):
-        yield discover(["model"], path=[root])
+    with distillation_pair_registry(tmp_path / "site") as found:
+        yield found
 
 
 @pytest.fixture
