@@ -33,7 +33,7 @@ Choices not pinned by the source (see also the README):
   (``dense_columns`` in `ctr_qin.model`);
 * 20 behaviours (the engine's default window) instead of the paper's 64; the engine's Adam (lazy Adam
   for tables of >= 1,000 rows on CPU) and early stopping instead of FuxiCTR's loop; no whole-table
-  embedding L2 (the engine's mini-batch-aware ``mba_l2`` exists, default 0; the tag table, indexed
+  embedding L2 (the engine's mini-batch-aware ``mba_l2`` instead, default 0.3; the tag table, indexed
   through the frozen tag matrix, is outside it).
 
 Exact rewrites (same function as the textbook form up to float rounding; ``Asta.reference`` computes

@@ -3,9 +3,11 @@
 Usage: .venv/bin/python plugins/ctr-qin/scripts/qin_vs_din.py [--seeds 0 1 2] [--profile tiny]
        [--signal interaction=5 ...] [--models qin mlp din] [--set key=value ...] (QIN and DIN
        config overrides, JSON values, e.g. --set epochs=10 --set patience=3)
+       [--qin-set key=value ...] (QIN only, e.g. --qin-set mba_l2=0) [--default-world]
 
 The world: every `Signals` knob at 0 except the ones given with --signal (default ``interaction=5``,
-the world of tests/test_qin_ablation.py). Every model gets the world's item tags and encoder-like item
+the world of tests/test_qin_ablation.py); with --default-world every knob at its default (the demo's
+world; --signal then overrides single knobs). Every model gets the world's item tags and encoder-like item
 vectors (`testing.synthetic_item_inputs`): QIN uses both, DIN only with --set use_item_embeddings=true.
 Prints per seed the test AUC of each model on the same test rows (and its best validation AUC, the
 one to choose settings on), the training seconds and epochs,
@@ -23,7 +25,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from ctr_dagster.contracts import FitContext
-from ctr_dagster.datagen import Signals
+from ctr_dagster.datagen import Signals, profile
 from ctr_dagster.metrics import auc
 from ctr_dagster.testing import synthetic_item_inputs, synthetic_training_table, training_cardinalities
 from ctr_din.model import DinConfig, DinModel
@@ -31,7 +33,10 @@ from ctr_din.model import DinConfig, DinModel
 from ctr_qin.model import QinConfig, QinModel
 
 
-def world(seed: int, signals: dict[str, float]) -> dict:
+def world(seed: int, signals: dict[str, float], base: Signals | None = None) -> dict:
+    """Overrides of the world: `signals` on top of `base` (None: every knob at 0)."""
+    if base is not None:
+        return {"seed": seed, "signals": dataclasses.replace(base, **signals)}
     knobs = {f.name: 0.0 for f in dataclasses.fields(Signals)}
     knobs.update(signals)
     return {"seed": seed, "signals": Signals(**knobs)}
@@ -49,14 +54,20 @@ def main() -> None:
     parser.add_argument("--signal", action="append", default=[], help="knob=value (others are 0)")
     parser.add_argument("--models", nargs="+", default=["qin", "mlp", "din"])
     parser.add_argument("--set", action="append", default=[], help="config key=JSON value")
+    parser.add_argument("--qin-set", action="append", default=[], help="QIN-only config key=JSON value")
+    parser.add_argument("--default-world", action="store_true", help="every knob at its default")
     args = parser.parse_args()
-    signals = {k: float(v) for k, v in (s.split("=", 1) for s in args.signal)} or {"interaction": 5.0}
+    signals = {k: float(v) for k, v in (s.split("=", 1) for s in args.signal)}
+    if not signals and not args.default_world:
+        signals = {"interaction": 5.0}
+    qin_only = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.qin_set)}
     overrides = {"num_threads": 1, "log_every": 0}
     overrides.update({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
     torch.set_num_threads(1)
     results: dict[str, list[float]] = {m: [] for m in args.models}
     for seed in args.seeds:
-        overrides_world = world(seed, signals)
+        base = profile(args.profile, seed=seed).signals if args.default_world else None
+        overrides_world = world(seed, signals, base)
         table = synthetic_training_table(args.profile, **overrides_world)
         split = table.column("split")
         train, valid, test = (table.filter(pc.equal(split, s)) for s in ("train", "valid", "test"))
@@ -73,7 +84,8 @@ def main() -> None:
                 model = DinModel(DinConfig(**fields_of(DinConfig, overrides)))
             else:
                 layers = "mlp" if name == "mlp" else "quadratic"
-                model = QinModel(QinConfig(**fields_of(QinConfig, overrides), interaction_layers=layers))
+                settings = {**fields_of(QinConfig, overrides), **qin_only, "interaction_layers": layers}
+                model = QinModel(QinConfig(**settings))
             started = time.perf_counter()
             model.fit(train, valid, ctx)
             seconds = time.perf_counter() - started
