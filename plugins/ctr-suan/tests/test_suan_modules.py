@@ -338,6 +338,7 @@ def test_heads_must_divide_the_width():
         build(embedding_dim=5, n_heads=4)
 
 
+@pytest.mark.needs_entry_points
 def test_discovery_imports_no_heavy_library():
     probe = (
         "import sys, json\n"

@@ -3,8 +3,9 @@
 Measured (2 shared CPU cores, torch 1 thread; CPU training is deterministic, so these are what CI
 sees), test AUC on the test day: SUAN 0.8325, LightSUAN 0.8263 (see README), DIN 0.8319. One
 seed's AUC difference on `tiny` has a paired-bootstrap standard deviation of about 0.0025 (ctr-tin's
-README), so SUAN and DIN tie here; the assertions are floors with a margin, plus the time budget:
-the defaults train in well under a minute of CPU time (SUAN about 18 s, LightSUAN about 9 s).
+README), so SUAN and DIN tie here; the assertions are floors with a margin. The defaults train in
+well under a minute of CPU time (SUAN about 18 s, LightSUAN about 9 s; printed, not asserted: no test
+depends on speed, benchmarks/bench_suan.py measures it).
 """
 
 import time
@@ -51,7 +52,3 @@ def test_suan_and_lightsuan_learn_the_tiny_world(results):
     assert results["suan"]["test_auc"] > 0.82
     assert results["lightsuan"]["test_auc"] > 0.815
     assert results["suan"]["test_auc"] > results["din"]["test_auc"] - 0.01  # a tie within the noise or better
-
-
-def test_defaults_train_in_well_under_a_minute_of_cpu(results):
-    assert results["suan"]["cpu_s"] < 45 and results["lightsuan"]["cpu_s"] < 30
