@@ -18,14 +18,17 @@ seed, GAUC (and for awmoe AUC/GAUC on long-tail users: <= 3 behaviours in the ro
 mechanism-attribution share (`ctr_dagster.mechanisms`) of the world's own component, per model.
 
     .venv/bin/python benchmarks/bench_mechanisms.py [--profile small] [--seeds 0 1 2] [--worlds qin tin awmoe]
+        [--override din:batch_size=256 ...]
 
 Writes benchmarks/results/mechanisms.json (and prints a table). Selection: every model trains with
-its defaults and early stopping on the validation split; nothing is chosen on test.
+its defaults (or the `--override` settings, recorded in the result) and early stopping on the
+validation split; nothing is chosen on test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -94,7 +97,13 @@ def oracle_components(config, test_ids) -> dict[str, np.ndarray]:
 
 
 def run_world(
-    world: str, profile: str, seed: int, models: list[str], threads: int, n_users: int | None
+    world: str,
+    profile: str,
+    seed: int,
+    models: list[str],
+    threads: int,
+    n_users: int | None,
+    model_settings: dict[str, dict] | None = None,
 ) -> dict:
     import pyarrow.compute as pc
 
@@ -130,9 +139,10 @@ def run_world(
     for name in models:
         plugin = registry.get("model", name)
         defaults = plugin.cls.Config()
-        model = plugin.cls(
-            plugin.cls.Config(num_threads=threads) if hasattr(defaults, "num_threads") else defaults
-        )
+        settings = dict((model_settings or {}).get(name, {}))
+        if hasattr(defaults, "num_threads"):
+            settings.setdefault("num_threads", threads)
+        model = plugin.cls(plugin.cls.Config(**settings))
         ctx = FitContext(
             seed=seed, cardinalities=training_cardinalities(table), inputs=dict(inputs), log=lambda s: None
         )
@@ -213,14 +223,30 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--n-users", type=int, default=None, help="override the profile's n_users")
     parser.add_argument("--name", default="mechanisms")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=JSON",
+        help="a config field of one model, e.g. din:batch_size=256 (repeatable; default: shipped settings)",
+    )
     args = parser.parse_args()
+    model_settings: dict[str, dict] = {}
+    for item in args.override:
+        model_name, _, assignment = item.partition(":")
+        key, _, value = assignment.partition("=")
+        if not (model_name and key and value):
+            parser.error(f"--override wants MODEL:KEY=JSON, got {item!r}")
+        model_settings.setdefault(model_name, {})[key] = json.loads(value)
     import torch
 
     torch.set_num_threads(args.threads)
-    figures: dict = {"profile": args.profile, "seeds": args.seeds, "worlds": {}}
+    figures: dict = {"profile": args.profile, "seeds": args.seeds, "overrides": model_settings, "worlds": {}}
     for world in args.worlds:
         runs = [
-            run_world(world, args.profile, s, [world, *REFERENCES], args.threads, args.n_users)
+            run_world(
+                world, args.profile, s, [world, *REFERENCES], args.threads, args.n_users, model_settings
+            )
             for s in args.seeds
         ]
         figures["worlds"][world] = {
