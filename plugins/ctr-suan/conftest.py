@@ -14,11 +14,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def _installed() -> bool:
-    try:
-        importlib.metadata.distribution("ctr-suan")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
+    """Whether a fresh interpreter finds the distribution (and so its entry points). Not on this folder:
+    pytest puts it on sys.path itself, and a `pip install` of it (`make demo WITH_SUAN=1`, an editable
+    install since uninstalled) leaves a `ctr_suan.egg-info` here that would pass for an installation."""
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+    return any(True for _ in importlib.metadata.distributions(name="ctr-suan", path=elsewhere))
 
 
 INSTALLED = _installed()
