@@ -84,6 +84,7 @@ def _field(config: object, knob: str) -> str | None:
 def our_config(info, args) -> tuple[object, dict]:
     """The plugin's Config: defaults, then --epochs/--batch-size, then --set overrides."""
     from ctr_dagster.contracts import config_from_dict, config_to_dict
+    from ctr_dagster.settings import parse_assignments
 
     defaults = info.cls.Config()
     values: dict = {}
@@ -91,12 +92,7 @@ def our_config(info, args) -> tuple[object, dict]:
         name = _field(defaults, knob)
         if name is not None and wanted is not None:
             values[name] = wanted
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        try:
-            values[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key] = raw
+    values.update(parse_assignments(args.set))
     config = config_from_dict(info.cls, values)
     return config, config_to_dict(config)
 

@@ -28,7 +28,6 @@ validation split; nothing is chosen on test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -231,13 +230,17 @@ def main() -> None:
         help="a config field of one model, e.g. din:batch_size=256 (repeatable; default: shipped settings)",
     )
     args = parser.parse_args()
+    from ctr_dagster.settings import parse_assignments  # after the path set-up above
+
     model_settings: dict[str, dict] = {}
     for item in args.override:
-        model_name, _, assignment = item.partition(":")
-        key, _, value = assignment.partition("=")
-        if not (model_name and key and value):
-            parser.error(f"--override wants MODEL:KEY=JSON, got {item!r}")
-        model_settings.setdefault(model_name, {})[key] = json.loads(value)
+        model_name, colon, assignment = item.partition(":")
+        try:
+            if not (model_name and colon and "=" in assignment):
+                raise ValueError(f"--override: expected MODEL:KEY=JSON, got {item!r}")
+            model_settings.setdefault(model_name, {}).update(parse_assignments([assignment], "--override"))
+        except ValueError as exc:
+            parser.error(str(exc))
     import torch
 
     torch.set_num_threads(args.threads)

@@ -26,10 +26,12 @@ Torch-free and numpy-free: the code location imports this when it loads.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ctr_dagster.datagen.config import WorldConfig
 
@@ -321,3 +323,21 @@ def parse_signals(text: str):
         except ValueError as exc:
             raise ValueError(f"CTR_SIGNALS: {name}={value!r} is not a number") from exc
     return Signals(**values)
+
+
+def parse_assignments(items: Iterable[str], option: str = "--set") -> dict[str, Any]:
+    """``["lr=0.001", "hidden=[64, 32]", "schedule=cosine"]`` -> ``{"lr": 0.001, "hidden": [64, 32],
+    "schedule": "cosine"}``: the benchmarks' and scripts' config overrides, one spelling for all. A value
+    is read as JSON, or kept as the raw string when it is not JSON (so a bare word needs no quotes);
+    the config it lands in checks its type. An item without ``=`` or a key is an error naming `option`."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{option}: expected KEY=VALUE, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return values

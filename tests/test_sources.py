@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ctr_dagster.settings import ENV_VARS, Settings, parse_signals
+from ctr_dagster.settings import ENV_VARS, Settings, parse_assignments, parse_signals
 from ctr_dagster.sources import Source
 
 
@@ -29,6 +29,16 @@ def test_bad_signals_fail_naming_the_knob(text, message):
         parse_signals(text)
     with pytest.raises(ValueError, match=message):
         Settings(signals=text)
+
+
+def test_config_assignments_read_json_and_keep_bare_words():
+    """The benchmarks' and scripts' KEY=VALUE overrides (one parser for all of them)."""
+    values = parse_assignments(["lr=1e-3", "hidden=[64, 32]", "lr_schedule=cosine", "amp=false", "note=a=b"])
+    assert values == {"lr": 1e-3, "hidden": [64, 32], "lr_schedule": "cosine", "amp": False, "note": "a=b"}
+    with pytest.raises(ValueError, match=r"--override: expected KEY=VALUE, got 'batch_size'"):
+        parse_assignments(["batch_size"], "--override")
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_assignments(["=3"])
 
 
 def test_environment_is_validated():

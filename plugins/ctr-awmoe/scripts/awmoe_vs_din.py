@@ -11,7 +11,6 @@ Prints test AUC / GAUC overall and on long-tail rows (history <= 3 behaviours,
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 import torch
 from ctr_dagster.contracts import FitContext
 from ctr_dagster.datagen import Signals
+from ctr_dagster.settings import parse_assignments
 from ctr_dagster.testing import synthetic_training_table, training_cardinalities
 from ctr_din.model import DinConfig, DinModel
 
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--signal", nargs="*", default=[], help="world knobs key=value (default: WORLD)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = parse_assignments(args.set)
     knobs = dict(WORLD)
     knobs.update({k: float(v) for k, v in (s.split("=", 1) for s in args.signal)})
     common = {

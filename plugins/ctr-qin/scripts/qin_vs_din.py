@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch
 from ctr_dagster.contracts import FitContext
 from ctr_dagster.datagen import Signals, profile
 from ctr_dagster.metrics import auc
+from ctr_dagster.settings import parse_assignments
 from ctr_dagster.testing import synthetic_item_inputs, synthetic_training_table, training_cardinalities
 from ctr_din.model import DinConfig, DinModel
 
@@ -60,9 +60,9 @@ def main() -> None:
     signals = {k: float(v) for k, v in (s.split("=", 1) for s in args.signal)}
     if not signals and not args.default_world:
         signals = {"interaction": 5.0}
-    qin_only = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.qin_set)}
+    qin_only = parse_assignments(args.qin_set, "--qin-set")
     overrides = {"num_threads": 1, "log_every": 0}
-    overrides.update({k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)})
+    overrides.update(parse_assignments(args.set))
     torch.set_num_threads(1)
     results: dict[str, list[float]] = {m: [] for m in args.models}
     for seed in args.seeds:
