@@ -76,7 +76,8 @@ def world_inputs(profile_name: str, seed: int, neighbourhood: float):
 def hidden_slots(world) -> dict:
     """Marked slices for the scoring: "hidden" = (item, attribute) slots whose value neither title
     nor image states (oracle flags); "hidden_shared" = those of them on an attribute the item's
-    product line shares (the `neighbourhood` knob), i.e. values a line mate may state."""
+    product line shares (the `neighbourhood` knob), i.e. values a line mate may state; "stated" =
+    the others (title or image states the value: where text alone can find it)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -90,7 +91,8 @@ def hidden_slots(world) -> dict:
     number = np.array([int(i[1:]) for i in hidden.column("item_id").to_pylist()], dtype=np.int64)
     shared = np.isin(hidden.column("attribute").to_numpy(zero_copy_only=False), LINE_ATTRIBUTES)
     shared &= in_line[number] if len(number) else shared
-    return {"hidden": hidden, "hidden_shared": hidden.filter(pa.array(shared))}
+    stated = oracle.filter(pc.invert(silent)).select(["item_id", "attribute"])
+    return {"hidden": hidden, "hidden_shared": hidden.filter(pa.array(shared)), "stated": stated}
 
 
 def run_seed(profile_name: str, seed: int, neighbourhood: float, variants: bool) -> dict:
@@ -141,7 +143,17 @@ def run_seed(profile_name: str, seed: int, neighbourhood: float, variants: bool)
     }
 
 
-SLICES = ("overall", "seen", "unseen", "hidden", "hidden_unseen", "hidden_shared", "hidden_shared_unseen")
+SLICES = (
+    "overall",
+    "seen",
+    "unseen",
+    "stated",
+    "stated_unseen",
+    "hidden",
+    "hidden_unseen",
+    "hidden_shared",
+    "hidden_shared_unseen",
+)
 
 
 def _spread(values: list[float]) -> dict:
