@@ -6,6 +6,7 @@ by the test (examples/mmctr/make_standin.py into tmp_path)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -256,8 +257,9 @@ def test_the_shipped_standin_is_what_make_standin_writes(tmp_path):
 
 @pytest.mark.integration
 def test_mmctr_mapping_imports_and_reaches_a_leaderboard(tmp_path):
-    """The stand-in through the shipped mapping, in-process as `ctr run` does it but with two cheap
-    models: three days split like the files, tags, 128-wide vectors, sequences from item_seq."""
+    """The stand-in through the shipped mapping, in-process as `ctr run` does it, with two cheap models
+    and QIN (the challenge's model on the challenge's schema): three days split like the files, tags,
+    128-wide vectors, sequences from item_seq."""
     import dagster as dg
 
     from assets.definitions import build_definitions
@@ -295,9 +297,10 @@ def test_mmctr_mapping_imports_and_reaches_a_leaderboard(tmp_path):
         run(list(CATALOGUE_TABLES))
         for day in plan.days:
             run(DAY_ASSETS, day)
-        models = [dg.AssetKey(["models", "baseline_lr"]), dg.AssetKey(["models", "lightgbm"])]
-        # one run: dataset -> the two models -> leaderboard and champion
-        run([dg.AssetKey("training_dataset"), *models, *map(dg.AssetKey, EVALUATION_ASSETS)])
+        models = [dg.AssetKey(["models", name]) for name in ("baseline_lr", "lightgbm", "qin")]
+        # one run: dataset and QIN's inputs (item vectors, tags) -> the models -> leaderboard, champion
+        inputs = [dg.AssetKey("item_embeddings"), dg.AssetKey("item_attributes")]
+        run([dg.AssetKey("training_dataset"), *inputs, *models, *map(dg.AssetKey, EVALUATION_ASSETS)])
     wh = Warehouse(settings.ctr_home.warehouse)
 
     # catalogue: items without the padding row, tags, vectors, the bad row quarantined and counted
@@ -356,3 +359,11 @@ def test_mmctr_mapping_imports_and_reaches_a_leaderboard(tmp_path):
     ranked = {r["name"]: r for r in doc["models"]}
     assert {"baseline_lr", "lightgbm"} <= set(ranked)
     assert max(r["auc"] for r in ranked.values()) > 0.55  # the stand-in's labels are learnable
+    # QIN on the challenge schema: its item token read the item_emb_d128 vectors and item_tags (its
+    # fit raises when an input it is set to read is missing), and its row carries the cost columns
+    qin = ranked["qin"]
+    assert qin["status"] == "ok" and 0.0 <= qin["auc"] <= 1.0
+    record = json.loads(Path(qin["record"]).read_text())
+    assert record["config"]["use_item_embeddings"] and record["config"]["use_item_tags"]
+    assert qin["parameters"] > 0 and qin["train_rows_per_s"] > 0
+    assert 0 < qin["latency_p50_ms"] <= qin["latency_p99_ms"]
