@@ -97,10 +97,17 @@ def test_training_adds_the_weighted_infonce_and_scoring_never_masks(batch):
     out["aux_loss"].backward()  # the contrastive gradient reaches the gate unit and the tables
     assert net.gate.unit.net[0].weight.grad.abs().sum() > 0
     assert net.embeddings["item_idx"].weight.grad is not None
+    # the loss is on the gate G, not on the logits: the expert towers get nothing from it
+    assert all(p.grad is None or not p.grad.any() for p in net.tower.parameters())
     net.eval()
     with torch.no_grad():
         first, second = net(tensors), net(tensors)
     assert torch.equal(first, second) and net.take_cl_mean() is None  # scoring: no masks, no CL
+    # the masks belong to the contrastive branch only: the training logit is the one the same net
+    # gives without that branch (same weights, same dropout draws)
+    torch.manual_seed(3)
+    plain = _net(spec, cl_weight=0.0).train()(tensors)
+    torch.testing.assert_close(out["logit"].detach(), plain.detach(), rtol=1e-5, atol=1e-6)
     assert isinstance(_net(spec, cl_weight=0.0).train()(tensors), torch.Tensor)
 
 
