@@ -25,8 +25,10 @@ def tiny_settings(tmp_path):
     return Settings(profile="tiny", home=tmp_path / "ctr_home")
 
 
-#: The slowest test files (seconds on an idle 2-core machine: the browser test ~240, `ctr run` over
-#: every log format ~230, the in-process graph ~180, Celery workers ~60). Collected first, so that
+#: The slowest test files (seconds on an idle 2-core machine: the browser test ~240-340, `ctr run` over
+#: every log format ~230, the in-process graph ~180-250, Celery workers ~60, then the plugins' seed-
+#: averaged ablations and the SUAN bundles, 30-70 each: `pytest --durations=40`, 2026-12-07; last in
+#: collection order, they used to start last and leave one worker running them alone). Collected first, so that
 #: pytest-xdist (`--dist loadfile`, `make test`) starts them first and the short files fill the gaps:
 #: longest-first keeps the suite's wall time close to (total / workers) instead of ending on one
 #: long file started late.
@@ -35,6 +37,18 @@ SLOWEST_FIRST = (
     "tests/test_ctr_run.py",
     "tests/test_integration.py",
     "tests/test_scale_celery.py",
+    "tests/test_serving_suan.py",
+    "plugins/ctr-qin/tests/test_qin_ablation.py",
+    "plugins/ctr-tin/tests/test_tin_ablation.py",
+    "plugins/ctr-awmoe/tests/test_awmoe_ablation.py",
+    "plugins/ctr-suan/tests/test_suan_tiny.py",
+    "tests/test_graph_on_s3.py",
+    "plugins/ctr-din/tests/test_din_ablation.py",
+    "tests/test_serving.py",
+    "plugins/ctr-din/tests/test_din_vs_lightgbm.py",
+    "plugins/ctr-din/tests/test_din_distillation.py",
+    "tests/test_mmctr_mapping.py",
+    "tests/test_distillation.py",
 )
 
 
