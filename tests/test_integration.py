@@ -10,8 +10,9 @@ import dagster as dg
 import pyarrow.compute as pc
 import pytest
 
+from ctr_dagster.registry import discover
 from ctr_dagster.settings import Settings
-from tests.plugin_fixtures import MODELS, write_dist, write_standard_set
+from tests.plugin_fixtures import MODELS, on_sys_path, write_dist, write_standard_set
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
@@ -333,7 +334,9 @@ def test_vocabulary_is_stable_across_two_nightly_runs(materialized, settings):
 
 def test_demo_cli_with_broken_and_good_plugins(tmp_path):
     """`ctr demo` beside a set of broken plugins: the graph still loads and runs, the good model
-    plugin gets its asset and is trained, the broken ones are reported by the registry asset."""
+    plugin gets its asset and is trained, the broken ones are reported by the registry asset.
+    `CTR_MODELS` keeps the fixture plugins (good and broken) and LightGBM: the installed torch models
+    train in the module's `materialized` graph and in the browser test, not a third time here."""
     plugins = tmp_path / "plugins"
     write_standard_set(plugins)
     write_dist(
@@ -342,11 +345,15 @@ def test_demo_cli_with_broken_and_good_plugins(tmp_path):
         {MODELS: {"ctrfix_failing": "ctrfix_failing:FailingModel"}},
         ("ctrfix_failing",),
     )
+    with on_sys_path(plugins):
+        fixture_models = discover(["model"], path=[plugins])
+    selected = {p.name for p in fixture_models.good("model")} | {b.name for b in fixture_models.broken}
     env = {
         **os.environ,
         "PYTHONPATH": str(plugins),  # the fixture plugins; the CLI finds assets/ itself (--project)
         "CTR_HOME": str(tmp_path / "ctr"),
         "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "CTR_MODELS": ",".join(sorted(selected | {"lightgbm"})),
     }
     out = subprocess.run(
         [sys.executable, "-m", "ctr_dagster.cli", "demo", "--profile", "tiny", "--json"],
