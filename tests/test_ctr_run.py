@@ -200,7 +200,8 @@ def test_ctr_run_text_output_names_the_mapping_and_explains_the_missing_ceiling(
     data = tmp_path / "data"
     data.mkdir()
     mapping, _ = write_news_log(data, rows=600)
-    out = run_cli(tmp_path, "run", "--mapping", str(mapping))
+    # the text report is what is tested here (every model on this format: the test above)
+    out = run_cli(tmp_path, "run", "--mapping", str(mapping), env={"CTR_MODELS": "baseline_lr,lightgbm"})
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     header = next(line for line in out.stdout.splitlines() if line.startswith("leaderboard ("))
     assert f"data mapping {mapping.resolve()}" in header and "profile" not in header
