@@ -44,10 +44,12 @@ demo: install dagster-home $(SUAN_DEP)
 	$(SUAN_ENV) $(VENV)/bin/ctr demo $(if $(PROFILE),--profile $(PROFILE))
 
 # the suite in 2 processes (pytest-xdist; one test file per process, so a module's fixtures run once);
-# PYTEST_WORKERS=0 runs it in one process
+# PYTEST_WORKERS=0 runs it in one process. --no-loadscope-reorder keeps the collection order, which
+# puts the slowest files first (tests/conftest.py SLOWEST_FIRST); xdist's default reorders files by
+# test count, which sent the one-test browser file and the plugins' ablations to the end
 PYTEST_WORKERS ?= 2
 test: install dagster-home
-	$(PY) -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # Celery workers + PostgreSQL + Redis (docs/deploy.md); also part of `make test`
 scale-test: install

@@ -27,9 +27,10 @@ def tiny_settings(tmp_path):
 
 #: The slowest test files (seconds on an idle 2-core machine: the browser test ~240-340, `ctr run` over
 #: every log format ~230, the in-process graph ~180-250, Celery workers ~60, then the plugins' seed-
-#: averaged ablations and the SUAN bundles, 30-70 each: `pytest --durations=40`, 2026-12-07; last in
-#: collection order, they used to start last and leave one worker running them alone). Collected first, so that
-#: pytest-xdist (`--dist loadfile`, `make test`) starts them first and the short files fill the gaps:
+#: averaged ablations and the SUAN bundles, 30-70 each: `pytest --durations=40`, 2026-12-07). Collected
+#: first, so that pytest-xdist (`--dist loadfile --no-loadscope-reorder`, `make test`; without that flag
+#: xdist re-sorts files by test count and these one-test files ran last, one worker alone on them)
+#: starts them first and the short files fill the gaps:
 #: longest-first keeps the suite's wall time close to (total / workers) instead of ending on one
 #: long file started late.
 SLOWEST_FIRST = (
