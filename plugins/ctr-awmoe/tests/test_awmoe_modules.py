@@ -107,8 +107,8 @@ def test_training_adds_the_weighted_infonce_and_scoring_never_masks(batch):
     # gives without that branch (same weights, same dropout draws)
     torch.manual_seed(3)
     plain = _net(spec, cl_weight=0.0).train()(tensors)
+    assert isinstance(plain, torch.Tensor)  # without the branch, training returns the logits alone
     torch.testing.assert_close(out["logit"].detach(), plain.detach(), rtol=1e-5, atol=1e-6)
-    assert isinstance(_net(spec, cl_weight=0.0).train()(tensors), torch.Tensor)
 
 
 def test_a_masked_view_equals_the_gate_of_the_masked_sequence(batch):
