@@ -3,6 +3,12 @@ knob (attribute values only the co-view neighbourhood reveals), over seeds, plus
 the official code as a variant.
 
     python benchmarks/bench_hyperpave_graph.py [profile] [--seeds 0 1 2] [--variants]
+        [--neighbourhood 1.0 0.0] [--widget-share 0.3 0.6 0.9]
+
+`--widget-share` sets `WorldConfig.line_widget_share`, the share of slates with a "more from this
+line" widget (default: the profile's, 0.3): how much of an item's co-view neighbourhood is its
+product line. It changes the interactions only; the catalogue, titles and truth stay the same, so
+the text-only figures do not move and the graph's gain is read as a dose-response.
 
 Per seed s the world is `profile(profile, seed=s)` and every extractor is fitted with seed s on the
 structured catalogue, with the train-period interactions (the first `TRAIN_SHARE` of the days) and
@@ -37,7 +43,7 @@ VARIANTS = {
 }
 
 
-def world_inputs(profile_name: str, seed: int, neighbourhood: float):
+def world_inputs(profile_name: str, seed: int, neighbourhood: float, widget_share: float | None = None):
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -47,6 +53,8 @@ def world_inputs(profile_name: str, seed: int, neighbourhood: float):
     from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
 
     config = profile(profile_name, seed=seed)
+    if widget_share is not None:
+        config = dataclasses.replace(config, line_widget_share=widget_share)
     config = dataclasses.replace(
         config, signals=dataclasses.replace(config.signals, neighbourhood=neighbourhood)
     )
@@ -95,7 +103,9 @@ def hidden_slots(world) -> dict:
     return {"hidden": hidden, "hidden_shared": hidden.filter(pa.array(shared)), "stated": stated}
 
 
-def run_seed(profile_name: str, seed: int, neighbourhood: float, variants: bool) -> dict:
+def run_seed(
+    profile_name: str, seed: int, neighbourhood: float, variants: bool, widget_share: float | None = None
+) -> dict:
     import pyarrow.compute as pc
 
     from ctr_dagster import extraction, extraction_scoring
@@ -103,7 +113,7 @@ def run_seed(profile_name: str, seed: int, neighbourhood: float, variants: bool)
     from ctr_dagster.registry import default_registry
 
     started = time.perf_counter()
-    items, attributes, oracle, inputs, marked = world_inputs(profile_name, seed, neighbourhood)
+    items, attributes, oracle, inputs, marked = world_inputs(profile_name, seed, neighbourhood, widget_share)
     build_s = time.perf_counter() - started
     plugins = {p.name: p for p in default_registry().good("extractor")}
     todo = {name: (name, {}) for name in ("hyperpave", "hyperpave_text", "title_match") if name in plugins}
@@ -135,6 +145,7 @@ def run_seed(profile_name: str, seed: int, neighbourhood: float, variants: bool)
     return {
         "seed": seed,
         "neighbourhood": neighbourhood,
+        "line_widget_share": widget_share,
         "world_build_s": round(build_s, 1),
         "fit_s": {k: round(v, 2) for k, v in fit_s.items()},
         "fitted": fitted,
@@ -202,17 +213,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", action="store_true", help="also the departures from the code")
     parser.add_argument("--neighbourhood", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument(
+        "--widget-share",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="WorldConfig.line_widget_share values (default: the profile's)",
+    )
     parser.add_argument("--name", default="", help="suffix of the result file (keeps other runs)")
     parser.add_argument("--config", default="{}", help="JSON overrides of the hyperpave config")
     args = parser.parse_args()
     HYPERPAVE_CONFIG.update(json.loads(args.config))
     figures: dict = {"profile": args.profile, "seeds": args.seeds, "config": HYPERPAVE_CONFIG, "worlds": {}}
     for strength in args.neighbourhood:
-        per_seed = [run_seed(args.profile, s, strength, args.variants) for s in args.seeds]
-        summary = summarize(per_seed)
-        figures["worlds"][f"neighbourhood={strength}"] = {"summary": summary, "seeds": per_seed}
-        for key, value in summary.items():
-            print(f"neighbourhood={strength} {key}: {value['mean']:.4f} ± {value['sd']:.4f}", flush=True)
+        for share in args.widget_share:
+            per_seed = [run_seed(args.profile, s, strength, args.variants, share) for s in args.seeds]
+            summary = summarize(per_seed)
+            world = f"neighbourhood={strength}" + ("" if share is None else f" line_widget_share={share}")
+            figures["worlds"][world] = {"summary": summary, "seeds": per_seed}
+            for key, value in summary.items():
+                print(f"{world} {key}: {value['mean']:.4f} ± {value['sd']:.4f}", flush=True)
     write_result(f"hyperpave_graph_{args.profile}{'_' + args.name if args.name else ''}", figures)
 
 

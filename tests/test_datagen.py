@@ -820,6 +820,20 @@ def test_neighbourhood_line_mates_are_co_viewed_and_co_clicked(world: World, no_
     assert on["same_day"] > 1.4 * off["same_day"]
 
 
+def test_line_widget_share_moves_the_co_views_not_the_catalogue(world: World) -> None:
+    """`line_widget_share` (the graph-only world's dose knob) changes who is viewed with whom, never
+    what the items are or what their titles state: the text-only extractor's world stays the same."""
+    with pytest.raises(ValueError, match="line_widget_share"):
+        profile("tiny", line_widget_share=1.5)
+    more = tiny(line_widget_share=0.9)
+    assert fingerprint(more.items()) == fingerprint(world.items())
+    assert fingerprint(more.oracle_item_attributes()) == fingerprint(world.oracle_item_attributes())
+    assert np.array_equal(more.catalogue.line, world.catalogue.line)
+    base, dosed = co_clicks(world, world.catalogue.line), co_clicks(more, world.catalogue.line)
+    assert dosed["widget_slates"] > 2 * base["widget_slates"]
+    assert dosed["same_request"] > 1.5 * base["same_request"]
+
+
 # -- corruption --------------------------------------------------------------------------------------
 
 

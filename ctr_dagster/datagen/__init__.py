@@ -90,7 +90,7 @@ members that share their material and style values (zero-shot values included) a
 vectors are pulled towards a line centre, so users who like one member like the others. Each
 member hides its line value from its title and image with probability 0.6 (one anchor per line,
 its most popular member stating it, always states it), and 30% of slates carry a "more from this line"
-widget (a user's widgets of one day feature one line), so line mates are viewed and clicked by the
+widget (`line_widget_share`; a user's widgets of one day feature one line), so line mates are viewed and clicked by the
 same user on the same day. Many values are then stated only by an item's co-view / co-buy
 neighbours, not by its own title or image; `Catalogue.line` and `Catalogue.hidden_by_line` hold the
 truth. -> hypergraph attribute-value extraction over also_view / also_buy hyperedges (HyperPAVE),

@@ -72,6 +72,10 @@ class WorldConfig:
     new_item_rate: float = 0.15  # share of items whose first_seen is after day 0
     new_user_rate: float = 0.15  # share of users who sign up during the world
     missing_rate: float = 0.3  # share of attribute values absent from the structured catalogue
+    #: share of slates with a "more from this line" widget at `neighbourhood` strength 1 (times the
+    #: strength, capped at 1): how often line mates are co-viewed, i.e. how much of an item's co-view
+    #: neighbourhood is its product line. Changes only the interactions, never the catalogue.
+    line_widget_share: float = 0.3
     heavy_share: float = 0.2  # share of users in the "heavy" segment (by activity)
     target_ctr: float = 0.07  # base click logit is calibrated to roughly this CTR
     target_cvr: float = 0.12  # conversion base calibrated to roughly this conversion-given-click rate
@@ -118,7 +122,13 @@ class WorldConfig:
                 f"WorldConfig.arm_shares must be {N_ARMS} shares >= 0 summing to 1 (control, arms 1..3), "
                 f"got {self.arm_shares!r}"
             )
-        for name in ("corruption_rate", "new_item_rate", "new_user_rate", "missing_rate"):
+        for name in (
+            "corruption_rate",
+            "new_item_rate",
+            "new_user_rate",
+            "missing_rate",
+            "line_widget_share",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"WorldConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
         if (

@@ -33,12 +33,12 @@ FRESH_BOOST = 1.0  # extra exposure weight of items in their first two days (new
 DEVICE_LOYALTY = 0.8
 WEEKEND_FACTOR = 1.15
 MS_PER_HOUR = 3_600_000
-#: `neighbourhood` knob: share of slates (times the strength) with a "more from this line" widget,
-#: and the most line mates it adds. On the small profile these make line mates ~10% of the also_view
-#: partners (5x chance) while CTR and oracle AUC move by < 5% / < 0.002. Line co-clicks grow
-#: linearly in a user's clicks of the day, other co-clicks quadratically, so a much larger share
-#: would need widgets on most slates (a different marketplace), not just stronger constants.
-WIDGET_SHARE = 0.3
+#: `neighbourhood` knob: the most line mates a "more from this line" widget adds. The share of slates
+#: with one is `WorldConfig.line_widget_share` (0.3) times the strength: on the small profile that
+#: makes line mates ~10% of the also_view partners (5x chance) while CTR and oracle AUC move by < 5% /
+#: < 0.002. Line co-clicks grow linearly in a user's clicks of the day, other co-clicks
+#: quadratically, so a much larger line share needs widgets on most slates (a different
+#: marketplace: `line_widget_share` 0.9), not just stronger constants.
 WIDGET_SLOTS = 5
 
 
@@ -175,7 +175,7 @@ def line_widget(
     item in the slate and fills up to WIDGET_SLOTS other random slots with its available line mates
     that the slate lacks. `user` holds the request's user (requests of one user are contiguous).
     """
-    share = min(1.0, WIDGET_SHARE * config.signals.neighbourhood)
+    share = min(1.0, config.line_widget_share * config.signals.neighbourhood)
     n, size = items.shape
     rows = np.flatnonzero(rng.random(n) < share)
     if len(rows) == 0 or size < 2 or np.all(catalogue.line < 0):
