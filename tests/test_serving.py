@@ -249,6 +249,32 @@ def test_request_errors_name_the_field(table, tmp_path):
         loaded.score(request)
 
 
+def test_the_fast_request_parse_reads_as_the_field_by_field_one():
+    """`_fast_candidates` (one C-level pass per field) gives the columns `_checked_candidates` gives,
+    and hands any mistyped value (a bool or a string as a number) to it, which names the field."""
+    vocab = runtime.Vocabularies(
+        {"item": {"i1": 1, "i2": 2, "7": 3}, "category": {"c": 1}}
+        | {name: {} for name in ("user", "device", "region", "age_group")}
+    )
+    assert vocab.indices("item", ["i2", "x", "i1"]).tolist() == [2, runtime.OOV, 1]
+    assert vocab.indices("item", ["i2", 7, None]).tolist() == [2, 3, runtime.OOV]  # mixed: the slow path
+    candidates = [
+        {"item_id": "i1", "category": "c", "price": 2, "item_age_days": 1.5},
+        {"item_id": "i2", "category": "c", "price": 3.5, "item_age_days": 0, "position": 7, "treatment": 2},
+        {"item_id": "x", "category": "?", "price": 1.0, "item_age_days": 2.0, "is_new_item": True},
+    ]
+    fast = runtime._fast_candidates(candidates, vocab, 1)
+    slow = runtime._checked_candidates(candidates, vocab, 1)
+    assert fast is not None and set(fast) == set(slow)
+    for name in slow:
+        assert np.asarray(fast[name]).tolist() == np.asarray(slow[name]).tolist(), name
+    for bad in (True, "3"):
+        candidates[1]["price"] = bad
+        assert runtime._fast_candidates(candidates, vocab, 1) is None
+        with pytest.raises(runtime.BundleError, match=r"candidates\[1\]\.price must be a number"):
+            runtime._checked_candidates(candidates, vocab, 1)
+
+
 def test_ctr_export_and_score_on_a_project_home(table, tmp_path):
     """`ctr export --model NAME|champion` from the artifacts and status a model asset leaves, then
     `ctr score --bundle`: the CLI path, vocabularies and example rows read from the warehouse."""

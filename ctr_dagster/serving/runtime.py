@@ -55,6 +55,8 @@ import importlib.util
 import json
 import sys
 from collections.abc import Iterable
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -290,8 +292,11 @@ class Vocabularies:
         return int(self.tables[vocabulary].get(str(key), OOV))
 
     def indices(self, vocabulary: str, keys: list[Any]) -> np.ndarray:
-        """`index` of every key, as int64 (one dict lookup per key)."""
+        """`index` of every key, as int64 (one dict lookup per key; all-string keys, the usual
+        request, in one C-level pass)."""
         get = self.tables[vocabulary].get
+        if set(map(type, keys)) <= {str}:
+            return np.fromiter(map(get, keys, repeat(OOV)), dtype=np.int64, count=len(keys))
         found = (OOV if k is None else get(k if type(k) is str else str(k), OOV) for k in keys)
         return np.fromiter(found, dtype=np.int64, count=len(keys))
 
@@ -368,35 +373,39 @@ CANDIDATE_NUMBERS = ("price", "item_age_days", "position", "treatment")
 def _fast_candidates(
     candidates: list[Any], vocabularies: Vocabularies, treatment: Any
 ) -> dict[str, Any] | None:
-    """The candidate columns in one pass per field (1,000 candidates in about a millisecond), or None
-    when any field is missing or mistyped (then `_checked_candidates` finds it and names it)."""
+    """The candidate columns in one C-level pass per field (`map` over `itemgetter` / `dict.get`:
+    1,000 candidates in about 0.5 ms on one AMD EPYC thread), or None when any field is missing or
+    mistyped (then `_checked_candidates` finds it and names it)."""
+    if set(map(type, candidates)) != {dict}:
+        return None
     try:
-        if not all(type(c) is dict for c in candidates):
-            return None
-        item_ids = [c["item_id"] for c in candidates]
-        categories = [c["category"] for c in candidates]
-        values = {
-            "price": [c["price"] for c in candidates],
-            "item_age_days": [c["item_age_days"] for c in candidates],
-            "position": [c.get("position", i) for i, c in enumerate(candidates)],
-            "treatment": [c.get("treatment", treatment) for c in candidates],
-        }
-        flags = [c.get("is_new_item", False) for c in candidates]
+        item_ids = list(map(itemgetter("item_id"), candidates))
+        categories = list(map(itemgetter("category"), candidates))
+        price = list(map(itemgetter("price"), candidates))
+        age = list(map(itemgetter("item_age_days"), candidates))
     except KeyError:
         return None
+    get = dict.get
+    values = {
+        "price": price,
+        "item_age_days": age,
+        "position": list(map(get, candidates, repeat("position"), range(len(candidates)))),
+        "treatment": list(map(get, candidates, repeat("treatment"), repeat(treatment))),
+    }
+    flags = list(map(get, candidates, repeat("is_new_item"), repeat(False)))
     out: dict[str, Any] = {
         "item_id": item_ids,
         "item_idx": vocabularies.indices("item", item_ids),
         "category_idx": vocabularies.indices("category", categories),
     }
     for name, column in values.items():
-        if not {type(v) for v in column} <= {int, float}:
+        if not set(map(type, column)) <= {int, float}:
             return None
         array = np.asarray(column, dtype=np.float64)
         if not np.all(np.isfinite(array)):
             return None
         out[name] = array
-    if not {type(v) for v in flags} <= {bool, int}:
+    if not set(map(type, flags)) <= {bool, int}:
         return None
     out["is_new_item"] = np.asarray(flags, dtype=np.bool_)
     return out
@@ -612,11 +621,18 @@ class TorchExportModel:
             raise BundleError(f"dense column {self.dense[col]!r} has a NaN/inf value")
         out["dense"] = dense.astype(np.float32)
         kept = None
+        # one user's rows (a parsed request) hold one history n times: pad it once and repeat the row
+        one = rows.one_user and rows.n > 1
         for name in self.sequence:
             base = self._vocabulary_of(name)
             dtype = np.int64 if base is not None or name == "hist_rel_pos" else np.float32
             size = self.categorical[base] if base is not None else None
-            out[name], keep = pad_lists(rows.values(name), rows.lengths(name), self.max_seq_len, dtype, size)
+            values, lengths = rows.values(name), rows.lengths(name)
+            if one:
+                values, lengths = values[: int(lengths[0])], lengths[:1]
+            out[name], keep = pad_lists(values, lengths, self.max_seq_len, dtype, size)
+            if one:
+                out[name], keep = np.repeat(out[name], rows.n, axis=0), np.repeat(keep, rows.n)
             kept = keep if kept is None else kept
         if kept is not None:
             out["hist_len"] = kept.astype(np.int64)

@@ -643,12 +643,25 @@ class SuanNet(nn.Module):
         x = x + self.position[-1]  # the candidate's slot
         for block, state in zip(self.blocks, cache.blocks, strict=True):
             x = block.last(x, state, cache.mask)
-        rows = x.shape[0]
-        profile = cache.profile_flat.unsqueeze(0).expand(rows, -1)
-        parts = [x, profile, target]
+        return self.head_shared_profile(x, cache.profile_flat, target, batch["dense"])
+
+    def head_shared_profile(
+        self, out: torch.Tensor, profile_flat: torch.Tensor, target: torch.Tensor, dense: torch.Tensor
+    ) -> torch.Tensor:
+        """`head` on C rows that share one profile: logits (C,). The first layer's profile columns
+        are applied once, as a per-request bias, instead of to C copies of the profile (the profile
+        is over half of that layer's inputs: P * d of about D + P * d + D0 + dense). The same function
+        as ``head(head_input(...))`` up to float rounding."""
+        first = self.head[0]
+        start, stop = out.shape[1], out.shape[1] + profile_flat.shape[0]
+        weight = first.weight
+        bias = torch.addmv(first.bias, weight[:, start:stop], profile_flat.to(weight.dtype))
+        parts = [out, target]
         if self.dense_bn is not None:
-            parts.append(self.dense_bn(batch["dense"]))
-        return self.head(torch.cat(parts, dim=1)).squeeze(1)
+            parts.append(self.dense_bn(dense))
+        rest = torch.cat([weight[:, :start], weight[:, stop:]], dim=1)
+        hidden = F.linear(torch.cat(parts, dim=1), rest, bias)
+        return self.head[1:](hidden).squeeze(1)
 
     def score_shared(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits (B,) of rows that share one history: encoded once, then one token per candidate."""
