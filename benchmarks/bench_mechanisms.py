@@ -230,17 +230,12 @@ def main() -> None:
         help="a config field of one model, e.g. din:batch_size=256 (repeatable; default: shipped settings)",
     )
     args = parser.parse_args()
-    from ctr_dagster.settings import parse_assignments  # after the path set-up above
+    from ctr_dagster.settings import parse_model_assignments  # after the path set-up above
 
-    model_settings: dict[str, dict] = {}
-    for item in args.override:
-        model_name, colon, assignment = item.partition(":")
-        try:
-            if not (model_name and colon and "=" in assignment):
-                raise ValueError(f"--override: expected MODEL:KEY=JSON, got {item!r}")
-            model_settings.setdefault(model_name, {}).update(parse_assignments([assignment], "--override"))
-        except ValueError as exc:
-            parser.error(str(exc))
+    try:
+        model_settings = parse_model_assignments(args.override)
+    except ValueError as exc:
+        parser.error(str(exc))
     import torch
 
     torch.set_num_threads(args.threads)

@@ -21,6 +21,7 @@ every plugin takes a while on a shared machine).
 
     .venv/bin/python benchmarks/bench_serving.py [--profile tiny] [--repeats 50] [--home .ctr_home]
     .venv/bin/python benchmarks/bench_serving.py --with-suan --models suan lightsuan --repeats 200
+    .venv/bin/python benchmarks/bench_serving.py --with-suan --models suan lightsuan --override suan:grade=5
 
 Writes benchmarks/results/serving.json (`--out NAME`: NAME.json). A model that cannot be exported is
 listed with its reason. `--with-suan` applies to the models trained here, not to `--home`.
@@ -139,9 +140,15 @@ def suan_classes() -> list[type]:
 
 
 def trained_models(
-    profile: str, epochs: int, log, with_suan: bool = False, only: list[str] | None = None
+    profile: str,
+    epochs: int,
+    log,
+    with_suan: bool = False,
+    only: list[str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], Any, Any]:
-    """({name: fitted model or error text}, the world's TRAINING table, its vocabularies)."""
+    """({name: fitted model or error text}, the world's TRAINING table, its vocabularies).
+    `overrides`: per model, config fields set on top of the epochs / threads set here."""
     import pyarrow.compute as pc
 
     from ctr_dagster.contracts import FitContext, config_from_dict, config_to_dict
@@ -170,6 +177,7 @@ def trained_models(
             values["epochs"] = epochs
         if "num_threads" in fields:
             values["num_threads"] = 1
+        values.update((overrides or {}).get(name, {}))
         started = time.perf_counter()
         try:
             model = cls(config_from_dict(cls, values))
@@ -198,9 +206,22 @@ def main() -> None:
     )
     parser.add_argument("--models", nargs="+", default=None, help="only these models (default: all)")
     parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="MODEL:KEY=JSON",
+        help="a config field of one trained model, e.g. suan:grade=5 (repeatable)",
+    )
+    parser.add_argument(
         "--out", default="serving", help="result name: benchmarks/results/NAME.json (default: serving)"
     )
     args = parser.parse_args()
+    from ctr_dagster.settings import parse_model_assignments
+
+    try:
+        overrides = parse_model_assignments(args.override)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     import pyarrow.compute as pc
 
@@ -215,6 +236,7 @@ def main() -> None:
         "candidates": CANDIDATES,
         "threads": 1,
         "repeats": args.repeats,
+        "overrides": overrides,
     }
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -244,7 +266,12 @@ def main() -> None:
                 }
         else:
             models, table, vocabularies = trained_models(
-                args.profile, args.epochs, log, with_suan=args.with_suan, only=args.models
+                args.profile,
+                args.epochs,
+                log,
+                with_suan=args.with_suan,
+                only=args.models,
+                overrides=overrides,
             )
             test = table.filter(pc.equal(table.column("split"), "test"))
             figures["source"] = (

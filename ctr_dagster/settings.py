@@ -341,3 +341,15 @@ def parse_assignments(items: Iterable[str], option: str = "--set") -> dict[str, 
         except json.JSONDecodeError:
             values[key] = raw
     return values
+
+
+def parse_model_assignments(items: Iterable[str], option: str = "--override") -> dict[str, dict[str, Any]]:
+    """``["din:batch_size=256", "suan:grade=5"]`` -> ``{"din": {"batch_size": 256}, "suan": {"grade":
+    5}}``: per-model config overrides of the benchmarks, each value as in `parse_assignments`."""
+    settings: dict[str, dict[str, Any]] = {}
+    for item in items:
+        model, colon, assignment = item.partition(":")
+        if not (model and colon and "=" in assignment):
+            raise ValueError(f"{option}: expected MODEL:KEY=JSON, got {item!r}")
+        settings.setdefault(model, {}).update(parse_assignments([assignment], option))
+    return settings

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ctr_dagster.settings import ENV_VARS, Settings, parse_assignments, parse_signals
+from ctr_dagster.settings import ENV_VARS, Settings, parse_assignments, parse_model_assignments, parse_signals
 from ctr_dagster.sources import Source
 
 
@@ -39,6 +39,11 @@ def test_config_assignments_read_json_and_keep_bare_words():
         parse_assignments(["batch_size"], "--override")
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_assignments(["=3"])
+    per_model = parse_model_assignments(["din:batch_size=256", "suan:grade=5", "din:lr=1e-3"])
+    assert per_model == {"din": {"batch_size": 256, "lr": 1e-3}, "suan": {"grade": 5}}
+    for bad in ("din", "din:batch_size", ":lr=1"):
+        with pytest.raises(ValueError, match="expected MODEL:KEY=JSON"):
+            parse_model_assignments([bad])
 
 
 def test_environment_is_validated():
