@@ -15,7 +15,8 @@ convert it, as ONNX; ``bundle_ms`` is what the runtime's default ("auto": the en
 faster, ``engine``) gives, and ``bundle_onnx_ms`` / ``bundle_torch_ms`` the same bundle with each engine.
 A bundle with a one-request program (SUAN / LightSUAN: the history encoded once per request) serves
 the request with it; its general program (every row at full length) is timed beside it
-(``bundle_general_ms``). `--with-suan` adds the opt-in suan / lightsuan, imported from
+(``bundle_general_ms``). ``bundle_columns_ms`` is the same request with its candidates as one list
+per field (the runtime's columnar form: less to parse). `--with-suan` adds the opt-in suan / lightsuan, imported from
 plugins/ctr-suan when the plugin is not installed; `--models` keeps only the named models (training
 every plugin takes a while on a shared machine).
 
@@ -89,6 +90,7 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
     from ctr_dagster.distillation import scoring_latency_ms
     from ctr_dagster.modeling import features_only
     from ctr_dagster.serving import runtime
+    from ctr_dagster.serving.convert import columnar_request
 
     bundle = runtime.load(bundle_dir, threads=1)
     request, rows = one_request(test, bundle_dir)
@@ -103,6 +105,10 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
         "max_gap_vs_predict": float(np.max(np.abs(scores - expected))),
         "bundle_ms": timed(lambda: bundle.score(request), repeats),
     }
+    # the same request with one list per field (the runtime's columnar form): less to parse
+    columns = columnar_request(request)
+    out["max_gap_columns_vs_rows"] = float(np.max(np.abs(bundle.score(columns) - scores)))
+    out["bundle_columns_ms"] = timed(lambda: bundle.score(columns), repeats)
     engine = bundle.model
     if getattr(engine, "engine", None):
         out["engine"] = engine.engine  # what ran bundle_ms: "onnx" (ONNX Runtime) or "torch"

@@ -17,13 +17,18 @@ collapse under OpenMP contention on a loaded 2-core machine, plugins/ctr-suan/RE
   BCE(sigmoid(z_s/T), sigmoid(sg(z_t)/T)), T = 1: the **assumed** weights `ONLINE_WEIGHTS`, the
   paper's are not public), (c) SUAN one grade above the student, trained alone. Reported: each arm's
   mean test AUC with a 95 % t-interval over seeds, the per-seed paired DeLong differences (b - a)
-  and (b - c), and their mean with a t-interval over seeds.
+  and (b - c), and their mean with a t-interval over seeds. `--arms` picks the arms (`ARMS`):
+  `lightgbm` (LightGBM's defaults) is the reference of the issue's quality goal, the share of the
+  teacher's AUC lift over LightGBM the online student keeps (`studies.lift_kept`; "not definable"
+  when the teacher's lift is not shown), against the online teacher and, with `teacher_alone`,
+  against the teacher's grade trained by itself. Seeds may run as separate processes (one per
+  core, `--distill-seeds S --name lift_sS`) and be summarized together: `--combine lift_s0 lift_s1 ...`.
 
     .venv/bin/python benchmarks/bench_suan.py [--study scaling distillation] [--profile small]
         [--grades 1 2 3 4] [--train-rows 10000 30000 100000] [--seeds 0]
         [--epochs 6] [--min-steps 500] [--max-epochs 30] [--threads 1]
         [--distill-seeds 0 1 2 3 4] [--distill-rows 100000] [--student-grade 2] [--teacher-grade 3]
-        [--alone-longer-epochs 0] [--name suan]
+        [--arms online alone suan_higher] [--alone-longer-epochs 0] [--name suan] [--combine NAME ...]
 
 Epochs: a fit runs at most `--epochs` epochs, a limit raised for a smaller training set (up to
 `--max-epochs`) so that it may take `--min-steps` optimizer steps of 512 rows; early stopping on
@@ -89,6 +94,11 @@ def _rounded(numbers: dict) -> dict:
     return out
 
 
+#: The distillation study's arms, in the order they run (`--arms` picks a subset; the online run first,
+#: the costly teacher alone last, so that a run cut short keeps the main result).
+ARMS = ("online", "lightgbm", "alone", "suan_higher", "alone_longer", "teacher_alone")
+
+
 def distillation_seed(args: argparse.Namespace, seed: int) -> dict:
     import torch
     from ctr_suan.model import LightSuanModel, SuanModel
@@ -97,7 +107,6 @@ def distillation_seed(args: argparse.Namespace, seed: int) -> dict:
     from ctr_dagster.contracts import FitContext
     from ctr_dagster.model_cost import parameter_count
     from ctr_dagster.online_distillation import ONLINE_WEIGHTS, fit_online
-    from ctr_dagster.significance import paired_comparison
 
     train, valid, test, cards = studies.split_world(args.profile, seed)
     part = studies.subsample(train, args.distill_rows, seed) if args.distill_rows else train
@@ -110,89 +119,124 @@ def distillation_seed(args: argparse.Namespace, seed: int) -> dict:
     arms: dict[str, dict] = {}
     scores = {}
     torch.set_num_threads(args.threads)
+    wanted = set(args.arms) | ({"alone_longer"} if args.alone_longer_epochs else set())
 
-    _, arms["alone"], scores["alone"] = studies.fit_and_score(
-        LightSuanModel, {**loop, "grade": args.student_grade}, part, valid, test, cards, seed
-    )
-    print(f"distillation seed {seed}: lightsuan alone {arms['alone']['test_auc']:.4f}", flush=True)
-
-    student = LightSuanModel(LightSuanModel.Config(**loop, grade=args.student_grade))
-    teacher = SuanModel(SuanModel.Config(**loop, grade=args.teacher_grade))
-    ctx = FitContext(seed=seed, cardinalities=dict(cards), log=lambda s: None)
-    started = time.perf_counter()
-    fit_online(student, teacher, part, valid, ctx, ONLINE_WEIGHTS)
-    online_s = round(time.perf_counter() - started, 1)
-    numbers, scores["online"] = studies.score_model(student, valid, test)
-    arms["online"] = {
-        "parameters": parameter_count(student),
-        "fit_s": online_s,
-        **numbers,
-        "epochs_run": student.summary.get("epochs_run"),
-        "best_epoch": student.summary.get("best_epoch"),
-    }
-    teacher_numbers, _ = studies.score_model(teacher, valid, test)
-    arms["online_teacher"] = {"parameters": parameter_count(teacher), **teacher_numbers}
-    print(f"distillation seed {seed}: lightsuan online {arms['online']['test_auc']:.4f}", flush=True)
-
-    _, arms["suan_higher"], scores["suan_higher"] = studies.fit_and_score(
-        SuanModel, {**loop, "grade": args.student_grade + 1}, part, valid, test, cards, seed
-    )
-    print(
-        f"distillation seed {seed}: suan grade {args.student_grade + 1} {arms['suan_higher']['test_auc']:.4f}"
-    )
-
-    pairs = [("online_minus_alone", "alone"), ("online_minus_suan_higher", "suan_higher")]
-    if args.alone_longer_epochs:
-        # the lone student with more epochs: is the online lift a faster convergence under the cap?
-        longer = {**loop, "grade": args.student_grade, "epochs": args.alone_longer_epochs}
-        _, arms["alone_longer"], scores["alone_longer"] = studies.fit_and_score(
-            LightSuanModel, longer, part, valid, test, cards, seed
+    def say(arm: str) -> None:
+        numbers = arms[arm]
+        print(
+            f"distillation seed {seed}: {arm} test AUC {numbers['test_auc']:.4f} "
+            f"(valid {numbers['valid_auc']:.4f}, fit {numbers.get('fit_s', '-')} s)",
+            flush=True,
         )
-        pairs.append(("online_minus_alone_longer", "alone_longer"))
-    paired = {}
-    for name, other in pairs:
-        cmp = paired_comparison(labels, scores["online"], scores[other])
-        paired[name] = {
-            "delta": round(cmp.delta, 5),
-            "ci": [round(cmp.low, 5), round(cmp.high, 5)],
-            "p_one_sided": round(cmp.p_value, 4),
-        }
+
+    for arm in (a for a in ARMS if a in wanted):
+        if arm == "online":
+            student = LightSuanModel(LightSuanModel.Config(**loop, grade=args.student_grade))
+            teacher = SuanModel(SuanModel.Config(**loop, grade=args.teacher_grade))
+            ctx = FitContext(seed=seed, cardinalities=dict(cards), log=lambda s: None)
+            started = time.perf_counter()
+            fit_online(student, teacher, part, valid, ctx, ONLINE_WEIGHTS)
+            online_s = round(time.perf_counter() - started, 1)
+            numbers, scores["online"] = studies.score_model(student, valid, test)
+            arms["online"] = {
+                "parameters": parameter_count(student),
+                "fit_s": online_s,
+                **numbers,
+                "epochs_run": student.summary.get("epochs_run"),
+                "best_epoch": student.summary.get("best_epoch"),
+            }
+            teacher_numbers, scores["online_teacher"] = studies.score_model(teacher, valid, test)
+            arms["online_teacher"] = {"parameters": parameter_count(teacher), **teacher_numbers}
+            say("online")
+            say("online_teacher")
+            continue
+        if arm == "lightgbm":  # the reference of the issue's "teacher's AUC lift over LightGBM"
+            from ctr_lightgbm.model import LightgbmModel
+
+            model_cls, config = LightgbmModel, {"num_threads": args.threads}
+        elif arm == "alone":
+            model_cls, config = LightSuanModel, {**loop, "grade": args.student_grade}
+        elif arm == "alone_longer":  # is the online lift a faster convergence under the epoch cap?
+            epochs_longer = args.alone_longer_epochs or 2 * epochs
+            model_cls, config = LightSuanModel, {**loop, "grade": args.student_grade, "epochs": epochs_longer}
+        elif arm == "suan_higher":
+            model_cls, config = SuanModel, {**loop, "grade": args.student_grade + 1}
+        else:  # teacher_alone: the teacher's grade trained by itself (is the online teacher held back?)
+            model_cls, config = SuanModel, {**loop, "grade": args.teacher_grade}
+        _, arms[arm], scores[arm] = studies.fit_and_score(model_cls, config, part, valid, test, cards, seed)
+        say(arm)
     return {
         "seed": seed,
         "rows": {"train": part.num_rows, "valid": valid.num_rows, "test": test.num_rows},
         "max_epochs": epochs,
         "arms": {k: _rounded(v) for k, v in arms.items()},
-        "paired": paired,
+        "paired": paired_differences(labels, scores),
     }
 
 
-def distillation(args: argparse.Namespace) -> dict:
-    from ctr_dagster import studies
-    from ctr_dagster.online_distillation import ONLINE_WEIGHTS
+#: (name, a, b): the paired DeLong differences a study reports, when both arms ran.
+PAIRS = (
+    ("online_minus_alone", "online", "alone"),
+    ("online_minus_suan_higher", "online", "suan_higher"),
+    ("online_minus_alone_longer", "online", "alone_longer"),
+    ("online_minus_lightgbm", "online", "lightgbm"),
+    ("online_teacher_minus_lightgbm", "online_teacher", "lightgbm"),
+    ("teacher_alone_minus_lightgbm", "teacher_alone", "lightgbm"),
+    ("online_teacher_minus_teacher_alone", "online_teacher", "teacher_alone"),
+)
 
-    started = time.perf_counter()
-    runs = [distillation_seed(args, s) for s in args.distill_seeds]
-    summary: dict = {"arms": {}, "paired": {}}
-    for arm in [
-        a
-        for a in ("alone", "online", "suan_higher", "online_teacher", "alone_longer")
-        if a in runs[0]["arms"]
-    ]:
+
+def paired_differences(labels, scores: dict) -> dict:
+    """DeLong's paired difference (a - b) on the test rows for every pair in `PAIRS` whose arms ran."""
+    from ctr_dagster.significance import paired_comparison
+
+    out = {}
+    for name, a, b in PAIRS:
+        if a in scores and b in scores:
+            cmp = paired_comparison(labels, scores[a], scores[b])
+            out[name] = {
+                "delta": round(cmp.delta, 5),
+                "ci": [round(cmp.low, 5), round(cmp.high, 5)],
+                "p_one_sided": round(cmp.p_value, 4),
+            }
+    return out
+
+
+def lift_kept(run: dict, teacher: str) -> dict | None:
+    """The issue's quality goal on one seed (`studies.lift_kept`): the online student's AUC lift over
+    LightGBM as a share of `teacher`'s lift; None when an arm is missing."""
+    from ctr_dagster import studies
+
+    student = run["paired"].get("online_minus_lightgbm")
+    lift = run["paired"].get(f"{teacher}_minus_lightgbm")
+    if student is None or lift is None:
+        return None
+    return studies.lift_kept(student["delta"], lift["delta"], lift["ci"])
+
+
+def summarize_distillation(runs: list[dict]) -> dict:
+    """Over the seeds: each arm's mean with a t-interval, each paired difference's mean with its
+    t-interval and per-seed DeLong verdicts, and the share of the teacher's lift the student keeps."""
+    from ctr_dagster import studies
+
+    summary: dict = {"arms": {}, "paired": {}, "lift_kept": {}}
+    order = ("alone", "online", "suan_higher", "online_teacher", "teacher_alone", "alone_longer", "lightgbm")
+    for arm in [a for a in order if all(a in r["arms"] for r in runs)]:
         summary["arms"][arm] = {
             "test_auc": studies.mean_t_interval([r["arms"][arm]["test_auc"] for r in runs]),
             "valid_auc": studies.mean_t_interval([r["arms"][arm]["valid_auc"] for r in runs]),
             "test_logloss": studies.mean_t_interval([r["arms"][arm]["test_logloss"] for r in runs]),
         }
-    for name in runs[0]["paired"]:
+    for name in [n for n, _, _ in PAIRS if all(n in r["paired"] for r in runs)]:
         deltas = [r["paired"][name]["delta"] for r in runs]
         stat = studies.mean_t_interval(deltas)
         ci = stat["ci"]
         if ci is None:
             verdict = "one seed: no interval over seeds"
         elif ci[0] > 0:
-            verdict = "online is ahead (t-interval over seeds above 0)"
+            verdict = "ahead (t-interval over seeds above 0)"
         elif ci[1] < 0:
-            verdict = "online is behind (t-interval over seeds below 0)"
+            verdict = "behind (t-interval over seeds below 0)"
         else:
             verdict = "not distinguishable from noise (t-interval over seeds holds 0)"
         summary["paired"][name] = {
@@ -203,6 +247,42 @@ def distillation(args: argparse.Namespace) -> dict:
             "seeds_with_delong_interval_below_0": sum(r["paired"][name]["ci"][1] < 0 for r in runs),
             "verdict": verdict,
         }
+    for teacher in ("online_teacher", "teacher_alone"):
+        per_seed = [lift_kept(r, teacher) for r in runs]
+        if any(k is None for k in per_seed):
+            continue
+        student = sum(k["student_lift"] for k in per_seed) / len(per_seed)
+        lift = sum(k["teacher_lift"] for k in per_seed) / len(per_seed)
+        summary["lift_kept"][teacher] = {
+            "per_seed": per_seed,
+            "mean_student_lift": round(student, 5),
+            "mean_teacher_lift": round(lift, 5),
+            "share_of_mean_lifts": round(student / lift, 3) if lift > 0 else None,
+            "seeds_meeting_90_percent": sum(bool(k["meets_goal"]) for k in per_seed),
+            "seeds_not_definable": sum(k["share"] is None for k in per_seed),
+        }
+    return summary
+
+
+def distillation(args: argparse.Namespace) -> dict:
+    from ctr_dagster.online_distillation import ONLINE_WEIGHTS
+
+    started = time.perf_counter()
+    if args.combine:  # seeds run as separate processes (one per core), summarized together
+        docs = [
+            json.loads((RESULTS / f"{n}.json").read_text())["figures"]["distillation"] for n in args.combine
+        ]
+        runs = sorted((r for d in docs for r in d["runs"]), key=lambda r: r["seed"])
+        meta = {k: v for k, v in docs[0].items() if k not in ("runs", "summary", "seeds", "wall_s")}
+        meta["combined_from"] = list(args.combine)
+        return {
+            **meta,
+            "seeds": [r["seed"] for r in runs],
+            "runs": runs,
+            "summary": summarize_distillation(runs),
+            "wall_s": sum(d.get("wall_s", 0) for d in docs),
+        }
+    runs = [distillation_seed(args, s) for s in args.distill_seeds]
     return {
         "study": "online_distillation",
         "profile": args.profile,
@@ -210,6 +290,7 @@ def distillation(args: argparse.Namespace) -> dict:
         "train_rows": args.distill_rows,
         "epochs": {"at_least": args.epochs, "min_steps": args.min_steps, "max": args.max_epochs},
         "threads": args.threads,
+        "arms": [a for a in ARMS if a in args.arms],
         "student": {"model": "lightsuan", "grade": args.student_grade, "attention": "sparse"},
         "teacher": {"model": "suan", "grade": args.teacher_grade},
         "higher": {"model": "suan", "grade": args.student_grade + 1},
@@ -217,7 +298,7 @@ def distillation(args: argparse.Namespace) -> dict:
         "weights_assumed": ONLINE_WEIGHTS.as_dict(),
         "loss": "BCE(z_s, y) + BCE(z_t, y) + teacher_weight * T^2 * BCE(sigmoid(z_s/T), sigmoid(sg(z_t)/T))",
         "runs": runs,
-        "summary": summary,
+        "summary": summarize_distillation(runs),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 
@@ -230,7 +311,14 @@ def print_distillation(doc: dict) -> None:
     for arm, s in doc["summary"]["arms"].items():
         print(f"{arm:15s} test AUC {fmt(s['test_auc'])}  valid AUC {fmt(s['valid_auc'])}")
     for name, s in doc["summary"]["paired"].items():
-        print(f"{name:25s} {fmt(s, '+')} wins {s['wins']}: {s['verdict']}")
+        print(f"{name:35s} {fmt(s, '+')} wins {s['wins']}: {s['verdict']}")
+    for teacher, k in doc["summary"].get("lift_kept", {}).items():
+        shares = ", ".join("n/a" if x["share"] is None else f"{x['share']:.2f}" for x in k["per_seed"])
+        print(
+            f"lift over lightgbm kept vs {teacher}: per seed {shares}; mean student lift "
+            f"{k['mean_student_lift']:+.4f} / mean teacher lift {k['mean_teacher_lift']:+.4f} = "
+            f"{k['share_of_mean_lifts']}; {k['seeds_meeting_90_percent']}/{len(k['per_seed'])} seeds >= 0.9"
+        )
 
 
 def main() -> None:
@@ -263,6 +351,19 @@ def main() -> None:
     )
     parser.add_argument("--student-grade", type=int, default=2)
     parser.add_argument("--teacher-grade", type=int, default=3)
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=["online", "alone", "suan_higher"],
+        help="distillation arms (online also scores its teacher); lightgbm gives the teacher's lift",
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="NAME",
+        help="distillation: summarize the runs of these results/<NAME>.json (seeds run apart) instead of fitting",
+    )
     args = parser.parse_args()
 
     previous = RESULTS / f"{args.name}.json"

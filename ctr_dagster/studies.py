@@ -186,6 +186,28 @@ def mean_t_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
     return {"mean": mean, "ci": [mean - half, mean + half], "sd": sd, "n": int(v.size)}
 
 
+def lift_kept(
+    student_lift: float, teacher_lift: float, teacher_lift_ci: Sequence[float], goal: float = 0.9
+) -> dict[str, Any]:
+    """The share of a teacher's AUC lift over a baseline that a student keeps (issue 18: LightSUAN
+    keeps >= 90 % of the SUAN teacher's lift over LightGBM), from paired differences on the same rows.
+
+    A share of a lift that is not shown (its interval reaches 0 or below) means nothing, whatever
+    its sign: then `share` and `meets_goal` are None, and the caller reports "not definable".
+    """
+    low = float(teacher_lift_ci[0])
+    # rounded before the comparison, so that the verdict agrees with the share shown (0.009 / 0.010)
+    share = round(student_lift / teacher_lift, 3) if low > 0 else None
+    return {
+        "student_lift": student_lift,
+        "teacher_lift": teacher_lift,
+        "teacher_lift_ci": [low, float(teacher_lift_ci[1])],
+        "share": share,
+        "meets_goal": None if share is None else share >= goal,
+        "goal": goal,
+    }
+
+
 # -- fits over a study's cells -----------------------------------------------------------------------
 def _mean_by(cells: Iterable[dict], keys: tuple[str, ...], metric: str) -> list[dict]:
     """Cells averaged over seeds: one row per distinct `keys` value with the metric's mean."""

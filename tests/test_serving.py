@@ -21,7 +21,12 @@ from ctr_dagster.contracts import FitContext
 from ctr_dagster.modeling import features_only
 from ctr_dagster.serving import runtime
 from ctr_dagster.serving.bundle import NotExportable
-from ctr_dagster.serving.convert import inverse_vocabularies, requests_from_table, vocabularies_from_table
+from ctr_dagster.serving.convert import (
+    columnar_request,
+    inverse_vocabularies,
+    requests_from_table,
+    vocabularies_from_table,
+)
 from ctr_dagster.serving.export import write_bundle
 from ctr_dagster.testing import make_training_table, training_cardinalities
 
@@ -247,6 +252,59 @@ def test_request_errors_name_the_field(table, tmp_path):
     request["candidates"][0]["price"] = "cheap"
     with pytest.raises(runtime.BundleError, match=r"candidates\[0\]\.price must be a number"):
         loaded.score(request)
+
+
+def test_the_columnar_request_scores_as_the_list_of_candidates(table, tmp_path):
+    """One list per field gives the same scores as a list of candidate objects; its defaults are the
+    same; a bad value is named by field and position; a length mismatch or an unknown field is refused."""
+    from ctr_lightgbm.model import LightgbmModel
+
+    model = fit(LightgbmModel(LightgbmModel.Config(num_boost_round=5, num_threads=1)), table)
+    bundle = tmp_path / "b"
+    test = _split(table, "test")
+    write_bundle(
+        model, bundle, name="lightgbm", example=test.slice(0, 16), vocabularies=vocabularies_from_table(table)
+    )
+    loaded = runtime.load(bundle)
+    requests = requests_from_table(test, inverse_vocabularies(bundle))
+    request, rows = max(requests, key=lambda r: len(r[1]))
+    assert len(rows) > 1
+    columns = columnar_request(request)
+    assert isinstance(columns["candidates"], dict) and len(columns["candidates"]["item_id"]) == len(rows)
+    expected = model.predict(features_only(test.take(rows)))
+    np.testing.assert_allclose(loaded.score(columns), loaded.score(request), rtol=0, atol=0)
+    np.testing.assert_allclose(loaded.score(columns), expected, atol=1e-5)
+    assert loaded.answer(columns) == loaded.answer(request)
+    # the optional fields' defaults are the row form's (position = list order, treatment = the user's)
+    for name in ("position", "treatment", "is_new_item"):
+        for candidate in request["candidates"]:
+            candidate.pop(name)
+    np.testing.assert_array_equal(loaded.score(columnar_request(request)), loaded.score(request))
+
+    def refused(candidates: dict, message: str) -> None:
+        with pytest.raises(runtime.BundleError, match=message):
+            loaded.score({**columns, "candidates": candidates})
+
+    good = columns["candidates"]
+    refused(
+        {**good, "price": [*good["price"][:-1], "cheap"]},
+        rf"candidates\.price\[{len(rows) - 1}\] must be a number",
+    )
+    refused(
+        {**good, "item_age_days": [float("nan"), *good["item_age_days"][1:]]},
+        r"item_age_days\[0\] must be finite",
+    )
+    refused(
+        {**good, "price": good["price"][:-1]},
+        rf"candidates\.price has {len(rows) - 1} values, candidates\.item_id {len(rows)}",
+    )
+    refused({**good, "prices": good["price"]}, r"unknown field\(s\) 'prices'")
+    refused({k: v for k, v in good.items() if k != "category"}, r"candidates\.category is missing")
+    refused({**good, "is_new_item": [None] * len(rows)}, r"is_new_item\[0\] must be true or false")
+    refused({**good, "price": 3.0}, r"candidates\.price must be a list")
+    refused({}, r"candidates must be a non-empty list of objects, or an object")
+    with pytest.raises(ValueError, match="set on some candidates only"):
+        columnar_request({"user": {}, "candidates": [{"item_id": "a", "price": 1}, {"item_id": "b"}]})
 
 
 def test_the_fast_request_parse_reads_as_the_field_by_field_one():

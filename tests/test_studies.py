@@ -62,6 +62,20 @@ def test_mean_t_interval_over_seeds():
     assert studies.mean_t_interval([0.5])["ci"] is None
 
 
+def test_lift_kept_is_a_share_only_of_a_lift_that_is_shown():
+    kept = studies.lift_kept(0.009, 0.010, [0.004, 0.016])
+    assert kept["share"] == pytest.approx(0.9) and kept["meets_goal"] is True
+    assert studies.lift_kept(0.008, 0.010, [0.004, 0.016])["meets_goal"] is False
+    # a student above a shown teacher lift keeps more than all of it
+    assert studies.lift_kept(0.015, 0.010, [0.004, 0.016])["share"] == pytest.approx(1.5)
+    # the teacher's lift is noise (its interval reaches 0), or negative: no share, whatever the ratio says
+    for ci in ([-0.001, 0.009], [0.0, 0.02]):
+        noise = studies.lift_kept(0.012, 0.004, ci)
+        assert noise["share"] is None and noise["meets_goal"] is None
+    below = studies.lift_kept(-0.02, -0.01, [-0.015, -0.005])
+    assert below["share"] is None and below["teacher_lift"] == -0.01
+
+
 def _cells(b_params=0.03, b_rows=0.02, noise=0.0, seeds=(0,)):
     """Synthetic study cells: metric = 0.5 + b_params log10 P + b_rows log10 N (+ noise)."""
     rng = np.random.default_rng(1)

@@ -118,6 +118,20 @@ def requests_from_table(
     return out
 
 
+def columnar_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The same request with its candidates in the columnar form (one list per field, in
+    `runtime.CANDIDATE_FIELDS` order; a field that no candidate sets is left out, so it keeps its default)."""
+    candidates = request["candidates"]
+    present = [f for f in runtime.CANDIDATE_FIELDS if any(f in c for c in candidates)]
+    missing = [f for f in present if not all(f in c for c in candidates)]
+    if missing:
+        raise ValueError(
+            f"columnar_request: field(s) {', '.join(missing)} are set on some candidates only; "
+            "the columnar form needs a value for every candidate"
+        )
+    return {**request, "candidates": {f: [c[f] for c in candidates] for f in present}}
+
+
 def vocabularies_from_table(table: pa.Table) -> dict[str, pa.Table]:
     """VOCAB tables (key, index, version) consistent with a TRAINING table that has no warehouse: its
     real user / item ids where it holds them, invented keys (``category#7``) for the other indices;

@@ -41,6 +41,12 @@ Request (JSON; one user, many candidates; the README's "Serving bundle" section)
      "candidates": [{"item_id": "i100", "category": "c2", "price": 19.9, "item_age_days": 12.0,
                      "position": 0, "is_new_item": false}, ...]}          # position: default = list order
 
+or, for a large slate, the same candidates as one list per field (the columnar form; the same
+defaults, and an unknown field is refused)::
+
+     "candidates": {"item_id": ["i100", "i7", ...], "category": ["c2", "c5", ...],
+                    "price": [19.9, 4.5, ...], "item_age_days": [12.0, 3.0, ...]}
+
 Ids go through the bundle's vocabularies (unknown or null -> out of vocabulary). Numbers are cast to
 the training table's types (``price`` float32, ``hour`` int8, ...), so a request is scored on exactly
 the values a model trained on. The history keeps its most recent ``history_capacity`` clicks (the
@@ -313,8 +319,11 @@ def parse_request(
     candidates = _value(request, "candidates", "")
     if not isinstance(user, dict):
         raise BundleError("request: user must be an object")
-    if not isinstance(candidates, list) or not candidates:
-        raise BundleError("request: candidates must be a non-empty list of objects")
+    if not (isinstance(candidates, list | dict) and candidates):
+        raise BundleError(
+            "request: candidates must be a non-empty list of objects, or an object of equal-length "
+            "lists (one per field)"
+        )
     history = _value(user, "history", "user", [])
     if not isinstance(history, list):
         raise BundleError("request: user.history must be a list (oldest click first)")
@@ -337,7 +346,6 @@ def parse_request(
         )
     length = len(hist_items)
 
-    n = len(candidates)
     request_values = {
         "user_idx": vocabularies.index("user", _value(user, "user_id", "user")),
         "device_idx": vocabularies.index("device", _value(user, "device", "user")),
@@ -349,11 +357,15 @@ def parse_request(
         "is_new_user": _flag(user, "is_new_user", "user", False),
         "treatment": _number(user, "treatment", "user", 0),
     }
-    scalars = {name: np.full(n, value, dtype=DTYPES[name]) for name, value in request_values.items()}
-    columns = _fast_candidates(candidates, vocabularies, request_values["treatment"])
-    if columns is None:  # something is off: the field-by-field pass says what, and where
-        columns = _checked_candidates(candidates, vocabularies, request_values["treatment"])
+    if isinstance(candidates, dict):
+        columns = _column_candidates(candidates, vocabularies, request_values["treatment"])
+    else:
+        columns = _fast_candidates(candidates, vocabularies, request_values["treatment"])
+        if columns is None:  # something is off: the field-by-field pass says what, and where
+            columns = _checked_candidates(candidates, vocabularies, request_values["treatment"])
     item_ids = columns.pop("item_id")
+    n = len(item_ids)
+    scalars = {name: np.full(n, value, dtype=DTYPES[name]) for name, value in request_values.items()}
     for name, values in columns.items():
         scalars[name] = np.asarray(values).astype(DTYPES[name])
     history_lists = {
@@ -368,6 +380,10 @@ def parse_request(
 
 
 CANDIDATE_NUMBERS = ("price", "item_age_days", "position", "treatment")
+#: A candidate's fields: the required ones, then the optional (defaults: position = list order,
+#: is_new_item = false, treatment = the user's).
+CANDIDATE_FIELDS = ("item_id", "category", "price", "item_age_days", "position", "is_new_item", "treatment")
+REQUIRED_CANDIDATE_FIELDS = CANDIDATE_FIELDS[:4]
 
 
 def _fast_candidates(
@@ -409,6 +425,83 @@ def _fast_candidates(
         return None
     out["is_new_item"] = np.asarray(flags, dtype=np.bool_)
     return out
+
+
+def _column_candidates(
+    candidates: dict[str, Any], vocabularies: Vocabularies, treatment: Any
+) -> dict[str, Any]:
+    """The columnar form, one list per field (as TF Serving's "inputs" beside its row-wise
+    "instances"): no object per candidate to build in JSON or to take apart here, so a large slate
+    parses several times faster. The same fields, defaults and checks as a list of candidates;
+    an error names the field and the position (``candidates.price[3]``), and an unknown field is
+    refused rather than ignored (a misspelt optional field would otherwise silently take its default)."""
+    unknown = sorted(set(candidates) - set(CANDIDATE_FIELDS))
+    if unknown:
+        raise BundleError(
+            f"request: candidates has unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"the fields are {', '.join(CANDIDATE_FIELDS)}"
+        )
+    for name in REQUIRED_CANDIDATE_FIELDS:
+        _value(candidates, name, "candidates")
+    n = None
+    for name in CANDIDATE_FIELDS:
+        column = candidates.get(name)
+        if column is None and name not in REQUIRED_CANDIDATE_FIELDS:
+            continue
+        if not isinstance(column, list):
+            raise BundleError(
+                f"request: candidates.{name} must be a list (the columnar form: one list per field)"
+            )
+        if n is None:
+            n = len(column)
+        elif len(column) != n:
+            raise BundleError(
+                f"request: candidates.{name} has {len(column)} values, candidates.item_id {n}: "
+                "every field needs one value per candidate"
+            )
+    if not n:
+        raise BundleError("request: candidates.item_id is empty: a request needs at least one candidate")
+    item_ids = candidates["item_id"]
+    out: dict[str, Any] = {
+        "item_id": list(item_ids),
+        "item_idx": vocabularies.indices("item", item_ids),
+        "category_idx": vocabularies.indices("category", candidates["category"]),
+    }
+    defaults = {"position": np.arange(n, dtype=np.float64), "treatment": None}
+    for name in CANDIDATE_NUMBERS:
+        column = candidates.get(name)
+        if column is None:
+            default = defaults[name]
+            out[name] = np.full(n, treatment, dtype=np.float64) if default is None else default
+        else:
+            out[name] = _number_column(column, f"candidates.{name}")
+    flags = candidates.get("is_new_item")
+    if flags is None:
+        out["is_new_item"] = np.zeros(n, dtype=np.bool_)
+    else:
+        if not set(map(type, flags)) <= {bool, int}:
+            for i, value in enumerate(flags):
+                if not isinstance(value, bool | int):
+                    raise BundleError(
+                        f"request: candidates.is_new_item[{i}] must be true or false, got {value!r}"
+                    )
+        out["is_new_item"] = np.asarray(flags, dtype=np.bool_)
+    return out
+
+
+def _number_column(values: list[Any], where: str) -> np.ndarray:
+    """A list of JSON numbers as float64, or `BundleError` naming the first value that is not a
+    finite number (``where[i]``)."""
+    if not set(map(type, values)) <= {int, float}:
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise BundleError(f"request: {where}[{i}] must be a number, got {value!r}")
+    array = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise BundleError(f"request: {where}[{i}] must be finite, got {values[i]!r}")
+    return array
 
 
 def _checked_candidates(candidates: list[Any], vocabularies: Vocabularies, treatment: Any) -> dict[str, Any]:
