@@ -30,19 +30,26 @@ from ctr_dagster.registry import PluginInfo, default_registry
 def _distill_config(student: PluginInfo, teacher: PluginInfo | None = None) -> type[dg.Config]:
     """The student's launchpad config plus the distillation fields (and, given the teacher, its
     config for the online mode: the teacher that mode trains is configured here, not in models/)."""
-    from ctr_dagster.distillation import MODES, TEMPERATURES, DistillationWeights
+    from ctr_dagster.distillation import MODES, TEMPERATURES, DistillationWeights, online_teacher_defaults
 
     defaults = DistillationWeights()
     extra: dict[str, tuple[object, object]] = {}
     if teacher is not None:
         title = student.name.title().replace("_", "")
         nested = plugin_config(teacher, f"TeacherOf{title}Config")
+        try:  # the student's declared online teacher (e.g. a higher grade), else the teacher's own defaults
+            declared = online_teacher_defaults(student, teacher)
+            default, note = nested(**declared), ""
+            if declared:
+                note = f"; defaults: {teacher.name}'s own, except {declared} ({student.name}'s online_teacher_config)"
+        except ValueError as exc:  # a bad declaration is reported here, never fatal to the code location
+            default, note = nested(), f"; {student.name}'s online_teacher_config was refused ({exc})"
         extra["teacher_config"] = (
             nested,
             pydantic.Field(
-                nested(),
+                default,
                 description=f"online mode only: the config of the fresh {teacher.name} trained with the "
-                "student (its model fields; the joint loop runs with the student's trainer fields)",
+                f"student (its model fields; the joint loop runs with the student's trainer fields){note}",
             ),
         )
     return pydantic.create_model(

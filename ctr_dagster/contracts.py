@@ -324,6 +324,13 @@ def contract_violations(kind: str, plugin: Any) -> list[str]:
             problems.append(f"role must be None, 'teacher' or 'student', got {role!r}")
         if role == "student" and not getattr(plugin, "teacher", None):
             problems.append("a student must name its teacher (class attribute `teacher`)")
+        declared = getattr(plugin, "online_teacher_config", None)
+        if declared is not None and not (
+            role == "student" and isinstance(declared, dict) and all(isinstance(k, str) for k in declared)
+        ):
+            problems.append(
+                "online_teacher_config must be a dict of the teacher's Config fields, on a student"
+            )
         if plugin.task == "uplift":
             problems.extend(_uplift_problems(plugin))
     if kind == "extractor" and hasattr(plugin, "requires"):

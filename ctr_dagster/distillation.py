@@ -95,6 +95,21 @@ def students(registry: Registry) -> list[tuple[PluginInfo, PluginInfo]]:
     return pairs
 
 
+def online_teacher_defaults(student: PluginInfo, teacher: PluginInfo) -> dict[str, Any]:
+    """The teacher config a student asks its online mode to train by default (its class attribute
+    `online_teacher_config`, e.g. LightSUAN: a high-grade SUAN, as the paper distils from), checked
+    against the teacher's Config fields: ValueError names any field the teacher does not have."""
+    declared = dict(getattr(student.cls, "online_teacher_config", None) or {})
+    known = {f.name for f in dataclasses.fields(teacher.cls.Config)}
+    unknown = sorted(set(declared) - known)
+    if unknown:
+        raise ValueError(
+            f"{student.name}.online_teacher_config names {', '.join(map(repr, unknown))}, "
+            f"not a field of {teacher.name}'s Config"
+        )
+    return declared
+
+
 def fresh_teacher_artifact(teacher: PluginInfo, warehouse: Warehouse, home: Home) -> Path:
     """The teacher's artifact folder, refusing a teacher that failed or is stale."""
     from ctr_dagster.modeling import read_status

@@ -68,6 +68,68 @@ def test_offline_is_the_default_and_a_non_torch_pair_cannot_go_online(numpy_pair
     assert read_status(home, "ctrfix_student_distilled") == status
 
 
+def test_a_student_may_declare_the_teacher_its_online_mode_trains(numpy_pair):
+    """`online_teacher_config` on the student sets the launchpad's default teacher_config (LightSUAN:
+    a grade-5 SUAN); a field the teacher lacks is refused by name, and the launchpad falls back to the
+    teacher's own defaults with the reason in the field's description instead of failing the code location."""
+    import dataclasses
+
+    from ctr_dagster.contracts import contract_violations
+
+    student, teacher = numpy_pair
+    plain = _distill_config(student, teacher).model_fields["teacher_config"]
+    assert plain.default.smoothing == 10.0 and "refused" not in plain.description
+
+    class Declaring(student.cls):
+        online_teacher_config = {"smoothing": 3.5}
+
+    declaring = dataclasses.replace(student, cls=Declaring)
+    assert distillation.online_teacher_defaults(declaring, teacher) == {"smoothing": 3.5}
+    field = _distill_config(declaring, teacher).model_fields["teacher_config"]
+    assert field.default.smoothing == 3.5 and "{'smoothing': 3.5}" in field.description
+
+    class Misspelt(student.cls):
+        online_teacher_config = {"smoothin": 3.5}
+
+    misspelt = dataclasses.replace(student, cls=Misspelt)
+    with pytest.raises(ValueError, match="names 'smoothin', not a field of ctrfix_good's Config"):
+        distillation.online_teacher_defaults(misspelt, teacher)
+    field = _distill_config(misspelt, teacher).model_fields["teacher_config"]
+    assert field.default.smoothing == 10.0 and "online_teacher_config was refused" in field.description
+
+    class NotAStudent(teacher.cls):
+        online_teacher_config = {"smoothing": 1.0}
+
+    assert any("online_teacher_config must be a dict" in p for p in contract_violations("model", NotAStudent))
+    assert not contract_violations("model", Declaring)
+
+
+def test_lightsuan_asks_for_a_grade_5_teacher_online():
+    """The shipped declaration is valid against SUAN's Config (ctr-suan imported from its folder)."""
+    import dataclasses
+    import sys
+
+    plugin = Path(__file__).resolve().parents[1] / "plugins" / "ctr-suan"
+    if str(plugin) not in sys.path:  # opt-in: imported from its folder, as tests/test_serving_suan.py does
+        sys.path.insert(0, str(plugin))
+    from ctr_suan.model import GRADES, LightSuanModel, SuanModel
+
+    from ctr_dagster.contracts import contract_violations
+    from ctr_dagster.registry import PluginInfo
+
+    info = {
+        cls: PluginInfo("model", cls.name, None, None, f"ctr_suan.model:{cls.__name__}", cls)
+        for cls in (LightSuanModel, SuanModel)
+    }
+    declared = distillation.online_teacher_defaults(info[LightSuanModel], info[SuanModel])
+    assert declared == {"grade": 5} and 5 in GRADES and not contract_violations("model", LightSuanModel)
+    teacher_config = (
+        _distill_config(info[LightSuanModel], info[SuanModel]).model_fields["teacher_config"].default
+    )
+    assert teacher_config.grade == 5 and SuanModel.Config().grade == 3  # the stored models/suan keeps its own
+    assert dataclasses.replace(SuanModel.Config(), grade=5).resolved().n_layers == GRADES[5].n_layers
+
+
 def test_din_student_distilled_online_is_stored_ranked_and_says_online(tmp_path):
     """din_student with a fresh din teacher, three joint epochs on `tiny` (a few seconds on 2 cores)."""
     pytest.importorskip("ctr_din")
