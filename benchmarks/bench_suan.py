@@ -165,12 +165,21 @@ def distillation_seed(args: argparse.Namespace, seed: int) -> dict:
             model_cls, config = SuanModel, {**loop, "grade": args.teacher_grade}
         _, arms[arm], scores[arm] = studies.fit_and_score(model_cls, config, part, valid, test, cards, seed)
         say(arm)
+    # every arm's test scores beside the JSON, so that a pair not foreseen here can be tested later
+    import numpy as np
+
+    kept = RESULTS / f"{args.name}_scores_seed{seed}.npz"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        kept, label=labels, **{arm: np.asarray(v, dtype=np.float64) for arm, v in scores.items()}
+    )
     return {
         "seed": seed,
         "rows": {"train": part.num_rows, "valid": valid.num_rows, "test": test.num_rows},
         "max_epochs": epochs,
         "arms": {k: _rounded(v) for k, v in arms.items()},
         "paired": paired_differences(labels, scores),
+        "test_scores": kept.name,
     }
 
 
@@ -183,6 +192,8 @@ PAIRS = (
     ("online_teacher_minus_lightgbm", "online_teacher", "lightgbm"),
     ("teacher_alone_minus_lightgbm", "teacher_alone", "lightgbm"),
     ("online_teacher_minus_teacher_alone", "online_teacher", "teacher_alone"),
+    ("online_minus_online_teacher", "online", "online_teacher"),
+    ("online_minus_teacher_alone", "online", "teacher_alone"),
 )
 
 
