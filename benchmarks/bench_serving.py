@@ -16,13 +16,16 @@ faster, ``engine``) gives, and ``bundle_onnx_ms`` / ``bundle_torch_ms`` the same
 A bundle with a one-request program (SUAN / LightSUAN: the history encoded once per request) serves
 the request with it; its general program (every row at full length) is timed beside it
 (``bundle_general_ms``). ``bundle_columns_ms`` is the same request with its candidates as one list
-per field (the runtime's columnar form: less to parse). `--with-suan` adds the opt-in suan / lightsuan, imported from
+per field (the runtime's columnar form: less to parse). `--pair STUDENT TEACHER` also times those
+two bundles in alternating blocks (`interleaved`), the fair ground for a speed-up ratio on a shared
+machine: `figures.pair`. `--with-suan` adds the opt-in suan / lightsuan, imported from
 plugins/ctr-suan when the plugin is not installed; `--models` keeps only the named models (training
 every plugin takes a while on a shared machine).
 
     .venv/bin/python benchmarks/bench_serving.py [--profile tiny] [--repeats 50] [--home .ctr_home]
     .venv/bin/python benchmarks/bench_serving.py --with-suan --models suan lightsuan --repeats 200
     .venv/bin/python benchmarks/bench_serving.py --with-suan --models suan lightsuan --override suan:grade=5
+        --pair lightsuan suan      # also the two bundles timed in alternation: the speed-up goal
 
 Writes benchmarks/results/serving.json (`--out NAME`: NAME.json). A model that cannot be exported is
 listed with its reason. `--with-suan` applies to the models trained here, not to `--home`.
@@ -135,6 +138,67 @@ def bench_bundle(model: Any, bundle_dir: Path, test, repeats: int) -> dict[str, 
     return out
 
 
+#: `interleaved`: requests per block of one model, of which the first few warm it up again (its
+#: weights back in the CPU caches after the other model's block) and are not timed.
+BLOCK, BLOCK_WARMUP = 25, 5
+
+
+def interleaved(pair: list[str], directories: dict[str, Path], test, repeats: int) -> dict[str, Any]:
+    """A student's and its teacher's bundles timed in alternating blocks (`BLOCK` requests of one,
+    then of the other, the first `BLOCK_WARMUP` of each block untimed), on the same request in both
+    forms: a slow spell of a shared machine falls on both, so the ratio holds. Blocks, not single
+    requests: alternating every request makes the small model pay for the large one's cache
+    footprint (LightSUAN p50 2.1 -> 3.2 ms), which a server running one model does not. p50 / p99 per
+    model over `repeats` timed requests each, their ratios, and the median of the per-block ratios of
+    the medians."""
+    from ctr_dagster.serving import runtime
+    from ctr_dagster.serving.convert import columnar_request
+
+    missing = [name for name in pair if name not in directories]
+    if missing:
+        return {"skipped": f"not exported: {', '.join(missing)}"}
+    student, teacher = pair
+    bundles = {name: runtime.load(directories[name], threads=1) for name in pair}
+    out: dict[str, Any] = {
+        "student": student,
+        "teacher": teacher,
+        "block": BLOCK,
+        "block_warmup": BLOCK_WARMUP,
+    }
+    timed_per_block = BLOCK - BLOCK_WARMUP
+    blocks = max(1, -(-repeats // timed_per_block))
+    for form in ("rows", "columns"):
+        calls = {}
+        for name in pair:
+            request, _ = one_request(test, directories[name])
+            request = columnar_request(request) if form == "columns" else request
+            calls[name] = lambda b=bundles[name], r=request: b.score(r)
+        times: dict[str, list[float]] = {name: [] for name in pair}
+        block_ratios = []
+        for i in range(blocks):
+            medians = {}
+            for name in pair if i % 2 == 0 else pair[::-1]:
+                block = []
+                for j in range(BLOCK):
+                    started = time.perf_counter()
+                    calls[name]()
+                    if j >= BLOCK_WARMUP:
+                        block.append((time.perf_counter() - started) * 1000.0)
+                times[name] += block
+                medians[name] = statistics.median(block)
+            block_ratios.append(medians[teacher] / medians[student])
+        s, t = percentiles(times[student]), percentiles(times[teacher])
+        out[form] = {
+            student: s,
+            teacher: t,
+            "teacher_over_student_p50": round(t["p50"] / s["p50"], 2),
+            "teacher_over_student_p99": round(t["p99"] / s["p99"], 2),
+            "median_block_ratio": round(statistics.median(block_ratios), 2),
+            "block_ratio_range": [round(min(block_ratios), 2), round(max(block_ratios), 2)],
+        }
+    return out
+
+
 def suan_classes() -> list[type]:
     """SuanModel and LightSuanModel: the installed plugin's, else imported from plugins/ctr-suan."""
     try:
@@ -219,6 +283,12 @@ def main() -> None:
         help="a config field of one trained model, e.g. suan:grade=5 (repeatable)",
     )
     parser.add_argument(
+        "--pair",
+        nargs=2,
+        metavar=("STUDENT", "TEACHER"),
+        help="also time these two bundles in alternation (e.g. lightsuan suan): the speed-up goal",
+    )
+    parser.add_argument(
         "--out", default="serving", help="result name: benchmarks/results/NAME.json (default: serving)"
     )
     args = parser.parse_args()
@@ -245,6 +315,7 @@ def main() -> None:
         "overrides": overrides,
     }
     results: dict[str, Any] = {}
+    directories: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if args.home is not None:
             from ctr_dagster.registry import discover
@@ -263,6 +334,7 @@ def main() -> None:
                 if not result.ok:
                     results[result.name] = {"exported": False, "reason": result.error}
                     continue
+                directories[result.name] = Path(result.directory)
                 _, plugin, artifact, _ = resolve(home, result.name)
                 model = registry.get("model", plugin).cls.load(artifact)
                 results[result.name] = {
@@ -301,12 +373,16 @@ def main() -> None:
                     log(f"{name}: not exported: {exc}")
                     continue
                 exported = time.perf_counter() - started
+                directories[name] = Path(tmp) / name
                 results[name] = {
                     "exported": True,
                     "export_s": round(exported, 2),
                     **bench_bundle(model, Path(tmp) / name, test, args.repeats),
                 }
                 log(f"{name}: {results[name]}")
+        if args.pair:
+            figures["pair"] = interleaved(args.pair, directories, test, args.repeats)
+            log(f"pair: {figures['pair']}")
     figures["models"] = results
     write_result(args.out, figures)
 

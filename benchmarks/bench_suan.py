@@ -262,13 +262,18 @@ def summarize_distillation(runs: list[dict]) -> dict:
         per_seed = [lift_kept(r, teacher) for r in runs]
         if any(k is None for k in per_seed):
             continue
-        student = sum(k["student_lift"] for k in per_seed) / len(per_seed)
-        lift = sum(k["teacher_lift"] for k in per_seed) / len(per_seed)
+        student = studies.mean_t_interval([k["student_lift"] for k in per_seed])
+        lift = studies.mean_t_interval([k["teacher_lift"] for k in per_seed])
+        # pooled over seeds: a share of the mean lifts, only where the teacher's mean lift is shown
+        # (its t-interval over seeds above 0; one seed: its DeLong interval)
+        shown = lift["ci"][0] > 0 if lift["ci"] else per_seed[0]["share"] is not None
         summary["lift_kept"][teacher] = {
             "per_seed": per_seed,
-            "mean_student_lift": round(student, 5),
-            "mean_teacher_lift": round(lift, 5),
-            "share_of_mean_lifts": round(student / lift, 3) if lift > 0 else None,
+            "mean_student_lift": round(student["mean"], 5),
+            "mean_student_lift_ci": student["ci"],
+            "mean_teacher_lift": round(lift["mean"], 5),
+            "mean_teacher_lift_ci": lift["ci"],
+            "share_of_mean_lifts": round(student["mean"] / lift["mean"], 3) if shown else None,
             "seeds_meeting_90_percent": sum(bool(k["meets_goal"]) for k in per_seed),
             "seeds_not_definable": sum(k["share"] is None for k in per_seed),
         }
