@@ -280,6 +280,32 @@ def summarize_distillation(runs: list[dict]) -> dict:
     return summary
 
 
+def merge_runs(runs: list[dict]) -> dict:
+    """One seed's runs from several processes as one: their arms together, and every pair re-tested
+    on the test scores they kept (the same seed: the same world, split and test rows; CPU training
+    is deterministic, so an arm run twice scores the same)."""
+    import numpy as np
+
+    if len(runs) == 1:
+        return runs[0]
+    if len({json.dumps(r["rows"], sort_keys=True) for r in runs}) != 1:
+        raise ValueError(f"seed {runs[0]['seed']}: the runs to merge have different splits")
+    merged = {**runs[0], "arms": {}, "paired": {}, "merged_runs": len(runs)}
+    labels, scores = None, {}
+    for run in runs:
+        merged["arms"].update(run["arms"])
+        merged["paired"].update(run["paired"])
+        if run.get("test_scores"):
+            with np.load(RESULTS / run["test_scores"]) as kept:
+                if labels is not None and not np.array_equal(labels, kept["label"]):
+                    raise ValueError(f"seed {run['seed']}: the runs' test labels differ")
+                labels = kept["label"]
+                scores.update({arm: kept[arm] for arm in kept.files if arm != "label"})
+    if labels is not None:
+        merged["paired"].update(paired_differences(labels, scores))
+    return merged
+
+
 def distillation(args: argparse.Namespace) -> dict:
     from ctr_dagster.online_distillation import ONLINE_WEIGHTS
 
@@ -288,7 +314,10 @@ def distillation(args: argparse.Namespace) -> dict:
         docs = [
             json.loads((RESULTS / f"{n}.json").read_text())["figures"]["distillation"] for n in args.combine
         ]
-        runs = sorted((r for d in docs for r in d["runs"]), key=lambda r: r["seed"])
+        by_seed: dict[int, list[dict]] = {}
+        for run in (r for d in docs for r in d["runs"]):
+            by_seed.setdefault(run["seed"], []).append(run)
+        runs = [merge_runs(by_seed[seed]) for seed in sorted(by_seed)]
         meta = {k: v for k, v in docs[0].items() if k not in ("runs", "summary", "seeds", "wall_s")}
         meta["combined_from"] = list(args.combine)
         return {
