@@ -53,10 +53,9 @@ def world_inputs(profile_name: str, seed: int, neighbourhood: float, widget_shar
     from ctr_dagster.datagen.vocab import ATTRIBUTES, all_values
 
     config = profile(profile_name, seed=seed)
-    if widget_share is not None:
-        config = dataclasses.replace(config, line_widget_share=widget_share)
+    widgets = {} if widget_share is None else {"line_widget_share": widget_share}
     config = dataclasses.replace(
-        config, signals=dataclasses.replace(config.signals, neighbourhood=neighbourhood)
+        config, signals=dataclasses.replace(config.signals, neighbourhood=neighbourhood), **widgets
     )
     assert isinstance(config.signals, Signals)
     world = build_world(config)
